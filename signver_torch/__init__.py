@@ -1,0 +1,33 @@
+"""signver-torch: offline handwritten signature verification in PyTorch, a reimplementation of SignVer.
+
+Four modules, each usable alone: ``detector`` (find signatures on a page), ``cleaner`` (strip lines,
+text and noise from a crop), ``extractor`` (signature → 256-d embedding) and ``matcher`` (same writer
+or not; identify in an enrolled gallery).
+"""
+
+from importlib import metadata as _metadata
+
+from signver_torch.errors import (
+    AcceleratorUnavailableError,
+    CheckpointError,
+    DataError,
+    ImageLoadError,
+    SignVerError,
+)
+from signver_torch.io import load_image, load_image_tensor
+
+try:
+    __version__ = _metadata.version("signver-torch")
+except _metadata.PackageNotFoundError:  # running from a checkout that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "AcceleratorUnavailableError",
+    "CheckpointError",
+    "DataError",
+    "ImageLoadError",
+    "SignVerError",
+    "__version__",
+    "load_image",
+    "load_image_tensor",
+]

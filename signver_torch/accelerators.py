@@ -1,0 +1,203 @@
+"""One place that turns ``accelerator`` + ``devices`` + ``precision`` into ``lightning.Trainer`` kwargs.
+
+Recipes, the ``signver train`` command and the benchmarks all call :func:`trainer_kwargs`, so a run on
+Gaudi, on CUDA and on this laptop differ only in the three words the user typed:
+
+* ``hpu`` → lightning-habana's ``HPUAccelerator`` with ``SingleHPUStrategy`` (one card) or
+  ``HPUDDPStrategy`` (several, e.g. the 8 of a Gaudi2 node) and ``HPUPrecisionPlugin`` (``bf16-mixed``
+  by default);
+* ``gpu`` → CUDA, DDP when several devices;
+* ``cpu`` → CPU;
+* ``auto`` → the best present, in that order.
+
+lightning-habana is imported lazily: it is slow to import and must not be needed for CPU work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import torch
+
+from signver_torch.errors import AcceleratorUnavailableError
+
+AcceleratorName = Literal["auto", "cpu", "gpu", "hpu"]
+Devices = Union[int, str]
+
+#: Precision used when the caller does not choose one.
+DEFAULT_PRECISION = {"cpu": "32-true", "gpu": "bf16-mixed", "hpu": "bf16-mixed"}
+_HPU_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+_PRECISION_ALIASES = {"fp32": "32-true", "32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed", "16": "16-mixed"}
+
+HPU_INSTALL_HINT = (
+    "run inside Habana's PyTorch container for Gaudi (it ships habana-torch-plugin and the "
+    "SynapseAI driver), then `pip install signver-torch` there without replacing its torch; "
+    "see docs/hpu.md"
+)
+
+
+@dataclass(frozen=True)
+class HabanaStatus:
+    """What this machine offers for Gaudi: is lightning-habana importable, and how many HPUs."""
+
+    installed: bool
+    version: str | None
+    device_count: int
+    detail: str
+
+    def describe(self) -> str:
+        if not self.installed:
+            return f"lightning-habana not usable ({self.detail})"
+        if self.device_count == 0:
+            return f"lightning-habana {self.version} installed, no HPU present"
+        return f"lightning-habana {self.version} installed, {self.device_count} HPU(s) present"
+
+
+def habana_status() -> HabanaStatus:
+    """Import lightning-habana and count HPUs, never raising."""
+    try:
+        import lightning_habana
+        from lightning_habana import HPUAccelerator
+    except Exception as error:  # ImportError, or lightning-habana's own check of the lightning version
+        return HabanaStatus(False, None, 0, f"{type(error).__name__}: {error}")
+    try:
+        count = HPUAccelerator.auto_device_count() if HPUAccelerator.is_available() else 0
+    except Exception as error:  # a broken driver must not break `signver info`
+        return HabanaStatus(True, lightning_habana.__version__, 0, f"HPU query failed: {error}")
+    return HabanaStatus(True, lightning_habana.__version__, int(count), "")
+
+
+def cuda_device_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def describe_present() -> dict[str, str]:
+    """A line per accelerator kind, for ``signver info`` and for error messages."""
+    cuda = cuda_device_count()
+    gpu = (
+        ", ".join(f"{i}: {torch.cuda.get_device_name(i)}" for i in range(cuda))
+        if cuda
+        else f"no CUDA device (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})"
+    )
+    return {"cpu": f"{os.cpu_count()} cores", "gpu": gpu, "hpu": habana_status().describe()}
+
+
+def resolve_accelerator(accelerator: str = "auto") -> str:
+    """Map ``auto`` to the best accelerator present; check a named one exists."""
+    name = accelerator.lower()
+    if name == "cuda":
+        name = "gpu"
+    if name not in ("auto", "cpu", "gpu", "hpu"):
+        raise AcceleratorUnavailableError(
+            f"unknown accelerator {accelerator!r}; choose one of auto, cpu, gpu, hpu"
+        )
+    if name == "auto":
+        if habana_status().device_count:
+            return "hpu"
+        return "gpu" if cuda_device_count() else "cpu"
+    if name == "hpu":
+        status = habana_status()
+        if not status.device_count:
+            raise AcceleratorUnavailableError(
+                f"accelerator 'hpu' requested but no Gaudi HPU is present ({status.describe()}); "
+                f"present: {_present_summary()}. To use Gaudi, {HPU_INSTALL_HINT}"
+            )
+    if name == "gpu" and not cuda_device_count():
+        raise AcceleratorUnavailableError(
+            f"accelerator 'gpu' requested but no CUDA device is present (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda or 'none'}); present: {_present_summary()}. "
+            "Install a CUDA build of torch on a machine with an NVIDIA GPU, or use --accelerator cpu"
+        )
+    return name
+
+
+def normalize_precision(precision: str | int | None, accelerator: str) -> str:
+    """Lightning's precision string for ``precision`` (``fp32``/``bf16``/... accepted), or the default."""
+    if precision is None:
+        if accelerator == "gpu" and not torch.cuda.is_bf16_supported():
+            return "16-mixed"
+        return DEFAULT_PRECISION[accelerator]
+    value = _PRECISION_ALIASES.get(str(precision).lower(), str(precision))
+    if accelerator == "hpu" and value not in _HPU_PRECISIONS:
+        raise AcceleratorUnavailableError(
+            f"precision {precision!r} is not supported on HPU; choose one of {', '.join(_HPU_PRECISIONS)}"
+        )
+    return value
+
+
+def trainer_kwargs(
+    accelerator: AcceleratorName | str = "auto",
+    devices: Devices = "auto",
+    precision: str | int | None = None,
+) -> dict[str, Any]:
+    """Return ``accelerator``, ``devices``, ``strategy`` and ``precision``/``plugins`` for ``lightning.Trainer``.
+
+    Args:
+        accelerator: ``auto``, ``cpu``, ``gpu`` (CUDA) or ``hpu`` (Gaudi, via lightning-habana).
+        devices: how many devices; ``"auto"`` takes all present (one for CPU).
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ``16-mixed``; ``fp32``/``bf16``/``fp16``
+            accepted). ``None`` picks ``bf16-mixed`` on HPU and GPU (``16-mixed`` on GPUs without bf16)
+            and ``32-true`` on CPU.
+
+    Raises:
+        AcceleratorUnavailableError: the accelerator, or that many devices, is not present.
+    """
+    name = resolve_accelerator(accelerator)
+    available = {"cpu": 1, "gpu": cuda_device_count(), "hpu": habana_status().device_count}[name]
+    count = _parse_devices(devices, available, name)
+    chosen_precision = normalize_precision(precision, name)
+
+    if name == "hpu":
+        from lightning_habana import HPUAccelerator, HPUDDPStrategy, HPUPrecisionPlugin, SingleHPUStrategy
+
+        strategy = (
+            SingleHPUStrategy()
+            if count == 1
+            else HPUDDPStrategy(parallel_devices=[torch.device("hpu")] * count)
+        )
+        return {
+            "accelerator": HPUAccelerator(),
+            "devices": count,
+            "strategy": strategy,
+            "plugins": [HPUPrecisionPlugin(precision=chosen_precision)],
+        }
+    if name == "gpu":
+        return {
+            "accelerator": "gpu",
+            "devices": count,
+            "strategy": "ddp" if count > 1 else "auto",
+            "precision": chosen_precision,
+        }
+    return {"accelerator": "cpu", "devices": count, "strategy": "auto", "precision": chosen_precision}
+
+
+def _parse_devices(devices: Devices, available: int, accelerator: str) -> int:
+    if isinstance(devices, str) and devices.strip().lower() in ("auto", "-1"):
+        return max(available, 1) if accelerator != "cpu" else 1
+    try:
+        count = int(devices)
+    except (TypeError, ValueError):
+        raise AcceleratorUnavailableError(
+            f"devices must be a positive number or 'auto', got {devices!r}"
+        ) from None
+    if count == -1:
+        return max(available, 1) if accelerator != "cpu" else 1
+    if count < 1:
+        raise AcceleratorUnavailableError(f"devices must be a positive number or 'auto', got {devices!r}")
+    if accelerator == "cpu":
+        if count != 1:
+            raise AcceleratorUnavailableError(
+                "devices > 1 on CPU is not supported (one process already uses every core); use devices=1"
+            )
+        return 1
+    if count > available:
+        raise AcceleratorUnavailableError(
+            f"{count} {accelerator.upper()} device(s) requested but only {available} present"
+        )
+    return count
+
+
+def _present_summary() -> str:
+    return "; ".join(f"{kind}: {text}" for kind, text in describe_present().items())

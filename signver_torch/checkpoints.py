@@ -1,0 +1,182 @@
+"""Checkpoints: safetensors weights plus a JSON model card, written atomically, verified on load.
+
+A checkpoint is ``<name>.safetensors`` beside ``<name>.json``. The card carries everything needed to
+rebuild and trust the model: architecture config, preprocessing, thresholds or class names, the data
+and split it was trained on, the exact recipe command, hardware, wall time, measured metrics and the
+sha256 of the weights. Names such as ``"default"`` resolve to the checkpoints shipped with the package.
+Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from signver_torch.errors import CheckpointError
+
+MODULES = ("detector", "cleaner", "extractor")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def shipped_roots() -> list[Path]:
+    """Folders holding shipped checkpoints: inside an installed wheel, or the checkout's ``checkpoints/``."""
+    roots = [_PACKAGE_DIR / "_shipped", _PACKAGE_DIR.parent / "checkpoints"]
+    return [root for root in roots if root.is_dir()]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint on disk: its module, its name and its two files."""
+
+    module: str
+    name: str
+    weights: Path
+
+    @property
+    def card_path(self) -> Path:
+        return self.weights.with_suffix(".json")
+
+    def card(self) -> dict[str, Any]:
+        return read_card(self.weights)
+
+
+def shipped_checkpoints(module: str | None = None) -> list[Checkpoint]:
+    """Every shipped checkpoint (optionally of one module), first root wins on duplicate names."""
+    found: dict[tuple[str, str], Checkpoint] = {}
+    for root in shipped_roots():
+        for weights in sorted(root.glob("*/*.safetensors")):
+            key = (weights.parent.name, weights.stem)
+            if key[0] in MODULES and (module is None or key[0] == module) and key not in found:
+                found[key] = Checkpoint(key[0], key[1], weights)
+    return list(found.values())
+
+
+def resolve_checkpoint(module: str, name_or_path: str | os.PathLike) -> Checkpoint:
+    """Turn a shipped name (``"default"``) or a ``.safetensors`` path into a :class:`Checkpoint`."""
+    if module not in MODULES:
+        raise CheckpointError(f"unknown module {module!r}; checkpoints exist for {', '.join(MODULES)}")
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if path.suffix == ".safetensors" or os.sep in text or path.exists():
+        if path.is_dir():
+            raise CheckpointError(f"{text}: is a directory; pass the .safetensors file")
+        if not path.exists():
+            raise CheckpointError(f"{text}: checkpoint file not found")
+        return Checkpoint(module, path.stem, path)
+    for checkpoint in shipped_checkpoints(module):
+        if checkpoint.name == text:
+            return checkpoint
+    names = ", ".join(c.name for c in shipped_checkpoints(module)) or "none shipped yet"
+    raise CheckpointError(f"no shipped {module} checkpoint named {text!r} (available: {names})")
+
+
+def read_card(weights: Path) -> dict[str, Any]:
+    card_path = Path(weights).with_suffix(".json")
+    if not card_path.exists():
+        raise CheckpointError(f"{card_path}: model card missing (every checkpoint needs its .json card)")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{card_path}: unreadable model card ({error})") from error
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: model card must be a JSON object")
+    return card
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load weights and card, checking the card's module and the weights' sha256.
+
+    Raises:
+        CheckpointError: missing or corrupt files, a card for another module, or a checksum mismatch.
+    """
+    checkpoint = resolve_checkpoint(module, name_or_path)
+    card = checkpoint.card()
+    if card.get("module") != module:
+        raise CheckpointError(
+            f"{checkpoint.weights}: this is a {card.get('module', 'unknown')!r} checkpoint, not a {module!r} one"
+        )
+    expected = card.get("sha256")
+    if not expected:
+        raise CheckpointError(f"{checkpoint.card_path}: model card has no sha256 of the weights")
+    if sha256_file(checkpoint.weights) != expected:
+        raise CheckpointError(
+            f"{checkpoint.weights}: sha256 does not match its card (file corrupt or replaced)"
+        )
+    try:
+        state = load_file(str(checkpoint.weights))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint.weights}: not a readable safetensors file ({error})") from error
+    return state, card
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    card: Mapping[str, Any],
+    *,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``path`` (``.safetensors``) and its card atomically; returns the weights path.
+
+    Floating tensors are stored as ``dtype`` when given (fp16 halves the size). The card gains
+    ``sha256`` and ``weights_dtype``. Each file is written to a temporary name and renamed, so a crash
+    never leaves a half-written checkpoint under the real name.
+    """
+    weights = Path(path).with_suffix(".safetensors")
+    if "module" not in card or card["module"] not in MODULES:
+        raise CheckpointError(f"card must name its module (one of {', '.join(MODULES)})")
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        key: (value.detach().to(dtype) if dtype is not None and value.is_floating_point() else value.detach())
+        .contiguous()
+        .cpu()
+        for key, value in state_dict.items()
+    }
+    with _atomic_target(weights) as tmp:
+        save_file(tensors, str(tmp))
+        full_card = {**card, "sha256": sha256_file(tmp), "weights_dtype": str(dtype or "as trained").replace("torch.", "")}
+    with _atomic_target(weights.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(full_card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return weights
+
+
+@contextmanager
+def _atomic_target(target: Path) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder that replaces ``target`` only on success."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def iter_cards(module: str | None = None) -> Iterator[tuple[Checkpoint, dict[str, Any] | str]]:
+    """Yield each shipped checkpoint with its card, or the error text if the card is unreadable."""
+    for checkpoint in shipped_checkpoints(module):
+        try:
+            yield checkpoint, checkpoint.card()
+        except CheckpointError as error:
+            yield checkpoint, str(error)

@@ -1,0 +1,1 @@
+"""The cleaner module (see DESIGN.md): model.py, lit.py, api.py."""

@@ -1,0 +1,1 @@
+"""Loaders, splits, preprocessing, synthetic generators and LightningDataModules."""

@@ -1,0 +1,1 @@
+"""The detector module (see DESIGN.md): model.py, lit.py, api.py."""

@@ -1,0 +1,27 @@
+"""Exceptions raised by signver-torch.
+
+Every error a user can cause (a bad image, a missing accelerator, a wrong checkpoint) is a
+:class:`SignVerError`, so callers can catch one type and the CLI can print one line.
+"""
+
+from __future__ import annotations
+
+
+class SignVerError(Exception):
+    """Base class of every error signver-torch raises on purpose."""
+
+
+class ImageLoadError(SignVerError, ValueError):
+    """An image could not be read: missing, empty, truncated, not an image, or too large."""
+
+
+class AcceleratorUnavailableError(SignVerError, RuntimeError):
+    """The requested accelerator (or number of devices) is not present on this machine."""
+
+
+class CheckpointError(SignVerError, ValueError):
+    """A checkpoint name, file or model card is missing, corrupt or does not match the model."""
+
+
+class DataError(SignVerError, ValueError):
+    """A dataset folder, annotation file or split specification is malformed."""

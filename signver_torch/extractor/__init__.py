@@ -1,0 +1,1 @@
+"""The extractor module (see DESIGN.md): model.py, lit.py, api.py."""

@@ -1,0 +1,212 @@
+"""The one image loader every module uses.
+
+Scans arrive as files, bytes, PIL images, numpy arrays and tensors, in every PIL mode (CEDAR alone
+mixes ``L``, ``P`` and ``RGBA`` PNGs). Each is converted explicitly, so a palette image, a 16-bit scan
+or a transparent PNG means the same ink on the same white paper everywhere in the library, and every
+failure is an :class:`~signver_torch.errors.ImageLoadError` that names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from signver_torch.errors import ImageLoadError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray, torch.Tensor]
+OutputMode = Literal["RGB", "L"]
+
+#: Refuse images above this many pixels before decoding them (a 600 dpi A3 scan is ~70 MP).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_WHITE = {"RGB": (255, 255, 255), "L": 255}
+
+
+def load_image(
+    source: ImageSource,
+    mode: OutputMode = "RGB",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> Image.Image:
+    """Load ``source`` as an 8-bit ``RGB`` or ``L`` PIL image, upright and on a white background.
+
+    Args:
+        source: a path, encoded bytes, a PIL image, a numpy array (``HxW``, ``HxWxC``; uint8, uint16,
+            bool, or float in ``[0, 1]``) or a tensor (``HxW`` or ``CxHxW``; uint8 or float in ``[0, 1]``).
+        mode: ``"RGB"`` or ``"L"`` (grayscale).
+        max_pixels: images larger than this are refused before decoding (decompression bombs).
+        name: how to call the image in error messages; defaults to the path or the input type.
+
+    Raises:
+        ImageLoadError: the file is missing, empty, truncated, not an image, too large, or the array
+            has an unusable shape, dtype or value range.
+    """
+    if mode not in _WHITE:
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    if isinstance(source, (str, os.PathLike)):
+        label = name or str(source)
+        return _convert(_decode_file(Path(source), label, max_pixels), mode, label)
+    if isinstance(source, (bytes, bytearray)):
+        label = name or "<bytes>"
+        if not source:
+            raise ImageLoadError(f"{label}: empty input (0 bytes)")
+        return _convert(_decode(io.BytesIO(source), label, max_pixels), mode, label)
+    if isinstance(source, Image.Image):
+        label = name or "<PIL image>"
+        _check_size(source.size, label, max_pixels)
+        return _convert(source, mode, label)
+    if isinstance(source, torch.Tensor):
+        label = name or "<tensor>"
+        return _convert(_array_to_pil(_tensor_to_hwc(source, label), label), mode, label)
+    if isinstance(source, np.ndarray):
+        label = name or "<array>"
+        return _convert(_array_to_pil(source, label), mode, label)
+    raise ImageLoadError(
+        f"{name or '<input>'}: cannot read an image from {type(source).__name__}; "
+        "pass a path, bytes, a PIL image, a numpy array or a tensor"
+    )
+
+
+def load_image_tensor(
+    source: ImageSource,
+    mode: OutputMode = "L",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> torch.Tensor:
+    """Load ``source`` like :func:`load_image` and return a float ``CxHxW`` tensor in ``[0, 1]``."""
+    array = np.asarray(load_image(source, mode, max_pixels=max_pixels, name=name), dtype=np.float32)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array / 255.0).permute(2, 0, 1).contiguous()
+
+
+def _decode_file(path: Path, label: str, max_pixels: int) -> Image.Image:
+    if not path.exists():
+        raise ImageLoadError(f"{label}: file not found")
+    if path.is_dir():
+        raise ImageLoadError(f"{label}: is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"{label}: empty file (0 bytes)")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ImageLoadError(f"{label}: cannot read file ({error.strerror or error})") from error
+    return _decode(io.BytesIO(data), label, max_pixels)
+
+
+def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageLoadError(f"{label}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"{label}: image is {width}x{height} = {width * height:,} pixels, above the limit of "
+            f"{max_pixels:,} (possible decompression bomb; raise max_pixels if the scan is genuine)"
+        )
+
+
+def _decode(stream: io.BytesIO, label: str, max_pixels: int) -> Image.Image:
+    """Open, size-check (before decoding), fully decode and EXIF-rotate an encoded image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            _check_size(image.size, label, max_pixels)
+            image.load()
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageLoadError(f"{label}: not an image file (no known image format)") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageLoadError(f"{label}: refused as a possible decompression bomb ({error})") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageLoadError(f"{label}: truncated or corrupt image ({error})") from error
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as error:
+        raise ImageLoadError(f"{label}: corrupt EXIF orientation data ({error})") from error
+
+
+def _convert(image: Image.Image, mode: OutputMode, label: str) -> Image.Image:
+    """Convert any PIL mode explicitly to 8-bit ``mode``; transparency becomes white paper."""
+    source_mode = image.mode
+    if source_mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif source_mode == "PA":
+        image = image.convert("RGBA")
+    elif source_mode == "1":
+        image = image.convert("L")
+    elif source_mode.startswith("I") or source_mode == "F":
+        image = _rescale_to_8bit(image, label)
+    elif source_mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+
+    if image.mode in ("RGBA", "LA", "RGBa", "La"):
+        image = image.convert("RGBA" if image.mode.startswith("RGB") else "LA")
+        background = Image.new(image.mode[:-1], image.size, _WHITE["RGB" if image.mode == "RGBA" else "L"])
+        background.paste(image, mask=image.getchannel("A"))
+        image = background
+    if image.mode not in ("L", "RGB"):
+        raise ImageLoadError(f"{label}: unsupported image mode {source_mode!r}")
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _rescale_to_8bit(image: Image.Image, label: str) -> Image.Image:
+    """Map 16-bit, 32-bit integer and float grayscale onto 0..255 by the mode's own range."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ImageLoadError(f"{label}: image contains NaN or infinite values")
+    if image.mode == "F":
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+    elif image.mode.startswith("I;16") or values.max(initial=0) > 255:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 1.0
+    return Image.fromarray(np.clip(values * scale, 0, 255).round().astype(np.uint8))
+
+
+def _tensor_to_hwc(tensor: torch.Tensor, label: str) -> np.ndarray:
+    array = tensor.detach().cpu()
+    if array.ndim == 3:
+        if array.shape[0] not in (1, 3, 4):
+            raise ImageLoadError(f"{label}: expected a CxHxW tensor with C in 1, 3, 4; got shape {tuple(array.shape)}")
+        array = array.permute(1, 2, 0)
+    if array.dtype == torch.bfloat16 or array.dtype == torch.float16:
+        array = array.float()
+    return array.numpy()
+
+
+def _array_to_pil(array: np.ndarray, label: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageLoadError(
+            f"{label}: expected HxW, HxWx1, HxWx3 or HxWx4 pixels; got shape {tuple(array.shape)}"
+        )
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageLoadError(f"{label}: image has no pixels (shape {tuple(array.shape)})")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint16:
+        array = (array.astype(np.float64) * (255.0 / 65535.0)).round().astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ImageLoadError(f"{label}: image contains NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageLoadError(
+                f"{label}: float pixels must lie in [0, 1]; got values from {low:g} to {high:g}"
+            )
+        array = (array * 255.0).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ImageLoadError(f"{label}: unsupported pixel dtype {array.dtype} (use uint8, uint16, bool or float)")
+    return Image.fromarray(np.ascontiguousarray(array))

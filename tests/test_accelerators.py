@@ -1,0 +1,135 @@
+"""What accelerators.py constructs for each accelerator, with availability mocked where absent."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+from unittest import mock
+
+import lightning
+import pytest
+import torch
+from lightning_habana import HPUAccelerator, HPUDDPStrategy, HPUPrecisionPlugin, SingleHPUStrategy
+from lightning_habana.pytorch.plugins import precision as habana_precision
+
+from signver_torch.accelerators import habana_status, resolve_accelerator, trainer_kwargs
+from signver_torch.errors import AcceleratorUnavailableError, SignVerError
+
+
+@contextmanager
+def hpus(count: int) -> Iterator[None]:
+    """Pretend this machine has ``count`` Gaudi cards with a recent SynapseAI."""
+    with mock.patch.object(HPUAccelerator, "is_available", return_value=count > 0), mock.patch.object(
+        HPUAccelerator, "auto_device_count", return_value=count
+    ), mock.patch.object(habana_precision, "_HPU_SYNAPSE_GREATER_EQUAL_1_11_0", True):
+        yield
+
+
+@contextmanager
+def cuda_gpus(count: int) -> Iterator[None]:
+    with mock.patch.object(torch.cuda, "is_available", return_value=count > 0), mock.patch.object(
+        torch.cuda, "device_count", return_value=count
+    ), mock.patch.object(torch.cuda, "is_bf16_supported", return_value=True):
+        yield
+
+
+def build_trainer(kwargs: dict) -> lightning.Trainer:
+    return lightning.Trainer(**kwargs, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+
+
+def test_cpu_kwargs_build_a_real_trainer() -> None:
+    kwargs = trainer_kwargs("cpu")
+    assert kwargs == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}
+    trainer = build_trainer(kwargs)
+    assert trainer.num_devices == 1
+    assert type(trainer.accelerator).__name__ == "CPUAccelerator"
+
+
+def test_cpu_accepts_bf16_alias() -> None:
+    assert trainer_kwargs("cpu", precision="bf16")["precision"] == "bf16-mixed"
+
+
+def test_single_hpu_uses_single_strategy_and_bf16_plugin() -> None:
+    with hpus(8):
+        kwargs = trainer_kwargs("hpu", devices=1)
+        assert isinstance(kwargs["accelerator"], HPUAccelerator)
+        assert kwargs["devices"] == 1
+        assert isinstance(kwargs["strategy"], SingleHPUStrategy)
+        [plugin] = kwargs["plugins"]
+        assert isinstance(plugin, HPUPrecisionPlugin) and plugin.precision == "bf16-mixed"
+        assert "precision" not in kwargs, "precision travels in the HPU plugin, not beside it"
+        trainer = build_trainer(kwargs)
+        assert trainer.strategy is kwargs["strategy"]
+        assert trainer.precision_plugin is plugin
+        assert trainer.num_devices == 1
+
+
+def test_eight_hpus_use_hpu_ddp_over_eight_devices() -> None:
+    with hpus(8):
+        kwargs = trainer_kwargs("hpu", devices=8, precision="32-true")
+        strategy = kwargs["strategy"]
+        assert isinstance(strategy, HPUDDPStrategy)
+        assert strategy.parallel_devices == [torch.device("hpu")] * 8
+        assert kwargs["plugins"][0].precision == "32-true"
+        trainer = build_trainer(kwargs)
+        assert trainer.num_devices == 8
+        assert trainer.strategy is strategy
+
+
+def test_auto_prefers_hpu_then_gpu_then_cpu() -> None:
+    with hpus(8), cuda_gpus(2):
+        assert resolve_accelerator("auto") == "hpu"
+        assert trainer_kwargs("auto")["devices"] == 8
+    with hpus(0), cuda_gpus(2):
+        assert resolve_accelerator("auto") == "gpu"
+    with hpus(0), cuda_gpus(0):
+        assert resolve_accelerator("auto") == "cpu"
+
+
+def test_one_gpu_and_several_gpus() -> None:
+    with cuda_gpus(4):
+        assert trainer_kwargs("gpu", devices=1) == {
+            "accelerator": "gpu", "devices": 1, "strategy": "auto", "precision": "bf16-mixed"
+        }
+        assert trainer_kwargs("gpu", devices="auto") == {
+            "accelerator": "gpu", "devices": 4, "strategy": "ddp", "precision": "bf16-mixed"
+        }
+        assert trainer_kwargs("cuda", devices="2", precision="fp32")["precision"] == "32-true"
+
+
+def test_gpu_without_bf16_falls_back_to_fp16() -> None:
+    with cuda_gpus(1), mock.patch.object(torch.cuda, "is_bf16_supported", return_value=False):
+        assert trainer_kwargs("gpu")["precision"] == "16-mixed"
+
+
+def test_missing_hpu_says_what_is_present_and_how_to_get_one() -> None:
+    with hpus(0):
+        with pytest.raises(AcceleratorUnavailableError) as caught:
+            trainer_kwargs("hpu")
+    message = str(caught.value)
+    assert "no Gaudi HPU is present" in message
+    assert "installed, no HPU present" in message
+    assert "cpu:" in message
+    assert "Habana's PyTorch container" in message and "pip install signver-torch" in message
+    assert isinstance(caught.value, SignVerError)
+
+
+def test_missing_gpu_and_too_many_devices_are_clear_errors() -> None:
+    with cuda_gpus(0), pytest.raises(AcceleratorUnavailableError, match="no CUDA device"):
+        trainer_kwargs("gpu")
+    with hpus(1), pytest.raises(AcceleratorUnavailableError, match="8 HPU device.*only 1 present"):
+        trainer_kwargs("hpu", devices=8)
+    with pytest.raises(AcceleratorUnavailableError, match="unknown accelerator"):
+        trainer_kwargs("tpu")
+    with pytest.raises(AcceleratorUnavailableError, match="positive number"):
+        trainer_kwargs("cpu", devices="many")
+    with hpus(1), pytest.raises(AcceleratorUnavailableError, match="not supported on HPU"):
+        trainer_kwargs("hpu", precision="64-true")
+
+
+def test_habana_status_on_this_machine_reports_installed_without_hpu() -> None:
+    status = habana_status()
+    assert status.installed, status.detail
+    if status.device_count:
+        pytest.skip("this machine has Gaudi cards")
+    assert status.describe() == f"lightning-habana {status.version} installed, no HPU present"

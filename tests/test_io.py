@@ -1,0 +1,202 @@
+"""The image loader on real files of every mode, and on every kind of bad input."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from signver_torch import ImageLoadError, SignVerError, load_image, load_image_tensor
+
+INK, PAPER = 20, 240
+
+
+def stroke_page(size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    """A white page with a dark horizontal stroke in rows 20..27 (uint8 grayscale)."""
+    page = np.full(size[::-1], PAPER, np.uint8)
+    page[20:28, 8:56] = INK
+    return page
+
+
+def assert_stroke(image: Image.Image) -> None:
+    gray = np.asarray(image.convert("L"))
+    assert gray.shape == (48, 64)
+    assert gray[20:28, 8:56].max() < 80, "ink should stay dark"
+    assert gray[:15].min() > 200 and gray[35:].min() > 200, "paper should stay light"
+
+
+def save_in_mode(page: np.ndarray, mode: str, path: Path) -> Path:
+    gray = Image.fromarray(page)
+    if mode == "1":
+        image = gray.point(lambda v: 255 if v > 128 else 0).convert("1")
+    elif mode == "P":
+        image = gray.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    elif mode == "RGBA":
+        rgba = np.zeros((*page.shape, 4), np.uint8)  # transparent everywhere but the ink
+        rgba[page == INK] = (INK, INK, INK, 255)
+        image = Image.fromarray(rgba)
+    elif mode == "LA":
+        image = Image.merge("LA", (gray, Image.fromarray(np.where(page == INK, 255, 0).astype(np.uint8))))
+    elif mode == "I;16":
+        image = Image.fromarray(page.astype(np.uint16) * 257)
+        assert image.mode.startswith("I;16")
+    elif mode == "CMYK":
+        image = gray.convert("RGB").convert("CMYK")
+    else:
+        image = gray.convert(mode)
+    target = path / f"page_{mode.replace(';', '_')}.{'tiff' if mode == 'CMYK' else 'png'}"
+    image.save(target)
+    assert Image.open(target).mode.startswith(mode.split(";")[0])
+    return target
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "CMYK"])
+@pytest.mark.parametrize("output", ["RGB", "L"])
+def test_every_pil_mode_becomes_the_same_ink_on_white(tmp_path: Path, mode: str, output: str) -> None:
+    path = save_in_mode(stroke_page(), mode, tmp_path)
+    image = load_image(path, output)
+    assert image.mode == output
+    assert_stroke(image)
+
+
+def test_transparent_background_becomes_white_paper(tmp_path: Path) -> None:
+    gray = np.asarray(load_image(save_in_mode(stroke_page(), "RGBA", tmp_path), "L"))
+    assert gray[0, 0] == 255 and gray[22, 10] == INK
+
+
+def test_sixteen_bit_scan_keeps_its_grey_levels(tmp_path: Path) -> None:
+    ramp = (np.arange(256, dtype=np.uint16).repeat(4).reshape(32, 32) * 257)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    assert np.array_equal(np.asarray(load_image(path, "L")), (ramp // 257).astype(np.uint8))
+
+
+def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
+    stored = np.full((40, 60), 255, np.uint8)
+    stored[:, :30] = 0  # dark left half as stored
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    upright = np.asarray(load_image(path, "L"))
+    assert upright.shape == (60, 40), "width and height swap after the rotation"
+    assert upright[:25].mean() < 40 and upright[35:].mean() > 215, "the stored left half is now on top"
+
+
+@pytest.mark.parametrize("kind", ["L", "P", "RGBA"])
+def test_real_cedar_modes_load_as_dark_ink_on_white(shared_data: Path, kind: str) -> None:
+    for path in sorted((shared_data / "cedar").glob("full_*/*.png")):
+        if Image.open(path).mode == kind:
+            break
+    else:
+        pytest.fail(f"no CEDAR file in mode {kind}")
+    gray = np.asarray(load_image(path, "L"))
+    assert gray.ndim == 2 and gray.shape == Image.open(path).size[::-1]
+    assert np.percentile(gray, 50) > 200, "background is light"
+    assert gray.min() < 120, "there is ink"
+
+
+def test_sources_of_every_type_agree(tmp_path: Path) -> None:
+    page = stroke_page()
+    path = save_in_mode(page, "L", tmp_path)
+    reference = np.asarray(load_image(path, "L"))
+    sources = [
+        str(path),
+        path.read_bytes(),
+        Image.open(path),
+        page,
+        page[:, :, None],
+        page.astype(np.float32) / 255.0,
+        torch.from_numpy(page)[None],
+        torch.from_numpy(page).float().div(255).expand(3, -1, -1),
+    ]
+    for source in sources:
+        assert np.array_equal(np.asarray(load_image(source, "L")), reference), type(source)
+    tensor = load_image_tensor(path)
+    assert tensor.shape == (1, 48, 64) and tensor.dtype == torch.float32
+    assert torch.allclose(tensor[0], torch.tensor(reference).float() / 255)
+
+
+def write_png_header_claiming(path: Path, width: int, height: int) -> None:
+    """A small PNG whose header claims ``width`` x ``height``: a decompression bomb's signature."""
+    buffer = path.with_suffix(".tmp.png")
+    Image.new("L", (8, 8), 255).save(buffer)
+    data = bytearray(buffer.read_bytes())
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes of header fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def bad_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.png"
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.touch()
+    elif kind == "text":
+        path.write_text("this is not an image\n")
+    elif kind == "truncated":
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:2000])
+    elif kind == "bomb":
+        write_png_header_claiming(path, 40_000, 40_000)
+    elif kind == "directory":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, problem",
+    [
+        ("missing", "not found"),
+        ("empty", "empty"),
+        ("text", "not an image"),
+        ("truncated", "truncated"),
+        ("bomb", "decompression bomb"),
+        ("directory", "directory"),
+    ],
+)
+def test_bad_files_are_refused_naming_the_file(tmp_path: Path, kind: str, problem: str) -> None:
+    path = bad_file(tmp_path, kind)
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(path)
+    assert str(path) in str(caught.value)
+    assert problem in str(caught.value)
+    assert isinstance(caught.value, SignVerError)
+
+
+def test_max_pixels_is_configurable(tmp_path: Path) -> None:
+    path = save_in_mode(stroke_page(), "L", tmp_path)
+    with pytest.raises(ImageLoadError, match="above the limit"):
+        load_image(path, max_pixels=1000)
+
+
+@pytest.mark.parametrize(
+    "array, problem",
+    [
+        (np.full((8, 8), np.nan, np.float32), "NaN"),
+        (np.full((8, 8), 3.0, np.float32), r"\[0, 1\]"),
+        (np.zeros((8, 8, 5), np.uint8), "shape"),
+        (np.zeros((0, 8), np.uint8), "no pixels"),
+        (np.zeros((8, 8), np.int64), "dtype"),
+        (torch.zeros(7, 8, 8), "CxHxW"),
+    ],
+)
+def test_bad_arrays_are_refused(array: object, problem: str) -> None:
+    with pytest.raises(ImageLoadError, match=problem):
+        load_image(array, name="crop-3")
+
+
+def test_empty_bytes_and_unknown_types_are_refused() -> None:
+    with pytest.raises(ImageLoadError, match="empty"):
+        load_image(b"")
+    with pytest.raises(ImageLoadError, match="cannot read an image from list"):
+        load_image([[0, 1]])  # type: ignore[arg-type]
