@@ -155,9 +155,20 @@ def save_checkpoint(
     with _atomic_target(weights) as tmp:
         save_file(tensors, str(tmp))
         full_card = {**card, "sha256": sha256_file(tmp), "weights_dtype": str(dtype or "as trained").replace("torch.", "")}
-    with _atomic_target(weights.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(full_card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    _write_card(weights, full_card)
     return weights
+
+
+def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    """Add or replace ``fields`` in the card of ``weights`` (atomically; the weights are untouched)."""
+    card = {**read_card(Path(weights)), **fields}
+    _write_card(Path(weights), card)
+    return card
+
+
+def _write_card(weights: Path, card: Mapping[str, Any]) -> None:
+    with _atomic_target(weights.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
 @contextmanager

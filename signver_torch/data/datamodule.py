@@ -1,0 +1,160 @@
+"""LightningDataModule for extractor training: writer-disjoint splits, preprocessed once, writer-grouped batches."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import lightning
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+from tqdm.auto import tqdm
+
+from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
+from signver_torch.data.signatures import (
+    SignatureImages,
+    SignatureRecord,
+    discover_signatures,
+    parse_writers,
+    writer_split,
+)
+from signver_torch.errors import DataError
+
+
+def preprocess_records(
+    records: Sequence[SignatureRecord],
+    preprocessor: SignaturePreprocessor,
+    *,
+    batch_size: int = 64,
+    description: str = "preprocessing",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases and their labels."""
+    images = SignatureImages(records)
+    loader = DataLoader(images, batch_size=batch_size, collate_fn=list)
+    canvases = []
+    with tqdm(total=len(images), desc=description, unit="img", file=sys.stderr, leave=False) as bar:
+        for batch in loader:
+            canvases.append((preprocessor([image for image, _ in batch], strict=False) * 255).round().to(torch.uint8))
+            bar.update(len(batch))
+    return torch.cat(canvases), images.labels
+
+
+class WriterBatchSampler(Sampler[list[int]]):
+    """Batches of ``writers_per_batch`` writers, each with ``per_class`` genuine and ``per_class`` forged.
+
+    PML's ``MPerClassSampler`` draws classes independently, so a writer's genuine and forged classes
+    rarely meet in a batch; grouping by writer puts every skilled forgery next to the signatures it
+    imitates, which is the negative that matters for verification. Writers without forgeries
+    contribute genuine signatures only. Classes smaller than ``per_class`` are drawn with replacement.
+    """
+
+    def __init__(self, labels: torch.Tensor, writers_per_batch: int, per_class: int, seed: int = 0) -> None:
+        self.by_class = {int(c): (labels == c).nonzero().flatten() for c in labels.unique()}
+        self.writers = sorted({c // 2 for c in self.by_class})
+        if len(self.writers) < 2:
+            raise DataError("training needs at least 2 writers")
+        self.writers_per_batch = min(writers_per_batch, len(self.writers))
+        self.per_class = per_class
+        self.seed = seed
+        self.epoch = 0
+        self.batches = max(1, math.ceil(len(labels) / (self.writers_per_batch * 2 * per_class)))
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order: list[int] = []
+        for _ in range(self.batches):
+            if len(order) < self.writers_per_batch:
+                order += [self.writers[i] for i in torch.randperm(len(self.writers), generator=generator)]
+            chosen, order = order[: self.writers_per_batch], order[self.writers_per_batch :]
+            batch: list[int] = []
+            for writer in chosen:
+                for label in (2 * writer, 2 * writer + 1):
+                    members = self.by_class.get(label)
+                    if members is None:
+                        continue
+                    if len(members) >= self.per_class:
+                        picks = members[torch.randperm(len(members), generator=generator)[: self.per_class]]
+                    else:
+                        picks = members[torch.randint(len(members), (self.per_class,), generator=generator)]
+                    batch += picks.tolist()
+            yield batch
+
+
+def holdout_writers(
+    records: Sequence[SignatureRecord],
+    train_writers: str | Sequence[str] | None,
+    val_writers: str | Sequence[str] | None,
+    val_fraction: float,
+) -> tuple[list[str], list[str]]:
+    """Fill in a missing split: the given one's complement, or the last ``val_fraction`` of writers (at least 2)."""
+    writers = list(dict.fromkeys(r.writer for r in records))
+    if train_writers is not None:
+        train = parse_writers(train_writers, writers)
+        return train, [w for w in writers if w not in train]
+    if val_writers is not None:
+        val = parse_writers(val_writers, writers)
+        return [w for w in writers if w not in val], val
+    if len(writers) < 4:
+        raise DataError(
+            f"{len(writers)} writers found: at least 4 are needed to train and hold some out for calibration"
+        )
+    held_out = max(2, round(len(writers) * val_fraction))
+    return writers[:-held_out], writers[-held_out:]
+
+
+class SignatureDataModule(lightning.LightningDataModule):
+    """Train/validation signatures from one folder (CEDAR or writer folders), split by writer.
+
+    Images are decoded and preprocessed once in ``setup`` (a few seconds for CEDAR) and kept as uint8
+    canvases; augmentation happens on the device in the LightningModule.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        train_writers: str | Sequence[str] | None = "1-32",
+        val_writers: str | Sequence[str] | None = "33-40",
+        writers_per_batch: int = 8,
+        per_class: int = 4,
+        eval_batch_size: int = 128,
+        height: int = 112,
+        width: int = 192,
+        seed: int = 0,
+        num_workers: int = 0,
+        val_fraction: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.preprocessor = SignaturePreprocessor(PreprocessConfig(height=height, width=width))
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        records = discover_signatures(hp.data_dir)
+        train_writers, val_writers = hp.train_writers, hp.val_writers
+        if train_writers is None or val_writers is None:
+            train_writers, val_writers = holdout_writers(records, train_writers, val_writers, hp.val_fraction)
+        train, val = writer_split(records, train_writers, val_writers)
+        self.train_records, self.val_records = train, val
+        self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures"))
+        self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures"))
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        sampler = WriterBatchSampler(
+            self.train_set.tensors[1], self.hparams.writers_per_batch, self.hparams.per_class, self.hparams.seed
+        )
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(self.val_set, batch_size=self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)

@@ -1,0 +1,102 @@
+"""Signature embedding networks: any timm backbone (or SigNet) + projection head + L2 normalisation.
+
+Plain ``nn.Module``s and builders, no Lightning and no I/O: the input is the preprocessed ink canvas
+``(N, 1, H, W)`` from :class:`~signver_torch.data.preprocess.SignaturePreprocessor`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EMBEDDING_DIM = 256
+
+
+class SigNet(nn.Module):
+    """SigNet (Hafemann et al., 2017), the classic signature CNN, as a backbone for comparison.
+
+    The original uses 150x220 inputs and two 2048-d fully connected layers; global average pooling
+    replaces the fixed-size flatten so any canvas size works.
+    """
+
+    def __init__(self, in_chans: int = 1, width: float = 1.0) -> None:
+        super().__init__()
+
+        def channels(n: int) -> int:
+            return max(8, int(n * width))
+
+        def block(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        c1, c2, c3, c5 = channels(96), channels(256), channels(384), channels(256)
+        self.features = nn.Sequential(
+            *block(in_chans, c1, 11, stride=4),
+            nn.MaxPool2d(3, 2),
+            *block(c1, c2, 5, padding=2),
+            nn.MaxPool2d(3, 2),
+            *block(c2, c3, 3, padding=1),
+            *block(c3, c3, 3, padding=1),
+            *block(c3, c5, 3, padding=1),
+            nn.AdaptiveAvgPool2d((3, 5)),
+            nn.Flatten(),
+            nn.Linear(c5 * 15, 2048, bias=False),
+            nn.BatchNorm1d(2048),
+            nn.ReLU(inplace=True),
+        )
+        self.num_features = 2048
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class SignatureEmbedder(nn.Module):
+    """Backbone → linear projection → L2-normalised embedding (cosine distance = 1 - dot product)."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, embedding_dim: int = EMBEDDING_DIM) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.Dropout(0.1), nn.Linear(num_features, embedding_dim))
+        self.embedding_dim = embedding_dim
+
+    def forward(self, canvas: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(canvas)), dim=1)
+
+
+class SiameseVerifier(nn.Module):
+    """Scores a pair through one shared embedder: cosine distance in ``[0, 2]`` (0 = identical)."""
+
+    def __init__(self, embedder: SignatureEmbedder) -> None:
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        both = self.embedder(torch.cat([first, second]))
+        a, b = both.split(first.shape[0])
+        return 1 - (a * b).sum(1)
+
+
+def build_backbone(name: str, in_chans: int = 1, **kwargs: Any) -> tuple[nn.Module, int]:
+    """A feature extractor and its output width: ``"signet"`` or any timm model name."""
+    if name == "signet":
+        net = SigNet(in_chans=in_chans, **kwargs)
+        return net, net.num_features
+    if name not in timm.list_models():
+        raise ValueError(f"unknown backbone {name!r}: use 'signet' or a timm model name (timm.list_models())")
+    net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    return net, net.num_features
+
+
+def build_extractor(
+    backbone: str = "regnetx_004", embedding_dim: int = EMBEDDING_DIM, in_chans: int = 1, **backbone_kwargs: Any
+) -> SignatureEmbedder:
+    """Build a signature embedder, e.g. ``build_extractor("resnet18")`` or ``build_extractor("signet")``.
+
+    Weights start random: nothing is downloaded (train with ``signver train extractor`` or load a
+    checkpoint with :class:`~signver_torch.extractor.api.MetricExtractor`).
+    """
+    net, features = build_backbone(backbone, in_chans=in_chans, **backbone_kwargs)
+    return SignatureEmbedder(net, features, embedding_dim)

@@ -1,0 +1,211 @@
+"""``signver train``: LightningCLI recipes, hardware through accelerators.py, export to a shipped checkpoint.
+
+A recipe is a LightningCLI YAML (``model:``, ``data:``, ``trainer:``) plus a ``hardware:`` block
+(``accelerator``, ``devices``, ``precision``) that :func:`~signver_torch.accelerators.trainer_kwargs`
+turns into the Trainer's hardware arguments. Training writes Lightning checkpoints under
+``--run-dir`` (``last.ckpt`` resumes with ``--resume``) and, at the end, the best epoch as a
+safetensors checkpoint with its JSON card at ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from signver_torch.accelerators import trainer_kwargs
+from signver_torch.checkpoints import save_checkpoint, update_card
+from signver_torch.errors import SignVerError
+
+HARDWARE_KEYS = ("accelerator", "devices", "precision")
+
+
+class RecipeCLI(LightningCLI):
+    """LightningCLI whose hardware comes from the recipe's ``hardware:`` block via accelerators.py."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--hardware.accelerator", type=str, default="auto")
+        parser.add_argument("--hardware.devices", type=str, default="auto")
+        parser.add_argument("--hardware.precision", type=str | None, default=None)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        hardware = self.config_init["hardware"]
+        kwargs.update(trainer_kwargs(hardware["accelerator"], hardware["devices"], hardware["precision"]))
+        return super().instantiate_trainer(**kwargs)
+
+
+def hardware_description(trainer: Any) -> str:
+    accelerator = type(trainer.accelerator).__name__.replace("Accelerator", "")
+    if accelerator == "CUDA":
+        device = torch.cuda.get_device_name(0)
+    elif accelerator == "HPU":
+        device = trainer.accelerator.get_device_name()
+    else:
+        device = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{trainer.num_devices} x {accelerator} ({device}), precision {trainer.precision}"
+
+
+def run_recipe(
+    module_class: type,
+    datamodule_class: type,
+    config: Path,
+    overrides: Sequence[str],
+    run_dir: Path,
+    resume: bool,
+) -> tuple[RecipeCLI, ModelCheckpoint, float]:
+    """Parse the recipe, fit with progress bar and checkpoints; returns the CLI, the checkpoint callback, seconds."""
+    if not config.is_file():
+        raise SignVerError(f"{config}: recipe not found")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    best = ModelCheckpoint(dirpath=run_dir, monitor="val_eer", mode="min", save_last=True, filename="best-{epoch}")
+    args = ["--config", str(config), *overrides, f"--trainer.default_root_dir={run_dir}"]
+    try:
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        cli = RecipeCLI(
+            module_class,
+            datamodule_class,
+            args=args,
+            run=False,
+            save_config_callback=None,
+            trainer_defaults={"callbacks": [best]},
+            parser_kwargs={"exit_on_error": False},
+        )
+    except (SystemExit, ValueError, TypeError, argparse.ArgumentError) as error:
+        raise SignVerError(f"{config}: invalid recipe or override ({error})") from error
+    last = run_dir / "last.ckpt"
+    if resume and not last.exists():
+        raise SignVerError(f"--resume: no {last} to resume from")
+    start = time.time()
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if resume else None)
+    return cli, best, time.time() - start
+
+
+def export_checkpoint(out: Path, model: torch.nn.Module, card: dict[str, Any]) -> Path:
+    """Write ``model``'s weights (fp16) and ``card`` as ``out`` (.safetensors + .json)."""
+    return save_checkpoint(out, model.state_dict(), card, dtype=torch.float16)
+
+
+def recipe_command(argv: Sequence[str] | None = None) -> str:
+    return "signver " + shlex.join(list(argv if argv is not None else sys.argv[1:]))
+
+
+def recipes_root() -> Path:
+    """The recipes folder: inside an installed wheel, or the checkout's ``recipes/``."""
+    package = Path(__file__).resolve().parent
+    for root in (package / "_recipes", package.parent / "recipes"):
+        if root.is_dir():
+            return root
+    raise SignVerError("recipes folder not found (reinstall signver-torch)")
+
+
+def resolve_recipe(module: str, config: str | None, fine_tune: bool) -> Path:
+    """``--config`` as given, a recipe name (``gpu``), or the module's default (``cpu``/``finetune``)."""
+    if config is None:
+        config = "finetune" if fine_tune else "cpu"
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return recipes_root() / module / f"{config}.yaml"
+
+
+def train_extractor(
+    config: Path,
+    overrides: Sequence[str],
+    run_dir: Path,
+    out: Path,
+    resume: bool = False,
+    argv: Sequence[str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Fit the extractor recipe, calibrate the threshold on the held-out writers, export, evaluate."""
+    from signver_torch.data.datamodule import SignatureDataModule
+    from signver_torch.extractor.api import evaluate_extractor
+    from signver_torch.extractor.lit import ExtractorModule
+    from signver_torch.metrics import writer_protocol_metrics
+
+    cli, _, seconds = run_recipe(ExtractorModule, SignatureDataModule, config, overrides, run_dir, resume)
+    module, data, trainer = cli.model, cli.datamodule, cli.trainer
+    canvases, labels = data.val_set.tensors
+    model = module.model.eval().cpu()
+    with torch.inference_mode():
+        embeddings = torch.cat([model(chunk.float() / 255) for chunk in canvases.split(128)])
+    calibration = writer_protocol_metrics(embeddings, labels // 2, labels % 2 == 1)
+    train_writers = sorted({r.writer for r in data.train_records}, key=_natural)
+    val_writers = sorted({r.writer for r in data.val_records}, key=_natural)
+    card = {
+        "module": "extractor",
+        "architecture": {"backbone": module.hparams.backbone, "embedding_dim": module.hparams.embedding_dim},
+        "preprocessing": data.preprocessor.config(),
+        "input": "grayscale crop of any size, dark ink on light paper; preprocessing above is applied",
+        "threshold": calibration["threshold_at_eer"],
+        "threshold_calibration": (
+            f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers "
+            f"{_compact(val_writers)}, final epoch weights"
+        ),
+        "training": {
+            "data": str(data.hparams.data_dir),
+            "train_writers": _compact(train_writers),
+            "val_writers": _compact(val_writers),
+            "n_train_images": len(data.train_records),
+            "n_val_images": len(data.val_records),
+            "init": module.hparams.init,
+            "loss": module.hparams.loss,
+            "epochs": trainer.current_epoch,
+            "recipe": str(config),
+        },
+        "recipe_command": recipe_command(argv),
+        "hardware": hardware_description(trainer),
+        "wall_time_seconds": round(seconds, 1),
+        "date": time.strftime("%Y-%m-%d"),
+        "versions": {"torch": torch.__version__, "signver_torch": _own_version()},
+    }
+    weights = export_checkpoint(out, model, card)
+    metrics = evaluate_extractor(data.hparams.data_dir, val_writers, weights, progress=True)
+    card = update_card(
+        weights,
+        metrics={key: metrics[key] for key in EXTRACTOR_METRIC_KEYS if key in metrics},
+        metrics_command=(
+            f"signver evaluate extractor --data {data.hparams.data_dir} --writers {_compact(val_writers)} "
+            f"--checkpoint {weights} --json"
+        ),
+    )
+    return weights, card
+
+
+EXTRACTOR_METRIC_KEYS = (
+    "eer", "auc", "threshold_at_eer", "threshold", "far", "frr", "eer_random", "negatives",
+    "n_writers", "n_pos", "n_neg", "signatures_per_second",
+)
+
+
+def _natural(writer: str) -> tuple[int, str]:
+    return (int(writer), "") if writer.isdigit() else (10**9, writer)
+
+
+def _compact(writers: Sequence[str]) -> str:
+    """``["1", "2", "3", "7"]`` → ``"1-3,7"`` (names that are not numbers are listed as they are)."""
+    parts: list[str] = []
+    numbers = [int(w) for w in writers if w.isdigit()]
+    start = previous = None
+    for number in numbers + [None]:
+        if number is not None and previous is not None and number == previous + 1:
+            previous = number
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = number
+    return ",".join(parts + [w for w in writers if not w.isdigit()])
+
+
+def _own_version() -> str:
+    from signver_torch import __version__
+
+    return __version__
