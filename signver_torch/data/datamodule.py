@@ -147,6 +147,7 @@ class SignatureDataModule(lightning.LightningDataModule):
         self.train_records, self.val_records = train, val
         self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures"))
         self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures"))
+        self.num_classes = int(self.train_set.tensors[1].max()) + 1  # 2 per writer: genuine, forged
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"

@@ -17,9 +17,19 @@ from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor
 from signver_torch.metrics import writer_protocol_metrics
 
 
-def build_loss(name: str) -> tuple[nn.Module, nn.Module | None]:
-    """A PML loss on cosine similarity and the miner that suits it."""
+#: Losses that hold one learnable proxy per class (their size depends on the training writers).
+PROXY_LOSSES = ("proxy_anchor", "arcface")
+
+
+def build_loss(name: str, num_classes: int = 0, embedding_dim: int = EMBEDDING_DIM) -> tuple[nn.Module, nn.Module | None]:
+    """A PML loss on cosine similarity and the miner that suits it (proxy losses need ``num_classes``)."""
     cosine = distances.CosineSimilarity()
+    if name in PROXY_LOSSES and num_classes < 2:
+        raise ValueError(f"loss {name!r} needs the number of classes")
+    if name == "proxy_anchor":
+        return losses.ProxyAnchorLoss(num_classes, embedding_dim, margin=0.1, alpha=32), None
+    if name == "arcface":
+        return losses.ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=32), None
     if name == "multi_similarity":
         return losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5), miners.MultiSimilarityMiner(epsilon=0.1)
     if name == "triplet":
@@ -33,7 +43,9 @@ def build_loss(name: str) -> tuple[nn.Module, nn.Module | None]:
         )
     if name == "supcon":
         return losses.SupConLoss(temperature=0.1), None
-    raise ValueError(f"unknown loss {name!r}: choose multi_similarity, triplet, contrastive or supcon")
+    raise ValueError(
+        f"unknown loss {name!r}: choose multi_similarity, triplet, contrastive, supcon, proxy_anchor or arcface"
+    )
 
 
 class StrokeWidthJitter(nn.Module):
@@ -77,7 +89,7 @@ class ExtractorModule(lightning.LightningModule):
 
     Args:
         backbone: ``"signet"`` or a timm model name; ``None`` takes the ``init`` checkpoint's (or
-            ``regnetx_004`` when training from scratch).
+            ``resnet18`` when training from scratch).
         loss: ``multi_similarity``, ``triplet`` (semi-hard), ``contrastive`` or ``supcon``.
         init: a checkpoint name or path to start from (fine-tuning), or ``None`` for random weights.
     """
@@ -100,15 +112,21 @@ class ExtractorModule(lightning.LightningModule):
             if backbone is not None and backbone != architecture["backbone"]:
                 raise CheckpointError(f"{init}: checkpoint uses backbone {architecture['backbone']!r}, not {backbone!r}")
             backbone, embedding_dim = architecture["backbone"], architecture["embedding_dim"]
-        backbone = backbone or "regnetx_004"
+        backbone = backbone or "resnet18"
         self.save_hyperparameters()  # records the resolved backbone and embedding_dim
         self.model = build_extractor(backbone, embedding_dim)
         if state:
             self.model.load_state_dict({k: v.float() for k, v in state.items()})
-        self.loss_fn, self.miner = build_loss(loss)
+        # proxy losses are sized by the training classes, known once the datamodule is set up
+        self.loss_fn, self.miner = (None, None) if loss in PROXY_LOSSES else build_loss(loss)
         self.augment = SignatureAugment() if augment else nn.Identity()
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+
+    def setup(self, stage: str) -> None:
+        if self.loss_fn is None:
+            num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
+            self.loss_fn, self.miner = build_loss(self.hparams.loss, num_classes, self.hparams.embedding_dim)
 
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
         return self.model(canvas)
@@ -151,12 +169,16 @@ class ExtractorModule(lightning.LightningModule):
         )
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        groups = [{"params": self.model.parameters()}]
+        proxies = list(self.loss_fn.parameters()) if self.loss_fn is not None else []
+        if proxies:  # class proxies start random and must move faster than the network (PML's advice)
+            groups.append({"params": proxies, "lr": self.hparams.lr * 10, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
-            max_lr=self.hparams.lr,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
             total_steps=total,
             pct_start=min(0.3, self.hparams.warmup_epochs * steps_per_epoch / total),
         )

@@ -91,7 +91,7 @@ def build_backbone(name: str, in_chans: int = 1, **kwargs: Any) -> tuple[nn.Modu
 
 
 def build_extractor(
-    backbone: str = "regnetx_004", embedding_dim: int = EMBEDDING_DIM, in_chans: int = 1, **backbone_kwargs: Any
+    backbone: str = "resnet18", embedding_dim: int = EMBEDDING_DIM, in_chans: int = 1, **backbone_kwargs: Any
 ) -> SignatureEmbedder:
     """Build a signature embedder, e.g. ``build_extractor("resnet18")`` or ``build_extractor("signet")``.
 

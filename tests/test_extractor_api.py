@@ -1,0 +1,151 @@
+"""The shipped extractor as users call it: SignVer call shapes, real CEDAR signatures, bad input,
+the evaluation contract and fine-tuning on private writer folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from signver_torch.checkpoints import save_checkpoint
+from signver_torch.data.preprocess import BlankSignatureError
+from signver_torch.errors import CheckpointError, ImageLoadError, SignVerError
+from signver_torch.extractor.api import MetricExtractor
+from tests.test_signature_data import make_writer_folders
+
+
+@pytest.fixture(scope="module")
+def extractor() -> MetricExtractor:
+    return MetricExtractor().load("default")
+
+
+def cedar_file(shared_data: Path, writer: int, n: int, forged: bool = False) -> Path:
+    folder, prefix = ("full_forg", "forgeries") if forged else ("full_org", "original")
+    return shared_data / "cedar" / folder / f"{prefix}_{writer}_{n}.png"
+
+
+def test_original_signver_call_shape(extractor: MetricExtractor, shared_data: Path) -> None:
+    crops = np.stack(
+        [
+            np.asarray(Image.open(cedar_file(shared_data, 35, n)).convert("RGB").resize((224, 224)), np.float32) / 255
+            for n in range(1, 5)
+        ]
+    )
+    assert crops.shape == (4, 224, 224, 3)
+    features = extractor.extract(crops)
+    assert features.shape == (4, 256) and features.dtype == np.float32
+    assert np.allclose(np.linalg.norm(features, axis=1), 1, atol=1e-5)
+    gray = extractor.extract(crops.mean(axis=3))  # (N, H, W) works too
+    assert np.allclose(gray, features, atol=0.05)
+
+
+def test_any_input_kind_gives_the_same_embedding(extractor: MetricExtractor, shared_data: Path) -> None:
+    path = cedar_file(shared_data, 36, 3)
+    image = Image.open(path)
+    kinds = [path, str(path), path.read_bytes(), image, np.asarray(image.convert("L"))]
+    features = extractor.extract(kinds)
+    assert np.allclose(features, features[0], atol=1e-5)
+
+
+def test_genuine_signatures_are_closer_than_skilled_forgeries(extractor: MetricExtractor, shared_data: Path) -> None:
+    """On held-out writers 33-40, a writer's genuine pairs are nearer than genuine-forgery pairs."""
+    wins = 0
+    for writer in range(33, 41):
+        genuine = extractor.extract([cedar_file(shared_data, writer, n) for n in range(1, 7)])
+        forged = extractor.extract([cedar_file(shared_data, writer, n, forged=True) for n in range(1, 7)])
+        same = 1 - genuine @ genuine.T
+        positive = same[np.triu_indices(6, 1)].mean()
+        skilled = (1 - genuine @ forged.T).mean()
+        wins += positive < skilled
+    assert wins >= 7, f"genuine pairs closer for only {wins} of 8 writers"
+
+
+def test_bad_batches_are_clear_errors(extractor: MetricExtractor, shared_data: Path) -> None:
+    with pytest.raises(SignVerError, match="empty batch"):
+        extractor.extract([])
+    with pytest.raises(SignVerError, match="empty batch"):
+        extractor.extract(np.zeros((0, 224, 224, 3), np.float32))
+    with pytest.raises(SignVerError, match=r"shaped \(N, H, W\)"):
+        extractor.extract(np.zeros((224, 3), np.float32))
+    nan_batch = np.full((2, 64, 64, 3), np.nan, np.float32)
+    with pytest.raises(ImageLoadError, match="batch item 0.*NaN"):
+        extractor.extract(nan_batch)
+    white = np.ones((2, 224, 224, 3), np.float32)
+    white[0] = np.asarray(Image.open(cedar_file(shared_data, 34, 1)).convert("RGB").resize((224, 224))) / 255
+    with pytest.raises(BlankSignatureError, match=r"item\(s\) \[1\]"):
+        extractor.extract(white)
+    with pytest.raises(SignVerError, match="wrap a single signature"):
+        extractor.extract(str(cedar_file(shared_data, 34, 1)))  # type: ignore[arg-type]
+
+
+def test_wrong_and_corrupt_checkpoints_are_refused(tmp_path: Path) -> None:
+    detector_card = save_checkpoint(tmp_path / "det", {"w": torch.zeros(1)}, {"module": "detector"})
+    with pytest.raises(CheckpointError, match="'detector' checkpoint"):
+        MetricExtractor().load(detector_card)
+    shipped = MetricExtractor().load("default")
+    broken = tmp_path / "broken.safetensors"
+    shutil.copy(shipped_path(), broken)
+    shutil.copy(shipped_path().with_suffix(".json"), broken.with_suffix(".json"))
+    data = bytearray(broken.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    broken.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        MetricExtractor().load(broken)
+    assert shipped.threshold > 0
+    with pytest.raises(CheckpointError, match="no shipped extractor checkpoint named 'nope'"):
+        MetricExtractor().load("nope")
+
+
+def shipped_path() -> Path:
+    from signver_torch.checkpoints import resolve_checkpoint
+
+    return resolve_checkpoint("extractor", "default").weights
+
+
+def signver(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "signver_torch", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_evaluate_contract_on_held_out_writers(shared_data: Path) -> None:
+    result = signver("evaluate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "33-40", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for key in ("eer", "auc", "threshold_at_eer", "far", "frr", "n_writers", "n_pos", "n_neg", "eer_random"):
+        assert key in report
+    assert report["n_writers"] == 8
+    assert report["n_pos"] == 8 * 24 * 23 // 2 and report["n_neg"] == 8 * 24 * 24
+    assert report["negatives"] == "skilled"
+    assert report["eer"] < 0.25 and report["auc"] > 0.8
+    assert report["eer_random"] < report["eer"]
+
+
+def test_evaluate_errors_are_one_line(tmp_path: Path) -> None:
+    result = signver("evaluate", "extractor", "--data", str(tmp_path / "missing"), "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and "signature folder not found" in result.stderr
+
+
+def test_fine_tuning_on_private_writer_folders(shared_data: Path, tmp_path: Path) -> None:
+    writers = make_writer_folders(shared_data / "cedar", tmp_path / "mine", {f"w_{i}": 6 for i in range(1, 6)})
+    out = tmp_path / "finetuned"
+    result = signver(
+        "train", "extractor", "--data", str(writers), "--init", "default", "--max-epochs", "1",
+        "--run-dir", str(tmp_path / "run"), "--out", str(out),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["init"] == "default"
+    assert card["training"]["val_writers"] == "w_4,w_5"
+    assert card["metrics"]["negatives"] == "random"
+    assert "--init default" in card["recipe_command"]
+    assert (tmp_path / "run" / "last.ckpt").exists()
+    tuned = MetricExtractor().load(out)
+    features = tuned.extract([cedar_file(shared_data, 1, 1), cedar_file(shared_data, 2, 1)])
+    assert features.shape == (2, 256) and np.isfinite(features).all()
