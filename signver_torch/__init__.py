@@ -9,6 +9,7 @@ from importlib import metadata as _metadata
 
 from signver_torch.errors import (
     AcceleratorUnavailableError,
+    BlankSignatureError,
     CheckpointError,
     DataError,
     ImageLoadError,
@@ -21,8 +22,26 @@ try:
 except _metadata.PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0.0.0+unknown"
 
+#: Public classes imported on first use, so `import signver_torch` stays light (no timm/kornia/lightning).
+_LAZY = {
+    "MetricExtractor": "signver_torch.extractor.api",
+    "Extractor": "signver_torch.extractor.api",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'signver_torch' has no attribute {name!r}")
+
+
 __all__ = [
+    "Extractor",
+    "MetricExtractor",
     "AcceleratorUnavailableError",
+    "BlankSignatureError",
     "CheckpointError",
     "DataError",
     "ImageLoadError",

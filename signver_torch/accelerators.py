@@ -145,8 +145,7 @@ def trainer_kwargs(
         AcceleratorUnavailableError: the accelerator, or that many devices, is not present.
     """
     name = resolve_accelerator(accelerator)
-    available = {"cpu": 1, "gpu": cuda_device_count(), "hpu": habana_status().device_count}[name]
-    count = _parse_devices(devices, available, name)
+    count = _parse_devices(devices, name)
     chosen_precision = normalize_precision(precision, name)
 
     if name == "hpu":
@@ -173,25 +172,21 @@ def trainer_kwargs(
     return {"accelerator": "cpu", "devices": count, "strategy": "auto", "precision": chosen_precision}
 
 
-def _parse_devices(devices: Devices, available: int, accelerator: str) -> int:
-    if isinstance(devices, str) and devices.strip().lower() in ("auto", "-1"):
-        return max(available, 1) if accelerator != "cpu" else 1
-    try:
-        count = int(devices)
-    except (TypeError, ValueError):
-        raise AcceleratorUnavailableError(
-            f"devices must be a positive number or 'auto', got {devices!r}"
-        ) from None
-    if count == -1:
-        return max(available, 1) if accelerator != "cpu" else 1
-    if count < 1:
+def _parse_devices(devices: Devices, accelerator: str) -> int:
+    """A device count for ``accelerator`` (already known present); ``auto``/-1 means all of them."""
+    text = str(devices).strip().lower()
+    count = -1 if text == "auto" else int(text) if text.lstrip("-").isdigit() else 0
+    if count == 0 or count < -1:
         raise AcceleratorUnavailableError(f"devices must be a positive number or 'auto', got {devices!r}")
     if accelerator == "cpu":
-        if count != 1:
+        if count > 1:
             raise AcceleratorUnavailableError(
                 "devices > 1 on CPU is not supported (one process already uses every core); use devices=1"
             )
         return 1
+    available = cuda_device_count() if accelerator == "gpu" else habana_status().device_count
+    if count == -1:
+        return available
     if count > available:
         raise AcceleratorUnavailableError(
             f"{count} {accelerator.upper()} device(s) requested but only {available} present"

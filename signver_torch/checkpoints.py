@@ -30,8 +30,21 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 def shipped_roots() -> list[Path]:
     """Folders holding shipped checkpoints: inside an installed wheel, or the checkout's ``checkpoints/``."""
-    roots = [_PACKAGE_DIR / "_shipped", _PACKAGE_DIR.parent / "checkpoints"]
-    return [root for root in roots if root.is_dir()]
+    return [root for root in (_PACKAGE_DIR / "_shipped", checkout_dir("checkpoints")) if root is not None and root.is_dir()]
+
+
+def checkout_dir(name: str) -> Path | None:
+    """``name`` beside the package when running from a source checkout (never a stray site-packages folder)."""
+    root = _PACKAGE_DIR.parent
+    return root / name if (root / "pyproject.toml").is_file() else None
+
+
+def weights_path(path: str | os.PathLike) -> Path:
+    """``x``, ``x.json`` or ``x.safetensors`` → ``x.safetensors`` (other dots in the name are kept)."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        return path.with_suffix(".safetensors")
+    return path.with_name(path.name + ".safetensors")
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,7 @@ class Checkpoint:
 
     @property
     def card_path(self) -> Path:
-        return self.weights.with_suffix(".json")
+        return _card_path(self.weights)
 
     def card(self) -> dict[str, Any]:
         return read_card(self.weights)
@@ -66,10 +79,8 @@ def resolve_checkpoint(module: str, name_or_path: str | os.PathLike) -> Checkpoi
     if module not in MODULES:
         raise CheckpointError(f"unknown module {module!r}; checkpoints exist for {', '.join(MODULES)}")
     text = os.fspath(name_or_path)
-    path = Path(text)
-    if path.suffix == ".json":
-        path = path.with_suffix(".safetensors")
-    if path.suffix == ".safetensors" or os.sep in text or path.exists():
+    path = weights_path(text)
+    if Path(text).suffix in (".safetensors", ".json") or os.sep in text or path.exists():
         if path.is_dir():
             raise CheckpointError(f"{text}: is a directory; pass the .safetensors file")
         if not path.exists():
@@ -82,8 +93,12 @@ def resolve_checkpoint(module: str, name_or_path: str | os.PathLike) -> Checkpoi
     raise CheckpointError(f"no shipped {module} checkpoint named {text!r} (available: {names})")
 
 
+def _card_path(weights: Path) -> Path:
+    return weights.with_name(weights.name[: -len(".safetensors")] + ".json")
+
+
 def read_card(weights: Path) -> dict[str, Any]:
-    card_path = Path(weights).with_suffix(".json")
+    card_path = _card_path(Path(weights))
     if not card_path.exists():
         raise CheckpointError(f"{card_path}: model card missing (every checkpoint needs its .json card)")
     try:
@@ -118,7 +133,11 @@ def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[
     expected = card.get("sha256")
     if not expected:
         raise CheckpointError(f"{checkpoint.card_path}: model card has no sha256 of the weights")
-    if sha256_file(checkpoint.weights) != expected:
+    try:
+        actual = sha256_file(checkpoint.weights)
+    except OSError as error:
+        raise CheckpointError(f"{checkpoint.weights}: cannot read weights ({error.strerror or error})") from error
+    if actual != expected:
         raise CheckpointError(
             f"{checkpoint.weights}: sha256 does not match its card (file corrupt or replaced)"
         )
@@ -142,7 +161,7 @@ def save_checkpoint(
     ``sha256`` and ``weights_dtype``. Each file is written to a temporary name and renamed, so a crash
     never leaves a half-written checkpoint under the real name.
     """
-    weights = Path(path).with_suffix(".safetensors")
+    weights = weights_path(path)
     if "module" not in card or card["module"] not in MODULES:
         raise CheckpointError(f"card must name its module (one of {', '.join(MODULES)})")
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +186,7 @@ def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
 
 
 def _write_card(weights: Path, card: Mapping[str, Any]) -> None:
-    with _atomic_target(weights.with_suffix(".json")) as tmp:
+    with _atomic_target(_card_path(weights)) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
@@ -179,6 +198,9 @@ def _atomic_target(target: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is as readable as any new file
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -110,6 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from signver_torch.training import resolve_recipe, train_extractor
 
     _require_trainable(args.module, "train")
+    if args.resume and not args.run_dir:
+        raise SignVerError("--resume needs --run-dir: the folder of the run to continue")
     config = resolve_recipe(args.module, args.config, fine_tune=args.init is not None)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.run_dir or f"runs/{args.module}-{stamp}")
@@ -154,13 +156,20 @@ def _planned(command: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), like every other error of the command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="signver",
         description="Offline handwritten signature detection, cleaning, embedding and verification.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     commands.required = True
 
     info = commands.add_parser("info", help="versions, accelerators present and shipped checkpoints")

@@ -6,6 +6,8 @@ Every error a user can cause (a bad image, a missing accelerator, a wrong checkp
 
 from __future__ import annotations
 
+from typing import Sequence
+
 
 class SignVerError(Exception):
     """Base class of every error signver-torch raises on purpose."""
@@ -21,6 +23,14 @@ class AcceleratorUnavailableError(SignVerError, RuntimeError):
 
 class CheckpointError(SignVerError, ValueError):
     """A checkpoint name, file or model card is missing, corrupt or does not match the model."""
+
+
+class BlankSignatureError(SignVerError, ValueError):
+    """A crop holds no ink to embed (blank, or uniform); ``indices`` are the blank batch items."""
+
+    def __init__(self, message: str, indices: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.indices = list(indices)
 
 
 class DataError(SignVerError, ValueError):

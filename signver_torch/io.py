@@ -61,8 +61,7 @@ def load_image(
         return _convert(_decode(io.BytesIO(source), label, max_pixels), mode, label)
     if isinstance(source, Image.Image):
         label = name or "<PIL image>"
-        _check_size(source.size, label, max_pixels)
-        return _convert(source, mode, label)
+        return _convert(_finish_decoding(source, label, max_pixels), mode, label)
     if isinstance(source, torch.Tensor):
         label = name or "<tensor>"
         return _convert(_array_to_pil(_tensor_to_hwc(source, label), label), mode, label)
@@ -115,19 +114,26 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
 
 
 def _decode(stream: io.BytesIO, label: str, max_pixels: int) -> Image.Image:
-    """Open, size-check (before decoding), fully decode and EXIF-rotate an encoded image."""
+    """Open an encoded image (the header only), then size-check, decode and EXIF-rotate it."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our own max_pixels check below replaces PIL's warning; PIL's hard error (2x its limit) stays
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(stream)
-            _check_size(image.size, label, max_pixels)
-            image.load()
-    except ImageLoadError:
-        raise
     except UnidentifiedImageError as error:
         raise ImageLoadError(f"{label}: not an image file (no known image format)") from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Image.DecompressionBombError as error:
         raise ImageLoadError(f"{label}: refused as a possible decompression bomb ({error})") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageLoadError(f"{label}: truncated or corrupt image ({error})") from error
+    return _finish_decoding(image, label, max_pixels)
+
+
+def _finish_decoding(image: Image.Image, label: str, max_pixels: int) -> Image.Image:
+    """Size-check before decoding, decode fully, honour EXIF orientation; any PIL image goes through here."""
+    _check_size(image.size, label, max_pixels)
+    try:
+        image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageLoadError(f"{label}: truncated or corrupt image ({error})") from error
     try:

@@ -10,34 +10,42 @@ from typing import Sequence
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from signver_torch.errors import DataError
+
 
 def verification_metrics(
     positive: torch.Tensor, negative: torch.Tensor, threshold: float | None = None
 ) -> dict[str, float]:
     """EER, AUC and FAR/FRR of same-writer (``positive``) and different (``negative``) pair distances.
 
-    FAR/FRR are reported at ``threshold`` when given, else at the EER threshold.
+    FAR/FRR are reported at ``threshold`` when given, else at the EER threshold. Tied distances are
+    one operating point (no threshold separates them), so a collapsed model scores an EER of 0.5.
+
+    Raises:
+        DataError: there are no positive or no negative pairs.
     """
     positive, negative = positive.flatten().double(), negative.flatten().double()
     if positive.numel() == 0 or negative.numel() == 0:
-        raise ValueError("need at least one positive and one negative pair")
+        raise DataError(
+            f"cannot measure verification with {positive.numel()} same-writer and {negative.numel()} "
+            "different-writer pairs (need at least 2 genuine signatures per writer and at least 2 writers)"
+        )
     distances = torch.cat([positive, negative])
     same = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
     order = distances.argsort()
     distances, same = distances[order], same[order]
-    # accepting the first i+1 sorted pairs: false accepts among negatives, false rejects among positives
-    far = torch.cat([same.new_zeros(1), (1 - same).cumsum(0) / negative.numel()])
-    frr = torch.cat([same.new_ones(1), 1 - same.cumsum(0) / positive.numel()])
-    thresholds = torch.cat([distances[:1] - 1e-6, distances])
-    gap = far - frr
-    crossing = int((gap >= 0).nonzero()[0])  # first threshold where FAR >= FRR (exists: gap ends at 1)
-    if crossing == 0:
-        eer, eer_threshold = float(far[0] + frr[0]) / 2, float(thresholds[0])
-    else:
-        before, after = crossing - 1, crossing
-        weight = float(-gap[before] / (gap[after] - gap[before]))
-        eer = float(frr[before] + weight * (frr[after] - frr[before]))
-        eer_threshold = float(thresholds[before] + weight * (thresholds[after] - thresholds[before]))
+    # operating points: accept every pair up to the last of each group of equal distances
+    thresholds, counts = distances.unique_consecutive(return_counts=True)
+    last = counts.cumsum(0) - 1
+    far = torch.cat([same.new_zeros(1), (1 - same).cumsum(0)[last] / negative.numel()])
+    frr = torch.cat([same.new_ones(1), 1 - same.cumsum(0)[last] / positive.numel()])
+    thresholds = torch.cat([thresholds[:1] - 1e-6, thresholds])
+    gap = far - frr  # -1 at the first point, +1 at the last
+    after = int((gap >= 0).nonzero()[0])
+    before = after - 1
+    weight = float(-gap[before] / (gap[after] - gap[before]))
+    eer = float(frr[before] + weight * (frr[after] - frr[before]))
+    eer_threshold = float(thresholds[before] + weight * (thresholds[after] - thresholds[before]))
     operating = eer_threshold if threshold is None else float(threshold)
     return {
         "eer": eer,
@@ -89,7 +97,7 @@ def writer_protocol_metrics(
     writers: Sequence[str] | torch.Tensor,
     forged: Sequence[bool] | torch.Tensor,
     threshold: float | None = None,
-) -> dict[str, float | str]:
+) -> dict[str, float | str | None]:
     """DESIGN.md's extractor report: skilled-forgery EER/AUC/FAR/FRR plus ``eer_random``.
 
     Data without forgeries (genuine-only writer folders) falls back to random forgeries as the
@@ -99,6 +107,6 @@ def writer_protocol_metrics(
     negatives = "skilled" if pairs["skilled"].numel() else "random"
     report: dict[str, float | str] = dict(verification_metrics(pairs["positive"], pairs[negatives], threshold))
     report["negatives"] = negatives
-    report["eer_random"] = verification_metrics(pairs["positive"], pairs["random"])["eer"]
+    report["eer_random"] = verification_metrics(pairs["positive"], pairs["random"])["eer"] if pairs["random"].numel() else None
     report["n_writers"] = int(_writer_indices(writers).unique().numel())
     return report

@@ -3,8 +3,9 @@
 A recipe is a LightningCLI YAML (``model:``, ``data:``, ``trainer:``) plus a ``hardware:`` block
 (``accelerator``, ``devices``, ``precision``) that :func:`~signver_torch.accelerators.trainer_kwargs`
 turns into the Trainer's hardware arguments. Training writes Lightning checkpoints under
-``--run-dir`` (``last.ckpt`` resumes with ``--resume``) and, at the end, the best epoch as a
-safetensors checkpoint with its JSON card at ``--out``.
+``--run-dir`` (``last.ckpt`` resumes with ``--resume``, same recipe) and, at the end, the final
+epoch's weights (a fixed schedule: the held-out writers never pick an epoch) as a safetensors
+checkpoint with its JSON card at ``--out``.
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from signver_torch.accelerators import trainer_kwargs
-from signver_torch.checkpoints import save_checkpoint, update_card
+from signver_torch.checkpoints import checkout_dir, save_checkpoint, update_card, weights_path
 from signver_torch.errors import SignVerError
-
-HARDWARE_KEYS = ("accelerator", "devices", "precision")
-
 
 class RecipeCLI(LightningCLI):
     """LightningCLI whose hardware comes from the recipe's ``hardware:`` block via accelerators.py."""
@@ -35,11 +33,13 @@ class RecipeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--hardware.accelerator", type=str, default="auto")
         parser.add_argument("--hardware.devices", type=str, default="auto")
-        parser.add_argument("--hardware.precision", type=str | None, default=None)
+        parser.add_argument("--hardware.precision", type=Optional[str], default=None)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         hardware = self.config_init["hardware"]
         kwargs.update(trainer_kwargs(hardware["accelerator"], hardware["devices"], hardware["precision"]))
+        # the data modules draw writer-grouped batches per rank themselves
+        kwargs["use_distributed_sampler"] = False
         return super().instantiate_trainer(**kwargs)
 
 
@@ -61,12 +61,12 @@ def run_recipe(
     overrides: Sequence[str],
     run_dir: Path,
     resume: bool,
-) -> tuple[RecipeCLI, ModelCheckpoint, float]:
-    """Parse the recipe, fit with progress bar and checkpoints; returns the CLI, the checkpoint callback, seconds."""
+) -> tuple[RecipeCLI, float]:
+    """Parse the recipe, fit with progress bar and resumable checkpoints; returns the CLI and the seconds."""
     if not config.is_file():
         raise SignVerError(f"{config}: recipe not found")
     run_dir.mkdir(parents=True, exist_ok=True)
-    best = ModelCheckpoint(dirpath=run_dir, monitor="val_eer", mode="min", save_last=True, filename="best-{epoch}")
+    last_epoch = ModelCheckpoint(dirpath=run_dir, save_last=True, save_top_k=0)
     args = ["--config", str(config), *overrides, f"--trainer.default_root_dir={run_dir}"]
     try:
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
@@ -76,7 +76,7 @@ def run_recipe(
             args=args,
             run=False,
             save_config_callback=None,
-            trainer_defaults={"callbacks": [best]},
+            trainer_defaults={"callbacks": [last_epoch]},
             parser_kwargs={"exit_on_error": False},
         )
     except (SystemExit, ValueError, TypeError, argparse.ArgumentError) as error:
@@ -86,7 +86,7 @@ def run_recipe(
         raise SignVerError(f"--resume: no {last} to resume from")
     start = time.time()
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if resume else None)
-    return cli, best, time.time() - start
+    return cli, time.time() - start
 
 
 def export_checkpoint(out: Path, model: torch.nn.Module, card: dict[str, Any]) -> Path:
@@ -100,9 +100,8 @@ def recipe_command(argv: Sequence[str] | None = None) -> str:
 
 def recipes_root() -> Path:
     """The recipes folder: inside an installed wheel, or the checkout's ``recipes/``."""
-    package = Path(__file__).resolve().parent
-    for root in (package / "_recipes", package.parent / "recipes"):
-        if root.is_dir():
+    for root in (Path(__file__).resolve().parent / "_recipes", checkout_dir("recipes")):
+        if root is not None and root.is_dir():
             return root
     raise SignVerError("recipes folder not found (reinstall signver-torch)")
 
@@ -127,19 +126,22 @@ def train_extractor(
 ) -> tuple[Path, dict[str, Any]]:
     """Fit the extractor recipe, calibrate the threshold on the held-out writers, export, evaluate."""
     from signver_torch.data.datamodule import SignatureDataModule
+    from signver_torch.data.signatures import writer_sort_key
     from signver_torch.extractor.api import evaluate_extractor
     from signver_torch.extractor.lit import ExtractorModule
     from signver_torch.metrics import writer_protocol_metrics
 
-    cli, _, seconds = run_recipe(ExtractorModule, SignatureDataModule, config, overrides, run_dir, resume)
+    cli, seconds = run_recipe(ExtractorModule, SignatureDataModule, config, overrides, run_dir, resume)
     module, data, trainer = cli.model, cli.datamodule, cli.trainer
+    if not trainer.is_global_zero:
+        return weights_path(out), {}
     canvases, labels = data.val_set.tensors
     model = module.model.eval().cpu()
     with torch.inference_mode():
         embeddings = torch.cat([model(chunk.float() / 255) for chunk in canvases.split(128)])
     calibration = writer_protocol_metrics(embeddings, labels // 2, labels % 2 == 1)
-    train_writers = sorted({r.writer for r in data.train_records}, key=_natural)
-    val_writers = sorted({r.writer for r in data.val_records}, key=_natural)
+    train_writers = sorted({r.writer for r in data.train_records}, key=writer_sort_key)
+    val_writers = sorted({r.writer for r in data.val_records}, key=writer_sort_key)
     card = {
         "module": "extractor",
         "architecture": {"backbone": module.hparams.backbone, "embedding_dim": module.hparams.embedding_dim},
@@ -157,6 +159,7 @@ def train_extractor(
             "n_train_images": len(data.train_records),
             "n_val_images": len(data.val_records),
             "init": module.hparams.init,
+            "init_sha256": module.init_card.get("sha256"),
             "loss": module.hparams.loss,
             "epochs": trainer.current_epoch,
             "recipe": str(config),
@@ -172,9 +175,9 @@ def train_extractor(
     card = update_card(
         weights,
         metrics={key: metrics[key] for key in EXTRACTOR_METRIC_KEYS if key in metrics},
-        metrics_command=(
-            f"signver evaluate extractor --data {data.hparams.data_dir} --writers {_compact(val_writers)} "
-            f"--checkpoint {weights} --json"
+        metrics_command=recipe_command(
+            ["evaluate", "extractor", "--data", str(data.hparams.data_dir), "--writers", _compact(val_writers),
+             "--checkpoint", str(weights), "--json"]
         ),
     )
     return weights, card
@@ -184,10 +187,6 @@ EXTRACTOR_METRIC_KEYS = (
     "eer", "auc", "threshold_at_eer", "threshold", "far", "frr", "eer_random", "negatives",
     "n_writers", "n_pos", "n_neg", "signatures_per_second",
 )
-
-
-def _natural(writer: str) -> tuple[int, str]:
-    return (int(writer), "") if writer.isdigit() else (10**9, writer)
 
 
 def _compact(writers: Sequence[str]) -> str:

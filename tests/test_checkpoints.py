@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
+from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint, sha256_file
 from signver_torch.errors import CheckpointError
 
 
@@ -68,6 +68,9 @@ def test_wrong_module_missing_card_and_garbage_are_refused(tmp_path: Path) -> No
     garbage.with_suffix(".json").write_text(json.dumps({"module": "detector", "sha256": "0" * 64}))
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint("detector", garbage)
+    garbage.with_suffix(".json").write_text(json.dumps({"module": "detector", "sha256": sha256_file(garbage)}))
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_checkpoint("detector", garbage)
     garbage.with_suffix(".json").write_text("{broken")
     with pytest.raises(CheckpointError, match="unreadable model card"):
         load_checkpoint("detector", garbage)
@@ -83,6 +86,14 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> No
     _, card = load_checkpoint("extractor", first)
     assert card["version"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
+
+
+def test_paths_with_dots_and_without_suffix(tmp_path: Path) -> None:
+    weights = save_checkpoint(tmp_path / "ext-v1.2", trained_state(), {"module": "extractor"})
+    assert weights.name == "ext-v1.2.safetensors" and (tmp_path / "ext-v1.2.json").exists()
+    for spelling in (tmp_path / "ext-v1.2", tmp_path / "ext-v1.2.json", weights):
+        assert resolve_checkpoint("extractor", spelling).weights == weights
+    assert oct(weights.stat().st_mode & 0o777) != oct(0o600), "readable like any new file, not private"
 
 
 def test_unknown_names_and_paths_are_clear_errors(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def signver(*args: str) -> subprocess.CompletedProcess:
@@ -18,9 +19,13 @@ def signver(*args: str) -> subprocess.CompletedProcess:
 def test_info_lists_versions_accelerators_and_checkpoints() -> None:
     result = signver("info")
     assert result.returncode == 0, result.stderr
-    for expected in ("signver-torch", "torch", "lightning-habana", "accelerators:", "shipped checkpoints:"):
-        assert expected in result.stdout
-    assert "installed, no HPU present" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["torch", torch.__version__] for line in lines)
+    assert any(line.split()[:1] == ["lightning-habana"] and "not installed" not in line for line in lines)
+    hpu_line = next(line for line in lines if line.strip().startswith("hpu "))
+    assert "lightning-habana" in hpu_line and ("no HPU present" in hpu_line or "HPU(s) present" in hpu_line)
+    shipped = next(line for line in lines if "extractor/default:" in line)
+    assert "eer=" in shipped
 
 
 def test_info_json_is_one_object() -> None:
@@ -28,8 +33,9 @@ def test_info_json_is_one_object() -> None:
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert set(info["accelerators"]) == {"cpu", "gpu", "hpu"}
-    assert info["packages"]["torch"]
-    assert isinstance(info["checkpoints"], list)
+    assert info["packages"]["torch"] == torch.__version__
+    [extractor] = [c for c in info["checkpoints"] if (c["module"], c["name"]) == ("extractor", "default")]
+    assert 0 <= extractor["metrics"]["eer"] < 0.5
 
 
 @pytest.mark.parametrize("command", ["detect", "clean", "verify", "enroll", "identify", "benchmark"])
@@ -47,7 +53,16 @@ def test_debug_shows_the_traceback() -> None:
     assert "Traceback" in result.stderr and "SignVerError" in result.stderr
 
 
-def test_usage_errors_exit_non_zero() -> None:
-    result = signver("no-such-command")
-    assert result.returncode == 2
-    assert "invalid choice" in result.stderr
+def test_usage_errors_exit_non_zero_in_one_line() -> None:
+    for args in (["no-such-command"], ["info", "--no-such-flag"], ["evaluate", "extractor"]):
+        result = signver(*args)
+        assert result.returncode == 2, args
+        assert result.stderr.count("\n") == 1, result.stderr
+    assert "invalid choice" in signver("no-such-command").stderr
+    assert "--data" in signver("evaluate", "extractor").stderr
+
+
+def test_resume_without_run_dir_is_refused() -> None:
+    result = signver("train", "extractor", "--resume")
+    assert result.returncode == 1
+    assert "--resume needs --run-dir" in result.stderr

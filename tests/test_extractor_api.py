@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from signver_torch.checkpoints import save_checkpoint
-from signver_torch.data.preprocess import BlankSignatureError
-from signver_torch.errors import CheckpointError, ImageLoadError, SignVerError
+from signver_torch.errors import BlankSignatureError, CheckpointError, ImageLoadError, SignVerError
 from signver_torch.extractor.api import MetricExtractor
 from tests.test_signature_data import make_writer_folders
 

@@ -84,9 +84,10 @@ def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif, quality=95)
-    upright = np.asarray(load_image(path, "L"))
-    assert upright.shape == (60, 40), "width and height swap after the rotation"
-    assert upright[:25].mean() < 40 and upright[35:].mean() > 215, "the stored left half is now on top"
+    for source in (path, Image.open(path)):  # a file and an already-opened PIL image alike
+        upright = np.asarray(load_image(source, "L"))
+        assert upright.shape == (60, 40), "width and height swap after the rotation"
+        assert upright[:25].mean() < 40 and upright[35:].mean() > 215, "the stored left half is now on top"
 
 
 @pytest.mark.parametrize("kind", ["L", "P", "RGBA"])
@@ -177,6 +178,18 @@ def test_max_pixels_is_configurable(tmp_path: Path) -> None:
     path = save_in_mode(stroke_page(), "L", tmp_path)
     with pytest.raises(ImageLoadError, match="above the limit"):
         load_image(path, max_pixels=1000)
+    bomb = tmp_path / "big_header.png"
+    write_png_header_claiming(bomb, 10_000, 9_500)  # 95 MP: above PIL's warning level, below our default
+    with pytest.raises(ImageLoadError, match="truncated or corrupt"):
+        load_image(bomb)  # passes the size check, then fails honestly on the missing pixel data
+    with pytest.raises(ImageLoadError, match="above the limit"):
+        load_image(bomb, max_pixels=50_000_000)
+
+
+def test_truncated_pil_image_is_refused_naming_it(tmp_path: Path) -> None:
+    path = bad_file(tmp_path, "truncated")
+    with pytest.raises(ImageLoadError, match="scan-7: truncated"):
+        load_image(Image.open(path), name="scan-7")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from signver_torch.data.datamodule import WriterBatchSampler, holdout_writers
-from signver_torch.data.preprocess import BlankSignatureError, SignaturePreprocessor
+from signver_torch.data.preprocess import SignaturePreprocessor
 from signver_torch.data.signatures import (
     SignatureImages,
     class_labels,
@@ -17,7 +17,7 @@ from signver_torch.data.signatures import (
     parse_writers,
     writer_split,
 )
-from signver_torch.errors import DataError, SignVerError
+from signver_torch.errors import BlankSignatureError, DataError, SignVerError
 from signver_torch.io import load_image_tensor
 
 

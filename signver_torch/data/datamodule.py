@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,7 +31,10 @@ def preprocess_records(
     batch_size: int = 64,
     description: str = "preprocessing",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases and their labels."""
+    """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases and their labels.
+
+    Blank scans (no ink found) are dropped with a warning naming them, never trained on as zeros.
+    """
     images = SignatureImages(records)
     loader = DataLoader(images, batch_size=batch_size, collate_fn=list)
     canvases = []
@@ -38,10 +42,15 @@ def preprocess_records(
         for batch in loader:
             canvases.append((preprocessor([image for image, _ in batch], strict=False) * 255).round().to(torch.uint8))
             bar.update(len(batch))
-    return torch.cat(canvases), images.labels
+    canvas = torch.cat(canvases)
+    has_ink = canvas.flatten(1).amax(1) > 0
+    if not has_ink.all():
+        blank = [str(records[i].path) for i in (~has_ink).nonzero().flatten().tolist()]
+        warnings.warn(f"skipping {len(blank)} blank signature image(s): {', '.join(blank)}", stacklevel=2)
+    return canvas[has_ink], images.labels[has_ink]
 
 
-class WriterBatchSampler(Sampler[list[int]]):
+class WriterBatchSampler(Sampler[list[int]]):  # a batch sampler: Lightning must not wrap it (see RecipeCLI)
     """Batches of ``writers_per_batch`` writers, each with ``per_class`` genuine and ``per_class`` forged.
 
     PML's ``MPerClassSampler`` draws classes independently, so a writer's genuine and forged classes
@@ -50,14 +59,16 @@ class WriterBatchSampler(Sampler[list[int]]):
     contribute genuine signatures only. Classes smaller than ``per_class`` are drawn with replacement.
     """
 
-    def __init__(self, labels: torch.Tensor, writers_per_batch: int, per_class: int, seed: int = 0) -> None:
+    def __init__(
+        self, labels: torch.Tensor, writers_per_batch: int, per_class: int, seed: int = 0, rank: int = 0
+    ) -> None:
         self.by_class = {int(c): (labels == c).nonzero().flatten() for c in labels.unique()}
         self.writers = sorted({c // 2 for c in self.by_class})
         if len(self.writers) < 2:
             raise DataError("training needs at least 2 writers")
         self.writers_per_batch = min(writers_per_batch, len(self.writers))
         self.per_class = per_class
-        self.seed = seed
+        self.seed = seed + 1_000_003 * rank  # each distributed rank draws its own batches
         self.epoch = 0
         self.batches = max(1, math.ceil(len(labels) / (self.writers_per_batch * 2 * per_class)))
 
@@ -144,6 +155,8 @@ class SignatureDataModule(lightning.LightningDataModule):
         if train_writers is None or val_writers is None:
             train_writers, val_writers = holdout_writers(records, train_writers, val_writers, hp.val_fraction)
         train, val = writer_split(records, train_writers, val_writers)
+        if len({r.writer for r in val}) < 2:
+            raise DataError("validation needs at least 2 held-out writers (to measure and calibrate verification)")
         self.train_records, self.val_records = train, val
         self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures"))
         self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures"))
@@ -151,8 +164,9 @@ class SignatureDataModule(lightning.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         sampler = WriterBatchSampler(
-            self.train_set.tensors[1], self.hparams.writers_per_batch, self.hparams.per_class, self.hparams.seed
+            self.train_set.tensors[1], self.hparams.writers_per_batch, self.hparams.per_class, self.hparams.seed, rank
         )
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.hparams.num_workers)
 

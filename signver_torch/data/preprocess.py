@@ -16,15 +16,7 @@ import torch
 from kornia.filters import gaussian_blur2d, otsu_threshold
 from kornia.geometry.transform import crop_and_resize
 
-from signver_torch.errors import SignVerError
-
-
-class BlankSignatureError(SignVerError, ValueError):
-    """A crop holds no ink to embed (blank, or uniform); ``indices`` are the blank batch items."""
-
-    def __init__(self, message: str, indices: Sequence[int] = ()) -> None:
-        super().__init__(message)
-        self.indices = list(indices)
+from signver_torch.errors import BlankSignatureError, SignVerError
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,8 @@ class SignaturePreprocessor(torch.nn.Module):
     def _canvas(self, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ink, blank = self.remove_background(gray)
         canvas = crop_and_resize(ink, self.ink_boxes(ink), (self.cfg.height, self.cfg.width), align_corners=False)
-        scale = torch.quantile(canvas.flatten(1), 0.995, dim=1).clamp_min(1e-3).view(-1, 1, 1, 1)
+        flat = canvas.flatten(1)  # kthvalue, not quantile: quantile refuses inputs above 16M elements
+        scale = flat.kthvalue(max(1, round(0.995 * flat.shape[1])), dim=1).values.clamp_min(1e-3).view(-1, 1, 1, 1)
         canvas = (canvas / scale).clamp(0, 1)
         return canvas.masked_fill(blank.view(-1, 1, 1, 1), 0.0), blank
 

@@ -66,7 +66,7 @@ def _cedar_records(root: Path) -> list[SignatureRecord]:
             if match is None:
                 raise DataError(f"{path}: not a CEDAR file name (expected original_W_N or forgeries_W_N)")
             records.append(SignatureRecord(path, match.group(2), match.group(1) == "forgeries"))
-    return sorted(records, key=lambda r: (_writer_sort_key(r.writer), r.forged, r.path.name))
+    return sorted(records, key=lambda r: (writer_sort_key(r.writer), r.forged, r.path.name))
 
 
 def _writer_folder_records(writers: Iterable[Path]) -> list[SignatureRecord]:
@@ -81,7 +81,7 @@ def _writer_folder_records(writers: Iterable[Path]) -> list[SignatureRecord]:
     return records
 
 
-def _writer_sort_key(writer: str) -> tuple[int, str]:
+def writer_sort_key(writer: str) -> tuple[int, str]:
     return (int(writer), "") if writer.isdigit() else (10**9, writer)
 
 
@@ -110,7 +110,7 @@ def parse_writers(spec: str | Sequence[str | int] | None, available: Sequence[st
     if not writers:
         raise DataError(f"writer specification {spec!r} names no writers")
     if available is not None:
-        missing = sorted(set(writers) - set(available), key=_writer_sort_key)
+        missing = sorted(set(writers) - set(available), key=writer_sort_key)
         if missing:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise DataError(f"writers not in the data: {shown}")
@@ -121,7 +121,7 @@ def writer_split(
     records: Sequence[SignatureRecord], *splits: str | Sequence[str] | None
 ) -> list[list[SignatureRecord]]:
     """Filter ``records`` by each writer specification; the splits must not share a writer."""
-    available = sorted({r.writer for r in records}, key=_writer_sort_key)
+    available = sorted({r.writer for r in records}, key=writer_sort_key)
     chosen = [set(parse_writers(spec, available)) for spec in splits]
     for i in range(len(chosen)):
         for j in range(i + 1, len(chosen)):
@@ -129,14 +129,14 @@ def writer_split(
             if shared:
                 raise DataError(
                     f"writer splits overlap (writer-independent evaluation needs disjoint writers): "
-                    f"{', '.join(sorted(shared, key=_writer_sort_key)[:10])}"
+                    f"{', '.join(sorted(shared, key=writer_sort_key)[:10])}"
                 )
     return [[r for r in records if r.writer in writers] for writers in chosen]
 
 
 def class_labels(records: Sequence[SignatureRecord]) -> tuple[torch.Tensor, list[str]]:
     """Labels ``2 * writer_index + forged`` and the writer order they index."""
-    writers = sorted({r.writer for r in records}, key=_writer_sort_key)
+    writers = sorted({r.writer for r in records}, key=writer_sort_key)
     index = {w: i for i, w in enumerate(writers)}
     labels = torch.tensor([2 * index[r.writer] + int(r.forged) for r in records], dtype=torch.long)
     return labels, writers

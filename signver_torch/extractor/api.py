@@ -9,14 +9,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import load_checkpoint
-from signver_torch.data.preprocess import BlankSignatureError, PreprocessConfig, SignaturePreprocessor
-from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
+from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures, writer_split
+from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, build_extractor
 from signver_torch.io import ImageSource, load_image_tensor
+from signver_torch.metrics import writer_protocol_metrics
 
 
 def best_device() -> torch.device:
@@ -49,13 +52,12 @@ class MetricExtractor:
 
     def load(self, name_or_path: str | os.PathLike = "default") -> "MetricExtractor":
         """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path."""
-        state, card = load_checkpoint("extractor", name_or_path)
+        model, card = load_embedder(name_or_path)
         try:
-            model = build_extractor(**card["architecture"])
-            model.load_state_dict({key: value.float() for key, value in state.items()})
             preprocessor = SignaturePreprocessor(PreprocessConfig(**card["preprocessing"]))
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{name_or_path}: checkpoint does not match its card ({error})") from error
+            float(card["threshold"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{name_or_path}: model card lacks a valid preprocessing or threshold ({error})") from error
         self.model = model.eval().to(self.device)
         self.preprocessor = preprocessor.to(self.device)
         self.card = card
@@ -64,7 +66,7 @@ class MetricExtractor:
     @property
     def threshold(self) -> float:
         """Calibrated cosine-distance threshold (accept as the same writer when distance <= threshold)."""
-        if "threshold" not in self.card:
+        if not self.card:
             raise CheckpointError("no checkpoint loaded (call load() first)")
         return float(self.card["threshold"])
 
@@ -101,32 +103,64 @@ class MetricExtractor:
             chunks.append(self.model(canvas).float().cpu())
         return torch.cat(chunks)
 
-    def _as_images(self, batch: Any) -> list[torch.Tensor]:
-        if isinstance(batch, (np.ndarray, torch.Tensor)):
-            array = batch
-            if array.ndim not in (3, 4):
-                raise SignVerError(
-                    f"expected a batch shaped (N, H, W) or (N, H, W, C); got shape {tuple(array.shape)}"
-                )
-            if array.shape[0] == 0:
-                raise SignVerError("empty batch: no signatures to embed")
-            return [load_image_tensor(item, "L", name=f"batch item {i}") for i, item in enumerate(_channels_last(array))]
-        if isinstance(batch, (str, bytes, os.PathLike)):
+    @staticmethod
+    def _as_images(batch: Any) -> list[torch.Tensor]:
+        """Split a batch into grayscale ``(1, H, W)`` tensors through the one image loader.
+
+        Arrays and tensors: ``(N, H, W)``, ``(N, H, W, C)`` (SignVer's layout) or, for tensors,
+        ``(N, C, H, W)`` with C in 1, 3 (torch's layout). Lists: any mix of paths, bytes, PIL
+        images, arrays and tensors, each of its own size.
+        """
+        if isinstance(batch, (str, bytes, bytearray, os.PathLike, Image.Image)):
             raise SignVerError("extract() takes a batch: wrap a single signature in a list")
+        if isinstance(batch, (np.ndarray, torch.Tensor)):
+            if batch.ndim not in (3, 4):
+                raise SignVerError(f"expected a batch shaped (N, H, W) or (N, H, W, C); got shape {tuple(batch.shape)}")
+            if isinstance(batch, torch.Tensor):
+                if batch.ndim == 4 and batch.shape[1] in (1, 3) and batch.shape[-1] not in (1, 3, 4):
+                    batch = batch.permute(0, 2, 3, 1)  # NCHW -> NHWC
+                batch = batch.detach().cpu().float().numpy() if batch.is_floating_point() else batch.detach().cpu().numpy()
         items = list(batch)
         if not items:
             raise SignVerError("empty batch: no signatures to embed")
-        return [load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else f"batch item {i}") for i, item in enumerate(items)]
+        return [
+            load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else f"batch item {i}")
+            for i, item in enumerate(items)
+        ]
 
 
-def _channels_last(array: np.ndarray | torch.Tensor) -> list[np.ndarray]:
-    """Split an (N, H, W[, C]) batch into numpy images the loader understands (uint8 or [0, 1] floats)."""
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    return list(array)
+def load_embedder(name_or_path: str | os.PathLike) -> tuple[SignatureEmbedder, dict[str, Any]]:
+    """Build the network a checkpoint's card describes and load its weights (float32)."""
+    state, card = load_checkpoint("extractor", name_or_path)
+    try:
+        model = build_extractor(**card["architecture"])
+        model.load_state_dict({key: value.float() for key, value in state.items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
+    return model, card
 
 
 Extractor = MetricExtractor
+
+
+def embed_records(
+    extractor: MetricExtractor, records: Sequence[SignatureRecord], progress: bool = True
+) -> tuple[torch.Tensor, float]:
+    """Embed signature files in batches (bounded memory); returns embeddings and seconds spent embedding."""
+    images = SignatureImages(records)
+    loader = DataLoader(images, batch_size=extractor.batch_size, collate_fn=list)
+    chunks, seconds = [], 0.0
+    with tqdm(total=len(images), desc="embedding", unit="img", file=sys.stderr, disable=not progress) as bar:
+        for offset, batch in zip(range(0, len(images), extractor.batch_size), loader):
+            start = time.perf_counter()
+            try:
+                chunks.append(extractor.embed([image for image, _ in batch]))
+            except BlankSignatureError as error:
+                blank = ", ".join(str(records[offset + i].path) for i in error.indices)
+                raise BlankSignatureError(f"{blank}: no signature ink found (blank or uniform image)") from error
+            seconds += time.perf_counter() - start
+            bar.update(len(batch))
+    return torch.cat(chunks), seconds
 
 
 def evaluate_extractor(
@@ -142,27 +176,11 @@ def evaluate_extractor(
     Per writer, positives are all genuine–genuine pairs and negatives all genuine–skilled-forgery
     pairs; one global threshold. FAR/FRR are at the checkpoint's calibrated threshold.
     """
-    from signver_torch.data.signatures import SignatureImages, discover_signatures, writer_split
-    from signver_torch.metrics import writer_protocol_metrics
-
-    extractor = MetricExtractor(device=device).load(checkpoint)
     records = discover_signatures(data_dir)
     if writers is not None:
         [records] = writer_split(records, writers)
-    images = SignatureImages(records)
-    loader = DataLoader(images, batch_size=extractor.batch_size, collate_fn=list)
-    chunks, seconds = [], 0.0
-    with tqdm(total=len(images), desc="evaluating", unit="img", file=sys.stderr, disable=not progress) as bar:
-        for offset, batch in zip(range(0, len(images), extractor.batch_size), loader):
-            start = time.perf_counter()
-            try:
-                chunks.append(extractor.embed([image for image, _ in batch]))
-            except BlankSignatureError as error:
-                blank = ", ".join(str(records[offset + i].path) for i in error.indices)
-                raise BlankSignatureError(f"{blank}: no signature ink found (blank or uniform image)") from error
-            seconds += time.perf_counter() - start
-            bar.update(len(batch))
-    embeddings = torch.cat(chunks)
+    extractor = MetricExtractor(device=device).load(checkpoint)
+    embeddings, seconds = embed_records(extractor, records, progress)
     report = writer_protocol_metrics(
         embeddings, [r.writer for r in records], [r.forged for r in records], extractor.threshold
     )

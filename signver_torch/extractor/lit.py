@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 
-from signver_torch.checkpoints import load_checkpoint
 from signver_torch.errors import CheckpointError
+from signver_torch.extractor.api import load_embedder
 from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor
 from signver_torch.metrics import writer_protocol_metrics
 
@@ -90,7 +90,8 @@ class ExtractorModule(lightning.LightningModule):
     Args:
         backbone: ``"signet"`` or a timm model name; ``None`` takes the ``init`` checkpoint's (or
             ``resnet18`` when training from scratch).
-        loss: ``multi_similarity``, ``triplet`` (semi-hard), ``contrastive`` or ``supcon``.
+        loss: ``proxy_anchor`` (the shipped recipe), ``arcface``, ``multi_similarity``, ``triplet``
+            (semi-hard), ``contrastive`` or ``supcon``; all from pytorch-metric-learning on cosine similarity.
         init: a checkpoint name or path to start from (fine-tuning), or ``None`` for random weights.
     """
 
@@ -98,25 +99,24 @@ class ExtractorModule(lightning.LightningModule):
         self,
         backbone: str | None = None,
         embedding_dim: int = EMBEDDING_DIM,
-        loss: str = "multi_similarity",
-        lr: float = 2e-3,
+        loss: str = "proxy_anchor",
+        lr: float = 1e-3,
         weight_decay: float = 5e-4,
         warmup_epochs: int = 2,
         augment: bool = True,
         init: str | None = None,
     ) -> None:
         super().__init__()
-        state, card = load_checkpoint("extractor", init) if init is not None else ({}, {})
+        self.init_card: dict[str, Any] = {}
         if init is not None:
-            architecture = card["architecture"]
+            initial, self.init_card = load_embedder(init)
+            architecture = self.init_card["architecture"]
             if backbone is not None and backbone != architecture["backbone"]:
                 raise CheckpointError(f"{init}: checkpoint uses backbone {architecture['backbone']!r}, not {backbone!r}")
             backbone, embedding_dim = architecture["backbone"], architecture["embedding_dim"]
         backbone = backbone or "resnet18"
         self.save_hyperparameters()  # records the resolved backbone and embedding_dim
-        self.model = build_extractor(backbone, embedding_dim)
-        if state:
-            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        self.model = initial if init is not None else build_extractor(backbone, embedding_dim)
         # proxy losses are sized by the training classes, known once the datamodule is set up
         self.loss_fn, self.miner = (None, None) if loss in PROXY_LOSSES else build_loss(loss)
         self.augment = SignatureAugment() if augment else nn.Identity()
@@ -124,6 +124,13 @@ class ExtractorModule(lightning.LightningModule):
         self._val_labels: list[torch.Tensor] = []
 
     def setup(self, stage: str) -> None:
+        expected = self.init_card.get("preprocessing")
+        actual = getattr(getattr(self.trainer.datamodule, "preprocessor", None), "config", lambda: None)()
+        if expected and actual and expected != actual:
+            raise CheckpointError(
+                f"{self.hparams.init}: fine-tuning must keep the checkpoint's preprocessing {expected}, "
+                f"but the data module uses {actual} (set --data.height/--data.width to match)"
+            )
         if self.loss_fn is None:
             num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
             self.loss_fn, self.miner = build_loss(self.hparams.loss, num_classes, self.hparams.embedding_dim)
@@ -134,7 +141,7 @@ class ExtractorModule(lightning.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         canvas, labels = batch
         canvas = canvas.float() / 255.0 if canvas.dtype == torch.uint8 else canvas
-        if self.trainer is not None and self.trainer.training:
+        if self.trainer.training:
             canvas = self.augment(canvas)
         return canvas, labels
 
