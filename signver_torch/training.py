@@ -144,7 +144,7 @@ def train_extractor(
     val_writers = sorted({r.writer for r in data.val_records}, key=writer_sort_key)
     card = {
         "module": "extractor",
-        "architecture": {"backbone": module.hparams.backbone, "embedding_dim": module.hparams.embedding_dim},
+        "architecture": module.architecture,
         "preprocessing": data.preprocessor.config(),
         "input": "grayscale crop of any size, dark ink on light paper; preprocessing above is applied",
         "threshold": calibration["threshold_at_eer"],

@@ -115,7 +115,9 @@ class ExtractorModule(lightning.LightningModule):
                 raise CheckpointError(f"{init}: checkpoint uses backbone {architecture['backbone']!r}, not {backbone!r}")
             backbone, embedding_dim = architecture["backbone"], architecture["embedding_dim"]
         backbone = backbone or "resnet18"
-        self.save_hyperparameters()  # records the resolved backbone and embedding_dim
+        # the resolved architecture (LightningCLI stores hparams as configured, where backbone may be None)
+        self.architecture = {"backbone": backbone, "embedding_dim": embedding_dim}
+        self.save_hyperparameters()
         self.model = initial if init is not None else build_extractor(backbone, embedding_dim)
         # proxy losses are sized by the training classes, known once the datamodule is set up
         self.loss_fn, self.miner = (None, None) if loss in PROXY_LOSSES else build_loss(loss)
@@ -133,7 +135,7 @@ class ExtractorModule(lightning.LightningModule):
             )
         if self.loss_fn is None:
             num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
-            self.loss_fn, self.miner = build_loss(self.hparams.loss, num_classes, self.hparams.embedding_dim)
+            self.loss_fn, self.miner = build_loss(self.hparams.loss, num_classes, self.architecture["embedding_dim"])
 
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
         return self.model(canvas)
