@@ -97,7 +97,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not info["checkpoints"]:
         print("  none yet")
     for entry in info["checkpoints"]:
-        detail = entry.get("error") or ", ".join(f"{k}={v}" for k, v in entry["metrics"].items()) or "no metrics"
+        shown = {k: v for k, v in entry.get("metrics", {}).items() if k in ("eer", "auc", "eer_random", "threshold")}
+        detail = entry.get("error") or ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) or "no metrics"
         print(f"  {entry['module']}/{entry['name']}: {detail}")
     return 0
 

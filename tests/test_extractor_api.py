@@ -53,6 +53,17 @@ def test_any_input_kind_gives_the_same_embedding(extractor: MetricExtractor, sha
     assert np.allclose(features, features[0], atol=1e-5)
 
 
+def test_torch_layout_batches_match_signver_layout(extractor: MetricExtractor, shared_data: Path) -> None:
+    crops = np.stack(
+        [np.asarray(Image.open(cedar_file(shared_data, 37, n)).convert("RGB").resize((200, 120)), np.float32) / 255 for n in (1, 2)]
+    )
+    nhwc = extractor.extract(crops)
+    nchw = extractor.extract(torch.from_numpy(crops).permute(0, 3, 1, 2))
+    assert np.allclose(nhwc, nchw, atol=1e-5)
+    with pytest.raises(SignVerError, match="wrap a single signature"):
+        extractor.extract(Image.open(cedar_file(shared_data, 37, 1)))  # type: ignore[arg-type]
+
+
 def test_genuine_signatures_are_closer_than_skilled_forgeries(extractor: MetricExtractor, shared_data: Path) -> None:
     """On held-out writers 33-40, a writer's genuine pairs are nearer than genuine-forgery pairs."""
     wins = 0
