@@ -50,8 +50,19 @@ def hardware_description(trainer: Any) -> str:
     elif accelerator == "HPU":
         device = trainer.accelerator.get_device_name()
     else:
-        device = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        device = f"{cpu_model()}, {torch.get_num_threads()} threads"
     return f"{trainer.num_devices} x {accelerator} ({device}), precision {trainer.precision}"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it (platform.processor() is empty there)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run_recipe(
