@@ -69,6 +69,8 @@ def test_bad_layouts_are_clear_errors(tmp_path: Path) -> None:
 def test_writer_specs_and_disjoint_splits(shared_data: Path) -> None:
     assert parse_writers("1-3, 7") == ["1", "2", "3", "7"]
     assert parse_writers(["alice", "bob"]) == ["alice", "bob"]
+    assert parse_writers("2019-2020,7", available=["2019-2020", "7"]) == ["2019-2020", "7"]
+    assert parse_writers("6-7", available=["6", "7"]) == ["6", "7"]
     with pytest.raises(DataError, match="empty"):
         parse_writers("5-3")
     records = discover_signatures(shared_data)

@@ -100,7 +100,7 @@ def parse_writers(spec: str | Sequence[str | int] | None, available: Sequence[st
         if not item:
             continue
         bounds = re.fullmatch(r"(\d+)\s*-\s*(\d+)", item)
-        if bounds:
+        if bounds and not (available is not None and item in available):  # a folder named "2019-2020"
             low, high = int(bounds.group(1)), int(bounds.group(2))
             if low > high:
                 raise DataError(f"writer range {item!r} is empty (start after end)")
