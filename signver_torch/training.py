@@ -167,8 +167,8 @@ def train_extractor(
             "data": str(data.hparams.data_dir),
             "train_writers": _compact(train_writers),
             "val_writers": _compact(val_writers),
-            "n_train_images": len(data.train_records),
-            "n_val_images": len(data.val_records),
+            "n_train_images": len(data.train_set),  # after blank scans were dropped
+            "n_val_images": len(data.val_set),
             "init": module.hparams.init,
             "init_sha256": module.init_card.get("sha256"),
             "loss": module.hparams.loss,
