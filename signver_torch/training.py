@@ -147,7 +147,7 @@ def train_extractor(
     if not trainer.is_global_zero:
         return weights_path(out), {}
     canvases, labels = data.val_set.tensors
-    model = module.model.eval().cpu()
+    model = module.export_model.eval().cpu()
     with torch.inference_mode():
         embeddings = torch.cat([model(chunk.float() / 255) for chunk in canvases.split(128)])
     calibration = writer_protocol_metrics(embeddings, labels // 2, labels % 2 == 1)

@@ -111,3 +111,18 @@ def test_training_steps_pull_same_class_together() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_weight_average_trails_the_trained_weights() -> None:
+    module = ExtractorModule(backbone="signet", ema_decay=0.9, augment=False)
+    assert module.export_model is module.ema.module
+    module.on_train_batch_end(None, None, 0)  # the first update copies the weights
+    first = next(module.model.parameters()).detach().clone()
+    with torch.no_grad():
+        for parameter in module.model.parameters():
+            parameter.add_(1.0)
+    module.on_train_batch_end(None, None, 1)
+    averaged = next(module.export_model.parameters())
+    torch.testing.assert_close(averaged, first + 0.1)
+    plain = ExtractorModule(backbone="signet")
+    assert plain.ema is None and plain.export_model is plain.model

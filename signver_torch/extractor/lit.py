@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import distances, losses, miners
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from signver_torch.errors import CheckpointError
 from signver_torch.extractor.api import load_embedder
@@ -93,6 +94,8 @@ class ExtractorModule(lightning.LightningModule):
         loss: ``proxy_anchor`` (the shipped recipe), ``arcface``, ``multi_similarity``, ``triplet``
             (semi-hard), ``contrastive`` or ``supcon``; all from pytorch-metric-learning on cosine similarity.
         init: a checkpoint name or path to start from (fine-tuning), or ``None`` for random weights.
+        ema_decay: keep an exponential moving average of the weights (e.g. 0.999) and validate and
+            export it instead of the last step's weights; steadies the noisy late epochs. 0 disables.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class ExtractorModule(lightning.LightningModule):
         warmup_epochs: int = 2,
         augment: bool = True,
         init: str | None = None,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.init_card: dict[str, Any] = {}
@@ -119,6 +123,11 @@ class ExtractorModule(lightning.LightningModule):
         self.architecture = {"backbone": backbone, "embedding_dim": embedding_dim}
         self.save_hyperparameters()
         self.model = initial if init is not None else build_extractor(backbone, embedding_dim)
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay > 0
+            else None
+        )
         # proxy losses are sized by the training classes, known once the datamodule is set up
         self.loss_fn, self.miner = (None, None) if loss in PROXY_LOSSES else build_loss(loss)
         self.augment = SignatureAugment() if augment else nn.Identity()
@@ -137,8 +146,17 @@ class ExtractorModule(lightning.LightningModule):
             num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
             self.loss_fn, self.miner = build_loss(self.hparams.loss, num_classes, self.architecture["embedding_dim"])
 
+    @property
+    def export_model(self) -> nn.Module:
+        """The network to validate and ship: the weight average when ``ema_decay`` is set."""
+        return self.ema.module if self.ema is not None else self.model
+
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
         return self.model(canvas)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         canvas, labels = batch
@@ -157,7 +175,7 @@ class ExtractorModule(lightning.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         canvas, labels = batch
-        self._val_embeddings.append(self(canvas).float().cpu())
+        self._val_embeddings.append(self.export_model(canvas).float().cpu())
         self._val_labels.append(labels.cpu())
 
     def on_validation_epoch_end(self) -> None:
