@@ -26,6 +26,7 @@ except _metadata.PackageNotFoundError:  # running from a checkout that was never
 _LAZY = {
     "MetricExtractor": "signver_torch.extractor.api",
     "Extractor": "signver_torch.extractor.api",
+    "Cleaner": "signver_torch.cleaner.api",
 }
 
 
@@ -38,6 +39,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "Cleaner",
     "Extractor",
     "MetricExtractor",
     "AcceleratorUnavailableError",

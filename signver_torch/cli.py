@@ -40,15 +40,13 @@ REPORTED_PACKAGES = (
 
 #: Subcommands whose module has not shipped yet, with what they will do; each exits with a clear error.
 PLANNED_COMMANDS = {
-    "detect": "find signatures, initials, redactions and dates on pages",
-    "clean": "remove lines, text and noise from signature crops",
     "verify": "verify a signature against an enrolled person or reference images",
     "enroll": "enrol a person's reference signatures in a gallery",
     "identify": "find the closest enrolled people for a signature",
     "benchmark": "measure train and inference throughput on cpu, gpu or hpu",
 }
 #: Modules whose training and evaluation have shipped.
-TRAINABLE = ("extractor",)
+TRAINABLE = ("extractor", "cleaner", "detector")
 
 
 def _version(distribution: str) -> str | None:
@@ -109,7 +107,7 @@ def _require_trainable(module: str, command: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from signver_torch.training import resolve_recipe, train_extractor
+    from signver_torch.training import resolve_recipe, train_cleaner, train_detector, train_extractor
 
     _require_trainable(args.module, "train")
     if args.resume and not args.run_dir:
@@ -127,6 +125,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_epochs:
         overrides.append(f"--trainer.max_epochs={args.max_epochs}")
     overrides += args.overrides
+    if args.module != "extractor" and args.init:
+        raise SignVerError("--init (fine-tuning) is available for the extractor only")
+    if args.module == "detector":
+        if args.data:
+            overrides.insert(0, f"--data.real_dir={args.data}")
+            overrides = [o for o in overrides if not o.startswith("--data.data_dir=")]
+        weights, card = train_detector(config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
+        metrics = card.get("metrics", {})
+        print(f"wrote {weights} (+ .json card); held-out real pages: "
+              + (f"mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f}" if metrics else "none in this recipe"))
+        return 0
+    if args.module == "cleaner":
+        weights, card = train_cleaner(config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
+        metrics = card["metrics"]
+        print(f"wrote {weights} (+ .json card); pairs from held-out writers {card['training']['val_writers']}: "
+              f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, ink F1 {metrics['ink_f1']:.4f}")
+        return 0
     weights, card = train_extractor(config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
     metrics = card["metrics"]
     print(f"wrote {weights} (+ .json card); held-out writers {card['training']['val_writers']}: "
@@ -137,14 +152,81 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_trainable(args.module, "evaluate")
-    from signver_torch.extractor.api import evaluate_extractor
+    if args.module == "detector":
+        from signver_torch.detector.api import evaluate_detector, parse_class_map
 
-    report = evaluate_extractor(args.data, args.writers, args.checkpoint, progress=not args.quiet)
+        report = evaluate_detector(args.data, args.checkpoint, class_map=parse_class_map(args.class_map),
+                                   held_out_every=args.held_out_every, progress=not args.quiet)
+    elif args.module == "cleaner":
+        from signver_torch.cleaner.api import evaluate_cleaner
+
+        report = evaluate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=args.pairs, progress=not args.quiet)
+    else:
+        from signver_torch.extractor.api import evaluate_extractor
+
+        report = evaluate_extractor(args.data, args.writers, args.checkpoint, progress=not args.quiet)
     if args.json:
         print(json.dumps(report))
     else:
         for key, value in report.items():
             print(f"{key:<22} {value:.4f}" if isinstance(value, float) else f"{key:<22} {value}")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Clean crops and write ``<stem>.png`` per input into ``--out``."""
+    from PIL import Image
+
+    from signver_torch.cleaner.api import Cleaner
+    from signver_torch.io import load_image_tensor
+
+    out = Path(args.out)
+    names = [Path(path).stem for path in args.images]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise SignVerError(f"inputs share output names ({', '.join(duplicates)}.png): clean them into separate --out folders")
+    pages = [load_image_tensor(path, "L") for path in args.images]
+    cleaner = Cleaner(device=args.device).load(args.checkpoint)
+    cleaned = cleaner.clean_pages(pages, progress=not args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, page in zip(names, cleaned):
+        target = out / f"{name}.png"
+        Image.fromarray((page[0].numpy() * 255).round().astype("uint8")).save(target)
+        print(target)
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Annotated PNG and JSON per page into ``--out``; ``--summary`` prints what each page holds."""
+    from signver_torch.data.detection import CLASS_NAMES
+    from signver_torch.detector.api import Detector, draw_detections, summarize
+    from signver_torch.io import load_image
+
+    out = Path(args.out)
+    detector = Detector(device=args.device).load(args.checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in args.pages:
+        page = load_image(path)
+        [found] = detector.predict([page], score_threshold=args.threshold)
+        summary = summarize(found)
+        record = {
+            "page": str(path),
+            "size": list(page.size),
+            "detections": [
+                {"box_xyxy": [round(v, 1) for v in box], "score": round(score, 4), "label": label,
+                 "class": CLASS_NAMES[label]}
+                for box, score, label in zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist())
+            ],
+            "summary": summary,
+        }
+        stem = Path(path).stem
+        draw_detections(page, found).save(out / f"{stem}.png")
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
+        if args.summary:
+            flags = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in summary.items() if isinstance(v, bool))
+            print(f"{path}: {flags}")
+        else:
+            print(out / f"{stem}.png")
     return 0
 
 
@@ -205,12 +287,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure a checkpoint with the evaluation contract (one JSON object with --json)",
     )
     evaluate.add_argument("module", choices=("extractor", "cleaner", "detector"))
-    evaluate.add_argument("--data", required=True, help="CEDAR or writer-folder layout (extractor)")
+    evaluate.add_argument("--data", required=True, help="CEDAR or writer-folder layout (extractor, cleaner)")
     evaluate.add_argument("--writers", help="writers to evaluate, e.g. 33-40 (default: all)")
     evaluate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    evaluate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")
+    evaluate.add_argument("--class-map", help="detector: dataset class to SignVer label, e.g. 0:1 (YOLO default)")
+    evaluate.add_argument("--held-out-every", type=int, help="detector: score only every Nth page by name (the recipes' held-out pages)")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    detect = commands.add_parser(
+        "detect", help="find signatures, initials, redactions and dates on pages",
+        description="Detect on pages; writes OUT/<name>.png (boxes drawn) and OUT/<name>.json per page.",
+    )
+    detect.add_argument("pages", nargs="+", metavar="PAGE", help="page images (any format)")
+    detect.add_argument("--out", required=True, help="folder for annotated PNGs and JSON")
+    detect.add_argument("--summary", action="store_true", help="print per page whether it is signed, initialled, redacted, dated")
+    detect.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
+    detect.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path")
+    detect.add_argument("--device", help="cpu, cuda, ... (default: the best present)")
+    detect.set_defaults(handler=cmd_detect)
+
+    clean = commands.add_parser(
+        "clean", help="remove lines, text and noise from signature crops",
+        description="Clean signature crops; writes OUT/<name>.png for each input (white paper, the ink kept).",
+    )
+    clean.add_argument("images", nargs="+", metavar="IMAGE", help="signature crops (any image format)")
+    clean.add_argument("--out", required=True, help="folder for the cleaned PNGs")
+    clean.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path")
+    clean.add_argument("--device", help="cpu, cuda, ... (default: the best present)")
+    clean.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    clean.set_defaults(handler=cmd_clean)
 
     for command, summary in PLANNED_COMMANDS.items():
         planned = commands.add_parser(command, help=summary, description=summary)

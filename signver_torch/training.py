@@ -16,9 +16,11 @@ import shlex
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import lightning
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -175,11 +177,7 @@ def train_extractor(
             "epochs": trainer.current_epoch,
             "recipe": str(config),
         },
-        "recipe_command": recipe_command(argv),
-        "hardware": hardware_description(trainer),
-        "wall_time_seconds": round(seconds, 1),
-        "date": time.strftime("%Y-%m-%d"),
-        "versions": {"torch": torch.__version__, "signver_torch": _own_version()},
+        **run_record(trainer, seconds, argv),
     }
     weights = export_checkpoint(out, model, card)
     metrics = evaluate_extractor(data.hparams.data_dir, val_writers, weights, progress=True)
@@ -193,6 +191,112 @@ def train_extractor(
     )
     return weights, card
 
+
+def run_record(trainer: Any, seconds: float, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The card fields every trained checkpoint carries: how to rerun it, where, how long, when."""
+    return {
+        "recipe_command": recipe_command(argv),
+        "hardware": hardware_description(trainer),
+        "wall_time_seconds": round(seconds, 1),
+        "date": time.strftime("%Y-%m-%d"),
+        "versions": {"torch": torch.__version__, "lightning": lightning.__version__, "signver_torch": _own_version()},
+    }
+
+
+def train_cleaner(
+    config: Path,
+    overrides: Sequence[str],
+    run_dir: Path,
+    out: Path,
+    resume: bool = False,
+    argv: Sequence[str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Fit the cleaner recipe on synthetic pairs, export the final weights, evaluate on the held-out writers."""
+    from signver_torch.cleaner.api import evaluate_cleaner
+    from signver_torch.cleaner.lit import CleanerModule
+    from signver_torch.data.dirt import CleanerDataModule
+    from signver_torch.data.signatures import writer_sort_key
+
+    cli, seconds = run_recipe(CleanerModule, CleanerDataModule, config, overrides, run_dir, resume)
+    module, data, trainer = cli.model, cli.datamodule, cli.trainer
+    if not trainer.is_global_zero:
+        return weights_path(out), {}
+    val_writers = _compact(sorted({r.writer for r in data.val_records}, key=writer_sort_key))
+    card = {
+        "module": "cleaner",
+        "architecture": module.architecture,
+        "input": "grayscale crop of any size >= 8x8 in [0, 1], dark ink on light paper",
+        "output": "same size, white paper and the signature's ink: 1 - sigmoid(logits)",
+        "dirt": asdict(data.dirt),
+        "training": {
+            "data": str(data.hparams.data_dir),
+            "train_writers": _compact(sorted({r.writer for r in data.train_records}, key=writer_sort_key)),
+            "val_writers": val_writers,
+            "n_train_signatures": len(data.train_records),
+            "pairs_seen": trainer.global_step * data.hparams.batch_size,
+            "epochs": trainer.current_epoch,
+            "recipe": str(config),
+        },
+        **run_record(trainer, seconds, argv),
+    }
+    weights = export_checkpoint(out, module.model.eval().cpu(), card)
+    metrics = evaluate_cleaner(data.hparams.data_dir, val_writers, weights, progress=True)
+    card = update_card(
+        weights,
+        metrics={key: metrics[key] for key in CLEANER_METRIC_KEYS},
+        metrics_command=recipe_command(
+            ["evaluate", "cleaner", "--data", str(data.hparams.data_dir), "--writers", val_writers,
+             "--checkpoint", str(weights), "--json"]
+        ),
+    )
+    return weights, card
+
+
+def train_detector(
+    config: Path,
+    overrides: Sequence[str],
+    run_dir: Path,
+    out: Path,
+    resume: bool = False,
+    argv: Sequence[str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Fit the detector recipe (synthetic + real pages), export the final weights, evaluate on held-out real pages."""
+    from signver_torch.data.detection import CLASS_NAMES
+    from signver_torch.data.page_module import PageDataModule
+    from signver_torch.detector.api import evaluate_detector
+    from signver_torch.detector.lit import DetectorModule
+
+    cli, seconds = run_recipe(DetectorModule, PageDataModule, config, overrides, run_dir, resume)
+    module, data, trainer = cli.model, cli.datamodule, cli.trainer
+    if not trainer.is_global_zero:
+        return weights_path(out), {}
+    hp = data.hparams
+    card = {
+        "module": "detector",
+        "architecture": module.architecture,
+        "classes": {str(label): name for label, name in CLASS_NAMES.items()},
+        "input": f"RGB or grayscale page of any size, letterboxed to {module.architecture['image_size']} px (white padding)",
+        "training": {
+            "signatures": f"{hp.signatures_dir} writers {hp.train_writers} pasted on {hp.synthetic_pages} synthetic pages",
+            "real_pages": str(hp.real_dir) if hp.real_dir else None,
+            "real_split": (f"{len(data.real_train)} pages trained on, every {hp.held_out_every}th page by file name "
+                           f"({len(data.real_val)}) held out") if hp.real_dir else None,
+            "epochs": trainer.current_epoch,
+            "recipe": str(config),
+        },
+        **run_record(trainer, seconds, argv),
+    }
+    weights = export_checkpoint(out, module.model.eval().cpu(), card)
+    metrics_command = ["evaluate", "detector", "--checkpoint", str(weights), "--json"]
+    if hp.real_dir:
+        metrics = evaluate_detector(hp.real_dir, weights, held_out_every=hp.held_out_every)
+        metrics_command[2:2] = ["--data", str(hp.real_dir), "--held-out-every", str(hp.held_out_every)]
+        card = update_card(weights, metrics={k: v for k, v in metrics.items() if k.startswith(("map", "n_", "seconds"))},
+                           metrics_command=recipe_command(metrics_command))
+    return weights, card
+
+
+CLEANER_METRIC_KEYS = ("psnr", "ssim", "ink_f1", "n_pairs", "pair_size", "seed", "seconds_per_image")
 
 EXTRACTOR_METRIC_KEYS = (
     "eer", "auc", "threshold_at_eer", "threshold", "far", "frr", "eer_random", "negatives",

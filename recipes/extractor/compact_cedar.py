@@ -17,16 +17,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from signver_torch.data.dirt import otsu_level
 from signver_torch.io import load_image
-
-
-def otsu_level(gray: np.ndarray) -> int:
-    """The gray level that best splits ``gray`` into two classes (Otsu, 1979)."""
-    probability = np.bincount(gray.ravel(), minlength=256) / gray.size
-    weight = np.cumsum(probability)
-    mean = np.cumsum(probability * np.arange(256))
-    between = (mean[-1] * weight - mean) ** 2 / (weight * (1 - weight) + 1e-12)
-    return int(np.argmax(between))
 
 
 def compact(source: Path, target: Path, max_side: int = 640, margin: int = 10) -> None:

@@ -1,0 +1,341 @@
+"""Synthetic dirty/clean signature pairs for the cleaner, built from real signatures.
+
+A real signature (its paper made pure white, so only the ink is left) is placed on a patch; the patch
+then gets what crops cut from real pages carry: ruled and signature lines (solid, dashed, dotted,
+partial, several widths, slightly rotated), printed text and form labels crossing the ink, stamps,
+uneven paper and illumination, blur, speckle and salt-and-pepper noise, JPEG artefacts and scanner
+skew. The target is the same patch with the ink alone on white paper (skewed with it).
+
+Everything is drawn from ``numpy.random.default_rng((seed, index))``: item ``i`` of a seed is the same
+image on every machine, in every worker, in any order, so evaluation pairs are fixed by ``seed``.
+"""
+
+from __future__ import annotations
+
+import io
+import string
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import lightning
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
+
+from signver_torch.data.signatures import SignatureRecord, discover_signatures, writer_split
+from signver_torch.errors import DataError
+from signver_torch.io import load_image
+
+#: Words printed on forms near signatures.
+FORM_WORDS = (
+    "Signature", "Signed", "Date", "Name", "Print name", "Authorized by", "Witness", "Approved",
+    "Title", "Initials", "Received by", "Customer", "Applicant", "Employee", "Notary Public",
+    "For and on behalf of", "X", "Sign here", "Page 1 of 2", "Confidential", "Total", "USD",
+)
+STAMP_WORDS = ("APPROVED", "RECEIVED", "PAID", "COPY", "VERIFIED", "NOTARY", "ORIGINAL", "FILED")
+
+
+def otsu_level(gray: np.ndarray) -> int:
+    """The 8-bit gray level that best splits ``gray`` into ink and paper (Otsu, 1979)."""
+    probability = np.bincount(gray.ravel(), minlength=256) / gray.size
+    weight = np.cumsum(probability)
+    mean = np.cumsum(probability * np.arange(256))
+    between = (mean[-1] * weight - mean) ** 2 / (weight * (1 - weight) + 1e-12)
+    return int(np.argmax(between))
+
+
+def ink_only(image: Image.Image, max_side: int = 640, margin: int = 4) -> np.ndarray:
+    """A scan's ink as darkness in ``[0, 1]`` (paper exactly 0), cropped to the ink, at most ``max_side``."""
+    gray = np.asarray(image.convert("L"))
+    level = otsu_level(gray)
+    ink = gray <= level
+    if not ink.any() or ink.all():
+        raise DataError("no ink found (blank or uniform image)")
+    paper = float(np.median(gray[~ink]))
+    darkness = np.where(ink, np.clip((paper - gray) / max(paper, 1.0), 0, 1), 0).astype(np.float32)
+    rows, cols = np.nonzero(ink)
+    darkness = darkness[
+        max(rows.min() - margin, 0) : rows.max() + margin + 1, max(cols.min() - margin, 0) : cols.max() + margin + 1
+    ]
+    # stretch so the darkest strokes are fully dark: the target is "ink on white", not the scan's contrast
+    darkness = np.clip(darkness / max(float(np.percentile(darkness[darkness > 0], 99)), 1e-3), 0, 1)
+    scale = max_side / max(darkness.shape)
+    if scale < 1:
+        size = (max(1, round(darkness.shape[1] * scale)), max(1, round(darkness.shape[0] * scale)))
+        darkness = np.asarray(Image.fromarray(darkness).resize(size, Image.BILINEAR))
+    return darkness
+
+
+@dataclass(frozen=True)
+class DirtConfig:
+    """What the generator draws; probabilities per patch. Stored in the cleaner's checkpoint card."""
+
+    height: int = 128
+    width: int = 256
+    #: signature size relative to fitting the patch, drawn uniformly; above 1 the patch shows part of
+    #: the signature at a larger stroke width (crops come from pages scanned at many resolutions)
+    min_scale: float = 0.5
+    max_scale: float = 3.0
+    p_line: float = 0.8
+    p_ruled: float = 0.25
+    p_text: float = 0.6
+    p_stamp: float = 0.25
+    p_box: float = 0.2
+    p_blur: float = 0.3
+    p_jpeg: float = 0.4
+    p_skew: float = 0.3
+    p_salt_pepper: float = 0.3
+
+
+class DirtSynthesizer:
+    """Draws one dirty/clean pair from an ink map (``ink_only`` output) and a random generator."""
+
+    def __init__(self, config: DirtConfig | None = None) -> None:
+        self.config = config or DirtConfig()
+        self._fonts: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
+
+    def font(self, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+        if size not in self._fonts:
+            self._fonts[size] = ImageFont.load_default(size)  # Pillow's bundled font: nothing fetched
+        return self._fonts[size]
+
+    def __call__(self, ink: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``(dirty, clean)`` grayscale float32 arrays in ``[0, 1]``, paper light, ink dark."""
+        cfg = self.config
+        height, width = cfg.height, cfg.width
+        clean = self._place(ink, rng, height, width)
+        dirt = Image.new("L", (width, height), 0)  # darkness of everything that is not the signature
+        draw = ImageDraw.Draw(dirt)
+        ink_rows = np.nonzero(clean.any(1))[0]
+        baseline = int(ink_rows.max()) if len(ink_rows) else height // 2
+        if rng.random() < cfg.p_ruled:
+            self._ruled_lines(draw, rng, width, height)
+        if rng.random() < cfg.p_line:
+            y = baseline + rng.integers(-height // 6, height // 10 + 1)
+            self._line(draw, rng, width, int(np.clip(y, 2, height - 3)))
+        if rng.random() < cfg.p_box:
+            self._form_box(draw, rng, width, height)
+        if rng.random() < cfg.p_text:
+            for _ in range(rng.integers(1, 4)):
+                self._text(draw, rng, width, height)
+        if rng.random() < cfg.p_stamp:
+            self.stamp(dirt, rng, width, height)
+        transmittance = (1 - clean) * (1 - np.asarray(dirt, np.float32) / 255)
+        dirty = transmittance * self._paper(rng, height, width)
+        target = 1 - clean
+        if rng.random() < cfg.p_skew:
+            angle = rng.uniform(-3, 3)
+            dirty, target = (_rotate(a, angle) for a in (dirty, target))
+        dirty = self._scan_effects(dirty, rng)
+        return dirty.astype(np.float32), target.astype(np.float32)
+
+    def _place(self, ink: np.ndarray, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        """The ink scaled to the patch at a random size and position (parts may fall outside)."""
+        cfg = self.config
+        scale = rng.uniform(cfg.min_scale, cfg.max_scale) * min(height / ink.shape[0], width / ink.shape[1])
+        size = (max(2, round(ink.shape[1] * scale)), max(2, round(ink.shape[0] * scale)))
+        scaled = np.asarray(Image.fromarray(ink).resize(size, Image.BILINEAR))
+        canvas = np.zeros((height, width), np.float32)
+        top = int(rng.integers(min(0, height - size[1]), max(0, height - size[1]) + 1))
+        left = int(rng.integers(min(0, width - size[0]), max(0, width - size[0]) + 1))
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + size[1], height), min(left + size[0], width)
+        canvas[y0:y1, x0:x1] = scaled[y0 - top : y1 - top, x0 - left : x1 - left]
+        return canvas
+
+    @staticmethod
+    def _line(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, y: int) -> None:
+        """A signature or ruled line: solid, dashed or dotted, maybe partial, slightly sloped."""
+        darkness = int(rng.uniform(0.35, 1.0) * 255)
+        thickness = int(rng.choice([1, 1, 2, 2, 3, 4]))
+        x0 = 0 if rng.random() < 0.6 else int(rng.integers(0, width // 2))
+        x1 = width if rng.random() < 0.6 else int(rng.integers(width // 2, width + 1))
+        slope = np.tan(np.radians(rng.uniform(-2, 2)))
+        style = rng.choice(["solid", "solid", "dashed", "dotted"])
+        dash, gap = (x1 - x0, 0) if style == "solid" else (
+            (int(rng.integers(4, 14)), int(rng.integers(3, 8))) if style == "dashed" else (thickness, int(rng.integers(2, 5)))
+        )
+        x = x0
+        while x < x1:
+            end = min(x + dash, x1)
+            draw.line([(x, y + (x - x0) * slope), (end, y + (end - x0) * slope)], fill=darkness, width=thickness)
+            x = end + gap
+
+    def _ruled_lines(self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+        spacing = int(rng.integers(max(8, height // 6), max(9, height // 2)))
+        for y in range(int(rng.integers(0, spacing)), height, spacing):
+            self._line(draw, rng, width, y)
+
+    @staticmethod
+    def _form_box(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+        """Cell borders of a form: a rectangle larger than the patch, or vertical rules."""
+        darkness = int(rng.uniform(0.4, 1.0) * 255)
+        thickness = int(rng.integers(1, 4))
+        x0, x1 = int(rng.integers(-width // 4, width // 5)), int(rng.integers(width * 4 // 5, width * 5 // 4))
+        y0, y1 = int(rng.integers(-height // 4, height // 5)), int(rng.integers(height * 4 // 5, height * 5 // 4))
+        draw.rectangle([x0, y0, x1, y1], outline=darkness, width=thickness)
+
+    def _text(self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int) -> None:
+        """Printed words (form labels, names, numbers) placed anywhere, often across the ink."""
+        if rng.random() < 0.6:
+            words = str(rng.choice(FORM_WORDS))
+        else:
+            letters = string.ascii_letters + string.digits + " .,:/-"
+            words = "".join(rng.choice(list(letters), int(rng.integers(4, 20))))
+        size = int(rng.integers(max(7, height // 12), max(8, height // 4)))
+        darkness = int(rng.uniform(0.4, 1.0) * 255)
+        position = (int(rng.integers(-width // 4, width)), int(rng.integers(-size // 2, height)))
+        draw.text(position, words, fill=darkness, font=self.font(size))
+
+    def stamp(self, dirt: Image.Image, rng: np.random.Generator, width: int, height: int) -> None:
+        """A rubber stamp: a ring or box with a word, faint or strong, rotated, over the ink."""
+        size = int(rng.integers(height // 2, height + height // 2))
+        stamp = Image.new("L", (size * 2, size), 0)
+        draw = ImageDraw.Draw(stamp)
+        darkness = int(rng.uniform(0.2, 0.7) * 255)
+        thickness = int(rng.integers(1, 4))
+        if rng.random() < 0.5:
+            draw.ellipse([2, 2, size * 2 - 3, size - 3], outline=darkness, width=thickness)
+        else:
+            draw.rectangle([2, 2, size * 2 - 3, size - 3], outline=darkness, width=thickness)
+        font = self.font(max(8, size // 3))
+        word = str(rng.choice(STAMP_WORDS))
+        box = draw.textbbox((0, 0), word, font=font)
+        draw.text(((size * 2 - (box[2] - box[0])) / 2, (size - (box[3] - box[1])) / 2 - box[1]), word, fill=darkness, font=font)
+        stamp = stamp.rotate(rng.uniform(-30, 30), expand=True, resample=Image.BILINEAR)
+        position = (int(rng.integers(-stamp.width // 2, width - stamp.width // 2)),
+                    int(rng.integers(-stamp.height // 2, height - stamp.height // 2)))
+        layer = Image.new("L", dirt.size, 0)
+        layer.paste(stamp, position)
+        dirt.paste(Image.fromarray(np.maximum(np.asarray(dirt), np.asarray(layer))))
+
+    @staticmethod
+    def _paper(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        """Paper brightness with a smooth illumination gradient (uneven scanner light)."""
+        level = rng.uniform(0.75, 1.0)
+        gy, gx = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+        direction = rng.uniform(0, 2 * np.pi)
+        gradient = (np.cos(direction) * gx + np.sin(direction) * gy) * rng.uniform(0, 0.15)
+        return np.clip(level + gradient, 0.45, 1.0).astype(np.float32)
+
+    def _scan_effects(self, page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        cfg = self.config
+        if rng.random() < 0.7:  # speckle: multiplicative grain of paper and sensor
+            page = page * (1 + rng.normal(0, rng.uniform(0.01, 0.06), page.shape))
+        if rng.random() < cfg.p_salt_pepper:
+            amount = rng.uniform(0.001, 0.01)
+            noise = rng.random(page.shape)
+            page = np.where(noise < amount / 2, rng.uniform(0.0, 0.4), page)
+            page = np.where(noise > 1 - amount / 2, 1.0, page)
+        image = Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8))
+        if rng.random() < cfg.p_blur:
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+        if rng.random() < cfg.p_jpeg:
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=int(rng.integers(25, 90)))
+            image = Image.open(buffer).convert("L")
+        return np.asarray(image, np.float32) / 255
+
+
+def _rotate(array: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate a ``[0, 1]`` page about its centre, filling with white paper."""
+    image = Image.fromarray(array.astype(np.float32), mode="F")
+    return np.asarray(image.rotate(degrees, resample=Image.BILINEAR, fillcolor=1.0), np.float32)
+
+
+def load_ink_maps(records: Sequence[SignatureRecord], max_side: int = 640, progress: bool = True) -> list[np.ndarray]:
+    """Ink maps of ``records``' scans; a scan without ink is an error naming the file."""
+    maps = []
+    for record in tqdm(records, desc="signature ink", unit="img", file=sys.stderr, disable=not progress, leave=False):
+        try:
+            maps.append(ink_only(load_image(record.path), max_side))
+        except DataError as error:
+            raise DataError(f"{record.path}: {error}") from error
+    return maps
+
+
+class DirtyPairs(Dataset):
+    """``length`` dirty/clean pairs as ``(1, H, W)`` float tensors, item ``i`` fixed by ``(seed, i)``."""
+
+    def __init__(
+        self, ink_maps: Sequence[np.ndarray], length: int, seed: int = 0, config: DirtConfig | None = None
+    ) -> None:
+        if not ink_maps:
+            raise DataError("no signatures to build dirty/clean pairs from")
+        self.ink_maps = list(ink_maps)
+        self.length = length
+        self.seed = seed
+        self.synthesizer = DirtSynthesizer(config)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, index))
+        ink = self.ink_maps[int(rng.integers(len(self.ink_maps)))]
+        dirty, clean = self.synthesizer(ink, rng)
+        return torch.from_numpy(dirty)[None], torch.from_numpy(clean)[None]
+
+
+#: Seed of the fixed validation/evaluation pairs (``signver evaluate cleaner``).
+EVAL_SEED = 20261126
+
+
+class CleanerDataModule(lightning.LightningDataModule):
+    """Dirty/clean pairs drawn on the fly from the training writers' signatures, fixed pairs from the held-out ones.
+
+    Each epoch draws ``samples_per_epoch`` fresh pairs (indices sampled from an unbounded stream, so
+    no two epochs repeat); validation uses ``val_pairs`` pairs fixed by :data:`EVAL_SEED`, the same
+    pairs ``signver evaluate cleaner`` builds from the same writers.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        train_writers: str | Sequence[str] | None = "1-32",
+        val_writers: str | Sequence[str] | None = "33-40",
+        height: int = 128,
+        width: int = 256,
+        batch_size: int = 16,
+        samples_per_epoch: int = 2048,
+        val_pairs: int = 256,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.dirt = DirtConfig(height=height, width=width)
+        self.train_set: DirtyPairs | None = None
+        self.val_set: DirtyPairs | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        records = discover_signatures(hp.data_dir)
+        train, val = writer_split(records, hp.train_writers, hp.val_writers)
+        self.train_records, self.val_records = train, val
+        self.train_set = DirtyPairs(load_ink_maps(train), STREAM_LENGTH, hp.seed, self.dirt)
+        self.val_set = DirtyPairs(load_ink_maps(val), hp.val_pairs, EVAL_SEED, self.dirt)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        generator = torch.Generator().manual_seed(self.hparams.seed * 1000 + rank)
+        sampler = RandomSampler(self.train_set, replacement=True, num_samples=self.hparams.samples_per_epoch, generator=generator)
+        return DataLoader(
+            self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
+            drop_last=True, persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(self.val_set, self.hparams.batch_size * 2, num_workers=self.hparams.num_workers)
+
+
+#: Size of the index stream training pairs are drawn from (each index is a distinct pair).
+STREAM_LENGTH = 2**31 - 1

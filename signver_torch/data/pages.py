@@ -1,0 +1,268 @@
+"""Synthetic document pages with exact boxes for all four detector classes.
+
+A page is drawn like the real scans the detector meets (letters, forms and contracts resized to a
+square): printed paragraphs, headings, tables and form fields; **signatures** pasted from real
+training-writer signatures (their ink maps, see :func:`~signver_torch.data.dirt.ink_only`);
+**initials** (the first stroke group of a real signature, small, beside text or in a margin);
+handwritten **dates** (digits and separators drawn with a slanted, wobbling pen); **redactions**
+(filled black or grey bars over text); and scan effects over the whole page. Each box is the tight
+box of what was drawn for it, so it covers exactly the pasted ink.
+
+Item ``i`` of a seed is fixed by ``numpy.random.default_rng((seed, i))``, like the cleaner's pairs.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from torch.utils.data import Dataset
+
+from signver_torch.data.dirt import FORM_WORDS, DirtSynthesizer
+from signver_torch.errors import DataError
+
+SIGNATURE, INITIALS, REDACTION, DATE = 1, 2, 3, 4
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: Darkness above which a pasted pixel counts as ink for its box.
+INK_LEVEL = 0.15
+
+
+@dataclass(frozen=True)
+class PageConfig:
+    """Page size and how many marks of each class a page gets (drawn uniformly in ``[0, max]``)."""
+
+    size: int = 640
+    max_signatures: int = 3
+    max_initials: int = 3
+    max_dates: int = 2
+    max_redactions: int = 3
+    #: signature widths in pixels on the page, drawn log-uniformly (real pages: 36-330 px)
+    min_signature_width: int = 40
+    max_signature_width: int = 340
+
+
+@dataclass(frozen=True)
+class PageLayers:
+    """A synthetic page before scan effects: darkness of printed matter and of handwriting, and the boxes."""
+
+    printed: np.ndarray
+    handwriting: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+class PageSynthesizer:
+    """Draws one page: ``(gray page (H, W) float32 in [0, 1], boxes (K, 4) xyxy, labels (K,))``."""
+
+    def __init__(self, config: PageConfig | None = None) -> None:
+        self.config = config or PageConfig()
+        self._fonts = DirtSynthesizer()  # its bundled-font cache and stamps
+
+    def __call__(self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        layers = self.layers(ink_maps, rng)
+        page = (1 - layers.printed) * (1 - layers.handwriting)
+        return self._scan(page, rng), layers.boxes, layers.labels
+
+    def layers(self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator) -> "PageLayers":
+        """The page before scan effects: printed matter (with redactions) and handwriting, as darkness."""
+        size = self.config.size
+        handwriting = np.zeros((size, size), np.float32)
+        printed = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(printed)
+        text_lines = self._printed_layout(draw, rng, size)
+        boxes: list[tuple[float, float, float, float]] = []
+        labels: list[int] = []
+        occupied: list[tuple[float, float, float, float]] = []
+
+        for _ in range(int(rng.integers(0, self.config.max_redactions + 1))):
+            self._redaction(draw, rng, text_lines, size, boxes, labels)
+        for _ in range(int(rng.integers(0, self.config.max_signatures + 1))):
+            ink = ink_maps[int(rng.integers(len(ink_maps)))]
+            width = np.exp(rng.uniform(np.log(self.config.min_signature_width), np.log(self.config.max_signature_width)))
+            self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied)
+        for _ in range(int(rng.integers(0, self.config.max_initials + 1))):
+            ink = _first_strokes(ink_maps[int(rng.integers(len(ink_maps)))], rng)
+            self._paste(handwriting, ink, rng.uniform(18, 60), rng, INITIALS, boxes, labels, occupied)
+        for _ in range(int(rng.integers(0, self.config.max_dates + 1))):
+            self._paste(handwriting, self._handwritten_date(rng), rng.uniform(50, 160), rng, DATE, boxes, labels, occupied)
+        if rng.random() < 0.2:
+            self._fonts.stamp(printed, rng, size, size // 4)
+        return PageLayers(
+            np.asarray(printed, np.float32) / 255, handwriting,
+            np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
+        )
+
+    def _printed_layout(self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> list[tuple[int, int, int, int]]:
+        """Headings, paragraphs, form fields and table rules; returns the boxes of the text lines."""
+        lines = []
+        y = int(rng.integers(10, 60))
+        margin = int(rng.integers(20, 80))
+        font_size = int(rng.integers(7, 13))
+        font = self._fonts.font(font_size)
+        while y < size - 20:
+            kind = rng.choice(["paragraph", "paragraph", "field", "heading", "gap", "table"])
+            if kind == "gap":
+                y += int(rng.integers(10, 60))
+                continue
+            if kind == "heading":
+                heading = self._fonts.font(int(rng.integers(12, 22)))
+                text = " ".join(_word(rng).upper() for _ in range(int(rng.integers(1, 4))))
+                draw.text((margin + int(rng.integers(0, 150)), y), text, fill=255, font=heading)
+                y += int(heading.size * 1.6)
+            elif kind == "field":  # "Signature: ________"
+                label = str(rng.choice(FORM_WORDS)) + ":"
+                x = margin + int(rng.integers(0, size // 2))
+                draw.text((x, y), label, fill=255, font=font)
+                end = min(size - margin, x + int(rng.integers(120, 300)))
+                draw.line([(x + font_size * len(label) * 0.6, y + font_size), (end, y + font_size)], fill=255, width=1)
+                y += int(font_size * rng.uniform(2.5, 5))
+            elif kind == "table":
+                rows, top = int(rng.integers(2, 6)), y
+                for _ in range(rows):
+                    draw.line([(margin, y), (size - margin, y)], fill=255, width=1)
+                    draw.text((margin + 4, y + 3), " ".join(_word(rng) for _ in range(int(rng.integers(2, 6)))), fill=255, font=font)
+                    y += font_size + 8
+                draw.line([(margin, y), (size - margin, y)], fill=255, width=1)
+                draw.line([(margin, top), (margin, y)], fill=255, width=1)
+                draw.line([(size - margin, top), (size - margin, y)], fill=255, width=1)
+                y += 10
+            else:
+                for _ in range(int(rng.integers(1, 7))):
+                    if y + font_size + 4 > size:
+                        break
+                    text, x = "", margin
+                    right = size - margin - int(rng.integers(0, size // 3))
+                    while draw.textlength(text, font=font) < right - x - 40:
+                        text += _word(rng) + " "
+                    draw.text((x, y), text, fill=255, font=font)
+                    lines.append((x, y, int(x + draw.textlength(text, font=font)), y + font_size + 2))
+                    y += int(font_size * 1.35)
+                y += font_size
+        return lines
+
+    @staticmethod
+    def _redaction(draw: ImageDraw.ImageDraw, rng: np.random.Generator, text_lines: list, size: int,
+                   boxes: list, labels: list) -> None:
+        """A filled black or grey bar, usually over part of a text line."""
+        if text_lines and rng.random() < 0.8:
+            x0, y0, x1, y1 = text_lines[int(rng.integers(len(text_lines)))]
+            start = int(rng.integers(x0, max(x0 + 1, x1 - 40)))
+            box = (start, y0 - 1, min(x1, start + int(rng.integers(30, 260))), y1 + 1)
+        else:
+            x0, y0 = int(rng.integers(0, size - 60)), int(rng.integers(0, size - 20))
+            box = (x0, y0, min(size - 1, x0 + int(rng.integers(30, 300))), min(size - 1, y0 + int(rng.integers(8, 60))))
+        box = (max(box[0], 0), max(box[1], 0), min(box[2], size - 1), min(box[3], size - 1))
+        if box[2] - box[0] < 6 or box[3] - box[1] < 4:
+            return
+        draw.rectangle(box, fill=int(rng.choice([255, 255, 230, 180])))
+        boxes.append(tuple(float(v) for v in (box[0], box[1], box[2] + 1, box[3] + 1)))
+        labels.append(REDACTION)
+
+    def _paste(self, darkness: np.ndarray, ink: np.ndarray, width: float, rng: np.random.Generator, label: int,
+               boxes: list, labels: list, occupied: list) -> None:
+        """Scale ``ink`` to ``width`` pixels, paste it where it overlaps no other mark, record its ink box."""
+        scale = width / ink.shape[1]
+        size = (max(2, round(ink.shape[1] * scale)), max(2, round(ink.shape[0] * scale)))
+        if size[0] >= darkness.shape[1] - 4 or size[1] >= darkness.shape[0] - 4:
+            return
+        mark = np.asarray(Image.fromarray(ink).resize(size, Image.BILINEAR)) * rng.uniform(0.7, 1.0)
+        for _ in range(20):  # a free spot; give up quietly on a crowded page
+            left = int(rng.integers(0, darkness.shape[1] - size[0]))
+            top = int(rng.integers(0, darkness.shape[0] - size[1]))
+            spot = (left, top, left + size[0], top + size[1])
+            if not any(_overlaps(spot, other) for other in occupied):
+                break
+        else:
+            return
+        rows, cols = np.nonzero(mark > INK_LEVEL)
+        if len(rows) == 0:
+            return
+        region = darkness[top : top + size[1], left : left + size[0]]
+        np.maximum(region, mark, out=region)
+        occupied.append(spot)
+        boxes.append((left + cols.min(), top + rows.min(), left + cols.max() + 1.0, top + rows.max() + 1.0))
+        labels.append(label)
+
+    def _handwritten_date(self, rng: np.random.Generator) -> np.ndarray:
+        """A date written with a pen: slanted, wobbling glyphs of uneven weight, as an ink map."""
+        day, month, year = int(rng.integers(1, 29)), int(rng.integers(1, 13)), int(rng.integers(1960, 2030))
+        text = str(rng.choice([
+            f"{month}/{day}/{year % 100:02d}", f"{day}.{month:02d}.{year}", f"{day}/{month}/{year}",
+            f"{MONTHS[month - 1]} {day}, {year}", f"{day}-{MONTHS[month - 1]}-{year % 100:02d}", f"{year}-{month:02d}-{day:02d}",
+        ]))
+        font = self._fonts.font(int(rng.integers(16, 28)))
+        canvas = Image.new("L", (int(font.size * len(text) * 0.8) + 20, int(font.size * 1.8)), 0)
+        draw = ImageDraw.Draw(canvas)
+        x = 6.0
+        for char in text:  # each glyph its own baseline wobble and size
+            glyph_font = self._fonts.font(max(8, int(font.size * rng.uniform(0.85, 1.15))))
+            draw.text((x, 4 + rng.normal(0, font.size * 0.06)), char, fill=255, font=glyph_font)
+            x += draw.textlength(char, font=glyph_font) * rng.uniform(0.95, 1.25)
+        shear = rng.uniform(0.1, 0.45)
+        canvas = canvas.transform(canvas.size, Image.AFFINE, (1, shear, -shear * canvas.height / 2, 0, 1, 0), Image.BILINEAR)
+        if rng.random() < 0.3:  # a broad pen
+            canvas = canvas.filter(ImageFilter.MaxFilter(3))
+        ink = np.asarray(canvas, np.float32) / 255
+        rows, cols = np.nonzero(ink > INK_LEVEL)
+        if len(rows) == 0:
+            raise DataError(f"could not draw the date {text!r}")
+        return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+    @staticmethod
+    def _scan(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Paper tone, noise, blur, sometimes binarisation (fax-like scans) and JPEG."""
+        page = page * rng.uniform(0.85, 1.0)
+        if rng.random() < 0.5:
+            page = page * (1 + rng.normal(0, rng.uniform(0.01, 0.05), page.shape))
+        image = Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8))
+        if rng.random() < 0.3:
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+        if rng.random() < 0.3:
+            threshold = int(rng.integers(100, 180))
+            image = image.point(lambda v: 255 if v > threshold else 0)
+        return np.asarray(image, np.float32) / 255
+
+
+def _first_strokes(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Initials: the left part of a signature (its first letters), cut at a column with little ink."""
+    profile = (ink > INK_LEVEL).sum(0)
+    width = ink.shape[1]
+    lo, hi = int(width * 0.15), max(int(width * 0.4), int(width * 0.15) + 2)
+    cut = lo + int(np.argmin(profile[lo:hi]))
+    part = ink[:, : max(cut, 4)]
+    rows, cols = np.nonzero(part > INK_LEVEL)
+    if len(rows) == 0:
+        return ink
+    return part[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def _overlaps(a: tuple[float, ...], b: tuple[float, ...], pad: float = 4) -> bool:
+    return a[0] < b[2] + pad and b[0] < a[2] + pad and a[1] < b[3] + pad and b[1] < a[3] + pad
+
+
+def _word(rng: np.random.Generator) -> str:
+    return "".join(rng.choice(list(string.ascii_lowercase), int(rng.integers(2, 10))))
+
+
+class SyntheticPages(Dataset):
+    """``length`` synthetic pages as detection samples: ``(3, S, S)`` image and a torchvision target."""
+
+    def __init__(self, ink_maps: Sequence[np.ndarray], length: int, seed: int = 0, config: PageConfig | None = None) -> None:
+        if not ink_maps:
+            raise DataError("no signatures to paste on synthetic pages")
+        self.ink_maps = list(ink_maps)
+        self.length = length
+        self.seed = seed
+        self.synthesizer = PageSynthesizer(config)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor | str]]:
+        page, boxes, labels = self.synthesizer(self.ink_maps, np.random.default_rng((self.seed, index)))
+        image = torch.from_numpy(page)[None].expand(3, -1, -1).contiguous()
+        return image, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "image_id": f"synthetic-{self.seed}-{index}"}

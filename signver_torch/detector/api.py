@@ -1,0 +1,185 @@
+"""User facade of the detector: load a checkpoint, find signatures, initials, redactions and dates on pages."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from signver_torch.checkpoints import load_checkpoint
+from signver_torch.data.detection import CLASS_NAMES, DetectionPages, read_detection_dataset, split_pages
+from signver_torch.data.page_module import letterbox
+from signver_torch.detector.model import build_detector
+from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.extractor.api import best_device
+from signver_torch.io import ImageSource, load_image_tensor
+from signver_torch.metrics import DetectionMetrics
+
+#: Pages smaller than this (either side) hold nothing to detect: an empty result, not an error.
+MIN_PAGE_SIDE = 16
+
+
+class Detector:
+    """Finds signatures (1), initials (2), redactions (3) and dates (4) on pages of any size.
+
+    Example::
+
+        detector = Detector().load("default")
+        boxes, scores, classes, detections = detector.detect(page)   # SignVer's tuple
+        [found] = detector.predict([page])                            # torchvision-style, pixels
+    """
+
+    def __init__(self, device: str | torch.device | None = None, batch_size: int = 4) -> None:
+        self.device = torch.device(device) if device is not None else best_device()
+        self.batch_size = batch_size
+        self.model: torch.nn.Module | None = None
+        self.card: dict[str, Any] = {}
+        self.image_size = 640
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "default", **kwargs: Any) -> "Detector":
+        return cls(**kwargs).load(name_or_path)
+
+    def load(self, name_or_path: str | os.PathLike = "default") -> "Detector":
+        """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path."""
+        state, card = load_checkpoint("detector", name_or_path)
+        try:
+            architecture = dict(card["architecture"])
+            model = build_detector(architecture.pop("architecture"), **architecture)
+            model.load_state_dict({key: value.float() for key, value in state.items()})
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
+        self.model = model.eval().to(self.device)
+        self.image_size = int(card["architecture"]["image_size"])
+        self.card = card
+        return self
+
+    @torch.inference_mode()
+    def predict(
+        self, images: Sequence[ImageSource], score_threshold: float = 0.3, progress: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per page as torchvision dicts (``boxes`` xyxy in the page's pixels, ``scores``, ``labels``)."""
+        if self.model is None:
+            raise CheckpointError("no checkpoint loaded (call load() first)")
+        if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
+            raise SignVerError("predict() takes a list of pages: wrap a single page in a list")
+        pages = [
+            load_image_tensor(item, "RGB", name=None if isinstance(item, (str, os.PathLike)) else f"page {i}")
+            for i, item in enumerate(images)
+        ]
+        results: list[dict[str, torch.Tensor]] = []
+        starts = range(0, len(pages), self.batch_size)
+        for start in tqdm(starts, desc="detecting", unit="batch", file=sys.stderr, disable=not progress, leave=False):
+            group = pages[start : start + self.batch_size]
+            boxed = [letterbox(page, self.image_size) for page in group]
+            outputs = self.model([image.to(self.device) for image, _ in boxed])
+            for page, (_, scale), output in zip(group, boxed, outputs):
+                keep = output["scores"] >= score_threshold
+                if min(page.shape[-2:]) < MIN_PAGE_SIDE:
+                    keep = torch.zeros_like(keep)
+                height, width = page.shape[-2:]
+                boxes = (output["boxes"][keep] / scale).cpu()
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+                results.append({"boxes": boxes, "scores": output["scores"][keep].cpu(), "labels": output["labels"][keep].cpu()})
+        return results
+
+    def detect(self, image: ImageSource, score_threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """SignVer's call: ``(boxes [ymin, xmin, ymax, xmax] normalised to 0..1, scores, classes 1-4, count)``."""
+        page = load_image_tensor(image, "RGB")
+        [found] = self.predict([page], score_threshold)
+        height, width = page.shape[-2:]
+        boxes = found["boxes"].numpy()
+        normalised = np.stack([boxes[:, 1] / height, boxes[:, 0] / width, boxes[:, 3] / height, boxes[:, 2] / width], axis=1)
+        return normalised.astype(np.float32), found["scores"].numpy(), found["labels"].numpy().astype(np.int64), len(boxes)
+
+    @property
+    def sha256(self) -> str:
+        return str(self.card.get("sha256", ""))
+
+
+#: Box colours per class in pictures (signature, initials, redaction, date).
+CLASS_COLOURS = {1: (220, 30, 30), 2: (30, 90, 220), 3: (20, 150, 40), 4: (230, 140, 0)}
+
+
+def draw_detections(page: Image.Image, found: Mapping[str, torch.Tensor]) -> Image.Image:
+    """The page with each detection's box, class and score drawn on it."""
+    canvas = page.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, round(max(canvas.size) / 400))
+    font = ImageFont.load_default(max(10, round(max(canvas.size) / 60)))
+    for box, score, label in zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist()):
+        colour = CLASS_COLOURS.get(int(label), (0, 0, 0))
+        draw.rectangle(box, outline=colour, width=width)
+        text = f"{CLASS_NAMES.get(int(label), label)} {score:.2f}"
+        left, top = box[0], max(0, box[1] - font.size - 4)
+        draw.rectangle(draw.textbbox((left, top), text, font=font), fill=colour)
+        draw.text((left, top), text, fill=(255, 255, 255), font=font)
+    return canvas
+
+
+def summarize(found: Mapping[str, torch.Tensor]) -> dict[str, bool | int]:
+    """Whether a page is signed, initialled, redacted, dated (and how many of each were found)."""
+    labels = found["labels"].tolist()
+    summary: dict[str, bool | int] = {}
+    for label, name in CLASS_NAMES.items():
+        summary[f"n_{name}"] = labels.count(label)
+    summary.update(
+        signed=labels.count(1) > 0, initialled=labels.count(2) > 0, redacted=labels.count(3) > 0, dated=labels.count(4) > 0
+    )
+    return summary
+
+
+def parse_class_map(text: str | None) -> dict[int, int] | None:
+    """``"0:1,1:4"`` → ``{0: 1, 1: 4}`` (dataset class → SignVer label)."""
+    if not text:
+        return None
+    try:
+        return {int(a): int(b) for a, b in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        raise SignVerError(f"--class-map {text!r}: expected pairs like 0:1,1:4 (dataset class:SignVer label)") from None
+
+
+def evaluate_detector(
+    data_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike = "default",
+    *,
+    class_map: Mapping[int, int] | None = None,
+    held_out_every: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """DESIGN.md's detector contract on ``data_dir`` (YOLO, SignVerOD or COCO): mAP@0.5, COCO mAP,
+    AP@0.5 per class, seconds per page. ``held_out_every=N`` scores only every N-th page by file name,
+    the pages the recipes hold out of training."""
+    records = read_detection_dataset(data_dir, class_map)
+    if held_out_every:
+        _, records = split_pages(records, held_out_every)
+    if not records:
+        raise SignVerError(f"{data_dir}: no pages to evaluate")
+    detector = Detector(device=device).load(checkpoint)
+    metrics = DetectionMetrics(CLASS_NAMES)
+    pages = DetectionPages(records)
+    seconds = 0.0
+    for index in tqdm(range(len(pages)), desc="detecting", unit="page", file=sys.stderr, disable=not progress):
+        image, target = pages[index]
+        began = time.perf_counter()
+        [found] = detector.predict([image], score_threshold=0.0)
+        seconds += time.perf_counter() - began
+        metrics.update([found], [target])
+    return {
+        **metrics.compute(),
+        "n_images": len(records),
+        "n_boxes": sum(len(r.boxes) for r in records),
+        "seconds_per_image": seconds / len(records),
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": detector.sha256,
+        "data": str(data_dir),
+        "pages": f"every {held_out_every}th page by file name (held out of training)" if held_out_every else "all",
+    }

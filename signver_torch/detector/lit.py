@@ -1,0 +1,81 @@
+"""Training logic of the detector: RetinaNet's focal and box losses, COCO mAP on validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning
+import torch
+
+from signver_torch.data.detection import CLASS_NAMES
+from signver_torch.detector.model import build_detector
+from signver_torch.errors import SignVerError
+from signver_torch.metrics import DetectionMetrics
+
+
+class DetectorModule(lightning.LightningModule):
+    """Trains a torchvision RetinaNet (``architecture`` from :mod:`signver_torch.detector.model`).
+
+    Validation computes COCO mAP (:class:`~signver_torch.metrics.DetectionMetrics`) per validation
+    set, e.g. ``val_real_map50`` on held-out real pages and ``val_synthetic_map50_date`` per class.
+    Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
+    torchvision's RetinaNet in evaluation only.
+    """
+
+    def __init__(
+        self,
+        architecture: str = "retinanet_lite",
+        image_size: int = 640,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_detector(architecture, image_size=image_size)
+        self.architecture = {"architecture": architecture, "image_size": image_size}
+        self.val_metrics = torch.nn.ModuleList()
+
+    def setup(self, stage: str) -> None:
+        data_size = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("image_size")
+        if data_size is not None and data_size != self.hparams.image_size:
+            raise SignVerError(
+                f"the data module letterboxes pages to {data_size} px but the model expects {self.hparams.image_size} px "
+                "(set --model.image_size and --data.image_size to the same value)"
+            )
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return self.model(images)
+
+    def training_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        losses = self.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        loss = sum(losses.values())
+        self.log_dict({"train_loss": loss, **{f"train_{k}": v for k, v in losses.items()}}, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def _metric(self, index: int) -> DetectionMetrics:
+        while len(self.val_metrics) <= index:
+            self.val_metrics.append(DetectionMetrics(CLASS_NAMES).to(self.device))
+        return self.val_metrics[index]
+
+    def validation_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, targets = batch
+        predictions = self.model(images)
+        self._metric(dataloader_idx).update(predictions, targets)
+
+    def on_validation_epoch_end(self) -> None:
+        names = getattr(self.trainer.datamodule, "val_names", None) or [str(i) for i in range(len(self.val_metrics))]
+        for name, metric in zip(names, self.val_metrics):
+            result = metric.compute()
+            metric.reset()
+            self.log_dict({f"val_{name}_{key}": value for key, value in result.items()}, prog_bar=name == names[0],
+                          add_dataloader_idx=False)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.lr, total_steps=max(1, self.trainer.estimated_stepping_batches),
+            pct_start=self.hparams.warmup_fraction,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

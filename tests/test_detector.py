@@ -1,0 +1,230 @@
+"""Detector: real-page loaders (YOLO, SignVerOD, COCO), synthetic pages, RetinaNet builders, API, CLI, evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from signver_torch.checkpoints import save_checkpoint
+from signver_torch.data.detection import (
+    CLASS_NAMES,
+    DetectionPages,
+    read_detection_dataset,
+    read_yolo,
+    split_pages,
+)
+from signver_torch.data.dirt import load_ink_maps
+from signver_torch.data.page_module import Augmented, Letterboxed, letterbox
+from signver_torch.data.pages import INK_LEVEL, PageConfig, PageSynthesizer, SyntheticPages
+from signver_torch.data.signatures import discover_signatures, writer_split
+from signver_torch.detector.api import Detector, evaluate_detector, summarize
+from signver_torch.detector.model import build_detector
+from signver_torch.errors import CheckpointError, DataError, ImageLoadError, SignVerError
+from signver_torch.metrics import DetectionMetrics
+
+
+@pytest.fixture(scope="module")
+def documents(shared_data: Path) -> Path:
+    return shared_data / "documents"
+
+
+@pytest.fixture(scope="module")
+def ink_maps(shared_data: Path) -> list[np.ndarray]:
+    [records] = writer_split(discover_signatures(shared_data / "cedar"), "1-3")
+    return load_ink_maps(records[::6], progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained lite detector at 256 px saved as a real checkpoint: exercises load/predict/evaluate."""
+    torch.manual_seed(0)
+    model = build_detector("retinanet_lite", image_size=256)
+    card = {"module": "detector", "architecture": {"architecture": "retinanet_lite", "image_size": 256}}
+    return save_checkpoint(tmp_path_factory.mktemp("detector") / "small", model.state_dict(), card)
+
+
+def test_yolo_pages_of_the_real_documents(documents: Path) -> None:
+    records = read_detection_dataset(documents)
+    assert len(records) == 216 and sum(len(r.boxes) for r in records) == 223
+    assert sum(1 for r in records if not r.boxes) == 22  # pages without signatures are valid
+    image, target = DetectionPages(records)[next(i for i, r in enumerate(records) if r.boxes)]
+    assert image.shape == (3, 640, 640)
+    boxes = target["boxes"]
+    assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= 640
+    assert set(target["labels"].tolist()) == {1}
+    kept, held_out = split_pages(records, 3)
+    assert len(held_out) == 72 and not {r.path for r in kept} & {r.path for r in held_out}
+
+
+def _yolo_copy(documents: Path, root: Path, lines: dict[str, str]) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    source = sorted((documents / "images").iterdir())[0]
+    for stem, text in lines.items():
+        shutil.copy(source, root / "images" / f"{stem}.jpg")
+        (root / "labels" / f"{stem}.txt").write_text(text)
+    return root
+
+
+def test_malformed_yolo_rows_name_the_file_and_line(documents: Path, tmp_path: Path) -> None:
+    root = _yolo_copy(documents, tmp_path / "bad", {"a": "0 0.5 0.5 0.2 0.1\n0 0.5 oops 0.2 0.1\n"})
+    with pytest.raises(DataError, match=r"a\.txt:2"):
+        read_yolo(root)
+    outside = _yolo_copy(documents, tmp_path / "outside", {"b": "0 0.95 0.5 0.3 0.1\n"})
+    with pytest.raises(DataError, match=r"b\.txt:1.*outside"):
+        read_yolo(outside)
+    unknown = _yolo_copy(documents, tmp_path / "classes", {"c": "1 0.5 0.5 0.2 0.1\n"})
+    with pytest.raises(DataError, match="class 1"):
+        read_yolo(unknown)
+    [record] = read_yolo(unknown, {0: 1, 1: 4})
+    assert record.labels == (4,)
+
+
+def test_signver_od_and_coco_layouts_give_the_same_boxes(documents: Path, tmp_path: Path) -> None:
+    source = sorted((documents / "images").iterdir())[0]
+    width, height = Image.open(source).size
+    od = tmp_path / "od"
+    (od / "images").mkdir(parents=True)
+    shutil.copy(source, od / "images" / "p1.jpg")
+    (od / "image_ids.csv").write_text(f"id,file_name,height,width\n7,p1.jpg,{height},{width}\n")
+    (od / "train.csv").write_text('id,image_id,category_id,bbox,area\n1,7,1,"[0.1, 0.2, 0.3, 0.1]",0.03\n2,7,4,"[0.5, 0.5, 0.2, 0.05]",0.01\n')
+    [page] = read_detection_dataset(od)
+    assert page.labels == (1, 4)
+    assert page.boxes[0] == pytest.approx((0.1 * width, 0.2 * height, 0.4 * width, 0.3 * height))
+    coco = tmp_path / "coco"
+    (coco / "images").mkdir(parents=True)
+    shutil.copy(source, coco / "images" / "p1.jpg")
+    annotations = [{"image_id": 3, "category_id": label, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+                   for b, label in zip(page.boxes, page.labels)]
+    (coco / "set.json").write_text(json.dumps({"images": [{"id": 3, "file_name": "p1.jpg", "width": width, "height": height}],
+                                               "annotations": annotations}))
+    [same] = read_detection_dataset(coco)
+    assert same.labels == page.labels and np.allclose(same.boxes, page.boxes)
+    (od / "images" / "p1.jpg").unlink()
+    with pytest.raises(DataError, match="p1.jpg"):
+        read_detection_dataset(od)
+    with pytest.raises(DataError, match="no detection layout"):
+        read_detection_dataset(tmp_path)
+
+
+def test_synthetic_boxes_cover_exactly_the_pasted_handwriting(ink_maps: list[np.ndarray]) -> None:
+    synthesizer = PageSynthesizer(PageConfig(size=512))
+    seen: set[int] = set()
+    for index in range(12):
+        layers = synthesizer.layers(ink_maps, np.random.default_rng((0, index)))
+        ink = layers.handwriting > INK_LEVEL
+        covered = np.zeros_like(ink)
+        for (x0, y0, x1, y1), label in zip(layers.boxes.astype(int), layers.labels):
+            seen.add(int(label))
+            if label == 3:  # a redaction: the printed layer is filled inside its box
+                assert layers.printed[y0:y1, x0:x1].mean() > 0.6
+                continue
+            inside = ink[y0:y1, x0:x1]
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()  # tight
+            covered[y0:y1, x0:x1] = True
+        assert not (ink & ~covered).any()  # no handwriting outside a box
+    assert seen == {1, 2, 3, 4}
+
+
+def test_synthetic_pages_are_fixed_by_seed(ink_maps: list[np.ndarray]) -> None:
+    first, target = SyntheticPages(ink_maps, 4, seed=1, config=PageConfig(size=256))[2]
+    again, target_again = SyntheticPages(ink_maps, 4, seed=1, config=PageConfig(size=256))[2]
+    assert torch.equal(first, again) and torch.equal(target["boxes"], target_again["boxes"])
+    assert first.shape == (3, 256, 256)
+
+
+def test_letterbox_and_augmentation_keep_boxes_on_the_page(documents: Path) -> None:
+    wide = torch.ones(3, 100, 300)
+    boxed, scale = letterbox(wide, 240)
+    assert boxed.shape == (3, 240, 240) and scale == pytest.approx(0.8)
+    assert boxed[:, 80:].min() == 1.0  # padding is white paper
+    records = [r for r in read_detection_dataset(documents) if r.boxes][:6]
+    pages = Augmented(Letterboxed(DetectionPages(records), 320), seed=0)
+    for index in range(len(pages)):
+        image, target = pages[index]
+        assert image.shape == (3, 320, 320) and 0 <= float(image.min()) and float(image.max()) <= 1
+        boxes = target["boxes"]
+        assert len(boxes) == len(target["labels"])
+        assert (boxes >= 0).all() and (boxes <= 320).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+
+
+@pytest.mark.parametrize("architecture", ["retinanet_lite", "retinanet_resnet50_fpn"])
+def test_builders_give_retinanets_with_signature_anchors(architecture: str) -> None:
+    model = build_detector(architecture, image_size=128)
+    assert model.head.classification_head.num_classes == 5
+    assert model.anchor_generator.num_anchors_per_location()[0] == 12
+    model.train()
+    target = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 40.0]]), "labels": torch.tensor([1])}]
+    losses = model([torch.rand(3, 128, 128)], target)
+    assert set(losses) == {"classification", "bbox_regression"} and all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="unknown detector"):
+        build_detector("yolo")
+
+
+def test_detection_metrics_of_perfect_and_missed_boxes() -> None:
+    target = {"boxes": torch.tensor([[10.0, 10, 100, 40], [200, 200, 260, 220]]), "labels": torch.tensor([1, 4])}
+    metrics = DetectionMetrics(CLASS_NAMES)
+    metrics.update([{**target, "scores": torch.tensor([0.9, 0.8])}], [target])
+    perfect = metrics.compute()
+    assert perfect["map50"] == pytest.approx(1.0) and perfect["map50_date"] == pytest.approx(1.0)
+    metrics.reset()
+    metrics.update([{"boxes": target["boxes"][:1], "labels": target["labels"][:1], "scores": torch.tensor([0.9])}], [target])
+    missed = metrics.compute()
+    assert missed["map50_signature"] == pytest.approx(1.0) and missed["map50_date"] == pytest.approx(0.0)
+
+
+def test_api_conventions_on_real_pages(small_checkpoint: Path, shared_data: Path) -> None:
+    detector = Detector(device="cpu").load(small_checkpoint)
+    page = Image.open(shared_data / "samples" / "signed_page.png")  # 1190x1683, RGBA
+    boxes, scores, classes, count = detector.detect(page, score_threshold=0.0)
+    [found] = detector.predict([page], score_threshold=0.0)
+    assert count == len(boxes) == len(scores) == len(classes) == len(found["boxes"])
+    if count:
+        assert boxes.min() >= 0 and boxes.max() <= 1 and set(classes.tolist()) <= {1, 2, 3, 4}
+        ymin, xmin, ymax, xmax = boxes[0]
+        np.testing.assert_allclose([xmin * 1190, ymin * 1683, xmax * 1190, ymax * 1683], found["boxes"][0].numpy(), rtol=1e-4, atol=0.05)
+    assert set(summarize(found)) >= {"signed", "initialled", "redacted", "dated"}
+
+
+def test_bad_pages_are_clear_errors_or_empty_results(small_checkpoint: Path, tmp_path: Path) -> None:
+    detector = Detector(device="cpu").load(small_checkpoint)
+    [tiny] = detector.predict([np.ones((1, 1, 3), np.float32)])
+    assert len(tiny["boxes"]) == 0
+    [blank] = detector.predict([np.ones((300, 200), np.float32)], score_threshold=0.5)
+    assert blank["boxes"].shape[1] == 4
+    not_image = tmp_path / "page.png"
+    not_image.write_text("not an image")
+    with pytest.raises(ImageLoadError, match="page.png"):
+        detector.predict([not_image])
+    with pytest.raises(SignVerError, match="list of pages"):
+        detector.predict("page.png")
+    with pytest.raises(CheckpointError, match="extractor"):
+        Detector().load("checkpoints/extractor/default.safetensors")
+
+
+def test_evaluate_contract(small_checkpoint: Path, documents: Path) -> None:
+    report = evaluate_detector(documents, small_checkpoint, held_out_every=40, progress=False)
+    assert report["n_images"] == 5 and 0 <= report["map50"] <= 1 and 0 <= report["map"] <= report["map50"] + 1e-9
+    assert report["seconds_per_image"] > 0
+
+
+def test_detect_command_writes_pictures_and_json(small_checkpoint: Path, shared_data: Path, tmp_path: Path) -> None:
+    page = shared_data / "samples" / "signdoc.jpg"
+    result = subprocess.run(
+        [sys.executable, "-m", "signver_torch", "detect", str(page), "--out", str(tmp_path), "--summary",
+         "--checkpoint", str(small_checkpoint), "--threshold", "0.0"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{page}: signed=")
+    record = json.loads((tmp_path / "signdoc.json").read_text())
+    assert record["size"] == list(Image.open(page).size) and "summary" in record
+    assert Image.open(tmp_path / "signdoc.png").size == Image.open(page).size
