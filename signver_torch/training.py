@@ -281,6 +281,8 @@ def train_detector(
             "real_pages": str(hp.real_dir) if hp.real_dir else None,
             "real_split": (f"{len(data.real_train)} pages trained on, every {hp.held_out_every}th page by file name "
                            f"({len(data.real_val)}) held out") if hp.real_dir else None,
+            "init_backbone": module.hparams.init_backbone,
+            "init_backbone_sha256": module.init_card.get("sha256"),
             "epochs": trainer.current_epoch,
             "recipe": str(config),
         },

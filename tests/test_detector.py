@@ -169,6 +169,19 @@ def test_builders_give_retinanets_with_signature_anchors(architecture: str) -> N
         build_detector("yolo")
 
 
+def test_backbone_starts_from_the_shipped_extractor() -> None:
+    from signver_torch.detector.lit import DetectorModule
+    from signver_torch.extractor.api import load_embedder
+
+    extractor, _ = load_embedder("default")
+    module = DetectorModule(image_size=128, init_backbone="default")
+    body = module.model.backbone.body
+    torch.testing.assert_close(body.layer3[1].conv2.weight, extractor.backbone.layer3[1].conv2.weight)
+    torch.testing.assert_close(body.conv1.weight.sum(1), extractor.backbone.conv1.weight[:, 0], rtol=1e-3, atol=1e-4)
+    with pytest.raises(CheckpointError, match="cannot initialise"):
+        DetectorModule(architecture="retinanet_resnet50_fpn", image_size=128, init_backbone="default")
+
+
 def test_detection_metrics_of_perfect_and_missed_boxes() -> None:
     target = {"boxes": torch.tensor([[10.0, 10, 100, 40], [200, 200, 260, 220]]), "labels": torch.tensor([1, 4])}
     metrics = DetectionMetrics(CLASS_NAMES)

@@ -61,8 +61,10 @@ def ink_only(image: Image.Image, max_side: int = 640, margin: int = 4) -> np.nda
     darkness = darkness[
         max(rows.min() - margin, 0) : rows.max() + margin + 1, max(cols.min() - margin, 0) : cols.max() + margin + 1
     ]
-    # stretch so the darkest strokes are fully dark: the target is "ink on white", not the scan's contrast
-    darkness = np.clip(darkness / max(float(np.percentile(darkness[darkness > 0], 99)), 1e-3), 0, 1)
+    # saturate: the body of every stroke fully dark, only its edges soft. The target is "ink on white"
+    # (what the extractor wants), not the scan's pen pressure and contrast, which no model could recover
+    # from a dirty page anyway.
+    darkness = np.clip(darkness / max(float(np.median(darkness[darkness > 0])), 1e-3), 0, 1)
     scale = max_side / max(darkness.shape)
     if scale < 1:
         size = (max(1, round(darkness.shape[1] * scale)), max(1, round(darkness.shape[0] * scale)))

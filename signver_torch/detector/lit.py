@@ -8,8 +8,9 @@ import lightning
 import torch
 
 from signver_torch.data.detection import CLASS_NAMES
-from signver_torch.detector.model import build_detector
-from signver_torch.errors import SignVerError
+from signver_torch.checkpoints import load_checkpoint
+from signver_torch.detector.model import build_detector, load_extractor_backbone
+from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.metrics import DetectionMetrics
 
 
@@ -18,7 +19,8 @@ class DetectorModule(lightning.LightningModule):
 
     Validation computes COCO mAP (:class:`~signver_torch.metrics.DetectionMetrics`) per validation
     set, e.g. ``val_real_map50`` on held-out real pages and ``val_synthetic_map50_date`` per class.
-    Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
+    ``init_backbone`` names an extractor checkpoint whose ResNet initialises the detector's backbone
+    (its features already know strokes; nothing is downloaded). Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
     torchvision's RetinaNet in evaluation only.
     """
 
@@ -29,11 +31,19 @@ class DetectorModule(lightning.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
+        init_backbone: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_detector(architecture, image_size=image_size)
         self.architecture = {"architecture": architecture, "image_size": image_size}
+        self.init_card: dict[str, Any] = {}
+        if init_backbone is not None:
+            state, self.init_card = load_checkpoint("extractor", init_backbone)
+            try:
+                load_extractor_backbone(self.model, state)
+            except ValueError as error:
+                raise CheckpointError(f"{init_backbone}: cannot initialise a {architecture} backbone from it ({error})") from error
         self.val_metrics = torch.nn.ModuleList()
 
     def setup(self, stage: str) -> None:

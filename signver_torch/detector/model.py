@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.detection import RetinaNet
@@ -54,9 +55,10 @@ def _retinanet(backbone: nn.Module, in_channels: list[int], fpn_channels: int, i
         max_size=image_size,
         anchor_generator=anchors,
         head=head,
-        # scanned pages: grey paper, dark ink; the statistics of a page, not of ImageNet
-        image_mean=[0.9, 0.9, 0.9],
-        image_std=[0.25, 0.25, 0.25],
+        # (x - 1) / -1 = 1 - x: the network sees ink darkness on a zero background, the polarity of
+        # the extractor's canvases, so an extractor backbone can initialise it (see load_extractor_backbone)
+        image_mean=[1.0, 1.0, 1.0],
+        image_std=[-1.0, -1.0, -1.0],
         **kwargs,
     )
 
@@ -78,3 +80,27 @@ def build_detector(architecture: str = "retinanet_lite", **kwargs: Any) -> Retin
     if architecture not in DETECTOR_BUILDERS:
         raise ValueError(f"unknown detector {architecture!r} (choose from {', '.join(DETECTOR_BUILDERS)})")
     return DETECTOR_BUILDERS[architecture](**kwargs)
+
+
+def load_extractor_backbone(detector: RetinaNet, extractor_state: dict[str, torch.Tensor]) -> int:
+    """Initialise the detector's ResNet body from a ResNet extractor's weights (its 1-channel stem
+    spread over RGB); returns how many tensors were copied. Raises ``ValueError`` when the two
+    backbones differ (e.g. a ResNet-50 detector and a ResNet-18 extractor)."""
+    body = detector.backbone.body
+    own = body.state_dict()
+    copied = {}
+    for key, value in extractor_state.items():
+        if not key.startswith("backbone."):
+            continue
+        name = key.removeprefix("backbone.")
+        if name == "conv1.weight" and value.shape[1] == 1:
+            value = value.repeat(1, 3, 1, 1) / 3
+        if name in own:
+            if own[name].shape != value.shape:
+                raise ValueError(f"extractor tensor {name} has shape {tuple(value.shape)}, the detector's {tuple(own[name].shape)}")
+            copied[name] = value.float()
+    missing = [name for name in own if name not in copied]
+    if missing:
+        raise ValueError(f"the extractor has no weights for {len(missing)} detector backbone tensors (first: {missing[0]})")
+    body.load_state_dict(copied)
+    return len(copied)
