@@ -182,6 +182,21 @@ def test_backbone_starts_from_the_shipped_extractor() -> None:
         DetectorModule(architecture="retinanet_resnet50_fpn", image_size=128, init_backbone="default")
 
 
+def test_host_postprocessing_gives_the_same_detections(small_checkpoint: Path, shared_data: Path) -> None:
+    from signver_torch.detector.model import detect_with_host_postprocessing
+    from signver_torch.io import load_image_tensor
+
+    detector = Detector(device="cpu").load(small_checkpoint)
+    detector.model.score_thresh = 0.0  # an untrained head scores everything near its 0.01 prior
+    pages = [letterbox(load_image_tensor(shared_data / "samples" / "signdoc.jpg", "RGB"), 256)[0], torch.rand(3, 256, 256)]
+    with torch.no_grad():
+        expected = detector.model(pages)
+    for got, want in zip(detect_with_host_postprocessing(detector.model, pages), expected):
+        assert len(want["boxes"]) > 0
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(got[key], want[key])
+
+
 def test_detection_metrics_of_perfect_and_missed_boxes() -> None:
     target = {"boxes": torch.tensor([[10.0, 10, 100, 40], [200, 200, 260, 220]]), "labels": torch.tensor([1, 4])}
     metrics = DetectionMetrics(CLASS_NAMES)

@@ -9,7 +9,7 @@ import torch
 
 from signver_torch.data.detection import CLASS_NAMES
 from signver_torch.checkpoints import load_checkpoint
-from signver_torch.detector.model import build_detector, load_extractor_backbone
+from signver_torch.detector.model import build_detector, detect_with_host_postprocessing, load_extractor_backbone
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.metrics import DetectionMetrics
 
@@ -21,7 +21,7 @@ class DetectorModule(lightning.LightningModule):
     set, e.g. ``val_real_map50`` on held-out real pages and ``val_synthetic_map50_date`` per class.
     ``init_backbone`` names an extractor checkpoint whose ResNet initialises the detector's backbone
     (its features already know strokes; nothing is downloaded). Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
-    torchvision's RetinaNet in evaluation only.
+    torchvision's RetinaNet in evaluation only, on the host when training on HPU.
     """
 
     def __init__(
@@ -66,12 +66,16 @@ class DetectorModule(lightning.LightningModule):
 
     def _metric(self, index: int) -> DetectionMetrics:
         while len(self.val_metrics) <= index:
-            self.val_metrics.append(DetectionMetrics(CLASS_NAMES).to(self.device))
+            self.val_metrics.append(DetectionMetrics(CLASS_NAMES).to("cpu" if self.device.type == "hpu" else self.device))
         return self.val_metrics[index]
 
     def validation_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int, dataloader_idx: int = 0) -> None:
         images, targets = batch
-        predictions = self.model(images)
+        if self.device.type == "hpu":  # dynamic-shape post-processing on the host keeps the device graph static
+            predictions = detect_with_host_postprocessing(self.model, images)
+            targets = [{key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in t.items()} for t in targets]
+        else:
+            predictions = self.model(images)
         self._metric(dataloader_idx).update(predictions, targets)
 
     def on_validation_epoch_end(self) -> None:

@@ -104,3 +104,25 @@ def load_extractor_backbone(detector: RetinaNet, extractor_state: dict[str, torc
         raise ValueError(f"the extractor has no weights for {len(missing)} detector backbone tensors (first: {missing[0]})")
     body.load_state_dict(copied)
     return len(copied)
+
+
+@torch.no_grad()
+def detect_with_host_postprocessing(detector: RetinaNet, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """``detector(images)`` in eval mode, with the dynamic-shape part (top-k, box decoding, NMS) on the CPU.
+
+    The backbone, FPN and heads run on the images' device with the fixed shapes of letterboxed pages;
+    only their outputs move to the host. On an HPU this keeps the compiled graph static; elsewhere the
+    result equals ``detector(images)`` (tested on CPU).
+    """
+    original_sizes = [tuple(image.shape[-2:]) for image in images]
+    batch, _ = detector.transform(images)
+    features = list(detector.backbone(batch.tensors).values())
+    head_outputs = {key: value.float().cpu() for key, value in detector.head(features).items()}
+    anchors = [anchor.cpu() for anchor in detector.anchor_generator(batch, features)]
+    per_level = [feature.shape[-2] * feature.shape[-1] for feature in features]
+    per_location = head_outputs["cls_logits"].shape[1] // sum(per_level)
+    per_level = [count * per_location for count in per_level]
+    split_outputs = {key: list(value.split(per_level, dim=1)) for key, value in head_outputs.items()}
+    split_anchors = [list(anchor.split(per_level)) for anchor in anchors]
+    detections = detector.postprocess_detections(split_outputs, split_anchors, batch.image_sizes)
+    return detector.transform.postprocess(detections, batch.image_sizes, original_sizes)
