@@ -40,9 +40,6 @@ REPORTED_PACKAGES = (
 
 #: Subcommands whose module has not shipped yet, with what they will do; each exits with a clear error.
 PLANNED_COMMANDS = {
-    "verify": "verify a signature against an enrolled person or reference images",
-    "enroll": "enrol a person's reference signatures in a gallery",
-    "identify": "find the closest enrolled people for a signature",
     "benchmark": "measure train and inference throughput on cpu, gpu or hpu",
 }
 #: Modules whose training and evaluation have shipped.
@@ -230,6 +227,76 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signver(args: argparse.Namespace) -> "SignVer":  # noqa: F821 (imported lazily)
+    from signver_torch.pipeline import SignVer
+
+    return SignVer(extractor=args.extractor, cleaner=args.cleaner, clean=not args.no_clean, combine=args.combine,
+                   **({"detector": args.detector} if hasattr(args, "detector") else {}))
+
+
+def _print_verdict(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    against = result.get("person") or ", ".join(result.get("references", []))
+    print(f"{'MATCH' if result['match'] else 'NO MATCH'}: distance {result['distance']:.4f} "
+          f"{'<=' if result['match'] else '>'} threshold {result['threshold']:.4f} (against {against})")
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    added = _signver(args).enroll(args.gallery, args.person, args.images)
+    print(f"enrolled {added} signature(s) of {args.person!r} in {args.gallery}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if bool(args.reference) == bool(args.gallery or args.person):
+        raise SignVerError("verify needs either --gallery DB --person ID, or --reference IMG...")
+    signver = _signver(args)
+    if args.reference:
+        result = signver.verify_references(args.reference, args.query)
+    else:
+        if not (args.gallery and args.person):
+            raise SignVerError("verify against a gallery needs both --gallery and --person")
+        result = signver.verify_claim(args.gallery, args.person, args.query)
+    _print_verdict({**result, "query": args.query}, args.json)
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    signver = _signver(args)
+    matches = signver.identify(args.gallery, args.query, args.k)
+    threshold = signver.extractor.threshold
+    rows = [{"person": m.person, "distance": m.distance, "match": m.distance <= threshold} for m in matches]
+    if args.json:
+        print(json.dumps({"query": args.query, "threshold": threshold, "matches": rows}))
+    else:
+        for rank, row in enumerate(rows, start=1):
+            print(f"{rank}. {row['person']:<24} distance {row['distance']:.4f}{'  (match)' if row['match'] else ''}")
+    return 0
+
+
+def cmd_verify_document(args: argparse.Namespace) -> int:
+    if bool(args.reference) == bool(args.gallery or args.person):
+        raise SignVerError("verify-document needs either --gallery DB --person ID, or --reference IMG...")
+    signver = _signver(args)
+    report = signver.verify_document(args.page, person=args.person, gallery=args.gallery,
+                                     references=args.reference, score_threshold=args.threshold)
+    if args.out:
+        signver.report_picture(report, args.page).save(args.out)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(f"{args.page}: {report.verdict}")
+        for number, verdict in enumerate(report.signatures, start=1):
+            box = ", ".join(f"{v:.0f}" for v in verdict.box)
+            print(f"  #{number} [{box}] distance {verdict.distance:.4f} (threshold {verdict.threshold:.4f}): "
+                  f"{'match' if verdict.match else 'no match'}")
+        if args.out:
+            print(f"report picture: {args.out}")
+    return 0
+
+
 def _planned(command: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise SignVerError(
@@ -308,6 +375,54 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path")
     detect.add_argument("--device", help="cpu, cuda, ... (default: the best present)")
     detect.set_defaults(handler=cmd_detect)
+
+    def models(sub: argparse.ArgumentParser, detector: bool = False) -> None:
+        sub.add_argument("--extractor", default="default", help="extractor checkpoint (name or path)")
+        sub.add_argument("--cleaner", default="default", help="cleaner checkpoint (name or path)")
+        if detector:
+            sub.add_argument("--detector", default="default", help="detector checkpoint (name or path)")
+        sub.add_argument("--no-clean", action="store_true", help="embed crops as they are, without the cleaner")
+        sub.add_argument("--combine", choices=("mean", "min"), default="mean",
+                         help="how distances to several references combine (default mean)")
+
+    enroll = commands.add_parser("enroll", help="enrol a person's reference signatures in a gallery")
+    enroll.add_argument("--gallery", required=True, help="gallery file (SQLite; created if missing)")
+    enroll.add_argument("--person", required=True, help="person id")
+    enroll.add_argument("images", nargs="+", metavar="IMG", help="reference signature crops")
+    models(enroll)
+    enroll.set_defaults(handler=cmd_enroll)
+
+    verify = commands.add_parser("verify", help="verify a signature against an enrolled person or reference images")
+    verify.add_argument("--query", required=True, help="the signature to check")
+    verify.add_argument("--gallery", help="gallery file")
+    verify.add_argument("--person", help="claimed person id (with --gallery)")
+    verify.add_argument("--reference", nargs="+", metavar="IMG", help="reference signatures of the claimed writer")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    models(verify)
+    verify.set_defaults(handler=cmd_verify)
+
+    identify = commands.add_parser("identify", help="find the closest enrolled people for a signature")
+    identify.add_argument("--gallery", required=True, help="gallery file")
+    identify.add_argument("--query", required=True, help="the signature to identify")
+    identify.add_argument("-k", type=int, default=5, help="how many people to list (default 5)")
+    identify.add_argument("--json", action="store_true", help="print one JSON object")
+    models(identify)
+    identify.set_defaults(handler=cmd_identify)
+
+    document = commands.add_parser(
+        "verify-document", help="find the signatures on a page and check them against a claimed person",
+        description="Detect signatures on PAGE, clean and embed each, and compare with the claimed person "
+        "(--gallery/--person) or with reference images (--reference).",
+    )
+    document.add_argument("page", help="the page image")
+    document.add_argument("--gallery", help="gallery file")
+    document.add_argument("--person", help="claimed person id (with --gallery)")
+    document.add_argument("--reference", nargs="+", metavar="IMG", help="reference signatures of the claimed writer")
+    document.add_argument("--threshold", type=float, default=0.5, help="detector score threshold (default 0.5)")
+    document.add_argument("--out", help="write a report picture (PNG): the page, boxes, crops, verdicts")
+    document.add_argument("--json", action="store_true", help="print one JSON object")
+    models(document, detector=True)
+    document.set_defaults(handler=cmd_verify_document)
 
     clean = commands.add_parser(
         "clean", help="remove lines, text and noise from signature crops",

@@ -1,0 +1,205 @@
+"""An enrolled gallery: people's reference signature embeddings in one SQLite file.
+
+Each row holds a person id, the embedding (float32 blob), the sha256 and name of the source image and
+the enrolment time; the gallery's ``meta`` table holds the sha256 of the extractor checkpoint that
+made every embedding. A gallery refuses an extractor with another sha256: embeddings of two models
+live in different spaces and must never be compared.
+
+Writes are transactions in WAL mode: an enrolment either lands whole or not at all, also when the
+process dies half-way (tested with a killed subprocess). Search is exact (torch) or FAISS when
+``faiss-cpu`` is installed (``pip install signver-torch[faiss]``); both return the same neighbours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+
+from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.io import ImageSource
+
+SCHEMA_VERSION = "1"
+Backend = Literal["auto", "torch", "faiss"]
+
+
+class GalleryError(SignVerError):
+    """The gallery file is missing, corrupt, or was asked something it cannot answer."""
+
+
+@dataclass(frozen=True)
+class Match:
+    person: str
+    distance: float
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def source_digest(source: ImageSource) -> tuple[str, str]:
+    """``(sha256, name)`` of an image source: the file's bytes for paths, the pixels otherwise."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest(), str(path)
+        except OSError as error:
+            raise SignVerError(f"{path}: cannot read ({error.strerror or error})") from error
+    if isinstance(source, (bytes, bytearray)):
+        return hashlib.sha256(source).hexdigest(), "bytes"
+    array = np.asarray(source.detach().cpu() if isinstance(source, torch.Tensor) else source)
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(), f"array {array.shape}"
+
+
+class Gallery:
+    """People enrolled with reference signatures, searchable by embedding.
+
+    Args:
+        path: the SQLite file (created on first enrolment when ``create`` is true).
+        extractor_sha256: sha256 of the extractor checkpoint that embeds queries and references.
+        backend: ``"auto"`` (FAISS when installed, else torch), ``"torch"`` or ``"faiss"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, extractor_sha256: str, *, create: bool = True, backend: Backend = "auto") -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise GalleryError(f"{self.path}: no such gallery (enrol someone first: signver enroll --gallery {self.path} ...)")
+        if self.path.is_dir():
+            raise GalleryError(f"{self.path}: is a directory, not a gallery file")
+        if backend == "faiss" and not faiss_available():
+            raise GalleryError("backend 'faiss' needs faiss-cpu (pip install 'signver-torch[faiss]')")
+        self.backend = ("faiss" if faiss_available() else "torch") if backend == "auto" else backend
+        self.extractor_sha256 = extractor_sha256
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._transaction():
+                self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS signatures (id INTEGER PRIMARY KEY, person TEXT NOT NULL, "
+                    "embedding BLOB NOT NULL, source_sha256 TEXT NOT NULL, source TEXT NOT NULL, enrolled_at TEXT NOT NULL)"
+                )
+                self._db.execute("CREATE INDEX IF NOT EXISTS signatures_person ON signatures (person)")
+                meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+                if not meta:
+                    self._db.executemany(
+                        "INSERT INTO meta VALUES (?, ?)",
+                        [("schema", SCHEMA_VERSION), ("extractor_sha256", extractor_sha256),
+                         ("created_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))],
+                    )
+                    meta = {"extractor_sha256": extractor_sha256}
+        except sqlite3.DatabaseError as error:
+            raise GalleryError(f"{self.path}: not a readable gallery ({error})") from error
+        if meta.get("extractor_sha256") != extractor_sha256:
+            self.close()
+            raise CheckpointError(
+                f"{self.path}: gallery was built with extractor sha256 {str(meta.get('extractor_sha256'))[:12]}…, "
+                f"but the extractor loaded now is {extractor_sha256[:12]}… (embeddings of different models cannot be "
+                "compared; re-enrol with this extractor or load the gallery's)"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _transaction(self) -> Any:
+        db = self._db
+
+        class _Transaction:
+            def __enter__(self) -> None:
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, kind: Any, *rest: Any) -> None:
+                db.execute("ROLLBACK" if kind else "COMMIT")
+
+        return _Transaction()
+
+    def add(self, person: str, embeddings: np.ndarray | torch.Tensor, sources: Sequence[tuple[str, str]]) -> int:
+        """Store ``embeddings`` (N, D) of ``person`` with their ``(sha256, name)`` sources, all or nothing."""
+        person = str(person).strip()
+        if not person:
+            raise GalleryError("person id must not be empty")
+        vectors = np.asarray(embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings, np.float32)
+        if vectors.ndim != 2 or len(vectors) == 0 or len(vectors) != len(sources):
+            raise GalleryError(f"expected N embeddings with N sources, got {vectors.shape} and {len(sources)}")
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO signatures (person, embedding, source_sha256, source, enrolled_at) VALUES (?, ?, ?, ?, ?)",
+                ((person, vector.tobytes(), digest, name, now) for vector, (digest, name) in zip(vectors, sources)),
+            )
+        return len(vectors)
+
+    def remove(self, person: str) -> int:
+        """Forget ``person``; returns how many signatures were removed (an unknown person is an error)."""
+        with self._transaction():
+            removed = self._db.execute("DELETE FROM signatures WHERE person = ?", (person,)).rowcount
+        if removed == 0:
+            raise GalleryError(f"{self.path}: no enrolled person {person!r}")
+        return removed
+
+    def people(self) -> list[tuple[str, int]]:
+        """``(person, number of signatures)`` for everyone enrolled, by name."""
+        return [tuple(row) for row in self._db.execute("SELECT person, COUNT(*) FROM signatures GROUP BY person ORDER BY person")]
+
+    def _rows(self, person: str | None = None) -> Iterator[tuple[str, bytes]]:
+        query, args = ("SELECT person, embedding FROM signatures WHERE person = ? ORDER BY id", (person,)) if person else (
+            "SELECT person, embedding FROM signatures ORDER BY id", ())
+        try:
+            yield from self._db.execute(query, args)
+        except sqlite3.DatabaseError as error:
+            raise GalleryError(f"{self.path}: not a readable gallery ({error})") from error
+
+    def references(self, person: str) -> np.ndarray:
+        """The enrolled embeddings of ``person`` (an unknown person is an error)."""
+        rows = [np.frombuffer(blob, np.float32) for _, blob in self._rows(person)]
+        if not rows:
+            raise GalleryError(f"{self.path}: no enrolled person {person!r}")
+        return np.stack(rows)
+
+    def search(self, query: np.ndarray | torch.Tensor, k: int = 5) -> list[Match]:
+        """The ``k`` closest people to ``query``: each person's distance is that of their closest signature."""
+        rows = list(self._rows())
+        if not rows:
+            raise GalleryError(f"{self.path}: the gallery is empty")
+        people = [person for person, _ in rows]
+        matrix = np.stack([np.frombuffer(blob, np.float32) for _, blob in rows])
+        vector = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, np.float32).reshape(1, -1)
+        if vector.shape[1] != matrix.shape[1]:
+            raise GalleryError(f"query has {vector.shape[1]} dimensions, the gallery's embeddings {matrix.shape[1]}")
+        order, similarity = nearest(matrix, vector, min(len(rows), max(k * 8, 64)), self.backend)
+        best: dict[str, float] = {}
+        for index, score in zip(order, similarity):
+            best.setdefault(people[index], 1.0 - float(score))
+        return [Match(person, distance) for person, distance in sorted(best.items(), key=lambda item: item[1])[:k]]
+
+
+def nearest(matrix: np.ndarray, query: np.ndarray, k: int, backend: str = "torch") -> tuple[np.ndarray, np.ndarray]:
+    """Indices and cosine similarities of the ``k`` rows of ``matrix`` closest to ``query`` (unit vectors)."""
+    if backend == "faiss":
+        import faiss
+
+        index = faiss.IndexFlatIP(matrix.shape[1])
+        index.add(np.ascontiguousarray(matrix, np.float32))
+        similarity, order = index.search(np.ascontiguousarray(query, np.float32), k)
+        return order[0], similarity[0]
+    scores = torch.from_numpy(matrix) @ torch.from_numpy(query[0])
+    similarity, order = scores.topk(k)
+    return order.numpy(), similarity.numpy()

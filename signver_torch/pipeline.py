@@ -1,0 +1,226 @@
+"""The end-to-end job: page → detected signatures → crops → cleaned → embeddings → verdicts.
+
+``SignVer`` loads the three models lazily (a gallery command never loads the detector) and keeps
+queries and references on the same path: both are cleaned (unless ``clean=False``) and embedded by
+the same extractor, whose calibrated threshold decides.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from signver_torch.errors import SignVerError
+from signver_torch.io import ImageSource, load_image, load_image_tensor
+from signver_torch.matcher.api import Combine, Matcher
+from signver_torch.matcher.gallery import Gallery, Match, source_digest
+
+#: Margin added around a detected signature box before cropping (fraction of its size).
+CROP_MARGIN = 0.08
+
+
+@dataclass
+class SignatureVerdict:
+    """One signature found on a page and what the matcher made of it."""
+
+    box: list[float]  # xyxy pixels on the page
+    score: float  # detector confidence
+    distance: float
+    threshold: float
+    match: bool
+    crop: np.ndarray = field(repr=False)  # (H, W) grayscale in [0, 1]
+    cleaned: np.ndarray = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"box_xyxy": [round(v, 1) for v in self.box], "detector_score": round(self.score, 4),
+                "distance": round(self.distance, 4), "threshold": round(self.threshold, 4), "match": self.match}
+
+
+@dataclass
+class DocumentReport:
+    page: str
+    claimed: str  # the person id, or the reference files
+    signatures: list[SignatureVerdict]
+
+    @property
+    def verdict(self) -> str:
+        if not self.signatures:
+            return "no signature found"
+        return "signed by the claimed person" if any(s.match for s in self.signatures) else "not signed by the claimed person"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"page": self.page, "claimed": self.claimed, "verdict": self.verdict,
+                "match": any(s.match for s in self.signatures), "signatures": [s.as_dict() for s in self.signatures]}
+
+
+class SignVer:
+    """Detector, cleaner, extractor and matcher behind one object.
+
+    Example::
+
+        signver = SignVer()
+        report = signver.verify_document("contract.png", references=["ref1.png", "ref2.png"])
+        print(report.verdict)
+        signver.report_picture(report).save("report.png")
+    """
+
+    def __init__(
+        self,
+        detector: str | os.PathLike = "default",
+        cleaner: str | os.PathLike = "default",
+        extractor: str | os.PathLike = "default",
+        *,
+        clean: bool = True,
+        combine: Combine = "mean",
+        device: str | None = None,
+    ) -> None:
+        self._names = {"detector": detector, "cleaner": cleaner, "extractor": extractor}
+        self._models: dict[str, Any] = {}
+        self.clean, self.combine, self.device = clean, combine, device
+
+    def _model(self, kind: str) -> Any:
+        if kind not in self._models:
+            from signver_torch.cleaner.api import Cleaner
+            from signver_torch.detector.api import Detector
+            from signver_torch.extractor.api import MetricExtractor
+
+            classes = {"detector": Detector, "cleaner": Cleaner, "extractor": MetricExtractor}
+            self._models[kind] = classes[kind](device=self.device).load(self._names[kind])
+        return self._models[kind]
+
+    @property
+    def extractor(self) -> Any:
+        return self._model("extractor")
+
+    @property
+    def matcher(self) -> Matcher:
+        return Matcher(threshold=self.extractor.threshold)
+
+    def embed(self, signatures: Sequence[ImageSource]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Clean (unless disabled) and embed signature crops; returns embeddings and the cleaned crops."""
+        crops = [load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else f"signature {i}")
+                 for i, item in enumerate(signatures)]
+        if not crops:
+            raise SignVerError("no signatures given")
+        cleaned = self._model("cleaner").clean_pages(crops) if self.clean else crops
+        return self.extractor.embed(cleaned).numpy(), [c[0].numpy() for c in cleaned]
+
+    def gallery(self, path: str | os.PathLike, create: bool = False) -> Gallery:
+        return Gallery(path, self.extractor.sha256, create=create)
+
+    def enroll(self, gallery: str | os.PathLike, person: str, signatures: Sequence[ImageSource]) -> int:
+        """Add ``person``'s reference signatures to the gallery file (created if missing), all or nothing."""
+        sources = [source_digest(item) for item in signatures]
+        embeddings, _ = self.embed(signatures)  # every image must embed before anything is written
+        with self.gallery(gallery, create=True) as store:
+            return store.add(person, embeddings, sources)
+
+    def identify(self, gallery: str | os.PathLike, signature: ImageSource, k: int = 5) -> list[Match]:
+        embeddings, _ = self.embed([signature])
+        with self.gallery(gallery) as store:
+            return store.search(embeddings[0], k)
+
+    def verify_claim(self, gallery: str | os.PathLike, person: str, signature: ImageSource) -> dict[str, Any]:
+        embeddings, _ = self.embed([signature])
+        with self.gallery(gallery) as store:
+            references = store.references(person)
+        match, distance = self.matcher.verify_references(embeddings[0], references, combine=self.combine)
+        return {"match": match, "distance": distance, "threshold": self.extractor.threshold, "person": person,
+                "n_references": len(references), "combine": self.combine}
+
+    def verify_references(self, references: Sequence[ImageSource], signature: ImageSource) -> dict[str, Any]:
+        embeddings, _ = self.embed([signature, *references])
+        match, distance = self.matcher.verify_references(embeddings[0], embeddings[1:], combine=self.combine)
+        return {"match": match, "distance": distance, "threshold": self.extractor.threshold,
+                "references": [str(r) if isinstance(r, (str, os.PathLike)) else f"reference {i}" for i, r in enumerate(references)],
+                "combine": self.combine}
+
+    def verify_document(
+        self,
+        page: ImageSource,
+        *,
+        person: str | None = None,
+        gallery: str | os.PathLike | None = None,
+        references: Sequence[ImageSource] | None = None,
+        score_threshold: float = 0.5,
+    ) -> DocumentReport:
+        """Every signature the detector finds on ``page``, checked against the claimed person (from a
+        gallery) or against reference images."""
+        if (person is None or gallery is None) == (references is None):
+            raise SignVerError("verify_document needs either person and gallery, or references")
+        image = load_image(page)
+        [found] = self._model("detector").predict([image], score_threshold=score_threshold)
+        keep = found["labels"] == 1
+        boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
+        if references is not None:
+            claimed = ", ".join(str(r) for r in references)
+            reference_embeddings, _ = self.embed(references)
+        else:
+            claimed = str(person)
+            with self.gallery(gallery) as store:  # type: ignore[arg-type]
+                reference_embeddings = store.references(str(person))
+        gray = np.asarray(image.convert("L"), np.float32) / 255
+        verdicts = []
+        if boxes:
+            crops = [_crop(gray, box) for box in boxes]
+            embeddings, cleaned = self.embed(crops)
+            threshold = self.extractor.threshold
+            for box, score, crop, clean, embedding in zip(boxes, scores, crops, cleaned, embeddings):
+                match, distance = self.matcher.verify_references(embedding, reference_embeddings, combine=self.combine)
+                verdicts.append(SignatureVerdict(box, score, distance, threshold, match, crop, clean))
+        name = str(page) if isinstance(page, (str, os.PathLike)) else "page"
+        return DocumentReport(name, claimed, verdicts)
+
+    def report_picture(self, report: DocumentReport, page: ImageSource) -> Image.Image:
+        """The page with each signature's box and verdict, and each crop beside its cleaned version."""
+        from signver_torch.detector.api import CLASS_COLOURS
+
+        image = load_image(page).convert("RGB")
+        scale = 900 / max(image.size)
+        shown = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+        draw = ImageDraw.Draw(shown)
+        font = ImageFont.load_default(15)
+        green, red = (20, 150, 40), CLASS_COLOURS[1]
+        rows = []
+        for number, verdict in enumerate(report.signatures, start=1):
+            colour = green if verdict.match else red
+            box = [v * scale for v in verdict.box]
+            draw.rectangle(box, outline=colour, width=3)
+            draw.text((box[0], max(0, box[1] - 18)), f"#{number}", fill=colour, font=font)
+            rows.append((number, verdict, colour))
+        panel_width = 520
+        row_height = 150
+        canvas = Image.new("RGB", (shown.width + panel_width, max(shown.height, 60 + row_height * len(rows))), "white")
+        canvas.paste(shown, (0, 0))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((shown.width + 10, 10), f"{report.verdict}\nclaimed: {report.claimed[:60]}", fill=(0, 0, 0), font=font)
+        for index, (number, verdict, colour) in enumerate(rows):
+            top = 60 + index * row_height
+            for column, array in enumerate((verdict.crop, verdict.cleaned)):
+                tile = Image.fromarray((np.clip(array, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+                tile.thumbnail((240, 90))
+                canvas.paste(tile, (shown.width + 10 + column * 250, top))
+            text = (f"#{number} {'MATCH' if verdict.match else 'NO MATCH'}  distance {verdict.distance:.3f} "
+                    f"(threshold {verdict.threshold:.3f})")
+            draw.text((shown.width + 10, top + 96), "crop                          cleaned", fill=(90, 90, 90), font=font)
+            draw.text((shown.width + 10, top + 116), text, fill=colour, font=font)
+        return canvas
+
+
+def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
+    height, width = gray.shape
+    left, top = max(int(x0 - dx), 0), max(int(y0 - dy), 0)
+    right, bottom = min(int(np.ceil(x1 + dx)), width), min(int(np.ceil(y1 + dy)), height)
+    crop = gray[top:bottom, left:right]
+    if min(crop.shape) < 8:  # the cleaner's minimum: pad tiny boxes with paper
+        crop = np.pad(crop, [(0, max(0, 8 - crop.shape[0])), (0, max(0, 8 - crop.shape[1]))], constant_values=1.0)
+    return crop
+
+
+__all__ = ["DocumentReport", "SignVer", "SignatureVerdict"]

@@ -1,0 +1,170 @@
+"""Matcher and enrolled gallery on real CEDAR signatures: decisions, search backends, crash safety, errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from signver_torch.data.signatures import discover_signatures, writer_split
+from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.matcher.api import Matcher
+from signver_torch.matcher.gallery import Gallery, GalleryError, nearest
+from signver_torch.pipeline import SignVer
+
+WRITERS = [str(w) for w in range(33, 41)]
+
+
+@pytest.fixture(scope="module")
+def signver() -> SignVer:
+    return SignVer(clean=False, device="cpu")  # the extractor alone: gallery logic is the subject here
+
+
+@pytest.fixture(scope="module")
+def cedar(shared_data: Path) -> dict[str, dict[str, list[Path]]]:
+    [records] = writer_split(discover_signatures(shared_data / "cedar"), "33-40")
+    by_writer: dict[str, dict[str, list[Path]]] = {w: {"genuine": [], "forged": []} for w in WRITERS}
+    for record in records:
+        by_writer[record.writer]["forged" if record.forged else "genuine"].append(record.path)
+    return by_writer
+
+
+@pytest.fixture(scope="module")
+def enrolled(signver: SignVer, cedar: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("gallery") / "people.db"
+    for writer in WRITERS:
+        assert signver.enroll(path, f"writer-{writer}", cedar[writer]["genuine"][:5]) == 5
+    return path
+
+
+def test_matcher_keeps_signvers_calls() -> None:
+    matcher = Matcher()
+    a = torch.nn.functional.normalize(torch.randn(256), dim=0)
+    assert matcher.cosine_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert matcher.cosine_distance(a, -a) == pytest.approx(2.0, abs=1e-6)
+    assert matcher.verify(a, a) and not matcher.verify(a, -a)
+    assert matcher.threshold == pytest.approx(json.loads(Path("checkpoints/extractor/default.json").read_text())["threshold"])
+    assert not Matcher(threshold=0.0).verify(a, torch.nn.functional.normalize(a + 0.1 * torch.randn(256), dim=0))
+    assert matcher.cosine_distance(np.stack([a.numpy()] * 3), a.numpy()[None]).shape == (3, 1)
+    with pytest.raises(SignVerError, match="sizes differ"):
+        matcher.cosine_distance(np.ones(256), np.ones(128))
+    with pytest.raises(SignVerError, match="NaN"):
+        matcher.cosine_distance(np.full(256, np.nan), np.ones(256))
+
+
+def test_claims_accept_genuine_and_reject_skilled_forgeries(signver: SignVer, enrolled: Path, cedar: dict) -> None:
+    accepted, rejected, total = 0, 0, 0
+    for writer in WRITERS:
+        for genuine, forged in zip(cedar[writer]["genuine"][10:14], cedar[writer]["forged"][:4]):
+            accepted += signver.verify_claim(enrolled, f"writer-{writer}", genuine)["match"]
+            rejected += not signver.verify_claim(enrolled, f"writer-{writer}", forged)["match"]
+            total += 1
+    assert accepted / total >= 0.75, f"genuine accepted {accepted}/{total}"
+    assert rejected / total >= 0.7, f"skilled forgeries rejected {rejected}/{total}"
+
+
+def test_identify_finds_the_writer(signver: SignVer, enrolled: Path, cedar: dict) -> None:
+    hits = 0
+    for writer in WRITERS:
+        for query in cedar[writer]["genuine"][20:22]:
+            matches = signver.identify(enrolled, query, k=3)
+            assert len(matches) == 3 and matches[0].distance <= matches[1].distance <= matches[2].distance
+            hits += matches[0].person == f"writer-{writer}"
+    assert hits >= 14  # of 16
+
+
+def test_faiss_and_exact_search_agree() -> None:
+    pytest.importorskip("faiss")
+    generator = torch.Generator().manual_seed(0)
+    matrix = torch.nn.functional.normalize(torch.randn(5000, 256, generator=generator), dim=1).numpy()
+    query = torch.nn.functional.normalize(torch.randn(1, 256, generator=generator), dim=1).numpy()
+    exact_order, exact_score = nearest(matrix, query, 10, "torch")
+    faiss_order, faiss_score = nearest(matrix, query, 10, "faiss")
+    assert exact_order.tolist() == faiss_order.tolist()
+    np.testing.assert_allclose(exact_score, faiss_score, atol=1e-5)
+
+
+def test_gallery_survives_a_process_killed_mid_enrolment(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    with Gallery(path, "sha-test") as gallery:
+        gallery.add("alice", np.eye(3, 256, dtype=np.float32), [(f"{i:064x}", f"a{i}.png") for i in range(3)])
+    script = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from signver_torch.matcher.gallery import Gallery
+
+        class DiesHalfWay:  # sources whose iteration kills the process inside the insert transaction
+            def __len__(self): return 100
+            def __iter__(self):
+                for i in range(100):
+                    if i == 40:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    yield (f"{{i:064x}}", f"b{{i}}.png")
+
+        Gallery({str(path)!r}, "sha-test").add("bob", np.ones((100, 256), np.float32), DiesHalfWay())
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == -9  # really killed, not finished
+    with Gallery(path, "sha-test", create=False) as gallery:
+        assert gallery.people() == [("alice", 3)]
+        assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_gallery_errors_are_clear(signver: SignVer, enrolled: Path, tmp_path: Path, cedar: dict) -> None:
+    query = cedar["33"]["genuine"][0]
+    with pytest.raises(CheckpointError, match="different models"):
+        Gallery(enrolled, "0" * 64)
+    with pytest.raises(GalleryError, match="no enrolled person 'nobody'"):
+        signver.verify_claim(enrolled, "nobody", query)
+    with pytest.raises(GalleryError, match="no such gallery"):
+        signver.identify(tmp_path / "missing.db", query)
+    empty = tmp_path / "empty.db"
+    Gallery(empty, signver.extractor.sha256).close()
+    with pytest.raises(GalleryError, match="empty"):
+        signver.identify(empty, query)
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GalleryError, match="corrupt.db"):
+        signver.identify(corrupt, query)
+    with pytest.raises(GalleryError, match="no enrolled person"):
+        Gallery(empty, signver.extractor.sha256).remove("nobody")
+
+
+def test_enrolment_of_a_bad_image_writes_nothing(signver: SignVer, tmp_path: Path, cedar: dict) -> None:
+    path = tmp_path / "g.db"
+    signver.enroll(path, "alice", cedar["34"]["genuine"][:2])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(SignVerError, match="broken.png"):
+        signver.enroll(path, "alice", [cedar["34"]["genuine"][3], broken])
+    with signver.gallery(path) as gallery:
+        assert gallery.people() == [("alice", 2)]
+
+
+def _signver(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "signver_torch", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_gallery_commands(cedar: dict, tmp_path: Path) -> None:
+    db = str(tmp_path / "cli.db")
+    refs = [str(p) for p in cedar["35"]["genuine"][:3]]
+    enrol = _signver("enroll", "--gallery", db, "--person", "carol", *refs, "--no-clean")
+    assert enrol.returncode == 0, enrol.stderr
+    verify = _signver("verify", "--gallery", db, "--person", "carol", "--query", str(cedar["35"]["genuine"][5]), "--json", "--no-clean")
+    assert verify.returncode == 0, verify.stderr
+    result = json.loads(verify.stdout)
+    assert {"match", "distance", "threshold", "person"} <= set(result) and result["person"] == "carol"
+    against = _signver("verify", "--reference", *refs, "--query", str(cedar["35"]["forged"][0]), "--json", "--no-clean")
+    assert against.returncode == 0 and json.loads(against.stdout)["references"] == refs
+    identify = _signver("identify", "--gallery", db, "--query", refs[0], "-k", "1", "--json", "--no-clean")
+    assert identify.returncode == 0 and json.loads(identify.stdout)["matches"][0]["person"] == "carol"
+    unknown = _signver("verify", "--gallery", db, "--person", "dave", "--query", refs[0], "--no-clean")
+    assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1 and "dave" in unknown.stderr
+    both = _signver("verify", "--gallery", db, "--person", "carol", "--reference", refs[0], "--query", refs[0])
+    assert both.returncode == 1 and "either" in both.stderr
