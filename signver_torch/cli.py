@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 from importlib import metadata
-from typing import Callable, Sequence
+from typing import Sequence
 
 from signver_torch.errors import SignVerError
 
@@ -38,10 +38,6 @@ REPORTED_PACKAGES = (
     "faiss-cpu",
 )
 
-#: Subcommands whose module has not shipped yet, with what they will do; each exits with a clear error.
-PLANNED_COMMANDS = {
-    "benchmark": "measure train and inference throughput on cpu, gpu or hpu",
-}
 #: Modules whose training and evaluation have shipped.
 TRAINABLE = ("extractor", "cleaner", "detector")
 
@@ -297,14 +293,22 @@ def cmd_verify_document(args: argparse.Namespace) -> int:
     return 0
 
 
-def _planned(command: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise SignVerError(
-            f"`signver {command}` is not available in this version yet ({PLANNED_COMMANDS[command]}); "
-            "run `signver info` to see what is installed"
-        )
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from signver_torch.benchmark import run_benchmarks, write_records
 
-    return run
+    records = []
+    for record in run_benchmarks(
+        args.accelerator, tuple(args.models), tuple(args.modes), tuple(args.paths), args.precision, args.batch_size,
+        args.steps, args.warmup, args.compile, Path(args.data) if args.data else None,
+        progress=(lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr)),
+    ):
+        records.append(record)
+        print(f"{record.model:<9} {record.mode:<9} {record.path:<9} {record.images_per_second:8.1f} img/s  "
+              f"p50 {record.step_ms_median:7.1f} ms  p90 {record.step_ms_p90:7.1f} ms  "
+              f"peak {record.peak_memory_mb or 0:7.0f} MB" + (f"  data {record.data_images_per_second:.0f} img/s"
+                                                            if record.data_images_per_second else ""))
+    print(f"wrote {write_records(records, Path(args.out))}")
+    return 0
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -424,6 +428,25 @@ def build_parser() -> argparse.ArgumentParser:
     models(document, detector=True)
     document.set_defaults(handler=cmd_verify_document)
 
+    bench = commands.add_parser(
+        "benchmark", help="measure train and inference throughput on cpu, gpu or hpu",
+        description="Throughput of detector, cleaner and extractor (synthetic fixed-shape inputs, warm-up excluded, "
+        "device synchronised before each clock read); raw PyTorch loop and Lightning Trainer paths.",
+    )
+    bench.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu", "hpu", "auto"))
+    bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16-mixed"))
+    bench.add_argument("--batch-size", type=int, help="images per step (default: per model, 2/16/64)")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps per configuration (default 10)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
+    bench.add_argument("--compile", action="store_true", help="torch.compile (hpu_backend on HPU)")
+    bench.add_argument("--models", nargs="+", default=["detector", "cleaner", "extractor"], choices=("detector", "cleaner", "extractor"))
+    bench.add_argument("--modes", nargs="+", default=["train", "inference"], choices=("train", "inference"))
+    bench.add_argument("--paths", nargs="+", default=["raw", "lightning"], choices=("raw", "lightning"))
+    bench.add_argument("--data", help="shared data folder, to also time each model's data pipeline (e.g. ../shared/data)")
+    bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON record file")
+    bench.add_argument("--quiet", action="store_true")
+    bench.set_defaults(handler=cmd_benchmark)
+
     clean = commands.add_parser(
         "clean", help="remove lines, text and noise from signature crops",
         description="Clean signature crops; writes OUT/<name>.png for each input (white paper, the ink kept).",
@@ -435,10 +458,6 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     clean.set_defaults(handler=cmd_clean)
 
-    for command, summary in PLANNED_COMMANDS.items():
-        planned = commands.add_parser(command, help=summary, description=summary)
-        planned.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        planned.set_defaults(handler=_planned(command))
     return parser
 
 

@@ -38,19 +38,12 @@ def test_info_json_is_one_object() -> None:
     assert 0 <= extractor["metrics"]["eer"] < 0.5
 
 
-@pytest.mark.parametrize("command", ["benchmark"])
-def test_every_planned_command_exists_and_fails_in_one_line(command: str) -> None:
-    result = signver(command, "anything")
-    assert result.returncode == 1
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"signver: error: `signver {command}`")
-
-
-def test_debug_shows_the_traceback() -> None:
-    result = signver("--debug", "detect", "page.png")
+def test_debug_shows_the_traceback(tmp_path) -> None:
+    result = signver("--debug", "clean", str(tmp_path / "missing.png"), "--out", str(tmp_path))
     assert result.returncode != 0
-    assert "Traceback" in result.stderr and "SignVerError" in result.stderr
+    assert "Traceback" in result.stderr and "ImageLoadError" in result.stderr
+    quiet = signver("clean", str(tmp_path / "missing.png"), "--out", str(tmp_path))
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr and "missing.png" in quiet.stderr
 
 
 def test_usage_errors_exit_non_zero_in_one_line() -> None:

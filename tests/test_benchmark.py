@@ -1,0 +1,84 @@
+"""Benchmark harness: real timing code on real models, device synchronisation, HPU path, records, table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from mock_devices import hpus
+
+from signver_torch import benchmark
+from signver_torch.benchmark import RECORD_FIELDS, measure_raw, timed_steps
+from signver_torch.errors import AcceleratorUnavailableError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_clock_is_read_only_after_the_device_is_synchronised() -> None:
+    events: list[str] = []
+    clock = iter(range(100))
+    with mock.patch.object(benchmark.time, "perf_counter", side_effect=lambda: events.append("clock") or next(clock)):
+        times = timed_steps(lambda: events.append("step"), lambda: events.append("sync"), steps=3, warmup=2)
+    assert times == [1, 1, 1]
+    # warm-up steps untimed, then a sync; each timed step: clock, step, sync, clock
+    assert events == ["step", "step", "sync"] + ["clock", "step", "sync", "clock"] * 3
+
+
+def test_raw_loop_synchronises_a_device_on_every_timed_step() -> None:
+    calls = []
+    times = measure_raw("cleaner", "train", "cpu", "fp32", batch_size=2, steps=3, warmup=1, sync=lambda: calls.append(1))
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert len(calls) == 1 + 3  # after warm-up, then after each timed step
+
+
+def test_gpu_and_hpu_synchronizers_are_the_devices_own() -> None:
+    assert benchmark.synchronizer("gpu") is torch.cuda.synchronize
+    habana = mock.MagicMock()  # Habana's package exists only in its container
+    with mock.patch.dict(sys.modules, {"habana_frameworks": habana, "habana_frameworks.torch": habana.torch,
+                                       "habana_frameworks.torch.hpu": habana.torch.hpu}):
+        assert benchmark.synchronizer("hpu") is habana.torch.hpu.synchronize
+
+
+def test_hpu_path_builds_habana_pieces_and_fails_clearly_without_hpu() -> None:
+    with pytest.raises(AcceleratorUnavailableError, match="HPU"):
+        list(benchmark.run_benchmarks("hpu", models=("cleaner",), steps=1, warmup=0))
+    with hpus(1):
+        trainer = benchmark.benchmark_trainer("hpu", "bf16-mixed", 5, [])
+        assert type(trainer.accelerator).__name__ == "HPUAccelerator"
+        assert type(trainer.strategy).__name__ == "SingleHPUStrategy"
+        assert type(trainer.precision_plugin).__name__ == "HPUPrecisionPlugin" and trainer.max_steps == 5
+    model = torch.nn.Linear(2, 2)
+    with mock.patch.object(torch, "compile") as compile_:
+        benchmark._compiled(model, "hpu", True)
+        compile_.assert_called_once_with(model, backend="hpu_backend")
+        benchmark._compiled(model, "gpu", True)
+        compile_.assert_called_with(model)
+    assert benchmark._compiled(model, "hpu", False) is model
+    assert benchmark.device_of("hpu") == torch.device("hpu")
+
+
+def test_cpu_benchmark_writes_records_and_the_table(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "signver_torch", "benchmark", "--accelerator", "cpu", "--models", "cleaner", "extractor",
+         "--steps", "2", "--warmup", "1", "--batch-size", "2", "--out", str(tmp_path), "--quiet"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    [written] = tmp_path.glob("*.json")
+    records = json.loads(written.read_text())
+    assert len(records) == 2 * 2 * 2  # models x modes x paths
+    for record in records:
+        assert set(record) == set(RECORD_FIELDS)
+        assert record["accelerator"] == "cpu" and record["images_per_second"] > 0
+        assert record["step_ms_p90"] >= record["step_ms_median"] > 0 and record["versions"]["torch"]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare
+
+    table = compare.build_table(records)
+    assert "not measured" in table and "| cleaner | train | fp32 | lightning |" in table
+    assert table.count("\n") == 1 + 8  # header, rule, one row per configuration
