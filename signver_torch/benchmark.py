@@ -38,7 +38,7 @@ MODES = ("train", "inference")
 PATHS = ("raw", "lightning")
 PRECISIONS = ("fp32", "bf16-mixed")
 #: Input shape of one image per model: what each model sees in its CPU recipe.
-INPUT_SHAPES = {"detector": (3, 512, 512), "cleaner": (1, 128, 256), "extractor": (1, 112, 192)}
+INPUT_SHAPES = {"detector": (3, 448, 448), "cleaner": (1, 128, 256), "extractor": (1, 112, 192)}
 DEFAULT_BATCH = {"detector": 2, "cleaner": 16, "extractor": 64}
 
 
