@@ -100,7 +100,7 @@ def _require_trainable(module: str, command: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from signver_torch.training import resolve_recipe, train_cleaner, train_detector, train_extractor
+    from signver_torch.training import resolve_recipe, train
 
     _require_trainable(args.module, "train")
     if args.resume and not args.run_dir:
@@ -124,18 +124,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.data:
             overrides.insert(0, f"--data.real_dir={args.data}")
             overrides = [o for o in overrides if not o.startswith("--data.data_dir=")]
-        weights, card = train_detector(config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
+        weights, card = train("detector", config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
         metrics = card.get("metrics", {})
         print(f"wrote {weights} (+ .json card); held-out real pages: "
               + (f"mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f}" if metrics else "none in this recipe"))
         return 0
     if args.module == "cleaner":
-        weights, card = train_cleaner(config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
+        weights, card = train("cleaner", config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
         metrics = card["metrics"]
         print(f"wrote {weights} (+ .json card); pairs from held-out writers {card['training']['val_writers']}: "
               f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, ink F1 {metrics['ink_f1']:.4f}")
         return 0
-    weights, card = train_extractor(config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
+    weights, card = train("extractor", config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
     metrics = card["metrics"]
     print(f"wrote {weights} (+ .json card); held-out writers {card['training']['val_writers']}: "
           f"EER {metrics['eer']:.2%} ({metrics['negatives']} forgeries), AUC {metrics['auc']:.3f}, "
@@ -245,15 +245,20 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def _check_claim(args: argparse.Namespace, command: str) -> None:
+    """A claim is either an enrolled person (--gallery and --person) or reference images, never both."""
     if bool(args.reference) == bool(args.gallery or args.person):
-        raise SignVerError("verify needs either --gallery DB --person ID, or --reference IMG...")
+        raise SignVerError(f"{command} needs either --gallery DB --person ID, or --reference IMG...")
+    if not args.reference and not (args.gallery and args.person):
+        raise SignVerError(f"{command} against a gallery needs both --gallery and --person")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _check_claim(args, "verify")
     signver = _signver(args)
     if args.reference:
         result = signver.verify_references(args.reference, args.query)
     else:
-        if not (args.gallery and args.person):
-            raise SignVerError("verify against a gallery needs both --gallery and --person")
         result = signver.verify_claim(args.gallery, args.person, args.query)
     _print_verdict({**result, "query": args.query}, args.json)
     return 0
@@ -273,8 +278,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_document(args: argparse.Namespace) -> int:
-    if bool(args.reference) == bool(args.gallery or args.person):
-        raise SignVerError("verify-document needs either --gallery DB --person ID, or --reference IMG...")
+    _check_claim(args, "verify-document")
     signver = _signver(args)
     report = signver.verify_document(args.page, person=args.person, gallery=args.gallery,
                                      references=args.reference, score_threshold=args.threshold)

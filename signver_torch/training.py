@@ -129,25 +129,14 @@ def resolve_recipe(module: str, config: str | None, fine_tune: bool) -> Path:
     return recipes_root() / module / f"{config}.yaml"
 
 
-def train_extractor(
-    config: Path,
-    overrides: Sequence[str],
-    run_dir: Path,
-    out: Path,
-    resume: bool = False,
-    argv: Sequence[str] | None = None,
+def _export_extractor(
+    module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
 ) -> tuple[Path, dict[str, Any]]:
-    """Fit the extractor recipe, calibrate the threshold on the held-out writers, export, evaluate."""
-    from signver_torch.data.datamodule import SignatureDataModule
+    """Calibrate the threshold on the held-out writers, export the final weights with their card, evaluate."""
     from signver_torch.data.signatures import writer_sort_key
     from signver_torch.extractor.api import evaluate_extractor
-    from signver_torch.extractor.lit import ExtractorModule
     from signver_torch.metrics import writer_protocol_metrics
 
-    cli, seconds = run_recipe(ExtractorModule, SignatureDataModule, config, overrides, run_dir, resume)
-    module, data, trainer = cli.model, cli.datamodule, cli.trainer
-    if not trainer.is_global_zero:
-        return weights_path(out), {}
     canvases, labels = data.val_set.tensors
     model = module.export_model.eval().cpu()
     with torch.inference_mode():
@@ -192,6 +181,35 @@ def train_extractor(
     return weights, card
 
 
+def train(
+    kind: str,
+    config: Path,
+    overrides: Sequence[str],
+    run_dir: Path,
+    out: Path,
+    resume: bool = False,
+    argv: Sequence[str] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Fit ``kind``'s recipe (``extractor``, ``cleaner`` or ``detector``), then export its final weights
+    with the card and the metrics of its evaluate command; returns the weights path and the card."""
+    if kind == "extractor":
+        from signver_torch.data.datamodule import SignatureDataModule as data_class
+        from signver_torch.extractor.lit import ExtractorModule as module_class
+    elif kind == "cleaner":
+        from signver_torch.cleaner.lit import CleanerModule as module_class
+        from signver_torch.data.dirt import CleanerDataModule as data_class
+    elif kind == "detector":
+        from signver_torch.data.page_module import PageDataModule as data_class
+        from signver_torch.detector.lit import DetectorModule as module_class
+    else:
+        raise SignVerError(f"unknown module {kind!r} (extractor, cleaner or detector)")
+    cli, seconds = run_recipe(module_class, data_class, config, overrides, run_dir, resume)
+    if not cli.trainer.is_global_zero:
+        return weights_path(out), {}
+    export = {"extractor": _export_extractor, "cleaner": _export_cleaner, "detector": _export_detector}[kind]
+    return export(cli.model, cli.datamodule, cli.trainer, seconds, config, out, argv)
+
+
 def run_record(trainer: Any, seconds: float, argv: Sequence[str] | None) -> dict[str, Any]:
     """The card fields every trained checkpoint carries: how to rerun it, where, how long, when."""
     return {
@@ -203,24 +221,13 @@ def run_record(trainer: Any, seconds: float, argv: Sequence[str] | None) -> dict
     }
 
 
-def train_cleaner(
-    config: Path,
-    overrides: Sequence[str],
-    run_dir: Path,
-    out: Path,
-    resume: bool = False,
-    argv: Sequence[str] | None = None,
+def _export_cleaner(
+    module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
 ) -> tuple[Path, dict[str, Any]]:
-    """Fit the cleaner recipe on synthetic pairs, export the final weights, evaluate on the held-out writers."""
+    """Export the final weights with their card, evaluate on synthetic pairs of the held-out writers."""
     from signver_torch.cleaner.api import evaluate_cleaner
-    from signver_torch.cleaner.lit import CleanerModule
-    from signver_torch.data.dirt import CleanerDataModule
     from signver_torch.data.signatures import writer_sort_key
 
-    cli, seconds = run_recipe(CleanerModule, CleanerDataModule, config, overrides, run_dir, resume)
-    module, data, trainer = cli.model, cli.datamodule, cli.trainer
-    if not trainer.is_global_zero:
-        return weights_path(out), {}
     val_writers = _compact(sorted({r.writer for r in data.val_records}, key=writer_sort_key))
     card = {
         "module": "cleaner",
@@ -252,24 +259,13 @@ def train_cleaner(
     return weights, card
 
 
-def train_detector(
-    config: Path,
-    overrides: Sequence[str],
-    run_dir: Path,
-    out: Path,
-    resume: bool = False,
-    argv: Sequence[str] | None = None,
+def _export_detector(
+    module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
 ) -> tuple[Path, dict[str, Any]]:
-    """Fit the detector recipe (synthetic + real pages), export the final weights, evaluate on held-out real pages."""
+    """Export the final weights with their card, evaluate on the held-out real pages."""
     from signver_torch.data.detection import CLASS_NAMES
-    from signver_torch.data.page_module import PageDataModule
     from signver_torch.detector.api import evaluate_detector
-    from signver_torch.detector.lit import DetectorModule
 
-    cli, seconds = run_recipe(DetectorModule, PageDataModule, config, overrides, run_dir, resume)
-    module, data, trainer = cli.model, cli.datamodule, cli.trainer
-    if not trainer.is_global_zero:
-        return weights_path(out), {}
     hp = data.hparams
     card = {
         "module": "detector",
