@@ -27,6 +27,9 @@ _LAZY = {
     "MetricExtractor": "signver_torch.extractor.api",
     "Extractor": "signver_torch.extractor.api",
     "Cleaner": "signver_torch.cleaner.api",
+    "Detector": "signver_torch.detector.api",
+    "Matcher": "signver_torch.matcher.api",
+    "SignVer": "signver_torch.pipeline",
 }
 
 
@@ -40,6 +43,9 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Cleaner",
+    "Detector",
+    "Matcher",
+    "SignVer",
     "Extractor",
     "MetricExtractor",
     "AcceleratorUnavailableError",
