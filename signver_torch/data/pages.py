@@ -62,13 +62,21 @@ class PageSynthesizer:
         self.config = config or PageConfig()
         self._fonts = DirtSynthesizer()  # its bundled-font cache and stamps
 
-    def __call__(self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        layers = self.layers(ink_maps, rng)
+    def __call__(
+        self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        layers = self.layers(ink_maps, rng, signatures)
         page = (1 - layers.printed) * (1 - layers.handwriting)
         return self._scan(page, rng), layers.boxes, layers.labels
 
-    def layers(self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator) -> "PageLayers":
-        """The page before scan effects: printed matter (with redactions) and handwriting, as darkness."""
+    def layers(
+        self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None
+    ) -> "PageLayers":
+        """The page before scan effects: printed matter (with redactions) and handwriting, as darkness.
+
+        ``signatures`` pastes exactly these ink maps as the page's signatures (an example page with a
+        known signer); otherwise 0 to ``max_signatures`` are drawn from ``ink_maps``.
+        """
         size = self.config.size
         handwriting = np.zeros((size, size), np.float32)
         printed = Image.new("L", (size, size), 0)
@@ -80,8 +88,10 @@ class PageSynthesizer:
 
         for _ in range(int(rng.integers(0, self.config.max_redactions + 1))):
             self._redaction(draw, rng, text_lines, size, boxes, labels)
-        for _ in range(int(rng.integers(0, self.config.max_signatures + 1))):
-            ink = ink_maps[int(rng.integers(len(ink_maps)))]
+        chosen = signatures if signatures is not None else [
+            ink_maps[int(rng.integers(len(ink_maps)))] for _ in range(int(rng.integers(0, self.config.max_signatures + 1)))
+        ]
+        for ink in chosen:
             width = np.exp(rng.uniform(np.log(self.config.min_signature_width), np.log(self.config.max_signature_width)))
             self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied)
         for _ in range(int(rng.integers(0, self.config.max_initials + 1))):
