@@ -82,6 +82,8 @@ class DirtConfig:
     #: the signature at a larger stroke width (crops come from pages scanned at many resolutions)
     min_scale: float = 0.5
     max_scale: float = 3.0
+    #: darkness of the signature's ink on the dirty page, relative to the black target, drawn uniformly up to 1
+    min_ink_strength: float = 0.35
     p_line: float = 0.8
     p_ruled: float = 0.25
     p_text: float = 0.6
@@ -126,7 +128,9 @@ class DirtSynthesizer:
                 self._text(draw, rng, width, height)
         if rng.random() < cfg.p_stamp:
             self.stamp(dirt, rng, width, height)
-        transmittance = (1 - clean) * (1 - np.asarray(dirt, np.float32) / 255)
+        # the pen on the page: real scans show ink anywhere from faint grey to black (the target stays black)
+        pen = rng.uniform(cfg.min_ink_strength, 1.0)
+        transmittance = (1 - clean * pen) * (1 - np.asarray(dirt, np.float32) / 255)
         dirty = transmittance * self._paper(rng, height, width)
         target = 1 - clean
         if rng.random() < cfg.p_skew:
