@@ -16,7 +16,7 @@ import torch
 from signver_torch.data.signatures import discover_signatures, writer_split
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.matcher.api import Matcher
-from signver_torch.matcher.gallery import Gallery, GalleryError, nearest
+from signver_torch.matcher.gallery import Gallery, GalleryError, SearchIndex
 from signver_torch.pipeline import SignVer
 
 WRITERS = [str(w) for w in range(33, 41)]
@@ -85,8 +85,8 @@ def test_faiss_and_exact_search_agree() -> None:
     generator = torch.Generator().manual_seed(0)
     matrix = torch.nn.functional.normalize(torch.randn(5000, 256, generator=generator), dim=1).numpy()
     query = torch.nn.functional.normalize(torch.randn(1, 256, generator=generator), dim=1).numpy()
-    exact_order, exact_score = nearest(matrix, query, 10, "torch")
-    faiss_order, faiss_score = nearest(matrix, query, 10, "faiss")
+    exact_order, exact_score = SearchIndex(matrix, "torch").search(query, 10)
+    faiss_order, faiss_score = SearchIndex(matrix, "faiss").search(query, 10)
     assert exact_order.tolist() == faiss_order.tolist()
     np.testing.assert_allclose(exact_score, faiss_score, atol=1e-5)
 

@@ -131,19 +131,21 @@ class Gallery:
 
         return _Transaction()
 
-    def add(self, person: str, embeddings: np.ndarray | torch.Tensor, sources: Sequence[tuple[str, str]]) -> int:
-        """Store ``embeddings`` (N, D) of ``person`` with their ``(sha256, name)`` sources, all or nothing."""
-        person = str(person).strip()
-        if not person:
+    def add(self, person: str | Sequence[str], embeddings: np.ndarray | torch.Tensor, sources: Sequence[tuple[str, str]]) -> int:
+        """Store ``embeddings`` (N, D) of ``person`` (or one person id per row) with their ``(sha256, name)``
+        sources, all or nothing."""
+        people = [person] * len(sources) if isinstance(person, str) else list(person)
+        people = [str(name).strip() for name in people]
+        if not all(people):
             raise GalleryError("person id must not be empty")
         vectors = np.asarray(embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings, np.float32)
-        if vectors.ndim != 2 or len(vectors) == 0 or len(vectors) != len(sources):
-            raise GalleryError(f"expected N embeddings with N sources, got {vectors.shape} and {len(sources)}")
+        if vectors.ndim != 2 or len(vectors) == 0 or not len(vectors) == len(sources) == len(people):
+            raise GalleryError(f"expected N embeddings with N sources and person ids, got {vectors.shape}, {len(sources)}, {len(people)}")
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO signatures (person, embedding, source_sha256, source, enrolled_at) VALUES (?, ?, ?, ?, ?)",
-                ((person, vector.tobytes(), digest, name, now) for vector, (digest, name) in zip(vectors, sources)),
+                ((name, vector.tobytes(), digest, label, now) for name, vector, (digest, label) in zip(people, vectors, sources)),
             )
         return len(vectors)
 
@@ -167,6 +169,18 @@ class Gallery:
         except sqlite3.DatabaseError as error:
             raise GalleryError(f"{self.path}: not a readable gallery ({error})") from error
 
+    def _search_index(self) -> tuple[list[str], SearchIndex]:
+        """Everyone's embeddings indexed for search, rebuilt only after the file changed (any connection)."""
+        version = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes)
+        if getattr(self, "_index_version", None) != version:
+            rows = list(self._rows())
+            if not rows:
+                raise GalleryError(f"{self.path}: the gallery is empty")
+            matrix = np.stack([np.frombuffer(blob, np.float32) for _, blob in rows])
+            self._cached = ([person for person, _ in rows], SearchIndex(matrix, self.backend))
+            self._index_version = version
+        return self._cached
+
     def references(self, person: str) -> np.ndarray:
         """The enrolled embeddings of ``person`` (an unknown person is an error)."""
         rows = [np.frombuffer(blob, np.float32) for _, blob in self._rows(person)]
@@ -176,30 +190,36 @@ class Gallery:
 
     def search(self, query: np.ndarray | torch.Tensor, k: int = 5) -> list[Match]:
         """The ``k`` closest people to ``query``: each person's distance is that of their closest signature."""
-        rows = list(self._rows())
-        if not rows:
-            raise GalleryError(f"{self.path}: the gallery is empty")
-        people = [person for person, _ in rows]
-        matrix = np.stack([np.frombuffer(blob, np.float32) for _, blob in rows])
+        people, index = self._search_index()
         vector = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, np.float32).reshape(1, -1)
-        if vector.shape[1] != matrix.shape[1]:
-            raise GalleryError(f"query has {vector.shape[1]} dimensions, the gallery's embeddings {matrix.shape[1]}")
-        order, similarity = nearest(matrix, vector, min(len(rows), max(k * 8, 64)), self.backend)
+        if vector.shape[1] != index.dimensions:
+            raise GalleryError(f"query has {vector.shape[1]} dimensions, the gallery's embeddings {index.dimensions}")
+        order, similarity = index.search(vector, max(k * 8, 64))
         best: dict[str, float] = {}
         for index, score in zip(order, similarity):
             best.setdefault(people[index], 1.0 - float(score))
         return [Match(person, distance) for person, distance in sorted(best.items(), key=lambda item: item[1])[:k]]
 
 
-def nearest(matrix: np.ndarray, query: np.ndarray, k: int, backend: str = "torch") -> tuple[np.ndarray, np.ndarray]:
-    """Indices and cosine similarities of the ``k`` rows of ``matrix`` closest to ``query`` (unit vectors)."""
-    if backend == "faiss":
-        import faiss
+class SearchIndex:
+    """Inner-product search over unit vectors: FAISS ``IndexFlatIP`` or an exact torch matrix product."""
 
-        index = faiss.IndexFlatIP(matrix.shape[1])
-        index.add(np.ascontiguousarray(matrix, np.float32))
-        similarity, order = index.search(np.ascontiguousarray(query, np.float32), k)
-        return order[0], similarity[0]
-    scores = torch.from_numpy(matrix) @ torch.from_numpy(query[0])
-    similarity, order = scores.topk(k)
-    return order.numpy(), similarity.numpy()
+    def __init__(self, matrix: np.ndarray, backend: str = "torch") -> None:
+        self.backend = backend
+        self.size, self.dimensions = matrix.shape
+        if backend == "faiss":
+            import faiss
+
+            self._index = faiss.IndexFlatIP(matrix.shape[1])
+            self._index.add(np.ascontiguousarray(matrix, np.float32))
+        else:
+            self._matrix = torch.from_numpy(np.ascontiguousarray(matrix, np.float32))
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and cosine similarities of the ``k`` rows closest to ``query`` ``(1, D)``, best first."""
+        k = min(k, self.size)
+        if self.backend == "faiss":
+            similarity, order = self._index.search(np.ascontiguousarray(query, np.float32), k)
+            return order[0], similarity[0]
+        similarity, order = (self._matrix @ torch.from_numpy(query[0])).topk(k)
+        return order.numpy(), similarity.numpy()
