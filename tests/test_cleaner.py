@@ -76,7 +76,7 @@ def test_pairs_add_dirt_but_the_target_is_ink_on_white(ink_maps: list[np.ndarray
         # where the target has dark ink the dirty page is darker than its paper (the ink is not invented)
         strong_ink = clean < 0.3
         if strong_ink.any():
-            assert float(dirty[strong_ink].mean()) < float(dirty[paper].mean()) - 0.2
+            assert float(dirty[strong_ink].mean()) < float(dirty[paper].mean()) - 0.08  # the pen may be faint
 
 
 def test_pairs_are_fast_enough_to_draw_on_the_fly(ink_maps: list[np.ndarray]) -> None:
