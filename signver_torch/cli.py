@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     document.add_argument("--gallery", help="gallery file")
     document.add_argument("--person", help="claimed person id (with --gallery)")
     document.add_argument("--reference", nargs="+", metavar="IMG", help="reference signatures of the claimed writer")
-    document.add_argument("--threshold", type=float, default=0.5, help="detector score threshold (default 0.5)")
+    document.add_argument("--threshold", type=float, default=0.3, help="detector score threshold (default 0.3)")
     document.add_argument("--out", help="write a report picture (PNG): the page, boxes, crops, verdicts")
     document.add_argument("--json", action="store_true", help="print one JSON object")
     models(document, detector=True)

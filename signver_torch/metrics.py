@@ -166,7 +166,8 @@ class DetectionMetrics(torch.nn.Module):
         result = {"map50": float(coco["map_50"]), "map": float(coco["map"])}
         classes = at_50["classes"].flatten().tolist()
         for label, value in zip(classes, at_50["map_per_class"].flatten().tolist()):
-            result[f"map50_{self.class_names.get(int(label), label)}"] = float(value)
+            if value >= 0:  # torchmetrics reports -1 for a class with no labelled box
+                result[f"map50_{self.class_names.get(int(label), label)}"] = float(value)
         return result
 
     def reset(self) -> None:

@@ -13,12 +13,15 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from torchvision.ops import nms
 
 from signver_torch.errors import SignVerError
 from signver_torch.io import ImageSource, load_image, load_image_tensor
 from signver_torch.matcher.api import Combine, Matcher
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
 
+#: Signature boxes overlapping more than this (IoU) are one signature.
+SIGNATURE_OVERLAP = 0.3
 #: Margin added around a detected signature box before cropping (fraction of its size).
 CROP_MARGIN = 0.08
 
@@ -146,7 +149,7 @@ class SignVer:
         person: str | None = None,
         gallery: str | os.PathLike | None = None,
         references: Sequence[ImageSource] | None = None,
-        score_threshold: float = 0.5,
+        score_threshold: float = 0.3,
     ) -> DocumentReport:
         """Every signature the detector finds on ``page``, checked against the claimed person (from a
         gallery) or against reference images."""
@@ -154,7 +157,9 @@ class SignVer:
             raise SignVerError("verify_document needs either person and gallery, or references")
         image = load_image(page)
         [found] = self._model("detector").predict([image], score_threshold=score_threshold)
-        keep = found["labels"] == 1
+        keep = (found["labels"] == 1).nonzero().flatten()
+        # one signature, one verdict: overlapping signature boxes are merged (the detector's own NMS is at IoU 0.5)
+        keep = keep[nms(found["boxes"][keep], found["scores"][keep], SIGNATURE_OVERLAP)]
         boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
         if references is not None:
             claimed = ", ".join(str(r) for r in references)
