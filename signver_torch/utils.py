@@ -44,11 +44,9 @@ def make_square(image: Image.Image, fill: Any = (255, 255, 255)) -> Image.Image:
 
 def resnet_preprocess(batch: np.ndarray, size: int = 224) -> np.ndarray:
     """SignVer's extractor input: crops resized to ``size``×``size``, RGB, float in [0, 1] — ``(N, size, size, 3)``."""
-    out = []
-    for crop in batch:
-        image = Image.fromarray(np.asarray(crop if np.asarray(crop).dtype == np.uint8 else (np.clip(crop, 0, 1) * 255).astype(np.uint8)))
-        out.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.float32) / 255)
-    return np.stack(out)
+    return np.stack([
+        np.asarray(load_image(crop, "RGB").resize((size, size), Image.BILINEAR), np.float32) / 255 for crop in batch
+    ])
 
 
 def plot_np_array(arrays: Sequence[np.ndarray], titles: Sequence[str] | None = None, path: str | os.PathLike | None = None) -> Any:

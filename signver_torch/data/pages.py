@@ -60,7 +60,7 @@ class PageSynthesizer:
 
     def __init__(self, config: PageConfig | None = None) -> None:
         self.config = config or PageConfig()
-        self._fonts = DirtSynthesizer()  # its bundled-font cache and stamps
+        self._dirt = DirtSynthesizer()  # its bundled-font cache and its stamps, shared with the cleaner's pairs
 
     def __call__(
         self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None
@@ -100,7 +100,7 @@ class PageSynthesizer:
         for _ in range(int(rng.integers(0, self.config.max_dates + 1))):
             self._paste(handwriting, self._handwritten_date(rng), rng.uniform(50, 160), rng, DATE, boxes, labels, occupied)
         if rng.random() < 0.2:
-            self._fonts.stamp(printed, rng, size, size // 4)
+            self._dirt.stamp(printed, rng, size, size // 4)
         return PageLayers(
             np.asarray(printed, np.float32) / 255, handwriting,
             np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
@@ -112,14 +112,14 @@ class PageSynthesizer:
         y = int(rng.integers(10, 60))
         margin = int(rng.integers(20, 80))
         font_size = int(rng.integers(7, 13))
-        font = self._fonts.font(font_size)
+        font = self._dirt.font(font_size)
         while y < size - 20:
             kind = rng.choice(["paragraph", "paragraph", "field", "heading", "gap", "table"])
             if kind == "gap":
                 y += int(rng.integers(10, 60))
                 continue
             if kind == "heading":
-                heading = self._fonts.font(int(rng.integers(12, 22)))
+                heading = self._dirt.font(int(rng.integers(12, 22)))
                 text = " ".join(_word(rng).upper() for _ in range(int(rng.integers(1, 4))))
                 draw.text((margin + int(rng.integers(0, 150)), y), text, fill=255, font=heading)
                 y += int(heading.size * 1.6)
@@ -204,12 +204,12 @@ class PageSynthesizer:
             f"{month}/{day}/{year % 100:02d}", f"{day}.{month:02d}.{year}", f"{day}/{month}/{year}",
             f"{MONTHS[month - 1]} {day}, {year}", f"{day}-{MONTHS[month - 1]}-{year % 100:02d}", f"{year}-{month:02d}-{day:02d}",
         ]))
-        font = self._fonts.font(int(rng.integers(16, 28)))
+        font = self._dirt.font(int(rng.integers(16, 28)))
         canvas = Image.new("L", (int(font.size * len(text) * 0.8) + 20, int(font.size * 1.8)), 0)
         draw = ImageDraw.Draw(canvas)
         x = 6.0
         for char in text:  # each glyph its own baseline wobble and size
-            glyph_font = self._fonts.font(max(8, int(font.size * rng.uniform(0.85, 1.15))))
+            glyph_font = self._dirt.font(max(8, int(font.size * rng.uniform(0.85, 1.15))))
             draw.text((x, 4 + rng.normal(0, font.size * 0.06)), char, fill=255, font=glyph_font)
             x += draw.textlength(char, font=glyph_font) * rng.uniform(0.95, 1.25)
         shear = rng.uniform(0.1, 0.45)

@@ -12,6 +12,7 @@ process dies half-way (tested with a killed subprocess). Search is exact (torch)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -119,17 +120,16 @@ class Gallery:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _transaction(self) -> Any:
-        db = self._db
-
-        class _Transaction:
-            def __enter__(self) -> None:
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, kind: Any, *rest: Any) -> None:
-                db.execute("ROLLBACK" if kind else "COMMIT")
-
-        return _Transaction()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """All or nothing: commit when the block ends, roll back when it raises."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def add(self, person: str | Sequence[str], embeddings: np.ndarray | torch.Tensor, sources: Sequence[tuple[str, str]]) -> int:
         """Store ``embeddings`` (N, D) of ``person`` (or one person id per row) with their ``(sha256, name)``
