@@ -3,7 +3,7 @@
     python benchmarks/compare.py            # rewrites the table between the markers in README.md
     python benchmarks/compare.py --print    # prints it instead
 
-Rows are model × mode × precision × path; columns are the devices measured (one per accelerator and
+Rows are model × mode × precision × path (compiled runs apart from eager); columns are the devices measured (one per accelerator and
 device name) in images/s, plus the HPU/GPU ratio where both were measured. A GPU or HPU that no
 record covers is shown as "not measured": nothing is estimated.
 """
@@ -29,7 +29,8 @@ def build_table(records: list[dict]) -> str:
     """Markdown table; the latest record wins where one configuration was measured twice."""
     latest: dict[tuple, dict] = {}
     for record in sorted(records, key=lambda r: r["date"]):
-        row = (record["model"], record["mode"], record["precision"], record["path"])
+        path = record["path"] + (" + compile" if record.get("compile") else "")
+        row = (record["model"], record["mode"], record["precision"], path)
         latest[row + (record["accelerator"], record["device_name"])] = record
     devices = sorted({key[4:] for key in latest}, key=lambda d: ("cpu", "gpu", "hpu").index(d[0]))
     for accelerator in ("gpu", "hpu"):

@@ -327,6 +327,8 @@ def run_benchmarks(
     accelerator = resolve_accelerator(accelerator)  # raises AcceleratorUnavailableError with what is present
     if precision not in PRECISIONS:
         raise SignVerError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if steps < 2 or warmup < 0:
+        raise SignVerError(f"--steps must be at least 2 (a median and a p90 need two timings) and --warmup at least 0, not {steps} and {warmup}")
     name_of_device = device_name(accelerator)
     for model in models:
         batch = batch_size or DEFAULT_BATCH[model]

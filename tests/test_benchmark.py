@@ -82,3 +82,21 @@ def test_cpu_benchmark_writes_records_and_the_table(tmp_path: Path) -> None:
     table = compare.build_table(records)
     assert "not measured" in table and "| cleaner | train | fp32 | lightning |" in table
     assert table.count("\n") == 1 + 8  # header, rule, one row per configuration
+
+
+def test_too_few_steps_for_a_p90_is_a_clear_error() -> None:
+    with pytest.raises(benchmark.SignVerError, match="--steps must be at least 2"):
+        next(benchmark.run_benchmarks("cpu", models=("extractor",), steps=1))
+
+
+def test_compiled_runs_get_their_own_rows() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare
+
+    base = {"model": "extractor", "mode": "train", "precision": "bf16-mixed", "path": "raw", "accelerator": "gpu",
+            "device_name": "NVIDIA H100", "batch_size": 64, "date": "2026-11-26T10:00:00", "step_ms_median": 10.0}
+    records = [{**base, "compile": False, "images_per_second": 100.0},
+               {**base, "compile": True, "images_per_second": 150.0, "date": "2026-11-26T10:05:00"}]
+    table = compare.build_table(records)
+    assert "| extractor | train | bf16-mixed | raw | 100.0 img/s" in table
+    assert "| extractor | train | bf16-mixed | raw + compile | 150.0 img/s" in table
