@@ -166,6 +166,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit a cleaner checkpoint's tone curve on its training writers' pairs and write it into its card."""
+    from signver_torch.cleaner.api import calibrate_cleaner
+
+    card = calibrate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=args.pairs, progress=not args.quiet)
+    values = card["tone_curve"]["values"]
+    print(f"tone curve written into the card of {args.checkpoint}: output 0 -> {values[0]:.3f}, 0.5 -> "
+          f"{values[len(values) // 2]:.3f}, 1 -> {values[-1]:.3f} (rerun `signver evaluate cleaner` for its metrics)")
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     """Clean crops and write ``<stem>.png`` per input into ``--out``."""
     from PIL import Image
@@ -371,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--class-map", help="detector: dataset class to SignVer label, e.g. 0:1 (YOLO default)")
     evaluate.add_argument("--held-out-every", type=int, help="detector: score only every Nth page by name (the recipes' held-out pages)")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="cleaner: fit the tone curve that maps the network's output to clean grey levels (written into the card)",
+    )
+    calibrate.add_argument("module", choices=("cleaner",))
+    calibrate.add_argument("--data", required=True, help="CEDAR or writer-folder layout")
+    calibrate.add_argument("--writers", required=True, help="the checkpoint's training writers, e.g. 1-32 (never the evaluation ones)")
+    calibrate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (its card is rewritten)")
+    calibrate.add_argument("--pairs", type=int, default=256, help="number of synthetic pairs (default 256)")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    calibrate.set_defaults(handler=cmd_calibrate)
 
     detect = commands.add_parser(
         "detect", help="find signatures, initials, redactions and dates on pages",

@@ -224,8 +224,9 @@ def run_record(trainer: Any, seconds: float, argv: Sequence[str] | None) -> dict
 def _export_cleaner(
     module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
 ) -> tuple[Path, dict[str, Any]]:
-    """Export the final weights with their card, evaluate on synthetic pairs of the held-out writers."""
-    from signver_torch.cleaner.api import evaluate_cleaner
+    """Export the final weights with their card, fit their tone curve on the training writers' pairs,
+    evaluate on synthetic pairs of the held-out writers."""
+    from signver_torch.cleaner.api import calibrate_cleaner, evaluate_cleaner
     from signver_torch.data.signatures import writer_sort_key
 
     val_writers = _compact(sorted({r.writer for r in data.val_records}, key=writer_sort_key))
@@ -247,6 +248,7 @@ def _export_cleaner(
         **run_record(trainer, seconds, argv),
     }
     weights = export_checkpoint(out, module.model.eval().cpu(), card)
+    calibrate_cleaner(data.hparams.data_dir, card["training"]["train_writers"], weights, progress=True)
     metrics = evaluate_cleaner(data.hparams.data_dir, val_writers, weights, progress=True)
     card = update_card(
         weights,

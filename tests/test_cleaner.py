@@ -12,7 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from signver_torch.cleaner.api import Cleaner
+import shutil
+
+from signver_torch.checkpoints import read_card, sha256_file
+from signver_torch.cleaner.api import Cleaner, apply_tone_curve, calibrate_cleaner, evaluate_cleaner, fit_tone_curve
 from signver_torch.cleaner.lit import CleanerModule, soft_dice_loss
 from signver_torch.cleaner.model import UNet, build_cleaner
 from signver_torch.data.dirt import DirtConfig, DirtyPairs, ink_only, load_ink_maps
@@ -222,3 +225,53 @@ def test_evaluate_contract(shared_data: Path) -> None:
     report = json.loads(result.stdout)
     assert report["n_pairs"] == 32 and report["writers"] == "39-40"
     assert report["psnr"] > 20 and 0.8 < report["ssim"] <= 1 and report["ink_f1"] > 0.8
+
+
+def test_tone_curve_recovers_a_known_grey_level_map() -> None:
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.rand(200_000, generator=generator)
+    targets = outputs**2 + 0.02 * torch.randn(200_000, generator=generator)  # an overconfident network's bias
+    curve = fit_tone_curve(outputs, targets, knots=33)
+    assert torch.all(curve[1:] >= curve[:-1])
+    levels = torch.linspace(0.05, 0.95, 19)
+    torch.testing.assert_close(apply_tone_curve(levels, curve), levels**2, atol=0.01, rtol=0)
+    # levels no output reached map to themselves
+    assert fit_tone_curve(torch.zeros(10), torch.zeros(10), knots=5).tolist()[1:] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_calibration_fits_on_training_writers_and_helps_unseen_ones(shared_data: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "cleaner.safetensors"
+    shutil.copy("checkpoints/cleaner/default.safetensors", weights)
+    card = read_card(Path("checkpoints/cleaner/default.safetensors"))
+    card.pop("tone_curve", None)
+    weights.with_suffix(".json").write_text(json.dumps(card))
+    cedar = shared_data / "cedar"
+    before = evaluate_cleaner(cedar, "40", weights, n_pairs=16, progress=False)
+    calibrated = calibrate_cleaner(cedar, "1-2", weights, n_pairs=32, progress=False)
+    after = evaluate_cleaner(cedar, "40", weights, n_pairs=16, progress=False)
+    assert calibrated["tone_curve"]["fitted_on"]["writers"] == "1-2" and len(calibrated["tone_curve"]["values"]) == 64
+    assert sha256_file(weights) == card["sha256"]  # only the card changed
+    assert after["psnr"] > before["psnr"] + 1.0 and after["ink_f1"] >= before["ink_f1"] - 0.01
+
+
+def test_a_malformed_tone_curve_is_refused(tmp_path: Path) -> None:
+    weights = tmp_path / "cleaner.safetensors"
+    shutil.copy("checkpoints/cleaner/default.safetensors", weights)
+    card = read_card(Path("checkpoints/cleaner/default.safetensors"))
+    weights.with_suffix(".json").write_text(json.dumps({**card, "tone_curve": {"values": [0.5]}}))
+    with pytest.raises(CheckpointError, match="tone_curve"):
+        Cleaner().load(weights)
+
+
+def test_calibrate_command_rewrites_only_the_card(shared_data: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "cleaner.safetensors"
+    shutil.copy("checkpoints/cleaner/default.safetensors", weights)
+    shutil.copy("checkpoints/cleaner/default.json", tmp_path / "cleaner.json")
+    result = _signver("calibrate", "cleaner", "--data", str(shared_data / "cedar"), "--writers", "1",
+                      "--checkpoint", str(weights), "--pairs", "8", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "tone curve written" in result.stdout
+    assert read_card(weights)["tone_curve"]["command"].startswith("signver calibrate cleaner")
+    missing = _signver("calibrate", "cleaner", "--data", str(shared_data / "cedar"), "--writers", "1-2",
+                       "--checkpoint", str(tmp_path / "none.safetensors"))
+    assert missing.returncode == 1 and "none.safetensors" in missing.stderr

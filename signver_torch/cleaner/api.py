@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from signver_torch.checkpoints import load_checkpoint
+from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, update_card
 from signver_torch.cleaner.model import UNet
-from signver_torch.data.dirt import EVAL_SEED, DirtyPairs, load_ink_maps
-from signver_torch.data.signatures import discover_signatures, writer_split
+from signver_torch.data.dirt import CALIBRATION_SEED, EVAL_SEED, DirtyPairs, load_ink_maps
+from signver_torch.data.signatures import SignatureRecord, discover_signatures, writer_split
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.extractor.api import best_device
 from signver_torch.io import ImageSource, load_image_tensor
@@ -24,6 +25,29 @@ from signver_torch.metrics import cleaning_metrics
 
 #: Smallest crop side the cleaner accepts: below it there is no stroke to tell from a line.
 MIN_SIDE = 8
+
+
+def fit_tone_curve(outputs: torch.Tensor, targets: torch.Tensor, knots: int = 64) -> torch.Tensor:
+    """A monotone map from the network's output to the mean clean value seen at that output.
+
+    BCE + Dice trains a confident network: a grey stroke edge comes out too dark or too light, which
+    costs PSNR although the ink is right. The least-squares fix per output level (the mean target of
+    the pixels at each of ``knots`` levels, made non-decreasing) is fitted on training writers' pairs;
+    levels no pixel reached map to themselves.
+    """
+    index = (outputs.detach().float().clamp(0, 1) * (knots - 1)).round().long().flatten().cpu()
+    sums = torch.zeros(knots).index_add_(0, index, targets.detach().float().flatten().cpu())
+    counts = torch.bincount(index, minlength=knots).float()
+    means = torch.where(counts > 0, sums / counts.clamp_min(1), torch.linspace(0, 1, knots))
+    return torch.cummax(means, 0).values
+
+
+def apply_tone_curve(images: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
+    """``images`` in [0, 1] through ``curve`` (values at evenly spaced levels), linearly interpolated."""
+    curve = curve.to(images.device, images.dtype)
+    position = images.clamp(0, 1) * (len(curve) - 1)
+    low = position.floor().long().clamp(max=len(curve) - 2)
+    return torch.lerp(curve[low], curve[low + 1], position - low)
 
 
 class Cleaner:
@@ -44,6 +68,7 @@ class Cleaner:
         self.batch_size = batch_size
         self.model: UNet | None = None
         self.card: dict[str, Any] = {}
+        self.tone_curve: torch.Tensor | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "default", **kwargs: Any) -> "Cleaner":
@@ -56,9 +81,14 @@ class Cleaner:
             architecture = card["architecture"]
             model = UNet(channels=int(architecture["channels"]), depth=int(architecture["depth"]))
             model.load_state_dict({key: value.float() for key, value in state.items()})
+            curve = card.get("tone_curve")
+            tone_curve = None if curve is None else torch.tensor([float(v) for v in curve["values"]])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
+        if tone_curve is not None and (tone_curve.ndim != 1 or len(tone_curve) < 2 or not torch.isfinite(tone_curve).all()):
+            raise CheckpointError(f"{name_or_path}: the card's tone_curve is not a list of at least two numbers")
         self.model = model.eval().to(self.device)
+        self.tone_curve = tone_curve
         self.card = card
         return self
 
@@ -127,7 +157,10 @@ class Cleaner:
         groups = [indices[i : i + self.batch_size] for indices in by_size.values() for i in range(0, len(indices), self.batch_size)]
         for group in tqdm(groups, desc="cleaning", unit="batch", file=sys.stderr, disable=not progress, leave=False):
             batch = torch.stack([pages[i] for i in group]).to(self.device, torch.float32)
-            result = (1.0 - torch.sigmoid(self.model(batch.clamp(0, 1)))).cpu()
+            result = 1.0 - torch.sigmoid(self.model(batch.clamp(0, 1)))
+            if self.tone_curve is not None:
+                result = apply_tone_curve(result, self.tone_curve)
+            result = result.cpu()
             for i, page in zip(group, result):
                 cleaned[i] = page
         return cleaned  # type: ignore[return-value]
@@ -135,6 +168,25 @@ class Cleaner:
     @property
     def sha256(self) -> str:
         return str(self.card.get("sha256", ""))
+
+
+def _signatures(data_dir: str | os.PathLike, writers: str | Sequence[str] | None) -> list[SignatureRecord]:
+    records = discover_signatures(data_dir)
+    if writers is not None:
+        [records] = writer_split(records, writers)
+    return records
+
+
+def _cleaned_pairs(
+    cleaner: Cleaner, records: Sequence[SignatureRecord], n_pairs: int, seed: int, progress: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Batches of (cleaned, clean target, seconds spent cleaning) for ``n_pairs`` seeded synthetic pairs."""
+    pairs = DirtyPairs(load_ink_maps(records, progress=progress), n_pairs, seed)
+    for start in tqdm(range(0, n_pairs, cleaner.batch_size), desc="cleaning", unit="batch", file=sys.stderr, disable=not progress):
+        dirty, clean = (torch.stack(column) for column in zip(*(pairs[i] for i in range(start, min(start + cleaner.batch_size, n_pairs)))))
+        began = time.perf_counter()
+        cleaned = torch.stack(cleaner.clean_pages(list(dirty)))
+        yield cleaned, clean, time.perf_counter() - began
 
 
 def evaluate_cleaner(
@@ -151,25 +203,20 @@ def evaluate_cleaner(
     The pairs depend on the data, the writers and ``n_pairs`` only (never on the checkpoint), so two
     checkpoints are always compared on the same images.
     """
-    records = discover_signatures(data_dir)
-    if writers is not None:
-        [records] = writer_split(records, writers)
-    pairs = DirtyPairs(load_ink_maps(records, progress=progress), n_pairs, EVAL_SEED)
+    if n_pairs < 1:
+        raise SignVerError(f"--pairs must be at least 1, not {n_pairs}")
+    records = _signatures(data_dir, writers)
     cleaner = Cleaner(device=device).load(checkpoint)
     totals: dict[str, float] = defaultdict(float)
     seconds = 0.0
-    for start in tqdm(range(0, n_pairs, cleaner.batch_size), desc="cleaning", unit="batch", file=sys.stderr, disable=not progress):
-        dirty, clean = (torch.stack(column) for column in zip(*(pairs[i] for i in range(start, min(start + cleaner.batch_size, n_pairs)))))
-        began = time.perf_counter()
-        cleaned = torch.stack(cleaner.clean_pages(list(dirty)))
-        seconds += time.perf_counter() - began
+    for cleaned, clean, spent in _cleaned_pairs(cleaner, records, n_pairs, EVAL_SEED, progress):
+        seconds += spent
         for name, values in cleaning_metrics(cleaned, clean).items():
             totals[name] += float(values.sum())
-    height, width = pairs.synthesizer.config.height, pairs.synthesizer.config.width
     return {
         **{name: total / n_pairs for name, total in totals.items()},
         "n_pairs": n_pairs,
-        "pair_size": f"{height}x{width}",
+        "pair_size": "x".join(map(str, clean.shape[-2:])),
         "seed": EVAL_SEED,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": cleaner.sha256,
@@ -178,3 +225,30 @@ def evaluate_cleaner(
         "n_signatures": len(records),
         "seconds_per_image": seconds / n_pairs,
     }
+
+
+def calibrate_cleaner(
+    data_dir: str | os.PathLike,
+    writers: str | Sequence[str],
+    checkpoint: str | os.PathLike = "default",
+    *,
+    n_pairs: int = 256,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit the checkpoint's tone curve (:func:`fit_tone_curve`) on synthetic pairs of ``writers`` (the
+    training writers, never the evaluation ones) and write it into its card; returns the card."""
+    if n_pairs < 1:
+        raise SignVerError(f"--pairs must be at least 1, not {n_pairs}")
+    weights = resolve_checkpoint("cleaner", checkpoint).weights
+    cleaner = Cleaner(device=device).load(weights)
+    cleaner.tone_curve = None  # fit on the network's own output, not on a previous curve's
+    outputs, targets = zip(*((cleaned, clean) for cleaned, clean, _ in _cleaned_pairs(cleaner, _signatures(data_dir, writers), n_pairs, CALIBRATION_SEED, progress)))
+    curve = fit_tone_curve(torch.cat(outputs), torch.cat(targets))
+    written = writers if isinstance(writers, str) else ",".join(map(str, writers))
+    return update_card(weights, tone_curve={
+        "values": [round(float(v), 5) for v in curve],
+        "fitted_on": {"data": str(data_dir), "writers": written, "n_pairs": n_pairs, "seed": CALIBRATION_SEED},
+        "command": "signver " + shlex.join(["calibrate", "cleaner", "--data", str(data_dir), "--writers", written,
+                                           "--checkpoint", str(weights), "--pairs", str(n_pairs)]),
+    })

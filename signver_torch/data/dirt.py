@@ -289,6 +289,8 @@ class DirtyPairs(Dataset):
 
 #: Seed of the fixed validation/evaluation pairs (``signver evaluate cleaner``).
 EVAL_SEED = 20261126
+#: Seed of the training writers' pairs that fit a cleaner's tone curve (``signver calibrate cleaner``).
+CALIBRATION_SEED = 20261127
 
 
 class CleanerDataModule(lightning.LightningDataModule):
