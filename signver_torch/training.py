@@ -97,9 +97,29 @@ def run_recipe(
     last = run_dir / "last.ckpt"
     if resume and not last.exists():
         raise SignVerError(f"--resume: no {last} to resume from")
+    if resume:
+        _check_schedule_fits(last, cli.trainer.max_epochs)
     start = time.time()
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if resume else None)
     return cli, time.time() - start
+
+
+def _check_schedule_fits(last: Path, max_epochs: int | None) -> None:
+    """The recipes' one-cycle schedules are sized for the run's epoch count when it started; resuming
+    with another ``max_epochs`` would step past their end (or stop mid-cycle), so it is refused up front."""
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated or foreign file: name it rather than fail inside Lightning
+        raise SignVerError(f"--resume: {last} is not a readable Lightning checkpoint ({error})") from error
+    epochs_done = int(state.get("epoch", 0)) + 1
+    steps_per_epoch = int(state.get("global_step", 0)) / epochs_done
+    for scheduler in state.get("lr_schedulers", []):
+        total = scheduler.get("total_steps")
+        if total and steps_per_epoch and max_epochs and round(total / steps_per_epoch) != max_epochs:
+            raise SignVerError(
+                f"--resume: the run in {last.parent} was planned for {round(total / steps_per_epoch)} epochs (its learning-rate "
+                f"schedule ends there) but max_epochs is now {max_epochs}; resume with the same max_epochs or start a new --run-dir"
+            )
 
 
 def export_checkpoint(out: Path, model: torch.nn.Module, card: dict[str, Any]) -> Path:

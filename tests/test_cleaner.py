@@ -115,6 +115,19 @@ def test_dice_loss_rewards_overlap_only() -> None:
     assert float(soft_dice_loss(1 - target, target)) > 0.95
 
 
+def test_the_squared_error_term_scores_grey_levels(ink_maps: list[np.ndarray]) -> None:
+    pairs = DirtyPairs(ink_maps, 4, seed=1, config=DirtConfig(height=64, width=128))
+    dirty, clean = (torch.stack(column) for column in zip(*(pairs[i] for i in range(4))))
+    torch.manual_seed(0)
+    plain = CleanerModule(channels=4, depth=2, dice_weight=0.0)
+    torch.manual_seed(0)
+    weighted = CleanerModule(channels=4, depth=2, dice_weight=0.0, mse_weight=5.0)
+    probability = torch.sigmoid(plain(dirty))
+    expected = 5.0 * torch.nn.functional.mse_loss(probability, 1 - clean)
+    gap = weighted.training_step((dirty, clean), 0) - plain.training_step((dirty, clean), 0)
+    torch.testing.assert_close(gap, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_cleaning_metrics_of_identical_and_damaged_pages() -> None:
     page = torch.ones(2, 1, 64, 96)
     page[:, :, 30:34, 10:80] = 0.1

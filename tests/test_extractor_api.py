@@ -159,3 +159,10 @@ def test_fine_tuning_on_private_writer_folders(shared_data: Path, tmp_path: Path
     tuned = MetricExtractor().load(out)
     features = tuned.extract([cedar_file(shared_data, 1, 1), cedar_file(shared_data, 2, 1)])
     assert features.shape == (2, 256) and np.isfinite(features).all()
+    # the one-cycle schedule was sized for 1 epoch: resuming for 3 is refused before anything runs
+    longer = signver(
+        "train", "extractor", "--data", str(writers), "--init", "default", "--max-epochs", "3",
+        "--run-dir", str(tmp_path / "run"), "--out", str(out), "--resume",
+    )
+    assert longer.returncode == 1 and longer.stderr.strip().count("\n") == 0, longer.stderr[-2000:]
+    assert "planned for 1 epochs" in longer.stderr and "max_epochs is now 3" in longer.stderr
