@@ -177,6 +177,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    """Draw seeded synthetic pages (all four classes) into a YOLO folder the evaluate command reads."""
+    from signver_torch.data.dirt import load_ink_maps
+    from signver_torch.data.pages import YOLO_CLASS_MAP, PageConfig, SyntheticPages, write_yolo_pages
+    from signver_torch.data.signatures import discover_signatures, writer_split
+
+    if args.pages < 1:
+        raise SignVerError(f"--pages must be at least 1, not {args.pages}")
+    records = discover_signatures(args.data)
+    if args.writers:
+        [records] = writer_split(records, args.writers)
+    pages = SyntheticPages(load_ink_maps(records, progress=not args.quiet), args.pages, args.seed, PageConfig(size=args.size))
+    root = write_yolo_pages(pages, args.out, progress=not args.quiet)
+    print(f"wrote {args.pages} pages to {root}; score them with: signver evaluate detector --data {root} --class-map {YOLO_CLASS_MAP}")
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     """Clean crops and write ``<stem>.png`` per input into ``--out``."""
     from PIL import Image
@@ -394,6 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--pairs", type=int, default=256, help="number of synthetic pairs (default 256)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     calibrate.set_defaults(handler=cmd_calibrate)
+
+    synthesize = commands.add_parser(
+        "synthesize",
+        help="draw seeded synthetic pages (signatures, initials, redactions, dates) into a YOLO folder",
+    )
+    synthesize.add_argument("kind", choices=("pages",))
+    synthesize.add_argument("--data", required=True, help="signatures to paste: CEDAR or writer-folder layout")
+    synthesize.add_argument("--writers", help="whose signatures, e.g. 33-40 (default: all)")
+    synthesize.add_argument("--pages", type=int, default=64, help="number of pages (default 64)")
+    synthesize.add_argument("--seed", type=int, default=20261126, help="page i is fixed by (seed, i) (default 20261126)")
+    synthesize.add_argument("--size", type=int, default=640, help="page side in pixels (default 640, as the real pages)")
+    synthesize.add_argument("--out", required=True, help="new or empty folder for images/ and labels/")
+    synthesize.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    synthesize.set_defaults(handler=cmd_synthesize)
 
     detect = commands.add_parser(
         "detect", help="find signatures, initials, redactions and dates on pages",

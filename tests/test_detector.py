@@ -23,9 +23,9 @@ from signver_torch.data.detection import (
 )
 from signver_torch.data.dirt import load_ink_maps
 from signver_torch.data.page_module import Augmented, Letterboxed, letterbox
-from signver_torch.data.pages import INK_LEVEL, PageConfig, PageSynthesizer, SyntheticPages
+from signver_torch.data.pages import INK_LEVEL, YOLO_CLASS_MAP, PageConfig, PageSynthesizer, SyntheticPages, write_yolo_pages
 from signver_torch.data.signatures import discover_signatures, writer_split
-from signver_torch.detector.api import Detector, evaluate_detector, summarize
+from signver_torch.detector.api import Detector, evaluate_detector, parse_class_map, summarize
 from signver_torch.detector.model import build_detector
 from signver_torch.errors import CheckpointError, DataError, ImageLoadError, SignVerError
 from signver_torch.metrics import DetectionMetrics
@@ -139,6 +139,33 @@ def test_synthetic_pages_are_fixed_by_seed(ink_maps: list[np.ndarray]) -> None:
     again, target_again = SyntheticPages(ink_maps, 4, seed=1, config=PageConfig(size=256))[2]
     assert torch.equal(first, again) and torch.equal(target["boxes"], target_again["boxes"])
     assert first.shape == (3, 256, 256)
+
+
+def test_synthetic_pages_round_trip_through_a_yolo_folder(ink_maps: list[np.ndarray], tmp_path: Path) -> None:
+    pages = SyntheticPages(ink_maps, 3, seed=5, config=PageConfig(size=256))
+    root = write_yolo_pages(pages, tmp_path / "pages", progress=False)
+    records = read_yolo(root, parse_class_map(YOLO_CLASS_MAP))
+    assert len(records) == 3
+    for index, record in enumerate(records):
+        image, target = pages[index]
+        np.testing.assert_allclose(np.asarray(record.boxes).reshape(-1, 4), target["boxes"].numpy(), atol=0.01)
+        assert list(record.labels) == target["labels"].tolist()
+        written = np.asarray(Image.open(record.path), np.float32) / 255
+        np.testing.assert_allclose(written, image[0].numpy(), atol=0.5 / 255 + 1e-6)
+    with pytest.raises(DataError, match="not empty"):
+        write_yolo_pages(pages, root, progress=False)
+
+
+def test_synthesize_command_writes_pages_the_evaluate_command_reads(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pages"
+    result = subprocess.run(
+        [sys.executable, "-m", "signver_torch", "synthesize", "pages", "--data", str(shared_data / "cedar"),
+         "--writers", "40", "--pages", "2", "--size", "256", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"--data {out} --class-map {YOLO_CLASS_MAP}" in result.stdout
+    assert len(read_yolo(out, parse_class_map(YOLO_CLASS_MAP))) == 2
 
 
 def test_letterbox_and_augmentation_keep_boxes_on_the_page(documents: Path) -> None:

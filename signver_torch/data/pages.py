@@ -13,15 +13,20 @@ Item ``i`` of a seed is fixed by ``numpy.random.default_rng((seed, i))``, like t
 
 from __future__ import annotations
 
+import os
 import string
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from signver_torch.data.detection import CLASS_NAMES
 from signver_torch.data.dirt import FORM_WORDS, DirtSynthesizer
 from signver_torch.errors import DataError
 
@@ -276,3 +281,30 @@ class SyntheticPages(Dataset):
         page, boxes, labels = self.synthesizer(self.ink_maps, np.random.default_rng((self.seed, index)))
         image = torch.from_numpy(page)[None].expand(3, -1, -1).contiguous()
         return image, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "image_id": f"synthetic-{self.seed}-{index}"}
+
+
+#: ``--class-map`` that reads :func:`write_yolo_pages` folders back as SignVer labels.
+YOLO_CLASS_MAP = "0:1,1:2,2:3,3:4"
+
+
+def write_yolo_pages(pages: SyntheticPages, root: str | os.PathLike, progress: bool = True) -> Path:
+    """Save synthetic pages as a YOLO folder (``images/*.png``, ``labels/*.txt``, YOLO class = SignVer
+    label − 1), so the evaluate command scores all four classes on them:
+    ``signver evaluate detector --data ROOT --class-map 0:1,1:2,2:3,3:4``."""
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        raise DataError(f"{root}: exists and is not empty; choose a new folder for the pages")
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    for index in tqdm(range(len(pages)), desc="drawing pages", unit="page", file=sys.stderr, disable=not progress):
+        image, target = pages[index]
+        name = f"page-{pages.seed}-{index:05d}"
+        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(root / "images" / f"{name}.png")
+        height, width = image.shape[-2:]
+        lines = [
+            f"{int(label) - 1} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
+            for (x0, y0, x1, y1), label in zip(target["boxes"].tolist(), target["labels"].tolist())
+        ]
+        (root / "labels" / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
+    (root / "classes.txt").write_text("".join(f"{CLASS_NAMES[label]}\n" for label in sorted(CLASS_NAMES)))
+    return root
