@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, update_card
 from signver_torch.cleaner.model import UNet
-from signver_torch.data.dirt import CALIBRATION_SEED, EVAL_SEED, DirtyPairs, load_ink_maps
+from signver_torch.data.dirt import CALIBRATION_SEED, EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
 from signver_torch.data.signatures import SignatureRecord, discover_signatures, writer_split
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.extractor.api import best_device
@@ -216,7 +216,7 @@ def evaluate_cleaner(
     return {
         **{name: total / n_pairs for name, total in totals.items()},
         "n_pairs": n_pairs,
-        "pair_size": "x".join(map(str, clean.shape[-2:])),
+        "pair_size": f"{DirtConfig().height}x{DirtConfig().width}",
         "seed": EVAL_SEED,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": cleaner.sha256,
@@ -243,7 +243,8 @@ def calibrate_cleaner(
     weights = resolve_checkpoint("cleaner", checkpoint).weights
     cleaner = Cleaner(device=device).load(weights)
     cleaner.tone_curve = None  # fit on the network's own output, not on a previous curve's
-    outputs, targets = zip(*((cleaned, clean) for cleaned, clean, _ in _cleaned_pairs(cleaner, _signatures(data_dir, writers), n_pairs, CALIBRATION_SEED, progress)))
+    batches = _cleaned_pairs(cleaner, _signatures(data_dir, writers), n_pairs, CALIBRATION_SEED, progress)
+    outputs, targets, _ = zip(*batches)
     curve = fit_tone_curve(torch.cat(outputs), torch.cat(targets))
     written = writers if isinstance(writers, str) else ",".join(map(str, writers))
     return update_card(weights, tone_curve={
