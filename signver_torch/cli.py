@@ -181,13 +181,11 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     """Draw seeded synthetic pages (all four classes) into a YOLO folder the evaluate command reads."""
     from signver_torch.data.dirt import load_ink_maps
     from signver_torch.data.pages import YOLO_CLASS_MAP, PageConfig, SyntheticPages, write_yolo_pages
-    from signver_torch.data.signatures import discover_signatures, writer_split
+    from signver_torch.data.signatures import discover_signatures
 
     if args.pages < 1:
         raise SignVerError(f"--pages must be at least 1, not {args.pages}")
-    records = discover_signatures(args.data)
-    if args.writers:
-        [records] = writer_split(records, args.writers)
+    records = discover_signatures(args.data, args.writers or None)
     pages = SyntheticPages(load_ink_maps(records, progress=not args.quiet), args.pages, args.seed, PageConfig(size=args.size))
     root = write_yolo_pages(pages, args.out, progress=not args.quiet)
     print(f"wrote {args.pages} pages to {root}; score them with: signver evaluate detector --data {root} --class-map {YOLO_CLASS_MAP}")

@@ -81,6 +81,9 @@ def test_writer_specs_and_disjoint_splits(shared_data: Path) -> None:
         writer_split(records, "1-32", "32-40")
     with pytest.raises(DataError, match="not in the data: 41, 42"):
         writer_split(records, "41-42")
+    assert discover_signatures(shared_data, "33-40") == val
+    with pytest.raises(DataError, match="not in the data: 41"):
+        discover_signatures(shared_data, "41")
 
 
 def test_holdout_takes_the_complement_or_the_last_fifth(shared_data: Path) -> None:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, update_card
 from signver_torch.cleaner.model import UNet
 from signver_torch.data.dirt import CALIBRATION_SEED, EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
-from signver_torch.data.signatures import SignatureRecord, discover_signatures, writer_split
+from signver_torch.data.signatures import SignatureRecord, discover_signatures
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.extractor.api import best_device
 from signver_torch.io import ImageSource, load_image_tensor
@@ -170,13 +170,6 @@ class Cleaner:
         return str(self.card.get("sha256", ""))
 
 
-def _signatures(data_dir: str | os.PathLike, writers: str | Sequence[str] | None) -> list[SignatureRecord]:
-    records = discover_signatures(data_dir)
-    if writers is not None:
-        [records] = writer_split(records, writers)
-    return records
-
-
 def _cleaned_pairs(
     cleaner: Cleaner, records: Sequence[SignatureRecord], n_pairs: int, seed: int, progress: bool
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
@@ -205,7 +198,7 @@ def evaluate_cleaner(
     """
     if n_pairs < 1:
         raise SignVerError(f"--pairs must be at least 1, not {n_pairs}")
-    records = _signatures(data_dir, writers)
+    records = discover_signatures(data_dir, writers)
     cleaner = Cleaner(device=device).load(checkpoint)
     totals: dict[str, float] = defaultdict(float)
     seconds = 0.0
@@ -243,7 +236,7 @@ def calibrate_cleaner(
     weights = resolve_checkpoint("cleaner", checkpoint).weights
     cleaner = Cleaner(device=device).load(weights)
     cleaner.tone_curve = None  # fit on the network's own output, not on a previous curve's
-    batches = _cleaned_pairs(cleaner, _signatures(data_dir, writers), n_pairs, CALIBRATION_SEED, progress)
+    batches = _cleaned_pairs(cleaner, discover_signatures(data_dir, writers), n_pairs, CALIBRATION_SEED, progress)
     outputs, targets, _ = zip(*batches)
     curve = fit_tone_curve(torch.cat(outputs), torch.cat(targets))
     written = writers if isinstance(writers, str) else ",".join(map(str, writers))

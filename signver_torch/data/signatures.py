@@ -34,8 +34,12 @@ class SignatureRecord:
     forged: bool
 
 
-def discover_signatures(root: str | Path) -> list[SignatureRecord]:
-    """List every signature under ``root`` in the CEDAR or writer-folder layout, sorted."""
+def discover_signatures(root: str | Path, writers: str | Sequence[str] | None = None) -> list[SignatureRecord]:
+    """List every signature under ``root`` in the CEDAR or writer-folder layout, sorted; only those of
+    ``writers`` (a range/list as in :func:`writer_split`) when given."""
+    if writers is not None:
+        [records] = writer_split(discover_signatures(root), writers)
+        return records
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: signature folder not found")
@@ -43,9 +47,9 @@ def discover_signatures(root: str | Path) -> list[SignatureRecord]:
         root = root / "cedar"
     if (root / "full_org").is_dir():
         return _cedar_records(root)
-    writers = [d for d in sorted(root.iterdir()) if (d / "genuine").is_dir()]
-    if writers:
-        return _writer_folder_records(writers)
+    folders = [d for d in sorted(root.iterdir()) if (d / "genuine").is_dir()]
+    if folders:
+        return _writer_folder_records(folders)
     raise DataError(
         f"{root}: no signatures found; expected CEDAR (full_org/, full_forg/) or writer folders "
         "(<writer>/genuine/, optional <writer>/forged/)"

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import load_checkpoint
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
-from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures, writer_split
+from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, build_extractor
 from signver_torch.io import ImageSource, load_image_tensor
@@ -176,9 +176,7 @@ def evaluate_extractor(
     Per writer, positives are all genuine–genuine pairs and negatives all genuine–skilled-forgery
     pairs; one global threshold. FAR/FRR are at the checkpoint's calibrated threshold.
     """
-    records = discover_signatures(data_dir)
-    if writers is not None:
-        [records] = writer_split(records, writers)
+    records = discover_signatures(data_dir, writers)
     extractor = MetricExtractor(device=device).load(checkpoint)
     embeddings, seconds = embed_records(extractor, records, progress)
     report = writer_protocol_metrics(
