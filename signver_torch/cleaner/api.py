@@ -174,6 +174,8 @@ def _cleaned_pairs(
     cleaner: Cleaner, records: Sequence[SignatureRecord], n_pairs: int, seed: int, progress: bool
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
     """Batches of (cleaned, clean target, seconds spent cleaning) for ``n_pairs`` seeded synthetic pairs."""
+    if n_pairs < 1:
+        raise SignVerError(f"--pairs must be at least 1, not {n_pairs}")
     pairs = DirtyPairs(load_ink_maps(records, progress=progress), n_pairs, seed)
     for start in tqdm(range(0, n_pairs, cleaner.batch_size), desc="cleaning", unit="batch", file=sys.stderr, disable=not progress):
         dirty, clean = (torch.stack(column) for column in zip(*(pairs[i] for i in range(start, min(start + cleaner.batch_size, n_pairs)))))
@@ -196,8 +198,6 @@ def evaluate_cleaner(
     The pairs depend on the data, the writers and ``n_pairs`` only (never on the checkpoint), so two
     checkpoints are always compared on the same images.
     """
-    if n_pairs < 1:
-        raise SignVerError(f"--pairs must be at least 1, not {n_pairs}")
     records = discover_signatures(data_dir, writers)
     cleaner = Cleaner(device=device).load(checkpoint)
     totals: dict[str, float] = defaultdict(float)
@@ -231,8 +231,6 @@ def calibrate_cleaner(
 ) -> dict[str, Any]:
     """Fit the checkpoint's tone curve (:func:`fit_tone_curve`) on synthetic pairs of ``writers`` (the
     training writers, never the evaluation ones) and write it into its card; returns the card."""
-    if n_pairs < 1:
-        raise SignVerError(f"--pairs must be at least 1, not {n_pairs}")
     weights = resolve_checkpoint("cleaner", checkpoint).weights
     cleaner = Cleaner(device=device).load(weights)
     cleaner.tone_curve = None  # fit on the network's own output, not on a previous curve's

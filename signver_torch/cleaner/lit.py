@@ -26,7 +26,8 @@ class CleanerModule(lightning.LightningModule):
 
     Loss: binary cross-entropy on the (soft) ink darkness, plus ``dice_weight`` × soft Dice on ink
     (finds thin strokes, but pushes soft edges to black or white), plus ``mse_weight`` × the squared
-    error of the cleaned page (the grey level of those edges, which PSNR scores). Validation logs PSNR, SSIM and ink F1 of the cleaned pages (``1 − sigmoid(logits)``).
+    error of the cleaned page (the grey level of those edges, which PSNR scores). Validation logs
+    PSNR, SSIM and ink F1 of the cleaned pages (``1 − sigmoid(logits)``).
 
     Args:
         variant: ``unet_slim`` (CPU, shipped) or ``unet_wide`` (GPU/HPU recipes).
