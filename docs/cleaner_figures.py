@@ -6,7 +6,8 @@
 Writes ``docs/cleaner_pairs.png`` (a contact sheet of the synthetic generator: dirty input, clean
 target, from CEDAR training writers 1-32) and ``docs/cleaner_before_after.png`` (real crops: the
 ruled-line sample and signatures cut from the real scanned pages by their labelled boxes, before
-and after cleaning). Prints the ink F1 of the real pair ``samples/test_lines.png`` →
+and after cleaning) and ``docs/cleaner_hardest.png`` (the evaluation pairs of writers 33-40 the
+checkpoint cleans worst, by PSNR: where its remaining error is). Prints the ink F1 of the real pair ``samples/test_lines.png`` →
 ``samples/original_2_12.png`` before and after cleaning (both binarised by Otsu).
 """
 
@@ -23,16 +24,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from signver_torch.cleaner.api import Cleaner  # noqa: E402
-from signver_torch.data.dirt import DirtyPairs, load_ink_maps  # noqa: E402
-from signver_torch.data.signatures import discover_signatures, writer_split  # noqa: E402
+from signver_torch.data.dirt import EVAL_SEED, DirtyPairs, load_ink_maps  # noqa: E402
+from signver_torch.data.signatures import discover_signatures  # noqa: E402
 from signver_torch.io import load_image_tensor  # noqa: E402
-from signver_torch.metrics import ink_f1  # noqa: E402
+from signver_torch.metrics import cleaning_metrics, ink_f1  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 
 
 def draw_pairs(data: Path, out: Path, rows: int = 8, columns: int = 3) -> None:
-    [records] = writer_split(discover_signatures(data / "cedar"), "1-32")
+    records = discover_signatures(data / "cedar", "1-32")
     pairs = DirtyPairs(load_ink_maps(records[::16]), rows * columns, seed=0)
     figure, axes = plt.subplots(rows, columns * 2, figsize=(columns * 5.2, rows * 1.35))
     for index in range(rows * columns):
@@ -99,13 +100,35 @@ def draw_before_after(cleaner: Cleaner, data: Path, out: Path, pages: int = 7) -
     return scores
 
 
+def draw_hardest(cleaner: Cleaner, data: Path, out: Path, count: int = 6, n_pairs: int = 256) -> None:
+    """The ``count`` pairs of ``signver evaluate cleaner``'s set (same seed and size) with the lowest PSNR."""
+    pairs = DirtyPairs(load_ink_maps(discover_signatures(data / "cedar", "33-40"), progress=False), n_pairs, EVAL_SEED)
+    dirty, clean = (torch.stack(column) for column in zip(*(pairs[i] for i in range(n_pairs))))
+    cleaned = torch.stack(cleaner.clean_pages(list(dirty)))
+    psnr = cleaning_metrics(cleaned, clean)["psnr"]
+    figure, axes = plt.subplots(count, 3, figsize=(12, 1.75 * count))
+    for row, index in enumerate(psnr.argsort()[:count].tolist()):
+        for column, (page, title) in enumerate(((dirty, "dirty input"), (cleaned, "cleaned"), (clean, "target"))):
+            axis = axes[row, column]
+            axis.imshow(page[index, 0], cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(f"pair {index}: {title}" + (f" ({psnr[index]:.1f} dB)" if column == 1 else ""), fontsize=8)
+    figure.suptitle(f"The {count} hardest of {n_pairs} evaluation pairs (writers 33-40, mean PSNR {psnr.mean():.2f} dB)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(out, dpi=80)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--checkpoint", default="default")
     args = parser.parse_args()
     draw_pairs(args.data, DOCS / "cleaner_pairs.png")
-    scores = draw_before_after(Cleaner().load(args.checkpoint), args.data, DOCS / "cleaner_before_after.png")
+    cleaner = Cleaner().load(args.checkpoint)
+    scores = draw_before_after(cleaner, args.data, DOCS / "cleaner_before_after.png")
+    draw_hardest(cleaner, args.data, DOCS / "cleaner_hardest.png")
     print(json.dumps(scores))
 
 

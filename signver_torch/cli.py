@@ -167,7 +167,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Fit a cleaner checkpoint's tone curve on its training writers' pairs and write it into its card."""
+    """Fit what a checkpoint calibrates on its training writers: the cleaner's tone curve, or the
+    extractor's projection (then its threshold on the held-out writers)."""
+    if args.module == "extractor":
+        from signver_torch.extractor.api import calibrate_extractor
+
+        if not args.val_writers:
+            raise SignVerError("calibrate extractor needs --val-writers: held-out writers to set the threshold on")
+        card = calibrate_extractor(args.data, args.writers, args.val_writers, args.checkpoint, progress=not args.quiet)
+        print(f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
+              f"threshold {card['threshold']:.4f} (EER of writers {args.val_writers}) written into {args.checkpoint} "
+              "(rerun `signver evaluate extractor` for its metrics)")
+        return 0
     from signver_torch.cleaner.api import calibrate_cleaner
 
     card = calibrate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=args.pairs, progress=not args.quiet)
@@ -400,13 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     calibrate = commands.add_parser(
         "calibrate",
-        help="cleaner: fit the tone curve that maps the network's output to clean grey levels (written into the card)",
+        help="fit on the training writers what a checkpoint calibrates: the cleaner's tone curve (output to clean grey "
+        "levels), the extractor's projection (principal axes of its backbone features; then the threshold)",
     )
-    calibrate.add_argument("module", choices=("cleaner",))
+    calibrate.add_argument("module", choices=("cleaner", "extractor"))
     calibrate.add_argument("--data", required=True, help="CEDAR or writer-folder layout")
     calibrate.add_argument("--writers", required=True, help="the checkpoint's training writers, e.g. 1-32 (never the evaluation ones)")
     calibrate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (its card is rewritten)")
-    calibrate.add_argument("--pairs", type=int, default=256, help="number of synthetic pairs (default 256)")
+    calibrate.add_argument("--val-writers", help="extractor: held-out writers whose EER sets the threshold, e.g. 33-40")
+    calibrate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     calibrate.set_defaults(handler=cmd_calibrate)
 

@@ -152,9 +152,10 @@ def resolve_recipe(module: str, config: str | None, fine_tune: bool) -> Path:
 def _export_extractor(
     module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
 ) -> tuple[Path, dict[str, Any]]:
-    """Calibrate the threshold on the held-out writers, export the final weights with their card, evaluate."""
+    """Export the final weights with their card, fit the projection on the training writers and the
+    threshold on the held-out ones (:func:`~signver_torch.extractor.api.calibrate_extractor`), evaluate."""
     from signver_torch.data.signatures import writer_sort_key
-    from signver_torch.extractor.api import evaluate_extractor
+    from signver_torch.extractor.api import calibrate_extractor, evaluate_extractor
     from signver_torch.metrics import writer_protocol_metrics
 
     canvases, labels = data.val_set.tensors
@@ -189,6 +190,10 @@ def _export_extractor(
         **run_record(trainer, seconds, argv),
     }
     weights = export_checkpoint(out, model, card)
+    if len(data.train_set) > model.embedding_dim:
+        calibrate_extractor(data.hparams.data_dir, card["training"]["train_writers"], card["training"]["val_writers"], weights)
+    else:  # a small fine-tuning set: too few signatures for the principal axes, the trained head stays
+        update_card(weights, projection={"method": f"trained head (only {len(data.train_set)} training signatures: too few to fit)"})
     metrics = evaluate_extractor(data.hparams.data_dir, val_writers, weights, progress=True)
     card = update_card(
         weights,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from signver_torch.checkpoints import save_checkpoint
+from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint
 from signver_torch.errors import BlankSignatureError, CheckpointError, ImageLoadError, SignVerError
 from signver_torch.extractor.api import MetricExtractor
 from tests.test_signature_data import make_writer_folders
@@ -142,6 +142,50 @@ def test_evaluate_errors_are_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0 and "signature folder not found" in result.stderr
 
 
+@pytest.fixture
+def shipped_copy(tmp_path: Path) -> Path:
+    """A copy of the shipped extractor (weights + card) that a test may rewrite."""
+    shipped = resolve_checkpoint("extractor", "default").weights
+    target = tmp_path / "extractor.safetensors"
+    shutil.copy(shipped, target)
+    shutil.copy(shipped.with_suffix(".json"), target.with_suffix(".json"))
+    return target
+
+
+def test_calibrate_fits_the_projection_and_keeps_the_backbone(shared_data: Path, shipped_copy: Path) -> None:
+    """Only the head changes: the principal axes of the training writers' backbone features; the
+    threshold moves to the held-out EER; the stale metrics leave the card; a second run is a no-op."""
+    command = ("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-6",
+               "--val-writers", "33-34", "--checkpoint", str(shipped_copy), "--quiet")
+    result = signver(*command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, _ = load_checkpoint("extractor", "default")
+    after, card = load_checkpoint("extractor", shipped_copy)
+    assert card["projection"]["fitted_on"] == {"data": str(shared_data / "cedar"), "writers": "1-6", "n_images": 288}
+    assert "metrics" not in card and "33-34" in card["threshold_calibration"]
+    assert all(torch.equal(before[key], after[key]) for key in before if key.startswith("backbone."))
+    head = after["head.1.weight"].float()
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+    assert torch.allclose(head @ head.T, torch.eye(256), atol=2e-3)  # orthonormal axes (fp16 weights)
+    extractor = MetricExtractor().load(shipped_copy)
+    genuine = extractor.extract([cedar_file(shared_data, 36, n) for n in range(1, 7)])
+    forged = extractor.extract([cedar_file(shared_data, 36, n, forged=True) for n in range(1, 7)])
+    same = 1 - genuine @ genuine.T
+    assert same[np.triu_indices(6, 1)].mean() < (1 - genuine @ forged.T).mean()
+    assert signver(*command).returncode == 0
+    again, second = load_checkpoint("extractor", shipped_copy)
+    assert torch.allclose(again["head.1.weight"].float(), head, atol=1e-3) and second["threshold"] == pytest.approx(card["threshold"], abs=1e-3)
+
+
+def test_calibrate_errors_are_one_line(shared_data: Path, shipped_copy: Path) -> None:
+    missing = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2")
+    assert missing.returncode == 1 and "needs --val-writers" in missing.stderr and missing.stderr.strip().count("\n") == 0
+    few = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2",
+                  "--val-writers", "33", "--checkpoint", str(shipped_copy), "--quiet")
+    assert few.returncode == 1 and "more than 256 feature vectors" in few.stderr and few.stderr.strip().count("\n") == 0
+    assert shipped_copy.read_bytes() == resolve_checkpoint("extractor", "default").weights.read_bytes()  # nothing written
+
+
 def test_fine_tuning_on_private_writer_folders(shared_data: Path, tmp_path: Path) -> None:
     writers = make_writer_folders(shared_data / "cedar", tmp_path / "mine", {f"w_{i}": 6 for i in range(1, 6)})
     out = tmp_path / "finetuned"
@@ -154,6 +198,7 @@ def test_fine_tuning_on_private_writer_folders(shared_data: Path, tmp_path: Path
     assert card["training"]["init"] == "default"
     assert card["training"]["val_writers"] == "w_4,w_5"
     assert card["metrics"]["negatives"] == "random"
+    assert card["projection"]["method"].startswith("trained head (only 18 training signatures")
     assert "--init default" in card["recipe_command"]
     assert (tmp_path / "run" / "last.ckpt").exists()
     tuned = MetricExtractor().load(out)

@@ -7,7 +7,7 @@ import torch
 
 from signver_torch.errors import DataError
 from signver_torch.extractor.lit import ExtractorModule, SignatureAugment
-from signver_torch.extractor.model import SiameseVerifier, build_extractor
+from signver_torch.extractor.model import SiameseVerifier, build_extractor, principal_projection
 from signver_torch.metrics import verification_metrics, writer_protocol_distances, writer_protocol_metrics
 
 
@@ -126,3 +126,20 @@ def test_weight_average_trails_the_trained_weights() -> None:
     torch.testing.assert_close(averaged, first + 0.1)
     plain = ExtractorModule(backbone="signet")
     assert plain.ema is None and plain.export_model is plain.model
+
+
+def test_principal_projection_keeps_the_distances_of_features_in_a_subspace() -> None:
+    """Features spanning 3 directions of a 20-d space: 5 principal axes keep every pairwise distance,
+    centre the mean on zero, and are orthonormal."""
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(20, 3)).Q.T
+    features = torch.randn(40, 3) @ basis * 4 + torch.randn(20)
+    linear = principal_projection(features, 5)
+    with torch.no_grad():
+        projected = linear(features)
+    exact = "donot_use_mm_for_euclid_dist"
+    assert torch.allclose(torch.cdist(projected, projected, compute_mode=exact), torch.cdist(features, features, compute_mode=exact), atol=1e-4)
+    assert torch.allclose(projected.mean(0), torch.zeros(5), atol=1e-4)
+    assert torch.allclose(linear.weight @ linear.weight.T, torch.eye(5), atol=1e-5)
+    with pytest.raises(ValueError, match="more than 5 feature vectors"):
+        principal_projection(features[:5], 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from typing import Any, Sequence
@@ -13,11 +14,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from signver_torch.checkpoints import load_checkpoint
+from signver_torch.checkpoints import load_checkpoint, read_card, resolve_checkpoint, save_checkpoint
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
-from signver_torch.extractor.model import SignatureEmbedder, build_extractor
+from signver_torch.extractor.model import SignatureEmbedder, build_extractor, principal_projection
 from signver_torch.io import ImageSource, load_image_tensor
 from signver_torch.metrics import writer_protocol_metrics
 
@@ -83,8 +84,11 @@ class MetricExtractor:
         return self.embed(self._as_images(batch), progress=progress).numpy()
 
     @torch.inference_mode()
-    def embed(self, images: Sequence[torch.Tensor], progress: bool = False) -> torch.Tensor:
-        """Embed ``(C, H, W)`` tensors in ``[0, 1]`` (dark ink on light paper); returns a CPU tensor."""
+    def embed(self, images: Sequence[torch.Tensor], progress: bool = False, pooled: bool = False) -> torch.Tensor:
+        """Embed ``(C, H, W)`` tensors in ``[0, 1]`` (dark ink on light paper); returns a CPU tensor.
+
+        ``pooled`` returns the backbone's features as the projection head receives them instead.
+        """
         if self.model is None or self.preprocessor is None:
             raise CheckpointError("no checkpoint loaded (call load() first)")
         if len(images) == 0:
@@ -100,7 +104,8 @@ class MetricExtractor:
                 raise BlankSignatureError(
                     f"no signature ink found in input item(s) {indices} (blank or uniform crop)", indices
                 ) from error
-            chunks.append(self.model(canvas).float().cpu())
+            network = self.model.features if pooled else self.model
+            chunks.append(network(canvas).float().cpu())
         return torch.cat(chunks)
 
     @staticmethod
@@ -144,9 +149,10 @@ Extractor = MetricExtractor
 
 
 def embed_records(
-    extractor: MetricExtractor, records: Sequence[SignatureRecord], progress: bool = True
+    extractor: MetricExtractor, records: Sequence[SignatureRecord], progress: bool = True, pooled: bool = False
 ) -> tuple[torch.Tensor, float]:
-    """Embed signature files in batches (bounded memory); returns embeddings and seconds spent embedding."""
+    """Embed signature files in batches (bounded memory); returns embeddings (backbone features with
+    ``pooled``) and seconds spent embedding."""
     images = SignatureImages(records)
     loader = DataLoader(images, batch_size=extractor.batch_size, collate_fn=list)
     chunks, seconds = [], 0.0
@@ -154,7 +160,7 @@ def embed_records(
         for offset, batch in zip(range(0, len(images), extractor.batch_size), loader):
             start = time.perf_counter()
             try:
-                chunks.append(extractor.embed([image for image, _ in batch]))
+                chunks.append(extractor.embed([image for image, _ in batch], pooled=pooled))
             except BlankSignatureError as error:
                 blank = ", ".join(str(records[offset + i].path) for i in error.indices)
                 raise BlankSignatureError(f"{blank}: no signature ink found (blank or uniform image)") from error
@@ -191,3 +197,57 @@ def evaluate_extractor(
         "n_images": len(records),
         "signatures_per_second": len(records) / seconds,
     }
+
+
+def calibrate_extractor(
+    data_dir: str | os.PathLike,
+    writers: str | Sequence[str],
+    val_writers: str | Sequence[str],
+    checkpoint: str | os.PathLike = "default",
+    *,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit the checkpoint's projection to its backbone and recalibrate its threshold; returns the card.
+
+    The projection head becomes the principal axes of the backbone features of ``writers`` (the
+    training writers: :func:`~signver_torch.extractor.model.principal_projection`), then the threshold
+    is set at the skilled-forgery EER of ``val_writers`` (held-out writers, as after training). The
+    checkpoint is rewritten atomically (its card loses the metrics of the old head: rerun the evaluate
+    command); the backbone is untouched, so running it twice changes nothing.
+    """
+    weights = resolve_checkpoint("extractor", checkpoint).weights
+    extractor = MetricExtractor(device=device).load(weights)
+    train = discover_signatures(data_dir, writers)
+    held_out = discover_signatures(data_dir, val_writers)
+    extractor.model.normalize_features = True
+    features, _ = embed_records(extractor, train, progress, pooled=True)
+    try:
+        projection = principal_projection(features, extractor.model.embedding_dim)
+    except ValueError as error:
+        raise SignVerError(f"{data_dir}: writers {writers}: {error}; calibrate on more training signatures") from error
+    extractor.model.head[-1] = projection.to(extractor.device)
+    embeddings, _ = embed_records(extractor, held_out, progress)
+    calibration = writer_protocol_metrics(embeddings, [r.writer for r in held_out], [r.forged for r in held_out])
+    written, held = (w if isinstance(w, str) else ",".join(map(str, w)) for w in (writers, val_writers))
+    card = {
+        **extractor.card,
+        "architecture": {**extractor.card["architecture"], "normalize_features": True},
+        "threshold": calibration["threshold_at_eer"],
+        "threshold_calibration": (
+            f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers {held}, "
+            "after the projection was fitted"
+        ),
+        "projection": {
+            "method": "principal axes of the L2-normalised backbone features (replaces the trained projection head)",
+            "fitted_on": {"data": str(data_dir), "writers": written, "n_images": len(train)},
+            # the file as trained, whose backbone this checkpoint keeps (the detector recipe names it)
+            "trained_sha256": extractor.card.get("projection", {}).get("trained_sha256", extractor.sha256),
+            "command": "signver " + shlex.join(["calibrate", "extractor", "--data", str(data_dir), "--writers", written,
+                                               "--val-writers", held, "--checkpoint", str(weights)]),
+        },
+    }
+    # the old metrics described the old head: rerun the evaluate command for the new ones
+    card = {key: value for key, value in card.items() if key not in ("sha256", "weights_dtype", "metrics", "metrics_command")}
+    save_checkpoint(weights, extractor.model.state_dict(), card, dtype=torch.float16)
+    return read_card(weights)

@@ -121,6 +121,8 @@ class ExtractorModule(lightning.LightningModule):
         backbone = backbone or "resnet18"
         # the resolved architecture (LightningCLI stores hparams as configured, where backbone may be None)
         self.architecture = {"backbone": backbone, "embedding_dim": embedding_dim}
+        if self.init_card.get("architecture", {}).get("normalize_features"):
+            self.architecture["normalize_features"] = True  # a calibrated checkpoint's head reads normalised features
         self.save_hyperparameters()
         self.model = initial if init is not None else build_extractor(backbone, embedding_dim)
         self.ema = (

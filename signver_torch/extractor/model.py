@@ -54,16 +54,51 @@ class SigNet(nn.Module):
 
 
 class SignatureEmbedder(nn.Module):
-    """Backbone → linear projection → L2-normalised embedding (cosine distance = 1 - dot product)."""
+    """Backbone → linear projection → L2-normalised embedding (cosine distance = 1 - dot product).
 
-    def __init__(self, backbone: nn.Module, num_features: int, embedding_dim: int = EMBEDDING_DIM) -> None:
+    ``normalize_features`` L2-normalises the backbone's features before the projection, as a
+    :func:`principal_projection` fitted on normalised features expects.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, num_features: int, embedding_dim: int = EMBEDDING_DIM, normalize_features: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Sequential(nn.Dropout(0.1), nn.Linear(num_features, embedding_dim))
         self.embedding_dim = embedding_dim
+        self.normalize_features = normalize_features
+
+    def features(self, canvas: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features, as the projection head receives them."""
+        features = self.backbone(canvas)
+        return F.normalize(features, dim=1) if self.normalize_features else features
 
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone(canvas)), dim=1)
+        return F.normalize(self.head(self.features(canvas)), dim=1)
+
+
+def principal_projection(features: torch.Tensor, embedding_dim: int = EMBEDDING_DIM) -> nn.Linear:
+    """A linear map onto the top ``embedding_dim`` principal axes of ``features`` (centred on their mean).
+
+    Fitted on the (L2-normalised) backbone features of the training writers, it replaces the trained
+    projection head: the head's training fits the training writers' classes, while the backbone
+    features and the directions in which they vary carry over better to writers never seen
+    (docs/extractor.md has the measurements).
+    """
+    if features.ndim != 2 or features.shape[0] <= embedding_dim:
+        raise ValueError(
+            f"fitting a {embedding_dim}-d projection needs more than {embedding_dim} feature vectors, got {tuple(features.shape)}"
+        )
+    features = features.double()
+    mean = features.mean(0)
+    _, _, axes = torch.linalg.svd(features - mean, full_matrices=False)
+    weight = axes[:embedding_dim]
+    linear = nn.Linear(features.shape[1], embedding_dim)
+    with torch.no_grad():
+        linear.weight.copy_(weight.float())
+        linear.bias.copy_((-weight @ mean).float())
+    return linear
 
 
 class SiameseVerifier(nn.Module):
@@ -91,7 +126,11 @@ def build_backbone(name: str, in_chans: int = 1, **kwargs: Any) -> tuple[nn.Modu
 
 
 def build_extractor(
-    backbone: str = "resnet18", embedding_dim: int = EMBEDDING_DIM, in_chans: int = 1, **backbone_kwargs: Any
+    backbone: str = "resnet18",
+    embedding_dim: int = EMBEDDING_DIM,
+    in_chans: int = 1,
+    normalize_features: bool = False,
+    **backbone_kwargs: Any,
 ) -> SignatureEmbedder:
     """Build a signature embedder, e.g. ``build_extractor("resnet18")`` or ``build_extractor("signet")``.
 
@@ -99,4 +138,4 @@ def build_extractor(
     checkpoint with :class:`~signver_torch.extractor.api.MetricExtractor`).
     """
     net, features = build_backbone(backbone, in_chans=in_chans, **backbone_kwargs)
-    return SignatureEmbedder(net, features, embedding_dim)
+    return SignatureEmbedder(net, features, embedding_dim, normalize_features)
