@@ -174,6 +174,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         if not args.val_writers:
             raise SignVerError("calibrate extractor needs --val-writers: held-out writers to set the threshold on")
+        if args.pairs is not None:
+            raise SignVerError("--pairs is for the cleaner: calibrate extractor reads the signatures of --writers")
         card = calibrate_extractor(args.data, args.writers, args.val_writers, args.checkpoint, progress=not args.quiet)
         print(f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
               f"threshold {card['threshold']:.4f} (EER of writers {args.val_writers}) written into {args.checkpoint} "
@@ -181,7 +183,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return 0
     from signver_torch.cleaner.api import calibrate_cleaner
 
-    card = calibrate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=args.pairs, progress=not args.quiet)
+    if args.val_writers:
+        raise SignVerError("--val-writers is for the extractor: the cleaner's tone curve is fitted on --writers only")
+    pairs = 256 if args.pairs is None else args.pairs
+    card = calibrate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=pairs, progress=not args.quiet)
     values = card["tone_curve"]["values"]
     print(f"tone curve written into the card of {args.checkpoint}: output 0 -> {values[0]:.3f}, 0.5 -> "
           f"{values[len(values) // 2]:.3f}, 1 -> {values[-1]:.3f} (rerun `signver evaluate cleaner` for its metrics)")
@@ -419,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--writers", required=True, help="the checkpoint's training writers, e.g. 1-32 (never the evaluation ones)")
     calibrate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (its card is rewritten)")
     calibrate.add_argument("--val-writers", help="extractor: held-out writers whose EER sets the threshold, e.g. 33-40")
-    calibrate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")
+    calibrate.add_argument("--pairs", type=int, help="cleaner: number of synthetic pairs (default 256)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     calibrate.set_defaults(handler=cmd_calibrate)
 

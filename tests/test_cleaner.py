@@ -288,3 +288,6 @@ def test_calibrate_command_rewrites_only_the_card(shared_data: Path, tmp_path: P
     missing = _signver("calibrate", "cleaner", "--data", str(shared_data / "cedar"), "--writers", "1-2",
                        "--checkpoint", str(tmp_path / "none.safetensors"))
     assert missing.returncode == 1 and "none.safetensors" in missing.stderr
+    extractor_flag = _signver("calibrate", "cleaner", "--data", str(shared_data / "cedar"), "--writers", "1",
+                              "--val-writers", "33", "--checkpoint", str(weights))
+    assert extractor_flag.returncode == 1 and "--val-writers is for the extractor" in extractor_flag.stderr

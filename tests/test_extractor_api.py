@@ -180,6 +180,9 @@ def test_calibrate_fits_the_projection_and_keeps_the_backbone(shared_data: Path,
 def test_calibrate_errors_are_one_line(shared_data: Path, shipped_copy: Path) -> None:
     missing = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2")
     assert missing.returncode == 1 and "needs --val-writers" in missing.stderr and missing.stderr.strip().count("\n") == 0
+    cleaner_flag = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2",
+                           "--val-writers", "33", "--pairs", "8", "--checkpoint", str(shipped_copy))
+    assert cleaner_flag.returncode == 1 and "--pairs is for the cleaner" in cleaner_flag.stderr
     few = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2",
                   "--val-writers", "33", "--checkpoint", str(shipped_copy), "--quiet")
     assert few.returncode == 1 and "more than 256 feature vectors" in few.stderr and few.stderr.strip().count("\n") == 0
