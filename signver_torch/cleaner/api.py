@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, update_card
 from signver_torch.cleaner.model import UNet
 from signver_torch.data.dirt import CALIBRATION_SEED, EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
-from signver_torch.data.signatures import SignatureRecord, discover_signatures
+from signver_torch.data.signatures import SignatureRecord, discover_signatures, writers_text
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.extractor.api import best_device
 from signver_torch.io import ImageSource, load_image_tensor
@@ -214,7 +214,7 @@ def evaluate_cleaner(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": cleaner.sha256,
         "data": str(data_dir),
-        "writers": writers if isinstance(writers, str) or writers is None else ",".join(map(str, writers)),
+        "writers": writers_text(writers),
         "n_signatures": len(records),
         "seconds_per_image": seconds / n_pairs,
     }
@@ -237,7 +237,7 @@ def calibrate_cleaner(
     batches = _cleaned_pairs(cleaner, discover_signatures(data_dir, writers), n_pairs, CALIBRATION_SEED, progress)
     outputs, targets, _ = zip(*batches)
     curve = fit_tone_curve(torch.cat(outputs), torch.cat(targets))
-    written = writers if isinstance(writers, str) else ",".join(map(str, writers))
+    written = writers_text(writers)
     return update_card(weights, tone_curve={
         "values": [round(float(v), 5) for v in curve],
         "fitted_on": {"data": str(data_dir), "writers": written, "n_pairs": n_pairs, "seed": CALIBRATION_SEED},

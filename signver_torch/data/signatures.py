@@ -121,6 +121,12 @@ def parse_writers(spec: str | Sequence[str | int] | None, available: Sequence[st
     return list(dict.fromkeys(writers))
 
 
+def writers_text(writers: str | Sequence[str] | None) -> str | None:
+    """``writers`` as written on a command line and in cards: a range/list string kept as is, a
+    sequence joined by commas (``None`` stays ``None``)."""
+    return writers if writers is None or isinstance(writers, str) else ",".join(map(str, writers))
+
+
 def writer_split(
     records: Sequence[SignatureRecord], *splits: str | Sequence[str] | None
 ) -> list[list[SignatureRecord]]:

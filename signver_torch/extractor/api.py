@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import load_checkpoint, read_card, resolve_checkpoint, save_checkpoint
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
-from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures
+from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures, writers_text
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, build_extractor, principal_projection
 from signver_torch.io import ImageSource, load_image_tensor
@@ -193,7 +193,7 @@ def evaluate_extractor(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": extractor.sha256,
         "data": str(data_dir),
-        "writers": writers if isinstance(writers, str) or writers is None else ",".join(map(str, writers)),
+        "writers": writers_text(writers),
         "n_images": len(records),
         "signatures_per_second": len(records) / seconds,
     }
@@ -229,7 +229,7 @@ def calibrate_extractor(
     extractor.model.head[-1] = projection.to(extractor.device)
     embeddings, _ = embed_records(extractor, held_out, progress)
     calibration = writer_protocol_metrics(embeddings, [r.writer for r in held_out], [r.forged for r in held_out])
-    written, held = (w if isinstance(w, str) else ",".join(map(str, w)) for w in (writers, val_writers))
+    written, held = writers_text(writers), writers_text(val_writers)
     card = {
         **extractor.card,
         "architecture": {**extractor.card["architecture"], "normalize_features": True},
