@@ -32,6 +32,11 @@ from signver_torch.errors import DataError
 
 SIGNATURE, INITIALS, REDACTION, DATE = 1, 2, 3, 4
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: Lines above a letter's signature; the real pages (mostly letters) sign under one of these.
+CLOSINGS = ("Sincerely,", "Sincerely yours,", "Very truly yours,", "Yours truly,", "Best regards,", "Thanks,",
+            "Respectfully,", "Cordially,", "ACCEPTED:", "Approved by:", "Witness:", "By:")
+TITLES = ("Vice President", "Director", "Secretary", "Manager, Marketing", "Research Administrator", "Ph.D.",
+          "Senior Counsel", "Project Director", "Chairman", "Treasurer", "Associate Professor", "Sales Department")
 #: Darkness above which a pasted pixel counts as ink for its box.
 INK_LEVEL = 0.15
 
@@ -48,6 +53,8 @@ class PageConfig:
     #: signature widths in pixels on the page, drawn log-uniformly (real pages: 36-330 px)
     min_signature_width: int = 40
     max_signature_width: int = 340
+    #: chance that a printed block is a letter's signature block (closing, room to sign, typed name)
+    signature_block_rate: float = 0.12
 
 
 @dataclass(frozen=True)
@@ -86,17 +93,26 @@ class PageSynthesizer:
         handwriting = np.zeros((size, size), np.float32)
         printed = Image.new("L", (size, size), 0)
         draw = ImageDraw.Draw(printed)
-        text_lines = self._printed_layout(draw, rng, size)
+        text_lines, places = self._printed_layout(draw, rng, size)
         boxes: list[tuple[float, float, float, float]] = []
         labels: list[int] = []
         occupied: list[tuple[float, float, float, float]] = []
 
         for _ in range(int(rng.integers(0, self.config.max_redactions + 1))):
             self._redaction(draw, rng, text_lines, size, boxes, labels)
-        chosen = signatures if signatures is not None else [
-            ink_maps[int(rng.integers(len(ink_maps)))] for _ in range(int(rng.integers(0, self.config.max_signatures + 1)))
-        ]
-        for ink in chosen:
+        # some signature blocks stay unsigned: a typed name alone is not a signature
+        places = [place for place in places if rng.random() < 0.85]
+        if signatures is not None:
+            chosen = list(signatures)
+        else:
+            loose = max(0, int(rng.integers(0, self.config.max_signatures + 1)) - len(places))
+            chosen = [ink_maps[int(rng.integers(len(ink_maps)))] for _ in range(len(places) + loose)]
+        for index, ink in enumerate(chosen):
+            if index < len(places):  # over its typed name, often touching it, like the real letters' signatures
+                left, baseline = places[index]
+                width = np.exp(rng.uniform(np.log(60), np.log(260)))
+                self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied, bottom_left=(left, baseline))
+                continue
             width = np.exp(rng.uniform(np.log(self.config.min_signature_width), np.log(self.config.max_signature_width)))
             self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied)
         for _ in range(int(rng.integers(0, self.config.max_initials + 1))):
@@ -111,9 +127,13 @@ class PageSynthesizer:
             np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
         )
 
-    def _printed_layout(self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> list[tuple[int, int, int, int]]:
-        """Headings, paragraphs, form fields and table rules; returns the boxes of the text lines."""
-        lines = []
+    def _printed_layout(
+        self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int
+    ) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]]]:
+        """Headings, paragraphs, form fields, table rules and signature blocks; returns the boxes of
+        the text lines and the places ``(left, baseline)`` left for signatures."""
+        lines: list[tuple[int, int, int, int]] = []
+        places: list[tuple[int, int]] = []
         y = int(rng.integers(10, 60))
         margin = int(rng.integers(20, 80))
         font_size = int(rng.integers(7, 13))
@@ -122,6 +142,9 @@ class PageSynthesizer:
             kind = rng.choice(["paragraph", "paragraph", "field", "heading", "gap", "table"])
             if kind == "gap":
                 y += int(rng.integers(10, 60))
+                continue
+            if rng.random() < self.config.signature_block_rate:
+                y = self._signature_block(draw, rng, size, margin, y, font, places)
                 continue
             if kind == "heading":
                 heading = self._dirt.font(int(rng.integers(12, 22)))
@@ -134,6 +157,8 @@ class PageSynthesizer:
                 draw.text((x, y), label, fill=255, font=font)
                 end = min(size - margin, x + int(rng.integers(120, 300)))
                 draw.line([(x + font_size * len(label) * 0.6, y + font_size), (end, y + font_size)], fill=255, width=1)
+                if rng.random() < 0.4:  # signed on the rule
+                    places.append((int(x + font_size * len(label) * 0.6), y + font_size + int(rng.integers(-2, 6))))
                 y += int(font_size * rng.uniform(2.5, 5))
             elif kind == "table":
                 rows, top = int(rng.integers(2, 6)), y
@@ -157,7 +182,27 @@ class PageSynthesizer:
                     lines.append((x, y, int(x + draw.textlength(text, font=font)), y + font_size + 2))
                     y += int(font_size * 1.35)
                 y += font_size
-        return lines
+        return lines, places
+
+    def _signature_block(self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, margin: int, y: int,
+                         font: ImageFont.ImageFont, places: list[tuple[int, int]]) -> int:
+        """A letter's closing, room to sign, the typed name and titles under it; one or two side by
+        side (co-signers). The signature's place is recorded, its bottom near (often over) the name."""
+        font_size = font.size
+        columns = [margin + int(rng.integers(0, size // 2))]
+        if rng.random() < 0.25 and columns[0] < size // 2 - 40:
+            columns.append(columns[0] + size // 2 - int(rng.integers(0, 40)))
+        name_y = y + font_size + int(rng.uniform(2, 6) * font_size)
+        lines_below = int(rng.integers(0, 3))
+        for x in columns:
+            if rng.random() < 0.8:
+                draw.text((x, y), str(rng.choice(CLOSINGS)), fill=255, font=font)
+            name = f"{_word(rng).title()} {rng.choice(list(string.ascii_uppercase))}. {_word(rng).title()}"
+            draw.text((x, name_y), name, fill=255, font=font)
+            for line in range(lines_below):
+                draw.text((x, name_y + int((line + 1) * font_size * 1.3)), str(rng.choice(TITLES)), fill=255, font=font)
+            places.append((max(0, x + int(rng.integers(-15, 30))), name_y + int(rng.uniform(-0.3, 0.9) * font_size)))
+        return name_y + int((lines_below + 1) * font_size * 1.3 + font_size * rng.uniform(1, 4))
 
     @staticmethod
     def _redaction(draw: ImageDraw.ImageDraw, rng: np.random.Generator, text_lines: list, size: int,
@@ -178,16 +223,20 @@ class PageSynthesizer:
         labels.append(REDACTION)
 
     def _paste(self, darkness: np.ndarray, ink: np.ndarray, width: float, rng: np.random.Generator, label: int,
-               boxes: list, labels: list, occupied: list) -> None:
-        """Scale ``ink`` to ``width`` pixels, paste it where it overlaps no other mark, record its ink box."""
+               boxes: list, labels: list, occupied: list, bottom_left: tuple[int, int] | None = None) -> None:
+        """Scale ``ink`` to ``width`` pixels, paste it at ``bottom_left`` or else where it overlaps no
+        other mark, record its ink box. A mark that would overlap another one is left out."""
         scale = width / ink.shape[1]
         size = (max(2, round(ink.shape[1] * scale)), max(2, round(ink.shape[0] * scale)))
         if size[0] >= darkness.shape[1] - 4 or size[1] >= darkness.shape[0] - 4:
             return
         mark = np.asarray(Image.fromarray(ink).resize(size, Image.BILINEAR)) * rng.uniform(0.7, 1.0)
-        for _ in range(20):  # a free spot; give up quietly on a crowded page
-            left = int(rng.integers(0, darkness.shape[1] - size[0]))
-            top = int(rng.integers(0, darkness.shape[0] - size[1]))
+        candidates = [bottom_left] if bottom_left is not None else [
+            (int(rng.integers(0, darkness.shape[1] - size[0])), int(rng.integers(size[1], darkness.shape[0]))) for _ in range(20)
+        ]
+        for left, bottom in candidates:  # a free spot; give up quietly on a crowded page
+            left = min(max(left, 0), darkness.shape[1] - size[0])
+            top = min(max(bottom - size[1], 0), darkness.shape[0] - size[1])
             spot = (left, top, left + size[0], top + size[1])
             if not any(_overlaps(spot, other) for other in occupied):
                 break
