@@ -118,8 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_epochs:
         overrides.append(f"--trainer.max_epochs={args.max_epochs}")
     overrides += args.overrides
-    if args.module != "extractor" and args.init:
-        raise SignVerError("--init (fine-tuning) is available for the extractor only")
+    if args.module == "cleaner" and args.init:
+        raise SignVerError("--init (fine-tuning) is available for the extractor and the detector, not the cleaner")
     if args.module == "detector":
         if args.data:
             overrides.insert(0, f"--data.real_dir={args.data}")

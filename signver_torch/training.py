@@ -304,8 +304,12 @@ def _export_detector(
             "real_pages": str(hp.real_dir) if hp.real_dir else None,
             "real_split": (f"{len(data.real_train)} pages trained on, every {hp.held_out_every}th page by file name "
                            f"({len(data.real_val)}) held out") if hp.real_dir else None,
-            "init_backbone": module.hparams.init_backbone,
-            "init_backbone_sha256": module.init_card.get("sha256"),
+            "init": module.hparams.init,
+            "init_sha256": module.init_card.get("sha256") if module.hparams.init else None,
+            # how the starting checkpoint was itself trained: the chain that reproduces this one
+            "init_recipe_command": module.init_card.get("recipe_command") if module.hparams.init else None,
+            "init_backbone": None if module.hparams.init else module.hparams.init_backbone,
+            "init_backbone_sha256": None if module.hparams.init else module.init_card.get("sha256"),
             "epochs": trainer.current_epoch,
             "recipe": str(config),
             # the last epoch's validation on synthetic pages of the held-out writers: the only figures for

@@ -134,6 +134,22 @@ def test_synthetic_boxes_cover_exactly_the_pasted_handwriting(ink_maps: list[np.
     assert seen == {1, 2, 3, 4}
 
 
+def test_signature_blocks_sign_over_a_typed_name_boxed_apart_from_it(ink_maps: list[np.ndarray]) -> None:
+    """The real letters' convention: the signature's box holds its ink only; the typed name under it
+    (printed, often touching the ink) is not part of it."""
+    synthesizer = PageSynthesizer(PageConfig(size=512, signature_block_rate=1.0, max_signatures=0))
+    signed_blocks = 0
+    for index in range(6):
+        layers = synthesizer.layers(ink_maps, np.random.default_rng((3, index)))
+        signatures = layers.boxes[layers.labels == 1].astype(int)
+        for x0, y0, x1, y1 in signatures:
+            below = layers.printed[y1 : y1 + 40, x0:x1]  # the typed name, within a few lines under the ink
+            signed_blocks += int((below > 0.5).any())
+            assert (layers.handwriting[y0:y1, x0:x1] > INK_LEVEL).any()
+        assert len(signatures) > 0
+    assert signed_blocks >= 6
+
+
 def test_synthetic_pages_are_fixed_by_seed(ink_maps: list[np.ndarray]) -> None:
     first, target = SyntheticPages(ink_maps, 4, seed=1, config=PageConfig(size=256))[2]
     again, target_again = SyntheticPages(ink_maps, 4, seed=1, config=PageConfig(size=256))[2]
@@ -207,6 +223,17 @@ def test_backbone_starts_from_the_shipped_extractor() -> None:
     torch.testing.assert_close(body.conv1.weight.sum(1), extractor.backbone.conv1.weight[:, 0], rtol=1e-3, atol=1e-4)
     with pytest.raises(CheckpointError, match="cannot initialise"):
         DetectorModule(architecture="retinanet_resnet50_fpn", image_size=128, init_backbone="default")
+
+
+def test_fine_tuning_starts_from_a_whole_detector(small_checkpoint: Path) -> None:
+    from signver_torch.detector.lit import DetectorModule
+
+    state = Detector().load(small_checkpoint).model.state_dict()
+    module = DetectorModule(image_size=256, init=str(small_checkpoint), init_backbone="default")
+    for key, value in module.model.state_dict().items():  # every tensor, the backbone too, is the checkpoint's
+        torch.testing.assert_close(value, state[key])
+    with pytest.raises(CheckpointError, match="448"):
+        DetectorModule(image_size=448, init=str(small_checkpoint))
 
 
 def test_host_postprocessing_gives_the_same_detections(small_checkpoint: Path, shared_data: Path) -> None:

@@ -20,7 +20,8 @@ class DetectorModule(lightning.LightningModule):
     Validation computes COCO mAP (:class:`~signver_torch.metrics.DetectionMetrics`) per validation
     set, e.g. ``val_real_map50`` on held-out real pages and ``val_synthetic_map50_date`` per class.
     ``init_backbone`` names an extractor checkpoint whose ResNet initialises the detector's backbone
-    (its features already know strokes; nothing is downloaded). Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
+    (its features already know strokes; nothing is downloaded). ``init`` names a detector checkpoint
+    to start from (fine-tuning on new pages); its architecture and input size must be this module's. Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
     torchvision's RetinaNet in evaluation only, on the host when training on HPU.
     """
 
@@ -32,19 +33,33 @@ class DetectorModule(lightning.LightningModule):
         weight_decay: float = 1e-4,
         warmup_fraction: float = 0.05,
         init_backbone: str | None = None,
+        init: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_detector(architecture, image_size=image_size)
         self.architecture = {"architecture": architecture, "image_size": image_size}
         self.init_card: dict[str, Any] = {}
-        if init_backbone is not None:
+        if init_backbone is not None and init is None:  # a whole detector to start from makes it moot
             state, self.init_card = load_checkpoint("extractor", init_backbone)
             try:
                 load_extractor_backbone(self.model, state)
             except ValueError as error:
                 raise CheckpointError(f"{init_backbone}: cannot initialise a {architecture} backbone from it ({error})") from error
+        if init is not None:
+            self.init_card = self._load_detector(init)
         self.val_metrics = torch.nn.ModuleList()
+
+    def _load_detector(self, init: str) -> dict[str, Any]:
+        state, card = load_checkpoint("detector", init)
+        if card.get("architecture") != self.architecture:
+            raise CheckpointError(f"{init}: checkpoint is a {card.get('architecture')} detector, this recipe trains a "
+                                  f"{self.architecture} one (set --model.architecture and --model.image_size to match)")
+        try:
+            self.model.load_state_dict({key: value.float() for key, value in state.items()})
+        except RuntimeError as error:
+            raise CheckpointError(f"{init}: weights do not match the card's architecture ({error})") from error
+        return card
 
     def setup(self, stage: str) -> None:
         data_size = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("image_size")
