@@ -302,8 +302,8 @@ def _export_detector(
         "training": {
             "signatures": f"{hp.signatures_dir} writers {hp.train_writers} pasted on {hp.synthetic_pages} synthetic pages",
             "real_pages": str(hp.real_dir) if hp.real_dir else None,
-            "real_split": (f"{len(data.real_train)} pages trained on, every {hp.held_out_every}th page by file name "
-                           f"({len(data.real_val)}) held out") if hp.real_dir else None,
+            "real_split": (f"{len(data.real_train)} pages trained on, {len(data.real_val)} held out "
+                           f"(1 in {hp.held_out_every} by file name)") if hp.real_dir else None,
             "init": module.hparams.init,
             "init_sha256": module.init_card.get("sha256") if module.hparams.init else None,
             # how the starting checkpoint was itself trained: the chain that reproduces this one
