@@ -181,5 +181,5 @@ def evaluate_detector(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": detector.sha256,
         "data": str(data_dir),
-        "pages": f"every {held_out_every}th page by file name (held out of training)" if held_out_every else "all",
+        "pages": f"1 in {held_out_every} by file name (held out of training)" if held_out_every else "all",
     }
