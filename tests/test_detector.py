@@ -150,6 +150,24 @@ def test_signature_blocks_sign_over_a_typed_name_boxed_apart_from_it(ink_maps: l
     assert signed_blocks >= 6
 
 
+def test_handwritten_notes_stay_unlabelled_and_are_signed_underneath(ink_maps: list[np.ndarray]) -> None:
+    """Cursive lines that are not signatures (the real pages' handwritten letters) carry no box; the
+    signature under a signed note is boxed, and only it."""
+    config = PageConfig(size=512, handwritten_note_rate=1.0, signature_block_rate=0.0, max_signatures=0,
+                        max_initials=0, max_dates=0, max_redactions=0)
+    synthesizer = PageSynthesizer(config)
+    signed_under_a_note = 0
+    for index in range(8):
+        layers = synthesizer.layers(ink_maps, np.random.default_rng((4, index)))
+        note = layers.notes > INK_LEVEL
+        assert note.sum() > 200  # several lines of words
+        assert (layers.labels == 1).all()  # signatures only (under notes or on form rules)
+        for x0, y0, x1, y1 in layers.boxes.astype(int):
+            assert not note[y0:y1, x0:x1].any()  # a box holds its signature, none of the note
+            signed_under_a_note += int(note[max(0, y0 - 80) : y0, x0:x1].any())
+    assert 0 < signed_under_a_note < 8
+
+
 def test_synthetic_pages_are_fixed_by_seed(ink_maps: list[np.ndarray]) -> None:
     first, target = SyntheticPages(ink_maps, 4, seed=1, config=PageConfig(size=256))[2]
     again, target_again = SyntheticPages(ink_maps, 4, seed=1, config=PageConfig(size=256))[2]

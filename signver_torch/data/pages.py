@@ -55,16 +55,20 @@ class PageConfig:
     max_signature_width: int = 340
     #: chance that a printed block is a letter's signature block (closing, room to sign, typed name)
     signature_block_rate: float = 0.12
+    #: chance of a handwritten note (unlabelled cursive lines; signed under it half of the time)
+    handwritten_note_rate: float = 0.3
 
 
 @dataclass(frozen=True)
 class PageLayers:
-    """A synthetic page before scan effects: darkness of printed matter and of handwriting, and the boxes."""
+    """A synthetic page before scan effects: darkness of printed matter, of the labelled handwriting
+    and of the unlabelled handwriting (notes), and the boxes."""
 
     printed: np.ndarray
     handwriting: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
+    notes: np.ndarray
 
 
 class PageSynthesizer:
@@ -78,7 +82,7 @@ class PageSynthesizer:
         self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         layers = self.layers(ink_maps, rng, signatures)
-        page = (1 - layers.printed) * (1 - layers.handwriting)
+        page = (1 - layers.printed) * (1 - layers.handwriting) * (1 - layers.notes)
         return self._scan(page, rng), layers.boxes, layers.labels
 
     def layers(
@@ -102,6 +106,9 @@ class PageSynthesizer:
             self._redaction(draw, rng, text_lines, size, boxes, labels)
         # some signature blocks stay unsigned: a typed name alone is not a signature
         places = [place for place in places if rng.random() < 0.85]
+        notes = np.zeros((size, size), np.float32)
+        if rng.random() < self.config.handwritten_note_rate:
+            self._handwritten_note(notes, ink_maps, rng, occupied, places)
         if signatures is not None:
             chosen = list(signatures)
         else:
@@ -124,7 +131,7 @@ class PageSynthesizer:
             self._dirt.stamp(printed, rng, size, size // 4)
         return PageLayers(
             np.asarray(printed, np.float32) / 255, handwriting,
-            np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
+            np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), notes,
         )
 
     def _printed_layout(
@@ -251,6 +258,37 @@ class PageSynthesizer:
         boxes.append((left + cols.min(), top + rows.min(), left + cols.max() + 1.0, top + rows.max() + 1.0))
         labels.append(label)
 
+    @staticmethod
+    def _handwritten_note(darkness: np.ndarray, ink_maps: Sequence[np.ndarray], rng: np.random.Generator,
+                          occupied: list, places: list[tuple[int, int]]) -> None:
+        """Lines of cursive "words" (pieces of real signatures) that no label covers: the real pages'
+        handwritten letters and margin notes, which are not signatures. Half of the notes are signed
+        a line or two under their last line, as a handwritten letter is."""
+        size = darkness.shape[0]
+        height = rng.uniform(9, 20)  # of a word, ascenders included
+        width, rows = int(rng.uniform(120, size * 0.75)), int(rng.integers(1, 8))
+        spacing = int(height * rng.uniform(1.3, 2.0))
+        left, top = int(rng.integers(0, size - width)), int(rng.integers(0, max(1, size - rows * spacing - height)))
+        spot = (left, top, left + width, top + rows * spacing + int(height))
+        if any(_overlaps(spot, other) for other in occupied):
+            return
+        for row in range(rows):
+            x, end = left, left + width * (rng.uniform(0.5, 1.0) if row == rows - 1 else 1.0)
+            while True:
+                word = _word_of_ink(ink_maps[int(rng.integers(len(ink_maps)))], rng)
+                scale = height / word.shape[0] * rng.uniform(0.8, 1.2)
+                shape = (max(2, round(word.shape[1] * scale)), max(2, round(word.shape[0] * scale)))
+                if x + shape[0] > end:
+                    break
+                y = top + row * spacing + int(rng.normal(0, height * 0.08))
+                y = min(max(y, 0), size - shape[1])
+                region = darkness[y : y + shape[1], x : x + shape[0]]
+                np.maximum(region, np.asarray(Image.fromarray(word).resize(shape, Image.BILINEAR))[: region.shape[0]], out=region)
+                x += shape[0] + int(height * rng.uniform(0.3, 0.9))
+        occupied.append(spot)
+        if rng.random() < 0.5:
+            places.append((left + int(rng.uniform(0, 0.5) * width), spot[3] + int(height * rng.uniform(2.0, 4.5))))
+
     def _handwritten_date(self, rng: np.random.Generator) -> np.ndarray:
         """A date written with a pen: slanted, wobbling glyphs of uneven weight, as an ink map."""
         day, month, year = int(rng.integers(1, 29)), int(rng.integers(1, 13)), int(rng.integers(1960, 2030))
@@ -300,6 +338,19 @@ def _first_strokes(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     part = ink[:, : max(cut, 4)]
     rows, cols = np.nonzero(part > INK_LEVEL)
     if len(rows) == 0:
+        return ink
+    return part[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def _word_of_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A handwritten "word": a run of a signature's columns between two gaps in its ink, cropped to its ink."""
+    profile = (ink > INK_LEVEL).sum(0)
+    width = ink.shape[1]
+    start = int(rng.integers(0, max(1, width // 2)))
+    stop = min(width, start + max(4, int(width * rng.uniform(0.15, 0.45))))
+    part = ink[:, start:stop]
+    rows, cols = np.nonzero(part > INK_LEVEL)
+    if len(rows) == 0 or profile.sum() == 0:
         return ink
     return part[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
