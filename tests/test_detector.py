@@ -328,3 +328,25 @@ def test_detect_command_writes_pictures_and_json(small_checkpoint: Path, shared_
     record = json.loads((tmp_path / "signdoc.json").read_text())
     assert record["size"] == list(Image.open(page).size) and "summary" in record
     assert Image.open(tmp_path / "signdoc.png").size == Image.open(page).size
+
+
+def test_fine_tune_command_records_where_it_started(small_checkpoint: Path, shared_data: Path, tmp_path: Path) -> None:
+    """`signver train detector --init CKPT`: the finetune recipe on real pages, exported with a card
+    that names the starting checkpoint (its sha256) and evaluated on the held-out pages."""
+    out = tmp_path / "tuned"
+    result = subprocess.run(
+        [sys.executable, "-m", "signver_torch", "train", "detector", "--init", str(small_checkpoint),
+         "--data", str(shared_data / "documents"), "--train-writers", "1", "--val-writers", "2",
+         "--out", str(out), "--run-dir", str(tmp_path / "run"), "--max-epochs", "1",
+         "--model.image_size=256", "--data.image_size=256", f"--data.signatures_dir={shared_data / 'cedar'}",
+         "--data.synthetic_pages=2", "--data.val_synthetic_pages=2", "--data.real_repeat=1", "--data.num_workers=0",
+         "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = json.loads(out.with_suffix(".json").read_text())
+    started = json.loads(small_checkpoint.with_suffix(".json").read_text())
+    assert card["training"]["init"] == str(small_checkpoint) and card["training"]["init_sha256"] == started["sha256"]
+    assert card["training"]["init_backbone"] is None and card["training"]["recipe"].endswith("finetune.yaml")
+    assert card["metrics"]["n_images"] == 72 and "--init" in card["recipe_command"]
+    assert card["sha256"] != started["sha256"]  # it trained
