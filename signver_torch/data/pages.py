@@ -308,11 +308,10 @@ class PageSynthesizer:
         canvas = canvas.transform(canvas.size, Image.AFFINE, (1, shear, -shear * canvas.height / 2, 0, 1, 0), Image.BILINEAR)
         if rng.random() < 0.3:  # a broad pen
             canvas = canvas.filter(ImageFilter.MaxFilter(3))
-        ink = np.asarray(canvas, np.float32) / 255
-        rows, cols = np.nonzero(ink > INK_LEVEL)
-        if len(rows) == 0:
+        ink = _cropped_to_ink(np.asarray(canvas, np.float32) / 255)
+        if ink is None:
             raise DataError(f"could not draw the date {text!r}")
-        return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        return ink
 
     @staticmethod
     def _scan(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -335,24 +334,25 @@ def _first_strokes(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     width = ink.shape[1]
     lo, hi = int(width * 0.15), max(int(width * 0.4), int(width * 0.15) + 2)
     cut = lo + int(np.argmin(profile[lo:hi]))
-    part = ink[:, : max(cut, 4)]
-    rows, cols = np.nonzero(part > INK_LEVEL)
-    if len(rows) == 0:
-        return ink
-    return part[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    part = _cropped_to_ink(ink[:, : max(cut, 4)])
+    return ink if part is None else part
 
 
 def _word_of_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A handwritten "word": a run of a signature's columns between two gaps in its ink, cropped to its ink."""
-    profile = (ink > INK_LEVEL).sum(0)
+    """A handwritten "word": a random run of 15-45% of a signature's columns (a few letters), cropped to its ink."""
     width = ink.shape[1]
     start = int(rng.integers(0, max(1, width // 2)))
     stop = min(width, start + max(4, int(width * rng.uniform(0.15, 0.45))))
-    part = ink[:, start:stop]
-    rows, cols = np.nonzero(part > INK_LEVEL)
-    if len(rows) == 0 or profile.sum() == 0:
-        return ink
-    return part[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    part = _cropped_to_ink(ink[:, start:stop])
+    return ink if part is None else part
+
+
+def _cropped_to_ink(darkness: np.ndarray) -> np.ndarray | None:
+    """``darkness`` cut to the box of its ink, or None where it has none."""
+    rows, cols = np.nonzero(darkness > INK_LEVEL)
+    if len(rows) == 0:
+        return None
+    return darkness[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
 
 def _overlaps(a: tuple[float, ...], b: tuple[float, ...], pad: float = 4) -> bool:
