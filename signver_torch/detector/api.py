@@ -25,6 +25,18 @@ from signver_torch.metrics import DetectionMetrics
 MIN_PAGE_SIDE = 16
 
 
+def load_detector(name_or_path: str | os.PathLike = "default") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The RetinaNet of a detector checkpoint (fp32, CPU) built from its card, and the card."""
+    state, card = load_checkpoint("detector", name_or_path)
+    try:
+        architecture = dict(card["architecture"])
+        model = build_detector(architecture.pop("architecture"), **architecture)
+        model.load_state_dict({key: value.float() for key, value in state.items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
+    return model, card
+
+
 class Detector:
     """Finds signatures (1), initials (2), redactions (3) and dates (4) on pages of any size.
 
@@ -48,13 +60,7 @@ class Detector:
 
     def load(self, name_or_path: str | os.PathLike = "default") -> "Detector":
         """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path."""
-        state, card = load_checkpoint("detector", name_or_path)
-        try:
-            architecture = dict(card["architecture"])
-            model = build_detector(architecture.pop("architecture"), **architecture)
-            model.load_state_dict({key: value.float() for key, value in state.items()})
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
+        model, card = load_detector(name_or_path)
         self.model = model.eval().to(self.device)
         self.image_size = int(card["architecture"]["image_size"])
         self.card = card

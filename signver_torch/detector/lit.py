@@ -9,6 +9,7 @@ import torch
 
 from signver_torch.data.detection import CLASS_NAMES
 from signver_torch.checkpoints import load_checkpoint
+from signver_torch.detector.api import load_detector
 from signver_torch.detector.model import build_detector, detect_with_host_postprocessing, load_extractor_backbone
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.metrics import DetectionMetrics
@@ -37,29 +38,22 @@ class DetectorModule(lightning.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_detector(architecture, image_size=image_size)
         self.architecture = {"architecture": architecture, "image_size": image_size}
         self.init_card: dict[str, Any] = {}
-        if init_backbone is not None and init is None:  # a whole detector to start from makes it moot
-            state, self.init_card = load_checkpoint("extractor", init_backbone)
-            try:
-                load_extractor_backbone(self.model, state)
-            except ValueError as error:
-                raise CheckpointError(f"{init_backbone}: cannot initialise a {architecture} backbone from it ({error})") from error
-        if init is not None:
-            self.init_card = self._load_detector(init)
+        if init is not None:  # a whole detector to start from (init_backbone is then moot)
+            self.model, self.init_card = load_detector(init)
+            if self.init_card.get("architecture") != self.architecture:
+                raise CheckpointError(f"{init}: checkpoint is a {self.init_card.get('architecture')} detector, this recipe "
+                                      f"trains a {self.architecture} one (set --model.architecture and --model.image_size to match)")
+        else:
+            self.model = build_detector(architecture, image_size=image_size)
+            if init_backbone is not None:
+                state, self.init_card = load_checkpoint("extractor", init_backbone)
+                try:
+                    load_extractor_backbone(self.model, state)
+                except ValueError as error:
+                    raise CheckpointError(f"{init_backbone}: cannot initialise a {architecture} backbone from it ({error})") from error
         self.val_metrics = torch.nn.ModuleList()
-
-    def _load_detector(self, init: str) -> dict[str, Any]:
-        state, card = load_checkpoint("detector", init)
-        if card.get("architecture") != self.architecture:
-            raise CheckpointError(f"{init}: checkpoint is a {card.get('architecture')} detector, this recipe trains a "
-                                  f"{self.architecture} one (set --model.architecture and --model.image_size to match)")
-        try:
-            self.model.load_state_dict({key: value.float() for key, value in state.items()})
-        except RuntimeError as error:
-            raise CheckpointError(f"{init}: weights do not match the card's architecture ({error})") from error
-        return card
 
     def setup(self, stage: str) -> None:
         data_size = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("image_size")
