@@ -250,8 +250,11 @@ def test_fine_tuning_starts_from_a_whole_detector(small_checkpoint: Path) -> Non
     module = DetectorModule(image_size=256, init=str(small_checkpoint), init_backbone="default")
     for key, value in module.model.state_dict().items():  # every tensor, the backbone too, is the checkpoint's
         torch.testing.assert_close(value, state[key])
-    with pytest.raises(CheckpointError, match="448"):
-        DetectorModule(image_size=448, init=str(small_checkpoint))
+    larger = DetectorModule(image_size=320, init=str(small_checkpoint))  # the same weights, pages seen at 320 px
+    assert larger.model.transform.min_size == (320,) and larger.model.transform.max_size == 320
+    torch.testing.assert_close(larger.model.head.classification_head.cls_logits.weight, state["head.classification_head.cls_logits.weight"])
+    with pytest.raises(CheckpointError, match="retinanet_resnet50_fpn"):
+        DetectorModule(architecture="retinanet_resnet50_fpn", image_size=256, init=str(small_checkpoint))
 
 
 def test_host_postprocessing_gives_the_same_detections(small_checkpoint: Path, shared_data: Path) -> None:

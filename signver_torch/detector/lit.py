@@ -22,7 +22,7 @@ class DetectorModule(lightning.LightningModule):
     set, e.g. ``val_real_map50`` on held-out real pages and ``val_synthetic_map50_date`` per class.
     ``init_backbone`` names an extractor checkpoint whose ResNet initialises the detector's backbone
     (its features already know strokes; nothing is downloaded). ``init`` names a detector checkpoint
-    to start from (fine-tuning on new pages); its architecture and input size must be this module's. Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
+    to start from (fine-tuning on new pages, possibly at another input size); its architecture must be this module's. Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
     torchvision's RetinaNet in evaluation only, on the host when training on HPU.
     """
 
@@ -40,13 +40,15 @@ class DetectorModule(lightning.LightningModule):
         self.save_hyperparameters()
         self.architecture = {"architecture": architecture, "image_size": image_size}
         self.init_card: dict[str, Any] = {}
+        self.model = build_detector(architecture, image_size=image_size)
         if init is not None:  # a whole detector to start from (init_backbone is then moot)
-            self.model, self.init_card = load_detector(init)
-            if self.init_card.get("architecture") != self.architecture:
+            started, self.init_card = load_detector(init)
+            # convolutions and anchors do not depend on the input size: a 448 px detector can start a 640 px one
+            if self.init_card.get("architecture", {}).get("architecture") != architecture:
                 raise CheckpointError(f"{init}: checkpoint is a {self.init_card.get('architecture')} detector, this recipe "
-                                      f"trains a {self.architecture} one (set --model.architecture and --model.image_size to match)")
+                                      f"trains a {architecture} one (set --model.architecture to match)")
+            self.model.load_state_dict(started.state_dict())
         else:
-            self.model = build_detector(architecture, image_size=image_size)
             if init_backbone is not None:
                 state, self.init_card = load_checkpoint("extractor", init_backbone)
                 try:
