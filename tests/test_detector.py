@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 from signver_torch.checkpoints import save_checkpoint
 from signver_torch.data.detection import (
@@ -166,6 +167,29 @@ def test_handwritten_notes_stay_unlabelled_and_are_signed_underneath(ink_maps: l
             assert not note[y0:y1, x0:x1].any()  # a box holds its signature, none of the note
             signed_under_a_note += int(note[max(0, y0 - 80) : y0, x0:x1].any())
     assert 0 < signed_under_a_note < 8
+
+
+def test_stacked_signatures_are_boxed_one_per_signer(ink_maps: list[np.ndarray]) -> None:
+    """Cheques and approval columns sign one under another, the ink nearly touching: each signature
+    gets its own box, which reaches at most a quarter of its height into the one above."""
+    config = PageConfig(size=640, stacked_signature_rate=1.0, signature_block_rate=0.0, handwritten_note_rate=0.0,
+                        max_signatures=1, max_initials=0, max_dates=0, max_redactions=0)
+    synthesizer = PageSynthesizer(config)
+    stacks = 0
+    for index in range(16):
+        layers = synthesizer.layers(ink_maps, np.random.default_rng((5, index)))
+        boxes = layers.boxes[layers.labels == 1]
+        for below in boxes:
+            height = below[3] - below[1]
+            stacks += any(  # just under another one, close, left edges roughly aligned
+                above[3] - 0.3 * height <= below[1] <= above[3] + 0.1 * height and abs(below[0] - above[0]) <= 0.5 * (above[2] - above[0])
+                for above in boxes if above is not below
+            )
+        overlaps = box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes)).fill_diagonal_(0)
+        assert len(boxes) < 2 or overlaps.max() < 0.3  # one box a signer, not one around the stack
+        for x0, y0, x1, y1 in boxes.astype(int):
+            assert (layers.handwriting[y0:y1, x0:x1] > INK_LEVEL).any()
+    assert stacks >= 6
 
 
 def test_synthetic_pages_are_fixed_by_seed(ink_maps: list[np.ndarray]) -> None:

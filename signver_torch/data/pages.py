@@ -57,6 +57,9 @@ class PageConfig:
     signature_block_rate: float = 0.12
     #: chance of a handwritten note (unlabelled cursive lines; signed under it half of the time)
     handwritten_note_rate: float = 0.3
+    #: chance that a loose signature has one or two more signed just under it (cheques, approval
+    #: columns), each boxed apart although their ink nearly touches
+    stacked_signature_rate: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,9 @@ class PageSynthesizer:
                 self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied, bottom_left=(left, baseline))
                 continue
             width = np.exp(rng.uniform(np.log(self.config.min_signature_width), np.log(self.config.max_signature_width)))
-            self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied)
+            pasted = self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied)
+            if pasted and rng.random() < self.config.stacked_signature_rate:
+                self._stack_signatures(handwriting, ink_maps, width, rng, boxes, labels, occupied)
         for _ in range(int(rng.integers(0, self.config.max_initials + 1))):
             ink = _first_strokes(ink_maps[int(rng.integers(len(ink_maps)))], rng)
             self._paste(handwriting, ink, rng.uniform(18, 60), rng, INITIALS, boxes, labels, occupied)
@@ -211,6 +216,23 @@ class PageSynthesizer:
             places.append((max(0, x + int(rng.integers(-15, 30))), name_y + int(rng.uniform(-0.3, 0.9) * font_size)))
         return name_y + int((lines_below + 1) * font_size * 1.3 + font_size * rng.uniform(1, 4))
 
+    def _stack_signatures(self, darkness: np.ndarray, ink_maps: Sequence[np.ndarray], width: float, rng: np.random.Generator,
+                          boxes: list, labels: list, occupied: list) -> None:
+        """One or two signatures of other writers just under the last one pasted, left edges roughly
+        aligned, the top of each reaching up to a quarter of its height into the one above."""
+        for _ in range(int(rng.integers(1, 3))):
+            above, above_spot = boxes[-1], occupied[-1]
+            ink = ink_maps[int(rng.integers(len(ink_maps)))]
+            new_width = width * rng.uniform(0.7, 1.3)
+            height = ink.shape[0] * new_width / ink.shape[1]
+            left = int(above[0] + rng.uniform(-0.15, 0.15) * width)
+            bottom = int(above[3] + height * rng.uniform(0.75, 1.05))
+            if bottom > darkness.shape[0]:  # no room under it
+                return
+            if not self._paste(darkness, ink, new_width, rng, SIGNATURE, boxes, labels, occupied,
+                               bottom_left=(left, bottom), may_overlap=above_spot):
+                return
+
     @staticmethod
     def _redaction(draw: ImageDraw.ImageDraw, rng: np.random.Generator, text_lines: list, size: int,
                    boxes: list, labels: list) -> None:
@@ -230,13 +252,15 @@ class PageSynthesizer:
         labels.append(REDACTION)
 
     def _paste(self, darkness: np.ndarray, ink: np.ndarray, width: float, rng: np.random.Generator, label: int,
-               boxes: list, labels: list, occupied: list, bottom_left: tuple[int, int] | None = None) -> None:
+               boxes: list, labels: list, occupied: list, bottom_left: tuple[int, int] | None = None,
+               may_overlap: tuple[float, ...] | None = None) -> bool:
         """Scale ``ink`` to ``width`` pixels, paste it at ``bottom_left`` or else where it overlaps no
-        other mark, record its ink box. A mark that would overlap another one is left out."""
+        other mark (but ``may_overlap``), record its ink box. A mark that would overlap another one is
+        left out; returns whether the mark was pasted."""
         scale = width / ink.shape[1]
         size = (max(2, round(ink.shape[1] * scale)), max(2, round(ink.shape[0] * scale)))
         if size[0] >= darkness.shape[1] - 4 or size[1] >= darkness.shape[0] - 4:
-            return
+            return False
         mark = np.asarray(Image.fromarray(ink).resize(size, Image.BILINEAR)) * rng.uniform(0.7, 1.0)
         candidates = [bottom_left] if bottom_left is not None else [
             (int(rng.integers(0, darkness.shape[1] - size[0])), int(rng.integers(size[1], darkness.shape[0]))) for _ in range(20)
@@ -245,18 +269,19 @@ class PageSynthesizer:
             left = min(max(left, 0), darkness.shape[1] - size[0])
             top = min(max(bottom - size[1], 0), darkness.shape[0] - size[1])
             spot = (left, top, left + size[0], top + size[1])
-            if not any(_overlaps(spot, other) for other in occupied):
+            if not any(_overlaps(spot, other) for other in occupied if other is not may_overlap):
                 break
         else:
-            return
+            return False
         rows, cols = np.nonzero(mark > INK_LEVEL)
         if len(rows) == 0:
-            return
+            return False
         region = darkness[top : top + size[1], left : left + size[0]]
         np.maximum(region, mark, out=region)
         occupied.append(spot)
         boxes.append((left + cols.min(), top + rows.min(), left + cols.max() + 1.0, top + rows.max() + 1.0))
         labels.append(label)
+        return True
 
     @staticmethod
     def _handwritten_note(darkness: np.ndarray, ink_maps: Sequence[np.ndarray], rng: np.random.Generator,
