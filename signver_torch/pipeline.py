@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from torchvision.ops import nms
+from torchvision.ops import box_iou, nms
 
 from signver_torch.errors import SignVerError
 from signver_torch.io import ImageSource, load_image, load_image_tensor
@@ -157,7 +157,7 @@ class SignVer:
             raise SignVerError("verify_document needs either person and gallery, or references")
         image = load_image(page)
         [found] = self._model("detector").predict([image], score_threshold=score_threshold)
-        keep = (found["labels"] == 1).nonzero().flatten()
+        keep = _signatures_not_outscored(found).nonzero().flatten()
         # one signature, one verdict: overlapping signature boxes are merged (the detector's own NMS is at IoU 0.5)
         keep = keep[nms(found["boxes"][keep], found["scores"][keep], SIGNATURE_OVERLAP)]
         boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
@@ -214,6 +214,19 @@ class SignVer:
             draw.text((shown.width + 10, top + 96), "crop                          cleaned", fill=(90, 90, 90), font=font)
             draw.text((shown.width + 10, top + 116), text, fill=colour, font=font)
         return canvas
+
+
+def _signatures_not_outscored(found: dict[str, Any]) -> Any:
+    """Which detections are signatures to verify: the detector's NMS works per class, so a handwritten
+    date can also come out as a weaker signature box; a signature box that a more confident box of
+    another class covers (IoU >= 0.5) is that other mark and is not verified."""
+    signature = found["labels"] == 1
+    other = ~signature
+    if other.any():
+        covered = box_iou(found["boxes"], found["boxes"][other]) >= 0.5
+        outscored = found["scores"][other][None, :] > found["scores"][:, None]
+        signature &= ~(covered & outscored).any(1)
+    return signature
 
 
 def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
