@@ -254,6 +254,34 @@ def test_builders_give_retinanets_with_signature_anchors(architecture: str) -> N
         build_detector("yolo")
 
 
+def test_batched_loss_equals_torchvisions_per_page_loss(documents: Path, ink_maps: list[np.ndarray]) -> None:
+    """The whole-batch matching and losses give torchvision's values and gradients on real and
+    synthetic pages, a page without boxes among them."""
+    from torchvision.models.detection import RetinaNet
+
+    records = read_detection_dataset(documents)
+    real = Letterboxed(DetectionPages([r for r in records if r.boxes][:2] + [r for r in records if not r.boxes][:1]), 320)
+    synthetic = SyntheticPages(ink_maps, 2, seed=3, config=PageConfig(size=320))
+    pages = [real[i] for i in range(3)] + [synthetic[i] for i in range(2)]
+    torch.manual_seed(0)
+    model = build_detector("retinanet_lite", image_size=320).train()
+    images, targets = model.transform([image for image, _ in pages], [{"boxes": t["boxes"], "labels": t["labels"]} for _, t in pages])
+    features = list(model.backbone(images.tensors).values())
+    anchors = model.anchor_generator(images, features)
+    losses = {}
+    for name, compute in (("batched", model.compute_loss), ("torchvision", lambda *a: RetinaNet.compute_loss(model, *a))):
+        outputs = {key: value.detach().requires_grad_() for key, value in model.head(features).items()}
+        loss = compute(targets, outputs, anchors)
+        sum(loss.values()).backward()
+        losses[name] = (loss, outputs["cls_logits"].grad, outputs["bbox_regression"].grad)
+    (batched, cls_grad, box_grad), (reference, cls_ref, box_ref) = losses["batched"], losses["torchvision"]
+    assert sum(len(t["boxes"]) for t in targets) > 5 and reference["bbox_regression"] > 0
+    for key in reference:
+        torch.testing.assert_close(batched[key], reference[key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cls_grad, cls_ref, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(box_grad, box_ref, rtol=1e-4, atol=1e-8)
+
+
 def test_backbone_starts_from_the_shipped_extractor() -> None:
     from signver_torch.detector.lit import DetectorModule
     from signver_torch.extractor.api import load_embedder

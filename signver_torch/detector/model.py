@@ -18,6 +18,7 @@ from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import box_iou, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 #: Object classes plus torchvision's unused label 0.
@@ -38,6 +39,66 @@ def _register(function: Any) -> Any:
     return function
 
 
+class SignatureRetinaNet(RetinaNet):
+    """torchvision's RetinaNet with its training loss computed for the whole batch at once.
+
+    torchvision matches anchors and sums the focal and box losses one image at a time: some 300 small
+    kernels per page, which made the training step host-bound on an H100 and gives an HPU graph
+    shapes that change with each page's boxes. Here the boxes are padded to the batch's largest count
+    and matching (the same 0.5 / 0.4 thresholds and low-quality matches) and both losses are masked
+    tensor operations of fixed shape; the values equal torchvision's (tested). Pages of different
+    sizes (different anchors) fall back to torchvision's loop.
+    """
+
+    def compute_loss(
+        self, targets: list[dict[str, torch.Tensor]], head_outputs: dict[str, torch.Tensor], anchors: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        if any(a.shape != anchors[0].shape or not torch.equal(a, anchors[0]) for a in anchors[1:]):
+            return super().compute_loss(targets, head_outputs, anchors)
+        anchors_ = anchors[0]
+        batch, most = len(targets), max(1, max(len(t["boxes"]) for t in targets))
+        boxes = anchors_.new_zeros(batch, most, 4)
+        labels = torch.zeros(batch, most, dtype=torch.int64, device=anchors_.device)
+        present = torch.zeros(batch, most, dtype=torch.bool, device=anchors_.device)
+        for index, target in enumerate(targets):
+            count = len(target["boxes"])
+            boxes[index, :count], labels[index, :count], present[index, :count] = target["boxes"], target["labels"], True
+        matches = self._match(boxes, present, anchors_)
+        foreground, ignored = matches >= 0, matches == self.proposal_matcher.BETWEEN_THRESHOLDS
+        per_page = foreground.sum(1).clamp(min=1)
+        matched = matches.clamp(min=0)
+
+        logits = head_outputs["cls_logits"]
+        classes = torch.gather(labels, 1, matched)
+        wanted = nn.functional.one_hot(classes, logits.shape[-1]).to(logits.dtype) * foreground[..., None]
+        focal = sigmoid_focal_loss(logits, wanted, reduction="none").masked_fill(ignored[..., None], 0)
+        classification = (focal.sum((1, 2)) / per_page).sum() / batch
+
+        matched_boxes = torch.gather(boxes, 1, matched[..., None].expand(-1, -1, 4))
+        matched_boxes = torch.where(foreground[..., None], matched_boxes, anchors_)  # encodes to 0 where unused
+        coder = self.head.regression_head.box_coder
+        wanted_deltas = coder.encode_single(matched_boxes.reshape(-1, 4), anchors_.repeat(batch, 1)).reshape(batch, -1, 4)
+        error = (head_outputs["bbox_regression"] - wanted_deltas).abs().masked_fill(~foreground[..., None], 0)
+        regression = (error.sum((1, 2)) / per_page).sum() / batch
+        return {"classification": classification, "bbox_regression": regression}
+
+    def _match(self, boxes: torch.Tensor, present: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """torchvision's ``Matcher`` for a padded batch: ``(B, A)`` box index, -1 background, -2 ignored."""
+        matcher = self.proposal_matcher
+        quality = box_iou(boxes.reshape(-1, 4), anchors).reshape(boxes.shape[0], boxes.shape[1], -1)
+        quality = quality.masked_fill(~present[..., None], -1.0)  # padding never matches
+        best, matches = quality.max(1)
+        candidates = matches.clone()
+        matches = matches.masked_fill(best < matcher.low_threshold, matcher.BELOW_LOW_THRESHOLD)
+        between = (best >= matcher.low_threshold) & (best < matcher.high_threshold)
+        matches = matches.masked_fill(between, matcher.BETWEEN_THRESHOLDS)
+        if matcher.allow_low_quality_matches:  # each box keeps its best anchors, however poor
+            highest = quality.max(2, keepdim=True).values
+            keep = ((quality == highest) & present[..., None]).any(1)
+            matches = torch.where(keep, candidates, matches)
+        return matches
+
+
 def _retinanet(backbone: nn.Module, in_channels: list[int], fpn_channels: int, image_size: int, **kwargs: Any) -> RetinaNet:
     # signatures rarely overlap one another: a tighter NMS than torchvision's 0.5 drops the near-duplicate
     # boxes of one signature (on the shipped checkpoint's real training pages: AP@0.5 0.789 at 0.5, 0.823 at 0.3)
@@ -51,7 +112,7 @@ def _retinanet(backbone: nn.Module, in_channels: list[int], fpn_channels: int, i
     )
     anchors = signature_anchors()
     head = RetinaNetHead(fpn_channels, anchors.num_anchors_per_location()[0], NUM_CLASSES, norm_layer=partial(nn.GroupNorm, 16))
-    return RetinaNet(
+    return SignatureRetinaNet(
         body,
         NUM_CLASSES,
         min_size=image_size,
