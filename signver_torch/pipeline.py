@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.ops import box_iou, nms
 
@@ -158,7 +159,7 @@ class SignVer:
         image = load_image(page)
         [found] = self._model("detector").predict([image], score_threshold=score_threshold)
         keep = _signatures_not_outscored(found).nonzero().flatten()
-        # one signature, one verdict: overlapping signature boxes are merged (the detector's own NMS is at IoU 0.5)
+        # one signature, one verdict: overlapping signature boxes are merged
         keep = keep[nms(found["boxes"][keep], found["scores"][keep], SIGNATURE_OVERLAP)]
         boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
         if references is not None:
@@ -216,7 +217,7 @@ class SignVer:
         return canvas
 
 
-def _signatures_not_outscored(found: dict[str, Any]) -> Any:
+def _signatures_not_outscored(found: dict[str, torch.Tensor]) -> torch.Tensor:
     """Which detections are signatures to verify: the detector's NMS works per class, so a handwritten
     date can also come out as a weaker signature box; a signature box that a more confident box of
     another class covers (IoU >= 0.5) is that other mark and is not verified."""

@@ -22,8 +22,9 @@ class DetectorModule(lightning.LightningModule):
     set, e.g. ``val_real_map50`` on held-out real pages and ``val_synthetic_map50_date`` per class.
     ``init_backbone`` names an extractor checkpoint whose ResNet initialises the detector's backbone
     (its features already know strokes; nothing is downloaded). ``init`` names a detector checkpoint
-    to start from (fine-tuning on new pages, possibly at another input size); its architecture must be this module's. Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS) runs inside
-    torchvision's RetinaNet in evaluation only, on the host when training on HPU.
+    to start from (fine-tuning on new pages, possibly at another input size); its architecture must be
+    this module's. Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS)
+    runs inside torchvision's RetinaNet in evaluation only, on the host when training on HPU.
     """
 
     def __init__(
