@@ -145,11 +145,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_trainable(args.module, "evaluate")
+    if args.errors and args.module != "detector":
+        raise SignVerError("--errors is for the detector: it draws the pages with missed marks and false positives")
     if args.module == "detector":
         from signver_torch.detector.api import evaluate_detector, parse_class_map
 
         report = evaluate_detector(args.data, args.checkpoint, class_map=parse_class_map(args.class_map),
-                                   held_out_every=args.held_out_every, progress=not args.quiet)
+                                   held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors)
     elif args.module == "cleaner":
         from signver_torch.cleaner.api import evaluate_cleaner
 
@@ -412,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")
     evaluate.add_argument("--class-map", help="detector: dataset class to SignVer label, e.g. 0:1 (YOLO default)")
     evaluate.add_argument("--held-out-every", type=int, help="detector: score only every Nth page by name (the recipes' held-out pages)")
+    evaluate.add_argument("--errors", metavar="DIR", help="detector: write a picture of every page with a missed mark or a "
+                          "confident false positive, and errors.json listing them, into DIR")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     calibrate = commands.add_parser(

@@ -66,3 +66,9 @@ def test_fine_tuning_the_cleaner_is_refused_before_any_training(tmp_path) -> Non
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "extractor and the detector" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_error_pictures_are_refused_outside_the_detector(tmp_path) -> None:
+    result = signver("evaluate", "extractor", "--data", str(tmp_path), "--errors", str(tmp_path / "errors"))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "--errors is for the detector" in result.stderr and not (tmp_path / "errors").exists()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import load_checkpoint
@@ -18,7 +21,7 @@ from signver_torch.data.page_module import letterbox
 from signver_torch.detector.model import build_detector
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.extractor.api import best_device
-from signver_torch.io import ImageSource, load_image_tensor
+from signver_torch.io import ImageSource, load_image, load_image_tensor
 from signver_torch.metrics import DetectionMetrics
 
 #: Pages smaller than this (either side) hold nothing to detect: an empty result, not an error.
@@ -152,6 +155,49 @@ def parse_class_map(text: str | None) -> dict[int, int] | None:
         raise SignVerError(f"--class-map {text!r}: expected pairs like 0:1,1:4 (dataset class:SignVer label)") from None
 
 
+#: A labelled mark is missed when no detection of its class above this score overlaps it at IoU 0.5.
+MISS_SCORE = 0.05
+#: A detection at or above this score (``predict``'s default) that overlaps no mark of its class is a false positive.
+FALSE_POSITIVE_SCORE = 0.3
+
+
+def page_errors(
+    found: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], classes: Collection[int] = tuple(CLASS_NAMES)
+) -> dict[str, list[dict[str, Any]]]:
+    """The labelled marks ``found`` misses (IoU < 0.5 with every detection of their class scoring at
+    least ``MISS_SCORE``) and its confident false positives (score ≥ ``FALSE_POSITIVE_SCORE``, IoU < 0.5
+    with every mark of their class), each with its box, class and best IoU. Only detections of
+    ``classes`` (those the data set labels) can be false positives: a signatures-only set says nothing
+    of the dates on its pages."""
+    boxes, labels = target["boxes"].reshape(-1, 4).float(), target["labels"]
+    overlap = box_iou(boxes, found["boxes"]) if len(boxes) and len(found["boxes"]) else torch.zeros(len(boxes), len(found["boxes"]))
+    same_class = labels[:, None] == found["labels"][None, :]
+    missed = []
+    for index in range(len(boxes)):
+        usable = same_class[index] & (found["scores"] >= MISS_SCORE)
+        best = float(overlap[index][usable].max()) if usable.any() else 0.0
+        if best < 0.5:
+            missed.append({"box": [round(v, 1) for v in boxes[index].tolist()], "class": CLASS_NAMES[int(labels[index])], "best_iou": round(best, 3)})
+    false_positives = []
+    labelled = torch.isin(found["labels"], torch.tensor(sorted(classes), dtype=found["labels"].dtype))
+    for index in ((found["scores"] >= FALSE_POSITIVE_SCORE) & labelled).nonzero().flatten().tolist():
+        best = float(overlap[:, index][same_class[:, index]].max()) if same_class[:, index].any() else 0.0
+        if best < 0.5:
+            false_positives.append({"box": [round(v, 1) for v in found["boxes"][index].tolist()], "class": CLASS_NAMES[int(found["labels"][index])],
+                                    "score": round(float(found["scores"][index]), 3), "best_iou": round(best, 3)})
+    return {"missed": missed, "false_positives": false_positives}
+
+
+def draw_errors(page: Image.Image, found: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> Image.Image:
+    """``draw_detections`` of the detections scoring at least ``FALSE_POSITIVE_SCORE``, with the labelled boxes in black."""
+    confident = found["scores"] >= FALSE_POSITIVE_SCORE
+    canvas = draw_detections(page, {key: value[confident] for key, value in found.items()})
+    draw = ImageDraw.Draw(canvas)
+    for box in target["boxes"].reshape(-1, 4).tolist():
+        draw.rectangle(box, outline=(0, 0, 0), width=max(1, round(max(canvas.size) / 600)))
+    return canvas
+
+
 def evaluate_detector(
     data_dir: str | os.PathLike,
     checkpoint: str | os.PathLike = "default",
@@ -160,10 +206,13 @@ def evaluate_detector(
     held_out_every: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    errors_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """DESIGN.md's detector contract on ``data_dir`` (YOLO, SignVerOD or COCO): mAP@0.5, COCO mAP,
-    AP@0.5 per class, seconds per page. ``held_out_every=N`` scores only every N-th page by file name,
-    the pages the recipes hold out of training."""
+    AP@0.5 per class, seconds per page, plus the count of missed marks and confident false positives
+    (:func:`page_errors`). ``held_out_every=N`` scores only every N-th page by file name, the pages the
+    recipes hold out of training. ``errors_dir`` receives a picture of every page with an error
+    (labelled boxes in black) and ``errors.json`` listing them."""
     records = read_detection_dataset(data_dir, class_map)
     if held_out_every:
         _, records = split_pages(records, held_out_every)
@@ -173,16 +222,30 @@ def evaluate_detector(
     metrics = DetectionMetrics(CLASS_NAMES)
     pages = DetectionPages(records)
     seconds = 0.0
+    classes = {label for record in records for label in record.labels}
+    errors: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    if errors_dir is not None:
+        errors_dir = Path(errors_dir)
+        errors_dir.mkdir(parents=True, exist_ok=True)
     for index in tqdm(range(len(pages)), desc="detecting", unit="page", file=sys.stderr, disable=not progress):
         image, target = pages[index]
         began = time.perf_counter()
         [found] = detector.predict([image], score_threshold=0.0)
         seconds += time.perf_counter() - began
         metrics.update([found], [target])
+        page = page_errors(found, target, classes)
+        if page["missed"] or page["false_positives"]:
+            errors[records[index].path.name] = page
+            if errors_dir is not None:
+                draw_errors(load_image(records[index].path), found, target).save(errors_dir / f"{records[index].path.stem}.png")
+    if errors_dir is not None:
+        (errors_dir / "errors.json").write_text(json.dumps(errors, indent=1))
     return {
         **metrics.compute(),
         "n_images": len(records),
         "n_boxes": sum(len(r.boxes) for r in records),
+        "missed": sum(len(page["missed"]) for page in errors.values()),
+        "false_positives": sum(len(page["false_positives"]) for page in errors.values()),
         "seconds_per_image": seconds / len(records),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": detector.sha256,
