@@ -11,8 +11,10 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.ops import box_iou
+from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import load_checkpoint
@@ -21,7 +23,7 @@ from signver_torch.data.page_module import letterbox
 from signver_torch.detector.model import build_detector
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.extractor.api import best_device
-from signver_torch.io import ImageSource, load_image, load_image_tensor
+from signver_torch.io import ImageSource, load_image_tensor
 from signver_torch.metrics import DetectionMetrics
 
 #: Pages smaller than this (either side) hold nothing to detect: an empty result, not an error.
@@ -170,21 +172,22 @@ def page_errors(
     ``classes`` (those the data set labels) can be false positives: a signatures-only set says nothing
     of the dates on its pages."""
     boxes, labels = target["boxes"].reshape(-1, 4).float(), target["labels"]
-    overlap = box_iou(boxes, found["boxes"]) if len(boxes) and len(found["boxes"]) else torch.zeros(len(boxes), len(found["boxes"]))
     same_class = labels[:, None] == found["labels"][None, :]
-    missed = []
-    for index in range(len(boxes)):
-        usable = same_class[index] & (found["scores"] >= MISS_SCORE)
-        best = float(overlap[index][usable].max()) if usable.any() else 0.0
-        if best < 0.5:
-            missed.append({"box": [round(v, 1) for v in boxes[index].tolist()], "class": CLASS_NAMES[int(labels[index])], "best_iou": round(best, 3)})
-    false_positives = []
+    overlap = box_iou(boxes, found["boxes"]).where(same_class, 0.0)  # (marks, detections), other classes 0
+    # a zero row/column stands for "nothing to overlap": a page without detections, or without marks
+    best_for_mark = F.pad(overlap.where(found["scores"] >= MISS_SCORE, 0.0), (0, 1)).amax(1)
+    best_for_detection = F.pad(overlap, (0, 0, 0, 1)).amax(0)
+    missed = [
+        {"box": [round(v, 1) for v in boxes[i].tolist()], "class": CLASS_NAMES[int(labels[i])], "best_iou": round(float(best_for_mark[i]), 3)}
+        for i in (best_for_mark < 0.5).nonzero().flatten().tolist()
+    ]
     labelled = torch.isin(found["labels"], torch.tensor(sorted(classes), dtype=found["labels"].dtype))
-    for index in ((found["scores"] >= FALSE_POSITIVE_SCORE) & labelled).nonzero().flatten().tolist():
-        best = float(overlap[:, index][same_class[:, index]].max()) if same_class[:, index].any() else 0.0
-        if best < 0.5:
-            false_positives.append({"box": [round(v, 1) for v in found["boxes"][index].tolist()], "class": CLASS_NAMES[int(found["labels"][index])],
-                                    "score": round(float(found["scores"][index]), 3), "best_iou": round(best, 3)})
+    confident = (found["scores"] >= FALSE_POSITIVE_SCORE) & labelled & (best_for_detection < 0.5)
+    false_positives = [
+        {"box": [round(v, 1) for v in found["boxes"][i].tolist()], "class": CLASS_NAMES[int(found["labels"][i])],
+         "score": round(float(found["scores"][i]), 3), "best_iou": round(float(best_for_detection[i]), 3)}
+        for i in confident.nonzero().flatten().tolist()
+    ]
     return {"missed": missed, "false_positives": false_positives}
 
 
@@ -237,7 +240,7 @@ def evaluate_detector(
         if page["missed"] or page["false_positives"]:
             errors[records[index].path.name] = page
             if errors_dir is not None:
-                draw_errors(load_image(records[index].path), found, target).save(errors_dir / f"{records[index].path.stem}.png")
+                draw_errors(to_pil_image(image), found, target).save(errors_dir / f"{records[index].path.stem}.png")
     if errors_dir is not None:
         (errors_dir / "errors.json").write_text(json.dumps(errors, indent=1))
     return {
