@@ -91,8 +91,8 @@ def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["L", "P", "RGBA"])
-def test_real_cedar_modes_load_as_dark_ink_on_white(shared_data: Path, kind: str) -> None:
-    for path in sorted((shared_data / "cedar").glob("full_*/*.png")):
+def test_real_cedar_modes_load_as_dark_ink_on_white(small_data: Path, kind: str) -> None:
+    for path in sorted((small_data / "cedar").glob("full_*/*.png")):
         if Image.open(path).mode == kind:
             break
     else:

@@ -35,24 +35,37 @@ def make_writer_folders(cedar: Path, root: Path, writers: dict[str, int], forged
     return root
 
 
-def test_cedar_layout_is_found_from_either_folder(shared_data: Path) -> None:
-    records = discover_signatures(shared_data)
-    assert records == discover_signatures(shared_data / "cedar")
-    assert len(records) == 1920
-    assert len({r.writer for r in records}) == 40
-    assert sum(r.forged for r in records) == 960
+def test_cedar_layout_is_found_from_either_folder(small_data: Path) -> None:
+    records = discover_signatures(small_data)
+    assert records == discover_signatures(small_data / "cedar")
+    assert len(records) == 52
+    assert {r.writer for r in records} == {"1", "2", "35", "36", "37", "39"}
+    assert sum(r.forged for r in records) == 26
     assert all(("forgeries" in r.path.name) == r.forged for r in records)
 
 
-def test_writer_folders_with_and_without_forgeries(shared_data: Path, tmp_path: Path) -> None:
-    root = make_writer_folders(shared_data / "cedar", tmp_path, {"ann_3": 4, "bob_7": 3}, forged=2)
-    shutil.rmtree(root / "bob_7" / "forged")
+def test_the_whole_cedar_set_is_found(shared_data: Path) -> None:
+    records = discover_signatures(shared_data)
+    assert records == discover_signatures(shared_data / "cedar")
+    assert len(records) == 1920 and len({r.writer for r in records}) == 40 and sum(r.forged for r in records) == 960
+
+
+def test_writer_folders_with_and_without_forgeries(small_data: Path, tmp_path: Path) -> None:
+    root = make_writer_folders(small_data / "cedar", tmp_path, {"ann_35": 4, "bob_37": 3}, forged=2)
+    shutil.rmtree(root / "bob_37" / "forged")
     records = discover_signatures(root)
-    assert [(r.writer, r.forged) for r in records].count(("ann_3", True)) == 2
-    assert {r.writer for r in records if not r.forged} == {"ann_3", "bob_7"}
+    assert [(r.writer, r.forged) for r in records].count(("ann_35", True)) == 2
+    assert {r.writer for r in records if not r.forged} == {"ann_35", "bob_37"}
     labels, writers = class_labels(records)
-    assert writers == ["ann_3", "bob_7"]
+    assert writers == ["ann_35", "bob_37"]
     assert sorted(set(labels.tolist())) == [0, 1, 2]  # bob has no forged class
+
+
+def test_the_dutch_writer_folders_are_read_as_they_are(small_data: Path) -> None:
+    records = discover_signatures(small_data / "dutch")
+    assert {r.writer for r in records} == {"037", "040", "044"}
+    assert sum(not r.forged for r in records) == 15 and sum(r.forged for r in records) == 12
+    assert all((r.path.parent.name == "forged") == r.forged for r in records)
 
 
 def test_bad_layouts_are_clear_errors(tmp_path: Path) -> None:
@@ -66,58 +79,60 @@ def test_bad_layouts_are_clear_errors(tmp_path: Path) -> None:
         discover_signatures(tmp_path)
 
 
-def test_writer_specs_and_disjoint_splits(shared_data: Path) -> None:
+def test_writer_specs_and_disjoint_splits(small_data: Path) -> None:
     assert parse_writers("1-3, 7") == ["1", "2", "3", "7"]
     assert parse_writers(["alice", "bob"]) == ["alice", "bob"]
     assert parse_writers("2019-2020,7", available=["2019-2020", "7"]) == ["2019-2020", "7"]
     assert parse_writers("6-7", available=["6", "7"]) == ["6", "7"]
     with pytest.raises(DataError, match="empty"):
         parse_writers("5-3")
-    records = discover_signatures(shared_data)
-    train, val = writer_split(records, "1-32", "33-40")
-    assert len(train) == 32 * 48 and len(val) == 8 * 48
+    records = discover_signatures(small_data)
+    train, val = writer_split(records, "1-2", "35-37,39")
+    assert len(train) == 2 * 6 and len(val) == 4 * 10
     assert not {r.writer for r in train} & {r.writer for r in val}
-    with pytest.raises(DataError, match="overlap.*32"):
-        writer_split(records, "1-32", "32-40")
+    with pytest.raises(DataError, match="overlap.*35"):
+        writer_split(records, "1-2,35", "35-37")
     with pytest.raises(DataError, match="not in the data: 41, 42"):
         writer_split(records, "41-42")
-    assert discover_signatures(shared_data, "33-40") == val
-    with pytest.raises(DataError, match="not in the data: 41"):
-        discover_signatures(shared_data, "41")
+    assert discover_signatures(small_data, "35-37,39") == val
+    with pytest.raises(DataError, match="not in the data: 38"):
+        discover_signatures(small_data, "35-39")
 
 
-def test_holdout_takes_the_complement_or_the_last_fifth(shared_data: Path) -> None:
-    records = discover_signatures(shared_data)
+def test_holdout_takes_the_complement_or_the_last_fifth(small_data: Path) -> None:
+    records = discover_signatures(small_data)
     train, val = holdout_writers(records, None, None, 0.2)
-    assert val == [str(w) for w in range(33, 41)] and len(train) == 32
-    train, val = holdout_writers(records, "1-35", None, 0.2)
-    assert val == ["36", "37", "38", "39", "40"]
+    assert val == ["37", "39"] and train == ["1", "2", "35", "36"]  # at least two held out
+    train, val = holdout_writers(records, "1-2,35", None, 0.2)
+    assert val == ["36", "37", "39"]
+    train, val = holdout_writers(records, None, "39", 0.2)
+    assert train == ["1", "2", "35", "36", "37"]
 
 
-def test_writer_batches_put_forgeries_beside_their_genuine(shared_data: Path) -> None:
-    records = discover_signatures(shared_data)
-    [train] = writer_split(records, "1-8")
+def test_writer_batches_put_forgeries_beside_their_genuine(small_data: Path) -> None:
+    records = discover_signatures(small_data)
+    [train] = writer_split(records, "35-37,39")
     labels, _ = class_labels(train)
-    sampler = WriterBatchSampler(labels, writers_per_batch=4, per_class=3, seed=1)
+    sampler = WriterBatchSampler(labels, writers_per_batch=2, per_class=3, seed=1)
     batches = list(sampler)
-    assert len(batches) == len(sampler) == 8 * 48 // 24
+    assert len(batches) == len(sampler) == 4  # ceil(40 signatures / 12 a batch)
     for batch in batches:
         batch_labels = labels[batch]
-        assert len(batch) == 24
+        assert len(batch) == 12
         writers = (batch_labels // 2).unique()
-        assert len(writers) == 4
+        assert len(writers) == 2
         for writer in writers:
             assert (batch_labels == 2 * writer).sum() == 3 and (batch_labels == 2 * writer + 1).sum() == 3
     assert list(sampler) != batches, "a new epoch draws new batches"
 
 
 @pytest.fixture(scope="module")
-def cedar_pair(shared_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Writer 29: a genuine scan on grey paper and a skilled forgery on white paper (RGBA file)."""
-    cedar = shared_data / "cedar"
+def cedar_pair(small_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Writer 39: a genuine scan and a skilled forgery, both RGBA files."""
+    cedar = small_data / "cedar"
     return (
-        load_image_tensor(cedar / "full_org" / "original_29_1.png"),
-        load_image_tensor(cedar / "full_forg" / "forgeries_29_1.png"),
+        load_image_tensor(cedar / "full_org" / "original_39_1.png"),
+        load_image_tensor(cedar / "full_forg" / "forgeries_39_1.png"),
     )
 
 

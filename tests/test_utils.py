@@ -10,10 +10,10 @@ from PIL import Image
 from signver_torch.utils import get_image_crops, img_to_np_array, make_square, resnet_preprocess
 
 
-def test_crops_follow_signvers_normalised_boxes(shared_data: Path) -> None:
-    page = img_to_np_array(shared_data / "samples" / "signdoc.jpg")
+def test_crops_follow_signvers_normalised_boxes(small_data: Path) -> None:
+    page = img_to_np_array(small_data / "samples" / "signdoc.jpg")
     assert page.dtype == np.uint8 and page.shape == (571, 533, 3)
-    inverted = img_to_np_array(shared_data / "samples" / "signdoc.jpg", invert_image=True)
+    inverted = img_to_np_array(small_data / "samples" / "signdoc.jpg", invert_image=True)
     assert (inverted.astype(int) + page == 255).all()
     boxes = np.array([[0.5, 0.25, 0.75, 0.5], [0.0, 0.0, 0.1, 0.1]])
     [crop] = get_image_crops(page, boxes, np.array([0.9, 0.2]), threshold=0.5)
