@@ -171,39 +171,67 @@ def save_checkpoint(
         .cpu()
         for key, value in state_dict.items()
     }
-    with _atomic_target(weights) as tmp:
-        save_file(tensors, str(tmp))
-        full_card = {**card, "sha256": sha256_file(tmp), "weights_dtype": str(dtype or "as trained").replace("torch.", "")}
-    _write_card(weights, full_card)
+    with _temporary_beside(weights) as tmp_weights, _temporary_beside(_card_path(weights)) as tmp_card:
+        save_file(tensors, str(tmp_weights))
+        full_card = {**card, "sha256": sha256_file(tmp_weights), "weights_dtype": str(dtype or "as trained").replace("torch.", "")}
+        tmp_card.write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
+        _replace_together([(tmp_weights, weights), (tmp_card, _card_path(weights))])
     return weights
 
 
 def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     """Add or replace ``fields`` in the card of ``weights`` (atomically; the weights are untouched)."""
     card = {**read_card(Path(weights)), **fields}
-    _write_card(Path(weights), card)
+    with _temporary_beside(_card_path(Path(weights))) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        _replace_together([(tmp, _card_path(Path(weights)))])
     return card
 
 
-def _write_card(weights: Path, card: Mapping[str, Any]) -> None:
-    with _atomic_target(_card_path(weights)) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-
-
 @contextmanager
-def _atomic_target(target: Path) -> Iterator[Path]:
-    """Yield a temporary path in ``target``'s folder that replaces ``target`` only on success."""
+def _temporary_beside(target: Path) -> Iterator[Path]:
+    """A temporary file in ``target``'s folder (same file system, so a rename is atomic), removed afterwards."""
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(handle)
     tmp = Path(name)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is as readable as any new file
-        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _replace_together(moves: list[tuple[Path, Path]]) -> None:
+    """Rename each written temporary file onto its target. If a rename fails, the targets already
+    replaced get their previous files back, so weights and card never come from two different saves."""
+    previous: list[tuple[Path, Path | None]] = []
+    try:
+        for _, target in moves:
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.previous")
+                backup.unlink(missing_ok=True)
+                os.link(target, backup)
+            previous.append((target, backup))
+        umask = os.umask(0)
+        os.umask(umask)
+        done = []
+        try:
+            for tmp, target in moves:
+                tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is as readable as any new file
+                os.replace(tmp, target)
+                done.append(target)
+        except BaseException:
+            for target, backup in previous:
+                if target in done:
+                    if backup is None:
+                        target.unlink(missing_ok=True)
+                    else:
+                        os.replace(backup, target)
+            raise
+    finally:
+        for _, backup in previous:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
 
 
 def iter_cards(module: str | None = None) -> Iterator[tuple[Checkpoint, dict[str, Any] | str]]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from signver_torch import checkpoints
 from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, save_checkpoint, sha256_file
 from signver_torch.errors import CheckpointError
 
@@ -76,15 +78,38 @@ def test_wrong_module_missing_card_and_garbage_are_refused(tmp_path: Path) -> No
         load_checkpoint("detector", garbage)
 
 
-def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card's rename fails after the new weights were renamed into place: the old pair comes back."""
     first = save_checkpoint(tmp_path / "x", trained_state(), {"module": "extractor", "version": 1})
     before = first.read_bytes()
-    shared = torch.ones(4)
-    with pytest.raises(RuntimeError, match="share memory"):  # safetensors refuses aliased tensors mid-write
-        save_checkpoint(tmp_path / "x", {"a": shared, "b": shared}, {"module": "extractor", "version": 2})
+    real_replace = os.replace
+    renamed = []
+
+    def replace_then_fail_on_the_card(source: str | os.PathLike, target: str | os.PathLike) -> None:
+        if str(target).endswith("x.json") and not str(source).endswith(".previous"):
+            raise OSError(28, "No space left on device")
+        real_replace(source, target)
+        renamed.append(Path(target).name)
+
+    monkeypatch.setattr(checkpoints.os, "replace", replace_then_fail_on_the_card)
+    changed = {key: value + 1 for key, value in trained_state().items()}
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(tmp_path / "x", changed, {"module": "extractor", "version": 2})
+    assert renamed[0] == "x.safetensors"  # the weights really were replaced before the failure
+    monkeypatch.undo()
     assert first.read_bytes() == before
     _, card = load_checkpoint("extractor", first)
     assert card["version"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
+
+
+def test_a_refused_state_writes_nothing(tmp_path: Path) -> None:
+    first = save_checkpoint(tmp_path / "x", trained_state(), {"module": "extractor", "version": 1})
+    before = first.read_bytes()
+    shared = torch.ones(4)
+    with pytest.raises(RuntimeError, match="share memory"):  # safetensors refuses aliased tensors
+        save_checkpoint(tmp_path / "x", {"a": shared, "b": shared}, {"module": "extractor", "version": 2})
+    assert first.read_bytes() == before and load_checkpoint("extractor", first)[1]["version"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
 
 

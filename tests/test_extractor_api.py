@@ -25,15 +25,15 @@ def extractor() -> MetricExtractor:
     return MetricExtractor().load("default")
 
 
-def cedar_file(shared_data: Path, writer: int, n: int, forged: bool = False) -> Path:
+def cedar_file(small_data: Path, writer: int, n: int, forged: bool = False) -> Path:
     folder, prefix = ("full_forg", "forgeries") if forged else ("full_org", "original")
-    return shared_data / "cedar" / folder / f"{prefix}_{writer}_{n}.png"
+    return small_data / "cedar" / folder / f"{prefix}_{writer}_{n}.png"
 
 
-def test_original_signver_call_shape(extractor: MetricExtractor, shared_data: Path) -> None:
+def test_original_signver_call_shape(extractor: MetricExtractor, small_data: Path) -> None:
     crops = np.stack(
         [
-            np.asarray(Image.open(cedar_file(shared_data, 35, n)).convert("RGB").resize((224, 224)), np.float32) / 255
+            np.asarray(Image.open(cedar_file(small_data, 35, n)).convert("RGB").resize((224, 224)), np.float32) / 255
             for n in range(1, 5)
         ]
     )
@@ -45,39 +45,39 @@ def test_original_signver_call_shape(extractor: MetricExtractor, shared_data: Pa
     assert np.allclose(gray, features, atol=0.05)
 
 
-def test_any_input_kind_gives_the_same_embedding(extractor: MetricExtractor, shared_data: Path) -> None:
-    path = cedar_file(shared_data, 36, 3)
+def test_any_input_kind_gives_the_same_embedding(extractor: MetricExtractor, small_data: Path) -> None:
+    path = cedar_file(small_data, 36, 3)
     image = Image.open(path)
     kinds = [path, str(path), path.read_bytes(), image, np.asarray(image.convert("L"))]
     features = extractor.extract(kinds)
     assert np.allclose(features, features[0], atol=1e-5)
 
 
-def test_torch_layout_batches_match_signver_layout(extractor: MetricExtractor, shared_data: Path) -> None:
+def test_torch_layout_batches_match_signver_layout(extractor: MetricExtractor, small_data: Path) -> None:
     crops = np.stack(
-        [np.asarray(Image.open(cedar_file(shared_data, 37, n)).convert("RGB").resize((200, 120)), np.float32) / 255 for n in (1, 2)]
+        [np.asarray(Image.open(cedar_file(small_data, 37, n)).convert("RGB").resize((200, 120)), np.float32) / 255 for n in (1, 2)]
     )
     nhwc = extractor.extract(crops)
     nchw = extractor.extract(torch.from_numpy(crops).permute(0, 3, 1, 2))
     assert np.allclose(nhwc, nchw, atol=1e-5)
     with pytest.raises(SignVerError, match="wrap a single signature"):
-        extractor.extract(Image.open(cedar_file(shared_data, 37, 1)))  # type: ignore[arg-type]
+        extractor.extract(Image.open(cedar_file(small_data, 37, 1)))  # type: ignore[arg-type]
 
 
-def test_genuine_signatures_are_closer_than_skilled_forgeries(extractor: MetricExtractor, shared_data: Path) -> None:
-    """On held-out writers 33-40, a writer's genuine pairs are nearer than genuine-forgery pairs."""
+def test_genuine_signatures_are_closer_than_skilled_forgeries(extractor: MetricExtractor, small_data: Path) -> None:
+    """On the fixture's held-out writers, a writer's genuine pairs are nearer than genuine-forgery pairs."""
     wins = 0
-    for writer in range(33, 41):
-        genuine = extractor.extract([cedar_file(shared_data, writer, n) for n in range(1, 7)])
-        forged = extractor.extract([cedar_file(shared_data, writer, n, forged=True) for n in range(1, 7)])
+    for writer in (35, 36, 37, 39):
+        genuine = extractor.extract([cedar_file(small_data, writer, n) for n in range(1, 6)])
+        forged = extractor.extract([cedar_file(small_data, writer, n, forged=True) for n in range(1, 6)])
         same = 1 - genuine @ genuine.T
-        positive = same[np.triu_indices(6, 1)].mean()
+        positive = same[np.triu_indices(5, 1)].mean()
         skilled = (1 - genuine @ forged.T).mean()
         wins += positive < skilled
-    assert wins >= 7, f"genuine pairs closer for only {wins} of 8 writers"
+    assert wins == 4, f"genuine pairs closer for only {wins} of 4 writers"
 
 
-def test_bad_batches_are_clear_errors(extractor: MetricExtractor, shared_data: Path) -> None:
+def test_bad_batches_are_clear_errors(extractor: MetricExtractor, small_data: Path) -> None:
     with pytest.raises(SignVerError, match="empty batch"):
         extractor.extract([])
     with pytest.raises(SignVerError, match="empty batch"):
@@ -88,11 +88,11 @@ def test_bad_batches_are_clear_errors(extractor: MetricExtractor, shared_data: P
     with pytest.raises(ImageLoadError, match="batch item 0.*NaN"):
         extractor.extract(nan_batch)
     white = np.ones((2, 224, 224, 3), np.float32)
-    white[0] = np.asarray(Image.open(cedar_file(shared_data, 34, 1)).convert("RGB").resize((224, 224))) / 255
+    white[0] = np.asarray(Image.open(cedar_file(small_data, 36, 1)).convert("RGB").resize((224, 224))) / 255
     with pytest.raises(BlankSignatureError, match=r"item\(s\) \[1\]"):
         extractor.extract(white)
     with pytest.raises(SignVerError, match="wrap a single signature"):
-        extractor.extract(str(cedar_file(shared_data, 34, 1)))  # type: ignore[arg-type]
+        extractor.extract(str(cedar_file(small_data, 36, 1)))  # type: ignore[arg-type]
 
 
 def test_wrong_and_corrupt_checkpoints_are_refused(tmp_path: Path) -> None:
@@ -123,17 +123,29 @@ def signver(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "signver_torch", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_evaluate_contract_on_held_out_writers(shared_data: Path) -> None:
+CONTRACT_KEYS = ("eer", "auc", "threshold_at_eer", "far", "frr", "n_writers", "n_pos", "n_neg", "eer_random")
+
+
+def test_evaluate_contract_on_held_out_writers(small_data: Path) -> None:
+    """Deterministic: bound near what the shipped checkpoint measured on the fixture (EER 0.050, AUC 0.989)."""
+    result = signver("evaluate", "extractor", "--data", str(small_data / "cedar"), "--writers", "35-37,39", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(CONTRACT_KEYS) <= set(report)
+    assert report["n_writers"] == 4 and report["n_pos"] == 4 * 5 * 4 // 2 and report["n_neg"] == 4 * 5 * 5
+    assert report["negatives"] == "skilled"
+    assert report["eer"] == pytest.approx(0.05, abs=0.02) and report["auc"] == pytest.approx(0.989, abs=0.01)
+    assert report["eer_random"] < 0.05
+
+
+def test_evaluate_gives_the_cards_figures_on_the_full_data(shared_data: Path) -> None:
+    card = json.loads(resolve_checkpoint("extractor", "default").weights.with_suffix(".json").read_text())
     result = signver("evaluate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "33-40", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    for key in ("eer", "auc", "threshold_at_eer", "far", "frr", "n_writers", "n_pos", "n_neg", "eer_random"):
-        assert key in report
-    assert report["n_writers"] == 8
-    assert report["n_pos"] == 8 * 24 * 23 // 2 and report["n_neg"] == 8 * 24 * 24
-    assert report["negatives"] == "skilled"
-    assert report["eer"] < 0.25 and report["auc"] > 0.8
-    assert report["eer_random"] < report["eer"]
+    assert report["n_writers"] == 8 and report["n_pos"] == 8 * 24 * 23 // 2 and report["n_neg"] == 8 * 24 * 24
+    for key in ("eer", "auc", "eer_random", "far", "frr"):
+        assert report[key] == pytest.approx(card["metrics"][key], abs=0.005), key
 
 
 def test_evaluate_errors_are_one_line(tmp_path: Path) -> None:
@@ -177,20 +189,20 @@ def test_calibrate_fits_the_projection_and_keeps_the_backbone(shared_data: Path,
     assert torch.allclose(again["head.1.weight"].float(), head, atol=1e-3) and second["threshold"] == pytest.approx(card["threshold"], abs=1e-3)
 
 
-def test_calibrate_errors_are_one_line(shared_data: Path, shipped_copy: Path) -> None:
-    missing = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2")
+def test_calibrate_errors_are_one_line(small_data: Path, shipped_copy: Path) -> None:
+    missing = signver("calibrate", "extractor", "--data", str(small_data / "cedar"), "--writers", "1-2")
     assert missing.returncode == 1 and "needs --val-writers" in missing.stderr and missing.stderr.strip().count("\n") == 0
-    cleaner_flag = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2",
-                           "--val-writers", "33", "--pairs", "8", "--checkpoint", str(shipped_copy))
+    cleaner_flag = signver("calibrate", "extractor", "--data", str(small_data / "cedar"), "--writers", "1-2",
+                           "--val-writers", "35", "--pairs", "8", "--checkpoint", str(shipped_copy))
     assert cleaner_flag.returncode == 1 and "--pairs is for the cleaner" in cleaner_flag.stderr
-    few = signver("calibrate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "1-2",
-                  "--val-writers", "33", "--checkpoint", str(shipped_copy), "--quiet")
+    few = signver("calibrate", "extractor", "--data", str(small_data / "cedar"), "--writers", "1-2",
+                  "--val-writers", "35", "--checkpoint", str(shipped_copy), "--quiet")
     assert few.returncode == 1 and "more than 256 feature vectors" in few.stderr and few.stderr.strip().count("\n") == 0
     assert shipped_copy.read_bytes() == resolve_checkpoint("extractor", "default").weights.read_bytes()  # nothing written
 
 
-def test_fine_tuning_on_private_writer_folders(shared_data: Path, tmp_path: Path) -> None:
-    writers = make_writer_folders(shared_data / "cedar", tmp_path / "mine", {f"w_{i}": 6 for i in range(1, 6)})
+def test_fine_tuning_on_private_writer_folders(small_data: Path, tmp_path: Path) -> None:
+    writers = make_writer_folders(small_data / "cedar", tmp_path / "mine", {"a_35": 5, "b_36": 5, "c_37": 5, "d_39": 5, "e_1": 3})
     out = tmp_path / "finetuned"
     result = signver(
         "train", "extractor", "--data", str(writers), "--init", "default", "--max-epochs", "1",
@@ -199,13 +211,13 @@ def test_fine_tuning_on_private_writer_folders(shared_data: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr[-2000:]
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["init"] == "default"
-    assert card["training"]["val_writers"] == "w_4,w_5"
+    assert card["training"]["val_writers"] == "d_39,e_1"
     assert card["metrics"]["negatives"] == "random"
-    assert card["projection"]["method"].startswith("trained head (only 18 training signatures")
+    assert card["projection"]["method"].startswith("trained head (only 15 training signatures")
     assert "--init default" in card["recipe_command"]
     assert (tmp_path / "run" / "last.ckpt").exists()
     tuned = MetricExtractor().load(out)
-    features = tuned.extract([cedar_file(shared_data, 1, 1), cedar_file(shared_data, 2, 1)])
+    features = tuned.extract([cedar_file(small_data, 1, 1), cedar_file(small_data, 2, 1)])
     assert features.shape == (2, 256) and np.isfinite(features).all()
     # the one-cycle schedule was sized for 1 epoch: resuming for 3 is refused before anything runs
     longer = signver(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -15,34 +16,65 @@ from signver_torch.pipeline import SignVer
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
+#: A real held-out page that carries no signature (a letter's second page).
+UNSIGNED = next((REPO / "tests" / "data" / "documents" / "images").glob("cqt45f00-page02*"))
 
 
-def test_example_page_is_signed_by_its_writer_and_the_forgery_is_not() -> None:
-    signver = SignVer(device="cpu")
+@pytest.fixture(scope="module")
+def signver() -> SignVer:
+    return SignVer(device="cpu")
+
+
+def test_example_page_is_signed_by_its_writer_and_the_forgery_is_not(signver: SignVer) -> None:
     genuine = signver.verify_document(EXAMPLES / "contract.png", references=REFERENCES)
     forged = signver.verify_document(EXAMPLES / "contract_forged.png", references=REFERENCES)
     assert len(genuine.signatures) == 1 and len(forged.signatures) == 1  # each page has one signature (and a dated line)
     best_genuine = min(s.distance for s in genuine.signatures)
     best_forged = min(s.distance for s in forged.signatures)
     assert best_genuine < best_forged
-    assert genuine.verdict == "signed by the claimed person"
+    assert genuine.verdict == "signed by the claimed person" and genuine.as_dict()["match"] is True
+    assert forged.verdict == "not signed by the claimed person" and forged.as_dict()["match"] is False
+    assert best_genuine <= genuine.signatures[0].threshold < best_forged
     [first] = genuine.signatures[:1]
     assert first.cleaned.shape == first.crop.shape and first.threshold == signver.extractor.threshold
 
 
+def _signver(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "signver_torch", *args], capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
 def test_verify_document_command_prints_a_verdict_and_draws_the_report(tmp_path: Path) -> None:
     report = tmp_path / "report.png"
-    result = subprocess.run(
-        [sys.executable, "-m", "signver_torch", "verify-document", str(EXAMPLES / "contract.png"),
-         "--reference", *map(str, REFERENCES), "--out", str(report), "--json"],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
+    result = _signver("verify-document", str(EXAMPLES / "contract.png"), "--reference", *map(str, REFERENCES),
+                      "--out", str(report), "--json")
     assert result.returncode == 0, result.stderr
     verdict = json.loads(result.stdout)
-    assert verdict["verdict"] in ("signed by the claimed person", "not signed by the claimed person")
-    assert verdict["signatures"] and {"box_xyxy", "distance", "threshold", "match"} <= set(verdict["signatures"][0])
+    assert verdict["verdict"] == "signed by the claimed person" and verdict["match"] is True
+    [signature] = verdict["signatures"]
+    assert {"box_xyxy", "distance", "threshold", "match"} <= set(signature) and signature["match"] is True
     picture = Image.open(report)
     assert picture.width >= 900 + 500  # the page (900 px) and the panel of crops and verdicts beside it
+
+
+def test_verify_document_against_an_enrolled_person(tmp_path: Path) -> None:
+    gallery = str(tmp_path / "people.db")
+    enrol = _signver("enroll", "--gallery", gallery, "--person", "writer-39", *map(str, REFERENCES))
+    assert enrol.returncode == 0, enrol.stderr
+    verdicts = {}
+    for page in ("contract.png", "contract_forged.png"):
+        result = _signver("verify-document", str(EXAMPLES / page), "--gallery", gallery, "--person", "writer-39", "--json")
+        assert result.returncode == 0, result.stderr
+        verdicts[page] = json.loads(result.stdout)
+    assert verdicts["contract.png"]["claimed"] == "writer-39" and verdicts["contract.png"]["match"] is True
+    assert verdicts["contract_forged.png"]["verdict"] == "not signed by the claimed person"
+    unknown = _signver("verify-document", str(EXAMPLES / "contract.png"), "--gallery", gallery, "--person", "nobody")
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "nobody" in unknown.stderr
+
+
+def test_a_page_without_a_signature_says_so(signver: SignVer) -> None:
+    report = signver.verify_document(UNSIGNED, references=REFERENCES)
+    assert report.signatures == [] and report.verdict == "no signature found"
+    assert report.as_dict()["match"] is False
 
 
 def test_a_signature_box_outscored_by_another_class_is_not_verified() -> None:
