@@ -16,9 +16,11 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from itertools import chain
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -146,6 +148,27 @@ def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.weights}: not a readable safetensors file ({error})") from error
     return state, card
+
+
+def load_model(
+    module: str, name_or_path: str | os.PathLike, build: Callable[[dict[str, Any]], nn.Module]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the network a checkpoint's card describes (``build(card)``) and load its weights as float32.
+
+    The network is built on the meta device and the weights are assigned, not copied: no time is
+    spent on a random initialisation that loading would overwrite (a large part of a command's start-up).
+    """
+    state, card = load_checkpoint(module, name_or_path)
+    try:
+        with torch.device("meta"):
+            model = build(card)
+        model.load_state_dict({key: value.float() for key, value in state.items()}, assign=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
+    unset = [name for name, tensor in chain(model.named_parameters(), model.named_buffers()) if tensor.is_meta]
+    if unset:
+        raise CheckpointError(f"{name_or_path}: the checkpoint does not hold {', '.join(unset[:5])}")
+    return model, card
 
 
 def save_checkpoint(

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torchmetrics.functional.classification import binary_auroc
 
 from signver_torch.errors import DataError
 
@@ -24,6 +23,8 @@ def verification_metrics(
     Raises:
         DataError: there are no positive or no negative pairs.
     """
+    from torchmetrics.functional.classification import binary_auroc  # evaluation only: torchmetrics brings scipy
+
     positive, negative = positive.flatten().double(), negative.flatten().double()
     if positive.numel() == 0 or negative.numel() == 0:
         raise DataError(

@@ -7,6 +7,7 @@ the same extractor, whose calibrated threshold decides.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -21,6 +22,12 @@ from signver_torch.io import ImageSource, load_image, load_image_tensor
 from signver_torch.matcher.api import Combine, Matcher
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
 
+#: Where each model's facade lives: (module, class).
+FACADES = {
+    "detector": ("signver_torch.detector.api", "Detector"),
+    "cleaner": ("signver_torch.cleaner.api", "Cleaner"),
+    "extractor": ("signver_torch.extractor.api", "MetricExtractor"),
+}
 #: Signature boxes overlapping more than this (IoU) are one signature.
 SIGNATURE_OVERLAP = 0.3
 #: Margin added around a detected signature box before cropping (fraction of its size).
@@ -87,13 +94,9 @@ class SignVer:
         self.clean, self.combine, self.device = clean, combine, device
 
     def _model(self, kind: str) -> Any:
-        if kind not in self._models:
-            from signver_torch.cleaner.api import Cleaner
-            from signver_torch.detector.api import Detector
-            from signver_torch.extractor.api import MetricExtractor
-
-            classes = {"detector": Detector, "cleaner": Cleaner, "extractor": MetricExtractor}
-            self._models[kind] = classes[kind](device=self.device).load(self._names[kind])
+        if kind not in self._models:  # import only the facade needed: a gallery command never pays for the detector
+            facade = getattr(importlib.import_module(FACADES[kind][0]), FACADES[kind][1])
+            self._models[kind] = facade(device=self.device).load(self._names[kind])
         return self._models[kind]
 
     @property

@@ -222,9 +222,9 @@ def train(
         from signver_torch.extractor.lit import ExtractorModule as module_class
     elif kind == "cleaner":
         from signver_torch.cleaner.lit import CleanerModule as module_class
-        from signver_torch.data.dirt import CleanerDataModule as data_class
+        from signver_torch.data.datamodule import CleanerDataModule as data_class
     elif kind == "detector":
-        from signver_torch.data.page_module import PageDataModule as data_class
+        from signver_torch.data.datamodule import PageDataModule as data_class
         from signver_torch.detector.lit import DetectorModule as module_class
     else:
         raise SignVerError(f"unknown module {kind!r} (extractor, cleaner or detector)")

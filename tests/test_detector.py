@@ -23,7 +23,7 @@ from signver_torch.data.detection import (
     split_pages,
 )
 from signver_torch.data.dirt import load_ink_maps
-from signver_torch.data.page_module import Augmented, Letterboxed, letterbox
+from signver_torch.data.page_transforms import Augmented, Letterboxed, letterbox
 from signver_torch.data.pages import INK_LEVEL, YOLO_CLASS_MAP, PageConfig, PageSynthesizer, SyntheticPages, write_yolo_pages
 from signver_torch.data.signatures import discover_signatures, writer_split
 from signver_torch.detector.api import Detector, evaluate_detector, parse_class_map, summarize

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint, update_card
-from signver_torch.cleaner.model import UNet
+from signver_torch.checkpoints import load_model, resolve_checkpoint, update_card
+from signver_torch.cleaner.model import UNet, build_cleaner
 from signver_torch.data.dirt import CALIBRATION_SEED, EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
 from signver_torch.data.signatures import SignatureRecord, discover_signatures, writers_text
 from signver_torch.errors import CheckpointError, SignVerError
@@ -76,11 +76,8 @@ class Cleaner:
 
     def load(self, name_or_path: str | os.PathLike = "default") -> "Cleaner":
         """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path."""
-        state, card = load_checkpoint("cleaner", name_or_path)
+        model, card = load_model("cleaner", name_or_path, lambda card: build_cleaner(**card["architecture"]))
         try:
-            architecture = card["architecture"]
-            model = UNet(channels=int(architecture["channels"]), depth=int(architecture["depth"]))
-            model.load_state_dict({key: value.float() for key, value in state.items()})
             curve = card.get("tone_curve")
             tone_curve = None if curve is None else torch.tensor([float(v) for v in curve["values"]])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:

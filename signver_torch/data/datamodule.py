@@ -1,4 +1,9 @@
-"""LightningDataModule for extractor training: writer-disjoint splits, preprocessed once, writer-grouped batches."""
+"""The LightningDataModules that train each module: the extractor's writer-disjoint, writer-grouped
+batches, the cleaner's dirty/clean pairs and the detector's pages.
+
+Only training imports this file (it imports Lightning); the readers, synthesizers and preprocessing
+that inference uses live in the other ``data`` files.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,13 @@ from typing import Iterator, Sequence
 
 import lightning
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
+from signver_torch.data.detection import DetectionPages, PageRecord, read_detection_dataset, split_pages
+from signver_torch.data.dirt import EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
+from signver_torch.data.page_transforms import Augmented, Letterboxed, collate_pages
+from signver_torch.data.pages import PageConfig, SyntheticPages
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.data.signatures import (
     SignatureImages,
@@ -173,3 +182,122 @@ class SignatureDataModule(lightning.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "call setup() first"
         return DataLoader(self.val_set, batch_size=self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
+
+
+#: Size of the index stream training pairs are drawn from (each index is a distinct pair).
+STREAM_LENGTH = 2**31 - 1
+
+
+class CleanerDataModule(lightning.LightningDataModule):
+    """Dirty/clean pairs drawn on the fly from the training writers' signatures, fixed pairs from the held-out ones.
+
+    Each epoch draws ``samples_per_epoch`` fresh pairs (indices sampled from an unbounded stream, so
+    no two epochs repeat); validation uses ``val_pairs`` pairs fixed by :data:`EVAL_SEED`, the same
+    pairs ``signver evaluate cleaner`` builds from the same writers.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        train_writers: str | Sequence[str] | None = "1-32",
+        val_writers: str | Sequence[str] | None = "33-40",
+        height: int = 128,
+        width: int = 256,
+        batch_size: int = 16,
+        samples_per_epoch: int = 2048,
+        val_pairs: int = 256,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.dirt = DirtConfig(height=height, width=width)
+        self.train_set: DirtyPairs | None = None
+        self.val_set: DirtyPairs | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        records = discover_signatures(hp.data_dir)
+        train, val = writer_split(records, hp.train_writers, hp.val_writers)
+        self.train_records, self.val_records = train, val
+        self.train_set = DirtyPairs(load_ink_maps(train), STREAM_LENGTH, hp.seed, self.dirt)
+        self.val_set = DirtyPairs(load_ink_maps(val), hp.val_pairs, EVAL_SEED, self.dirt)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        generator = torch.Generator().manual_seed(self.hparams.seed * 1000 + rank)
+        sampler = RandomSampler(self.train_set, replacement=True, num_samples=self.hparams.samples_per_epoch, generator=generator)
+        return DataLoader(
+            self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
+            drop_last=True, persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(self.val_set, self.hparams.batch_size * 2, num_workers=self.hparams.num_workers)
+
+
+class PageDataModule(lightning.LightningDataModule):
+    """Synthetic pages (all four classes, signatures from the training writers) plus, optionally, the
+    real labelled pages of ``real_dir`` not held out. Validation: the held-out real pages (every
+    ``held_out_every``-th by file name) and fixed synthetic pages from the validation writers.
+    """
+
+    def __init__(
+        self,
+        signatures_dir: str | Path,
+        train_writers: str = "1-32",
+        val_writers: str = "33-40",
+        real_dir: str | Path | None = None,
+        held_out_every: int = 3,
+        real_repeat: int = 2,
+        synthetic_pages: int = 1000,
+        val_synthetic_pages: int = 64,
+        image_size: int = 640,
+        batch_size: int = 4,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set: Dataset | None = None
+        self.val_sets: list[Dataset] = []
+        self.real_train: list[PageRecord] = []
+        self.real_val: list[PageRecord] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        records = discover_signatures(hp.signatures_dir)
+        train_writers, val_writers = writer_split(records, hp.train_writers, hp.val_writers)
+        config = PageConfig(size=hp.image_size)
+        parts: list[Dataset] = [SyntheticPages(load_ink_maps(train_writers), hp.synthetic_pages, hp.seed, config)]
+        if hp.real_dir is not None:
+            self.real_train, self.real_val = split_pages(read_detection_dataset(hp.real_dir), hp.held_out_every)
+            parts += [Letterboxed(DetectionPages(self.real_train), hp.image_size)] * hp.real_repeat
+            self.val_sets.append(Letterboxed(DetectionPages(self.real_val), hp.image_size))
+        self.train_set = Augmented(ConcatDataset(parts), hp.seed)
+        self.val_sets.append(SyntheticPages(load_ink_maps(val_writers), hp.val_synthetic_pages, hp.seed + 10_000, config))
+
+    @property
+    def val_names(self) -> list[str]:
+        return (["real"] if self.hparams.real_dir is not None else []) + ["synthetic"]
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        self.train_set.epoch = self.trainer.current_epoch if self.trainer is not None else 0  # type: ignore[attr-defined]
+        generator = torch.Generator().manual_seed(self.hparams.seed * 1000 + (self.trainer.global_rank if self.trainer else 0))
+        return DataLoader(
+            self.train_set, self.hparams.batch_size, shuffle=True, generator=generator, drop_last=True,
+            collate_fn=collate_pages, num_workers=self.hparams.num_workers,
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [
+            DataLoader(dataset, self.hparams.batch_size, collate_fn=collate_pages, num_workers=self.hparams.num_workers)
+            for dataset in self.val_sets
+        ]

@@ -16,17 +16,15 @@ import io
 import string
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-import lightning
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from signver_torch.data.signatures import SignatureRecord, discover_signatures, writer_split
+from signver_torch.data.signatures import SignatureRecord
 from signver_torch.errors import DataError
 from signver_torch.io import load_image
 
@@ -291,59 +289,3 @@ class DirtyPairs(Dataset):
 EVAL_SEED = 20261126
 #: Seed of the training writers' pairs that fit a cleaner's tone curve (``signver calibrate cleaner``).
 CALIBRATION_SEED = 20261127
-
-
-class CleanerDataModule(lightning.LightningDataModule):
-    """Dirty/clean pairs drawn on the fly from the training writers' signatures, fixed pairs from the held-out ones.
-
-    Each epoch draws ``samples_per_epoch`` fresh pairs (indices sampled from an unbounded stream, so
-    no two epochs repeat); validation uses ``val_pairs`` pairs fixed by :data:`EVAL_SEED`, the same
-    pairs ``signver evaluate cleaner`` builds from the same writers.
-    """
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        train_writers: str | Sequence[str] | None = "1-32",
-        val_writers: str | Sequence[str] | None = "33-40",
-        height: int = 128,
-        width: int = 256,
-        batch_size: int = 16,
-        samples_per_epoch: int = 2048,
-        val_pairs: int = 256,
-        seed: int = 0,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.dirt = DirtConfig(height=height, width=width)
-        self.train_set: DirtyPairs | None = None
-        self.val_set: DirtyPairs | None = None
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        records = discover_signatures(hp.data_dir)
-        train, val = writer_split(records, hp.train_writers, hp.val_writers)
-        self.train_records, self.val_records = train, val
-        self.train_set = DirtyPairs(load_ink_maps(train), STREAM_LENGTH, hp.seed, self.dirt)
-        self.val_set = DirtyPairs(load_ink_maps(val), hp.val_pairs, EVAL_SEED, self.dirt)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        generator = torch.Generator().manual_seed(self.hparams.seed * 1000 + rank)
-        sampler = RandomSampler(self.train_set, replacement=True, num_samples=self.hparams.samples_per_epoch, generator=generator)
-        return DataLoader(
-            self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
-            drop_last=True, persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "call setup() first"
-        return DataLoader(self.val_set, self.hparams.batch_size * 2, num_workers=self.hparams.num_workers)
-
-
-#: Size of the index stream training pairs are drawn from (each index is a distinct pair).
-STREAM_LENGTH = 2**31 - 1

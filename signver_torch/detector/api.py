@@ -17,9 +17,9 @@ from torchvision.ops import box_iou
 from torchvision.transforms.functional import to_pil_image
 from tqdm.auto import tqdm
 
-from signver_torch.checkpoints import load_checkpoint
+from signver_torch.checkpoints import load_model
 from signver_torch.data.detection import CLASS_NAMES, DetectionPages, read_detection_dataset, split_pages
-from signver_torch.data.page_module import letterbox
+from signver_torch.data.page_transforms import letterbox
 from signver_torch.detector.model import build_detector
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.extractor.api import best_device
@@ -32,14 +32,12 @@ MIN_PAGE_SIDE = 16
 
 def load_detector(name_or_path: str | os.PathLike = "default") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The RetinaNet of a detector checkpoint (fp32, CPU) built from its card, and the card."""
-    state, card = load_checkpoint("detector", name_or_path)
-    try:
+
+    def build(card: dict[str, Any]) -> torch.nn.Module:
         architecture = dict(card["architecture"])
-        model = build_detector(architecture.pop("architecture"), **architecture)
-        model.load_state_dict({key: value.float() for key, value in state.items()})
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
-    return model, card
+        return build_detector(architecture.pop("architecture"), **architecture)
+
+    return load_model("detector", name_or_path, build)
 
 
 class Detector:

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from signver_torch.checkpoints import load_checkpoint, read_card, resolve_checkpoint, save_checkpoint
+from signver_torch.checkpoints import load_model, read_card, resolve_checkpoint, save_checkpoint
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures, writers_text
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
@@ -136,13 +136,7 @@ class MetricExtractor:
 
 def load_embedder(name_or_path: str | os.PathLike) -> tuple[SignatureEmbedder, dict[str, Any]]:
     """Build the network a checkpoint's card describes and load its weights (float32)."""
-    state, card = load_checkpoint("extractor", name_or_path)
-    try:
-        model = build_extractor(**card["architecture"])
-        model.load_state_dict({key: value.float() for key, value in state.items()})
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
-    return model, card
+    return load_model("extractor", name_or_path, lambda card: build_extractor(**card["architecture"]))  # type: ignore[return-value]
 
 
 Extractor = MetricExtractor

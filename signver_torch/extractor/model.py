@@ -1,4 +1,4 @@
-"""Signature embedding networks: any timm backbone (or SigNet) + projection head + L2 normalisation.
+"""Signature embedding networks: a ResNet, any timm backbone or SigNet + projection head + L2 normalisation.
 
 Plain ``nn.Module``s and builders, no Lightning and no I/O: the input is the preprocessed ink canvas
 ``(N, 1, H, W)`` from :class:`~signver_torch.data.preprocess.SignaturePreprocessor`.
@@ -6,14 +6,15 @@ Plain ``nn.Module``s and builders, no Lightning and no I/O: the input is the pre
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import resnet
 
 EMBEDDING_DIM = 256
+
 
 
 class SigNet(nn.Module):
@@ -114,11 +115,36 @@ class SiameseVerifier(nn.Module):
         return 1 - (a * b).sum(1)
 
 
+#: ResNets that torchvision builds module for module like timm's ``resnet*`` (same layers, names and
+#: initialisation), so these checkpoints load without importing timm, which costs seconds at start-up.
+TORCHVISION_RESNETS: dict[str, Callable[..., resnet.ResNet]] = {
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+}
+
+
+def torchvision_resnet(name: str, in_chans: int = 1) -> tuple[nn.Module, int]:
+    """timm's ``create_model(name, num_classes=0, in_chans=in_chans)`` for a ResNet, built by torchvision:
+    the stem takes ``in_chans`` channels, the classifier is removed and the last BN of each block starts
+    at zero (timm's ``zero_init_last``)."""
+    net = TORCHVISION_RESNETS[name](weights=None, zero_init_residual=True)
+    net.conv1 = nn.Conv2d(in_chans, net.conv1.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    num_features = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, num_features
+
+
 def build_backbone(name: str, in_chans: int = 1, **kwargs: Any) -> tuple[nn.Module, int]:
-    """A feature extractor and its output width: ``"signet"`` or any timm model name."""
+    """A feature extractor and its output width: ``"signet"``, a ResNet or any timm model name."""
     if name == "signet":
         net = SigNet(in_chans=in_chans, **kwargs)
         return net, net.num_features
+    if name in TORCHVISION_RESNETS and not kwargs:
+        return torchvision_resnet(name, in_chans)
+    import timm  # only for backbones torchvision does not build
+
     if name not in timm.list_models():
         raise ValueError(f"unknown backbone {name!r}: use 'signet' or a timm model name (timm.list_models())")
     net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)

@@ -1,4 +1,4 @@
-"""Detector data: fixed-size letterboxed pages (synthetic and real), augmentation, a LightningDataModule.
+"""Detector data: fixed-size letterboxed pages (synthetic and real) and their augmentation.
 
 Every page leaves this module as a ``(3, S, S)`` tensor (``S`` = ``image_size``): the page is scaled to
 fit and padded with paper, so batches have static shapes (what HPU graphs need) and the network's own
@@ -7,19 +7,13 @@ resize is the identity.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
-import lightning
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from signver_torch.data.detection import DetectionPages, PageRecord, read_detection_dataset, split_pages
-from signver_torch.data.dirt import load_ink_maps
-from signver_torch.data.pages import PageConfig, SyntheticPages
-from signver_torch.data.signatures import discover_signatures, writer_split
 
 Target = dict[str, Any]
 
@@ -88,66 +82,3 @@ class Augmented(Dataset):
 def collate_pages(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
     images, targets = zip(*batch)
     return list(images), list(targets)
-
-
-class PageDataModule(lightning.LightningDataModule):
-    """Synthetic pages (all four classes, signatures from the training writers) plus, optionally, the
-    real labelled pages of ``real_dir`` not held out. Validation: the held-out real pages (every
-    ``held_out_every``-th by file name) and fixed synthetic pages from the validation writers.
-    """
-
-    def __init__(
-        self,
-        signatures_dir: str | Path,
-        train_writers: str = "1-32",
-        val_writers: str = "33-40",
-        real_dir: str | Path | None = None,
-        held_out_every: int = 3,
-        real_repeat: int = 2,
-        synthetic_pages: int = 1000,
-        val_synthetic_pages: int = 64,
-        image_size: int = 640,
-        batch_size: int = 4,
-        seed: int = 0,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.train_set: Dataset | None = None
-        self.val_sets: list[Dataset] = []
-        self.real_train: list[PageRecord] = []
-        self.real_val: list[PageRecord] = []
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        records = discover_signatures(hp.signatures_dir)
-        train_writers, val_writers = writer_split(records, hp.train_writers, hp.val_writers)
-        config = PageConfig(size=hp.image_size)
-        parts: list[Dataset] = [SyntheticPages(load_ink_maps(train_writers), hp.synthetic_pages, hp.seed, config)]
-        if hp.real_dir is not None:
-            self.real_train, self.real_val = split_pages(read_detection_dataset(hp.real_dir), hp.held_out_every)
-            parts += [Letterboxed(DetectionPages(self.real_train), hp.image_size)] * hp.real_repeat
-            self.val_sets.append(Letterboxed(DetectionPages(self.real_val), hp.image_size))
-        self.train_set = Augmented(ConcatDataset(parts), hp.seed)
-        self.val_sets.append(SyntheticPages(load_ink_maps(val_writers), hp.val_synthetic_pages, hp.seed + 10_000, config))
-
-    @property
-    def val_names(self) -> list[str]:
-        return (["real"] if self.hparams.real_dir is not None else []) + ["synthetic"]
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        self.train_set.epoch = self.trainer.current_epoch if self.trainer is not None else 0  # type: ignore[attr-defined]
-        generator = torch.Generator().manual_seed(self.hparams.seed * 1000 + (self.trainer.global_rank if self.trainer else 0))
-        return DataLoader(
-            self.train_set, self.hparams.batch_size, shuffle=True, generator=generator, drop_last=True,
-            collate_fn=collate_pages, num_workers=self.hparams.num_workers,
-        )
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return [
-            DataLoader(dataset, self.hparams.batch_size, collate_fn=collate_pages, num_workers=self.hparams.num_workers)
-            for dataset in self.val_sets
-        ]
