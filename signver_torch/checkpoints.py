@@ -162,7 +162,8 @@ def load_model(
     try:
         with torch.device("meta"):
             model = build(card)
-        model.load_state_dict({key: value.float() for key, value in state.items()}, assign=True)
+        model.load_state_dict({key: value.float() if value.is_floating_point() else value for key, value in state.items()},
+                              assign=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
     unset = [name for name, tensor in chain(model.named_parameters(), model.named_buffers()) if tensor.is_meta]

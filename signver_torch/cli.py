@@ -274,15 +274,6 @@ def _signver(args: argparse.Namespace) -> "SignVer":  # noqa: F821 (imported laz
                    **({"detector": args.detector} if hasattr(args, "detector") else {}))
 
 
-def _print_verdict(result: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result))
-        return
-    against = result.get("person") or ", ".join(result.get("references", []))
-    print(f"{'MATCH' if result['match'] else 'NO MATCH'}: distance {result['distance']:.4f} "
-          f"{'<=' if result['match'] else '>'} threshold {result['threshold']:.4f} (against {against})")
-
-
 def cmd_enroll(args: argparse.Namespace) -> int:
     added = _signver(args).enroll(args.gallery, args.person, args.images)
     print(f"enrolled {added} signature(s) of {args.person!r} in {args.gallery}")
@@ -297,15 +288,84 @@ def _check_claim(args: argparse.Namespace, command: str) -> None:
         raise SignVerError(f"{command} against a gallery needs both --gallery and --person")
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+#: Lists of at least this many queries show a progress bar on stderr.
+PROGRESS_FROM = 10
+
+
+def _claims(args: argparse.Namespace) -> list["Claim"]:  # noqa: F821 (imported lazily)
+    from signver_torch.pipeline import Claim, read_claims
+
+    if args.pairs:
+        if args.query or args.reference or args.person:
+            raise SignVerError("--pairs holds the queries and their claims: give it without --query, --reference or --person")
+        claims = read_claims(args.pairs)
+        if any(claim.person is not None for claim in claims) and not args.gallery:
+            raise SignVerError(f"{args.pairs}: a person column needs --gallery DB")
+        return claims
+    if not args.query:
+        raise SignVerError("verify needs --query IMG... (with --reference or --gallery/--person) or --pairs CSV")
     _check_claim(args, "verify")
-    signver = _signver(args)
     if args.reference:
-        result = signver.verify_references(args.reference, args.query)
-    else:
-        result = signver.verify_claim(args.gallery, args.person, args.query)
-    _print_verdict({**result, "query": args.query}, args.json)
+        return [Claim(query, tuple(args.reference)) for query in args.query]
+    return [Claim(query, person=args.person) for query in args.query]
+
+
+def _label_summary(labelled: list[tuple[bool, float]], threshold: float) -> dict:
+    """EER/AUC over the labelled verdicts (both kinds needed), FAR and FRR at the threshold used."""
+    from signver_torch.metrics import verification_metrics
+
+    positive = [distance for label, distance in labelled if label]
+    negative = [distance for label, distance in labelled if not label]
+    summary: dict = {"n_labelled": len(labelled), "n_genuine": len(positive), "n_forged": len(negative), "threshold": threshold}
+    if positive and negative:
+        import torch
+
+        metrics = verification_metrics(torch.tensor(positive), torch.tensor(negative), threshold)
+        summary.update({key: metrics[key] for key in ("eer", "auc", "threshold_at_eer")})
+    if negative:
+        summary["far"] = sum(distance <= threshold for distance in negative) / len(negative)
+    if positive:
+        summary["frr"] = sum(distance > threshold for distance in positive) / len(positive)
+    return summary
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify one or many queries with one model load: a verdict per line (JSON lines with --json)."""
+    from tqdm.auto import tqdm
+
+    claims = _claims(args)
+    signver = _signver(args)
+    if args.person:  # the one claimed person must exist before any query is checked
+        with signver.gallery(args.gallery) as store:
+            store.references(args.person)
+    failures, labelled = [], []
+    with tqdm(total=len(claims), desc="verifying", unit="query", file=sys.stderr,
+              disable=args.quiet or len(claims) < PROGRESS_FROM) as bar:
+        for claim, result in zip(claims, signver.verify_many(claims, args.gallery)):
+            if "error" in result:
+                failures.append(result["error"])
+            elif claim.label is not None:
+                labelled.append((claim.label, result["distance"]))
+            bar.write(json.dumps(result) if args.json else _verdict_line(result), file=sys.stdout)
+            bar.update()
+    if labelled:
+        summary = _label_summary(labelled, signver.extractor.threshold)
+        print(json.dumps({"summary": summary}) if args.json else
+              "summary: " + ", ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+                                      for key, value in summary.items()))
+    if failures:
+        detail = failures[0] if len(claims) == 1 else f"{len(failures)} of {len(claims)} queries failed (each on its line); first: {failures[0]}"
+        print(f"signver: error: {detail}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
+
+
+def _verdict_line(result: dict) -> str:
+    if "error" in result:
+        return f"{result['query']}: ERROR: {result['error']}"
+    against = result.get("person") or ", ".join(result.get("references", []))
+    return (f"{result['query']}: {'MATCH' if result['match'] else 'NO MATCH'}: distance {result['distance']:.4f} "
+            f"{'<=' if result['match'] else '>'} threshold {result['threshold']:.4f} (against {against})")
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -474,12 +534,21 @@ def build_parser() -> argparse.ArgumentParser:
     models(enroll)
     enroll.set_defaults(handler=cmd_enroll)
 
-    verify = commands.add_parser("verify", help="verify a signature against an enrolled person or reference images")
-    verify.add_argument("--query", required=True, help="the signature to check")
+    verify = commands.add_parser(
+        "verify", help="verify signatures against an enrolled person or reference images",
+        description="Verify one or many query signatures with one model load; one verdict per line (JSON lines with "
+        "--json). A query that cannot be read is reported on its line and the others go on; the exit code is 1 if "
+        "any failed. With labels (--pairs), EER/FAR/FRR are printed at the end.",
+    )
+    verify.add_argument("--query", nargs="+", metavar="IMG", help="the signature(s) to check")
+    verify.add_argument("--pairs", metavar="CSV", help="claims to check, one a row: columns query, reference (image "
+                        "paths, ';' between several) or person (with --gallery), optional label (1/0, genuine/forged); "
+                        "relative paths are from the CSV's folder")
     verify.add_argument("--gallery", help="gallery file")
     verify.add_argument("--person", help="claimed person id (with --gallery)")
     verify.add_argument("--reference", nargs="+", metavar="IMG", help="reference signatures of the claimed writer")
-    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument("--json", action="store_true", help="print one JSON object per query (JSON lines)")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     models(verify)
     verify.set_defaults(handler=cmd_verify)
 

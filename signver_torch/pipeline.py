@@ -7,17 +7,20 @@ the same extractor, whose calibrated threshold decides.
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.ops import box_iou, nms
 
-from signver_torch.errors import SignVerError
+from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.io import ImageSource, load_image, load_image_tensor
 from signver_torch.matcher.api import Combine, Matcher
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
@@ -32,6 +35,20 @@ FACADES = {
 SIGNATURE_OVERLAP = 0.3
 #: Margin added around a detected signature box before cropping (fraction of its size).
 CROP_MARGIN = 0.08
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A query signature said to be someone's: compared with reference images or an enrolled person."""
+
+    query: str
+    references: tuple[str, ...] = ()
+    person: str | None = None
+    label: bool | None = None  # the truth, where it is known: genuine (True) or not
+
+    def __post_init__(self) -> None:
+        if (self.person is None) == (not self.references):
+            raise SignVerError("a claim names either reference images or an enrolled person")
 
 
 @dataclass
@@ -109,12 +126,99 @@ class SignVer:
 
     def embed(self, signatures: Sequence[ImageSource]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Clean (unless disabled) and embed signature crops; returns embeddings and the cleaned crops."""
-        crops = [load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else f"signature {i}")
-                 for i, item in enumerate(signatures)]
+        crops = [_load_signature(item, i) for i, item in enumerate(signatures)]
         if not crops:
             raise SignVerError("no signatures given")
+        return self._embed_loaded(crops)
+
+    def _embed_loaded(self, crops: Sequence[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
         cleaned = self._model("cleaner").clean_pages(crops) if self.clean else crops
         return self.extractor.embed(cleaned).numpy(), [c[0].numpy() for c in cleaned]
+
+    def embed_each(self, signatures: Sequence[ImageSource]) -> list[np.ndarray | SignVerError]:
+        """Embed many signatures in batches, one result per input: its embedding, or the
+        :class:`SignVerError` it raised (a missing, broken or blank file does not stop the others)."""
+        results: list[np.ndarray | SignVerError | None] = [None] * len(signatures)
+        pending: list[tuple[int, torch.Tensor]] = []
+        for index, item in enumerate(signatures):
+            try:
+                pending.append((index, _load_signature(item, index)))
+            except SignVerError as error:
+                results[index] = error
+        while pending:
+            try:
+                embeddings, _ = self._embed_loaded([crop for _, crop in pending])
+            except BlankSignatureError as error:  # drop the blank items and embed the rest together
+                blank = set(error.indices)
+                for position in blank:
+                    index = pending[position][0]
+                    results[index] = BlankSignatureError(f"{_name(signatures[index], index)}: no signature ink found (blank or uniform image)")
+                pending = [item for position, item in enumerate(pending) if position not in blank]
+                continue
+            except SignVerError:  # some other refusal of the batch: each item on its own says which
+                if len(pending) == 1:
+                    raise
+                for index, crop in pending:
+                    try:
+                        results[index] = self._embed_loaded([crop])[0][0]
+                    except SignVerError as error:
+                        results[index] = error
+                break
+            for (index, _), embedding in zip(pending, embeddings):
+                results[index] = embedding
+            break
+        return results  # type: ignore[return-value]
+
+    def verify_many(
+        self, claims: Sequence[Claim], gallery: str | os.PathLike | None = None, batch_size: int = 32
+    ) -> Iterator[dict[str, Any]]:
+        """Verify each claim with one model load, yielding its verdict in order (the fields of
+        :meth:`verify_references` or :meth:`verify_claim`, plus ``query``) or ``{"query", "error"}``.
+
+        Claims are embedded ``batch_size`` at a time and every image is embedded once, however many
+        claims name it; a person's references are read from ``gallery`` once.
+        """
+        embedded: dict[str, np.ndarray | SignVerError] = {}
+        enrolled: dict[str, np.ndarray | SignVerError] = {}
+        store = self.gallery(gallery) if any(claim.person is not None for claim in claims) and gallery is not None else None
+        try:
+            for start in range(0, len(claims), batch_size):
+                chunk = claims[start : start + batch_size]
+                new = list(dict.fromkeys(source for claim in chunk for source in (claim.query, *claim.references)
+                                         if source not in embedded))
+                if new:
+                    embedded.update(zip(new, self.embed_each(new)))
+                for claim in chunk:
+                    yield self._verdict(claim, embedded, enrolled, store)
+        finally:
+            if store is not None:
+                store.close()
+
+    def _verdict(self, claim: Claim, embedded: dict[str, Any], enrolled: dict[str, Any], store: Gallery | None) -> dict[str, Any]:
+        query = embedded[claim.query]
+        if claim.person is not None:
+            if store is None:
+                raise SignVerError("a claim against an enrolled person needs a gallery")
+            if claim.person not in enrolled:
+                try:
+                    enrolled[claim.person] = store.references(claim.person)
+                except SignVerError as error:
+                    enrolled[claim.person] = error
+            references = enrolled[claim.person]
+            against: dict[str, Any] = {"person": claim.person}
+        else:
+            failed = [embedded[source] for source in claim.references if isinstance(embedded[source], SignVerError)]
+            references = failed[0] if failed else np.stack([embedded[source] for source in claim.references])
+            against = {"references": list(claim.references)}
+        for outcome in (query, references):
+            if isinstance(outcome, SignVerError):
+                return {"query": claim.query, **against, "error": _one_line(outcome)}
+        match, distance = self.matcher.verify_references(query, references, combine=self.combine)
+        verdict = {"match": match, "distance": distance, "threshold": self.extractor.threshold, **against,
+                   "combine": self.combine, "query": claim.query}
+        if claim.person is not None:
+            verdict["n_references"] = len(references)
+        return verdict
 
     def gallery(self, path: str | os.PathLike, create: bool = False) -> Gallery:
         return Gallery(path, self.extractor.sha256, create=create)
@@ -233,6 +337,63 @@ def _signatures_not_outscored(found: dict[str, torch.Tensor]) -> torch.Tensor:
     return signature
 
 
+#: Spellings of a pair's ``label`` column: genuine (same writer) or not.
+LABELS = {"1": True, "true": True, "genuine": True, "same": True, "yes": True,
+          "0": False, "false": False, "forged": False, "forgery": False, "different": False, "no": False}
+
+
+def read_claims(path: str | os.PathLike) -> list[Claim]:
+    """Claims from a CSV file with a ``query`` column, a ``reference`` column (image paths, several
+    separated by ``;``) or a ``person`` column (enrolled ids), and optionally ``label`` (1/0,
+    genuine/forged, ...). Relative image paths are taken from the CSV file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SignVerError(f"{path}: cannot read the pairs file ({error})") from error
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [name.strip() for name in reader.fieldnames or []]
+    reader.fieldnames = columns
+    if "query" not in columns or ("reference" in columns) == ("person" in columns):
+        raise SignVerError(f"{path}: needs a header with query and either reference or person (found: {', '.join(columns) or 'nothing'})")
+
+    def image(name: str) -> str:
+        return str(Path(name) if Path(name).is_absolute() else path.parent / name)
+
+    claims = []
+    for line, row in enumerate(reader, start=2):
+        query, label = (row.get("query") or "").strip(), (row.get("label") or "").strip().lower()
+        if not query:
+            raise SignVerError(f"{path}:{line}: empty query")
+        if label and label not in LABELS:
+            raise SignVerError(f"{path}:{line}: label {label!r} is not one of {', '.join(LABELS)}")
+        if "person" in columns:
+            person = (row.get("person") or "").strip()
+            if not person:
+                raise SignVerError(f"{path}:{line}: empty person")
+            claims.append(Claim(image(query), person=person, label=LABELS.get(label)))
+        else:
+            references = tuple(image(name.strip()) for name in (row.get("reference") or "").split(";") if name.strip())
+            if not references:
+                raise SignVerError(f"{path}:{line}: empty reference")
+            claims.append(Claim(image(query), references, label=LABELS.get(label)))
+    if not claims:
+        raise SignVerError(f"{path}: no pairs in the file")
+    return claims
+
+
+def _name(item: ImageSource, index: int) -> str:
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"signature {index}"
+
+
+def _load_signature(item: ImageSource, index: int) -> torch.Tensor:
+    return load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else f"signature {index}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
     x0, y0, x1, y1 = box
     dx, dy = (x1 - x0) * CROP_MARGIN, (y1 - y0) * CROP_MARGIN
@@ -245,4 +406,4 @@ def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return crop
 
 
-__all__ = ["DocumentReport", "SignVer", "SignatureVerdict"]
+__all__ = ["Claim", "DocumentReport", "SignVer", "SignatureVerdict", "read_claims"]

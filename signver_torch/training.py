@@ -76,6 +76,21 @@ def run_recipe(
     resume: bool,
 ) -> tuple[RecipeCLI, float]:
     """Parse the recipe, fit with progress bar and resumable checkpoints; returns the CLI and the seconds."""
+    cli = parse_recipe(module_class, datamodule_class, config, overrides, run_dir)
+    last = run_dir / "last.ckpt"
+    if resume and not last.exists():
+        raise SignVerError(f"--resume: no {last} to resume from")
+    if resume:
+        _check_schedule_fits(last, cli.trainer.max_epochs)
+    start = time.time()
+    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if resume else None)
+    return cli, time.time() - start
+
+
+def parse_recipe(
+    module_class: type, datamodule_class: type, config: Path, overrides: Sequence[str], run_dir: Path
+) -> RecipeCLI:
+    """The recipe's model, data and Trainer (hardware through accelerators.py), built but not run."""
     if not config.is_file():
         raise SignVerError(f"{config}: recipe not found")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -94,14 +109,7 @@ def run_recipe(
         )
     except (SystemExit, ValueError, TypeError, argparse.ArgumentError) as error:
         raise SignVerError(f"{config}: invalid recipe or override ({error})") from error
-    last = run_dir / "last.ckpt"
-    if resume and not last.exists():
-        raise SignVerError(f"--resume: no {last} to resume from")
-    if resume:
-        _check_schedule_fits(last, cli.trainer.max_epochs)
-    start = time.time()
-    cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last) if resume else None)
-    return cli, time.time() - start
+    return cli
 
 
 def _check_schedule_fits(last: Path, max_epochs: int | None) -> None:
@@ -217,6 +225,16 @@ def train(
 ) -> tuple[Path, dict[str, Any]]:
     """Fit ``kind``'s recipe (``extractor``, ``cleaner`` or ``detector``), then export its final weights
     with the card and the metrics of its evaluate command; returns the weights path and the card."""
+    module_class, data_class = task_classes(kind)
+    cli, seconds = run_recipe(module_class, data_class, config, overrides, run_dir, resume)
+    if not cli.trainer.is_global_zero:
+        return weights_path(out), {}
+    export = {"extractor": _export_extractor, "cleaner": _export_cleaner, "detector": _export_detector}[kind]
+    return export(cli.model, cli.datamodule, cli.trainer, seconds, config, out, argv)
+
+
+def task_classes(kind: str) -> tuple[type, type]:
+    """The LightningModule and LightningDataModule that train ``kind``."""
     if kind == "extractor":
         from signver_torch.data.datamodule import SignatureDataModule as data_class
         from signver_torch.extractor.lit import ExtractorModule as module_class
@@ -228,11 +246,7 @@ def train(
         from signver_torch.detector.lit import DetectorModule as module_class
     else:
         raise SignVerError(f"unknown module {kind!r} (extractor, cleaner or detector)")
-    cli, seconds = run_recipe(module_class, data_class, config, overrides, run_dir, resume)
-    if not cli.trainer.is_global_zero:
-        return weights_path(out), {}
-    export = {"extractor": _export_extractor, "cleaner": _export_cleaner, "detector": _export_detector}[kind]
-    return export(cli.model, cli.datamodule, cli.trainer, seconds, config, out, argv)
+    return module_class, data_class
 
 
 def run_record(trainer: Any, seconds: float, argv: Sequence[str] | None) -> dict[str, Any]:

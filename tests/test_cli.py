@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +73,50 @@ def test_error_pictures_are_refused_outside_the_detector(tmp_path) -> None:
     result = signver("evaluate", "extractor", "--data", str(tmp_path), "--errors", str(tmp_path / "errors"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "--errors is for the detector" in result.stderr and not (tmp_path / "errors").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["detect", "{tmp}/missing.png", "--out", "{tmp}/out"], "missing.png"),
+        (["detect", "{tmp}/not-an-image.png", "--out", "{tmp}/out"], "not-an-image.png"),
+        (["identify", "--gallery", "{tmp}/none.db", "--query", "{tmp}/not-an-image.png"], "none.db"),
+        (["synthesize", "pages", "--data", "{tmp}/nothing", "--out", "{tmp}/pages"], "nothing"),
+        (["synthesize", "pages", "--data", "{tmp}", "--pages", "0", "--out", "{tmp}/pages"], "--pages must be at least 1"),
+        (["clean", "{tmp}/not-an-image.png", "--out", "{tmp}/out"], "not-an-image.png"),
+        (["benchmark", "--accelerator", "hpu", "--models", "cleaner", "--out", "{tmp}/bench"], "hpu"),
+        (["benchmark", "--steps", "1", "--models", "cleaner", "--out", "{tmp}/bench"], "steps"),
+        (["verify", "--reference", "{tmp}/not-an-image.png", "--query", "{tmp}/missing.png"], "missing.png"),
+        (["verify", "--gallery", "{tmp}/none.db", "--person", "ann", "--query", "{tmp}/missing.png"], "none.db"),
+    ],
+    ids=["detect-missing", "detect-garbage", "identify-no-gallery", "synthesize-no-data", "synthesize-no-pages",
+         "clean-garbage", "benchmark-no-hpu", "benchmark-steps", "verify-missing", "verify-no-gallery"],
+)
+def test_each_command_reports_bad_input_in_one_line(tmp_path, args: list[str], names: str) -> None:
+    (tmp_path / "not-an-image.png").write_text("this is text")
+    result = signver(*(arg.format(tmp=tmp_path) for arg in args))
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("signver: error:") and names in line and "Traceback" not in result.stderr, line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "pages").exists()
+
+
+def test_inference_imports_no_training_libraries() -> None:
+    """Loading and running the three facades and the pipeline's verify needs neither Lightning nor timm
+    nor torchmetrics: they cost seconds at every start of the command."""
+    script = """
+import sys
+import numpy as np
+from signver_torch import Cleaner, Detector, MetricExtractor, SignVer
+page = np.ones((200, 300, 3), np.float32); page[80:120, 50:250] = 0.1
+Detector(device="cpu").load("default").predict([page])
+Cleaner(device="cpu").load("default").clean(page[None, :, :, 0])
+MetricExtractor(device="cpu").load("default").extract(page[None, 60:140])
+SignVer(device="cpu").verify_references(["examples/references/writer39_1.png"], "examples/references/writer39_2.png")
+print(sorted({name.split(".")[0] for name in sys.modules} & {"lightning", "lightning_habana", "timm", "torchmetrics",
+                                                            "pytorch_metric_learning", "scipy", "sklearn"}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -70,6 +70,29 @@ def test_embedders_give_unit_vectors_for_any_canvas(backbone: str) -> None:
             assert torch.allclose(embedding.norm(dim=1), torch.ones(shape[0]), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_torchvision_resnets_are_timms_layer_for_layer(name: str) -> None:
+    """The ResNets built without timm (fast start) take timm's weights and give timm's features."""
+    import timm
+
+    from signver_torch.extractor.model import torchvision_resnet
+
+    reference = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1).eval()
+    built, num_features = torchvision_resnet(name, in_chans=1)
+    assert num_features == reference.num_features
+    state = reference.state_dict()
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in state.items()}
+
+    def zero_started(net_state: dict) -> set[str]:  # the blocks' last BN starts at zero in both (timm's zero_init_last)
+        return {key for key, value in net_state.items() if key.endswith("weight") and value.ndim == 1 and not value.any()}
+
+    assert zero_started(built.state_dict()) == zero_started(state) != set()
+    built.load_state_dict(state)
+    canvas = torch.rand(2, 1, 112, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(built.eval()(canvas), reference(canvas))
+
+
 def test_siamese_distance_is_zero_for_the_same_input() -> None:
     verifier = SiameseVerifier(build_extractor("regnetx_004")).eval()
     canvas = torch.rand(2, 1, 112, 192)
