@@ -99,7 +99,7 @@ def writer_protocol_metrics(
     forged: Sequence[bool] | torch.Tensor,
     threshold: float | None = None,
 ) -> dict[str, float | str | None]:
-    """DESIGN.md's extractor report: skilled-forgery EER/AUC/FAR/FRR plus ``eer_random``.
+    """docs/design.md's extractor report: skilled-forgery EER/AUC/FAR/FRR plus ``eer_random``.
 
     Data without forgeries (genuine-only writer folders) falls back to random forgeries as the
     negatives; ``negatives`` in the report says which were used.

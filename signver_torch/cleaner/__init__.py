@@ -1,1 +1,1 @@
-"""The cleaner module (see DESIGN.md): model.py, lit.py, api.py."""
+"""The cleaner module (see docs/design.md): model.py, lit.py, api.py."""

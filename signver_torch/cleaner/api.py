@@ -190,7 +190,7 @@ def evaluate_cleaner(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """DESIGN.md's cleaner contract: ``n_pairs`` synthetic pairs from ``data_dir``'s signatures, fixed seed.
+    """docs/design.md's cleaner contract: ``n_pairs`` synthetic pairs from ``data_dir``'s signatures, fixed seed.
 
     The pairs depend on the data, the writers and ``n_pairs`` only (never on the checkpoint), so two
     checkpoints are always compared on the same images.

@@ -1,1 +1,1 @@
-"""The detector module (see DESIGN.md): model.py, lit.py, api.py."""
+"""The detector module (see docs/design.md): model.py, lit.py, api.py."""

@@ -209,7 +209,7 @@ def evaluate_detector(
     progress: bool = True,
     errors_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """DESIGN.md's detector contract on ``data_dir`` (YOLO, SignVerOD or COCO): mAP@0.5, COCO mAP,
+    """docs/design.md's detector contract on ``data_dir`` (YOLO, SignVerOD or COCO): mAP@0.5, COCO mAP,
     AP@0.5 per class, seconds per page, plus the count of missed marks and confident false positives
     (:func:`page_errors`). ``held_out_every=N`` scores only every N-th page by file name, the pages the
     recipes hold out of training. ``errors_dir`` receives a picture of every page with an error

@@ -1,1 +1,1 @@
-"""The extractor module (see DESIGN.md): model.py, lit.py, api.py."""
+"""The extractor module (see docs/design.md): model.py, lit.py, api.py."""

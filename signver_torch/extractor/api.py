@@ -171,7 +171,7 @@ def evaluate_extractor(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """DESIGN.md's writer-independent protocol on ``data_dir`` (CEDAR or writer folders).
+    """docs/design.md's writer-independent protocol on ``data_dir`` (CEDAR or writer folders).
 
     Per writer, positives are all genuine–genuine pairs and negatives all genuine–skilled-forgery
     pairs; one global threshold. FAR/FRR are at the checkpoint's calibrated threshold.

@@ -85,7 +85,7 @@ class ExtractorModule(lightning.LightningModule):
     """Trains a :class:`~signver_torch.extractor.model.SignatureEmbedder` so a writer's genuine
     signatures cluster and the skilled forgeries of them (a class of their own) stay apart.
 
-    Validation reports the writer-independent protocol of DESIGN.md on the validation writers; the
+    Validation reports the writer-independent protocol of docs/design.md on the validation writers; the
     EER threshold is kept as the calibrated decision threshold (``val_threshold``).
 
     Args:

@@ -1,1 +1,1 @@
-"""The matcher module (see DESIGN.md): model.py, lit.py, api.py."""
+"""The matcher module (see docs/design.md): api.py (distances and decisions), gallery.py (the enrolled store)."""
