@@ -9,20 +9,22 @@ Nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from itertools import chain
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
-from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from signver_torch.errors import CheckpointError
 
@@ -159,16 +161,16 @@ def load_model(
     spent on a random initialisation that loading would overwrite (a large part of a command's start-up).
     """
     state, card = load_checkpoint(module, name_or_path)
+    state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
     try:
         with torch.device("meta"):
             model = build(card)
-        model.load_state_dict({key: value.float() if value.is_floating_point() else value for key, value in state.items()},
-                              assign=True)
+        model.load_state_dict(state, assign=True)
+        if any(tensor.is_meta for tensor in chain(model.parameters(), model.buffers())):
+            model = build(card)  # a buffer no state dict holds (non-persistent): build for real, copy the weights in
+            model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
-    unset = [name for name, tensor in chain(model.named_parameters(), model.named_buffers()) if tensor.is_meta]
-    if unset:
-        raise CheckpointError(f"{name_or_path}: the checkpoint does not hold {', '.join(unset[:5])}")
     return model, card
 
 
@@ -226,7 +228,9 @@ def _temporary_beside(target: Path) -> Iterator[Path]:
 
 def _replace_together(moves: list[tuple[Path, Path]]) -> None:
     """Rename each written temporary file onto its target. If a rename fails, the targets already
-    replaced get their previous files back, so weights and card never come from two different saves."""
+    replaced get their previous files back, so a failed save leaves the previous checkpoint whole.
+    (A kill between the renames can pair new weights with the old card: loading refuses that pair,
+    as the card's sha256 no longer matches.)"""
     previous: list[tuple[Path, Path | None]] = []
     try:
         for _, target in moves:
@@ -234,7 +238,10 @@ def _replace_together(moves: list[tuple[Path, Path]]) -> None:
             if target.exists():
                 backup = target.with_name(f".{target.name}.previous")
                 backup.unlink(missing_ok=True)
-                os.link(target, backup)
+                try:
+                    os.link(target, backup)
+                except OSError:  # file systems without hard links
+                    shutil.copy2(target, backup)
             previous.append((target, backup))
         umask = os.umask(0)
         os.umask(umask)
@@ -247,10 +254,11 @@ def _replace_together(moves: list[tuple[Path, Path]]) -> None:
         except BaseException:
             for target, backup in previous:
                 if target in done:
-                    if backup is None:
-                        target.unlink(missing_ok=True)
-                    else:
-                        os.replace(backup, target)
+                    with contextlib.suppress(OSError):  # restore what can be; the original error is raised
+                        if backup is None:
+                            target.unlink(missing_ok=True)
+                        else:
+                            os.replace(backup, target)
             raise
     finally:
         for _, backup in previous:

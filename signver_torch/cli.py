@@ -7,6 +7,7 @@ the traceback instead. Results go to stdout (``--json`` where a tool will read t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -111,8 +112,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or run_dir / args.module)
     overrides = [f"--hardware.{key}={value}" for key, value in
                  (("accelerator", args.accelerator), ("devices", args.devices), ("precision", args.precision)) if value]
+    data = None if not args.data else args.data[0] if len(args.data) == 1 else json.dumps(args.data)  # several: a list
     overrides += [f"--data.{key}={value}" for key, value in
-                  (("data_dir", args.data), ("train_writers", args.train_writers), ("val_writers", args.val_writers)) if value]
+                  (("data_dir", data), ("train_writers", args.train_writers), ("val_writers", args.val_writers)) if value]
     if args.init:
         overrides.append(f"--model.init={args.init}")
     if args.max_epochs:
@@ -122,7 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SignVerError("--init (fine-tuning) is available for the extractor and the detector, not the cleaner")
     if args.module == "detector":
         if args.data:
-            overrides.insert(0, f"--data.real_dir={args.data}")
+            if len(args.data) > 1:
+                raise SignVerError("train detector takes one --data folder of labelled pages")
+            overrides.insert(0, f"--data.real_dir={args.data[0]}")
             overrides = [o for o in overrides if not o.startswith("--data.data_dir=")]
         weights, card = train("detector", config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
         metrics = card.get("metrics", {})
@@ -147,25 +151,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_trainable(args.module, "evaluate")
     if args.errors and args.module != "detector":
         raise SignVerError("--errors is for the detector: it draws the pages with missed marks and false positives")
+    if args.threshold is not None and args.module != "extractor":
+        raise SignVerError("--threshold is for the extractor: FAR and FRR at that distance")
+    data = _data_argument(args.data, several=args.module != "detector")
     if args.module == "detector":
         from signver_torch.detector.api import evaluate_detector, parse_class_map
 
-        report = evaluate_detector(args.data, args.checkpoint, class_map=parse_class_map(args.class_map),
+        report = evaluate_detector(data, args.checkpoint, class_map=parse_class_map(args.class_map),
                                    held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors)
     elif args.module == "cleaner":
         from signver_torch.cleaner.api import evaluate_cleaner
 
-        report = evaluate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=args.pairs, progress=not args.quiet)
+        report = evaluate_cleaner(data, args.writers, args.checkpoint, n_pairs=args.pairs, progress=not args.quiet)
     else:
         from signver_torch.extractor.api import evaluate_extractor
 
-        report = evaluate_extractor(args.data, args.writers, args.checkpoint, progress=not args.quiet)
+        report = evaluate_extractor(data, args.writers, args.checkpoint, threshold=args.threshold, progress=not args.quiet)
     if args.json:
         print(json.dumps(report))
     else:
         for key, value in report.items():
             print(f"{key:<22} {value:.4f}" if isinstance(value, float) else f"{key:<22} {value}")
     return 0
+
+
+def _data_argument(folders: list[str], several: bool = True) -> str | list[str]:
+    """``--data``: one folder as a path, several as a list (sources whose writers are named ``source:id``)."""
+    if len(folders) > 1 and not several:
+        raise SignVerError(f"this command reads one --data folder, not {len(folders)}")
+    return folders[0] if len(folders) == 1 else folders
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -178,7 +192,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             raise SignVerError("calibrate extractor needs --val-writers: held-out writers to set the threshold on")
         if args.pairs is not None:
             raise SignVerError("--pairs is for the cleaner: calibrate extractor reads the signatures of --writers")
-        card = calibrate_extractor(args.data, args.writers, args.val_writers, args.checkpoint, progress=not args.quiet)
+        card = calibrate_extractor(_data_argument(args.data), args.writers, args.val_writers, args.checkpoint, progress=not args.quiet)
         print(f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
               f"threshold {card['threshold']:.4f} (EER of writers {args.val_writers}) written into {args.checkpoint} "
               "(rerun `signver evaluate extractor` for its metrics)")
@@ -188,7 +202,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.val_writers:
         raise SignVerError("--val-writers is for the extractor: the cleaner's tone curve is fitted on --writers only")
     pairs = 256 if args.pairs is None else args.pairs
-    card = calibrate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=pairs, progress=not args.quiet)
+    card = calibrate_cleaner(_data_argument(args.data), args.writers, args.checkpoint, n_pairs=pairs, progress=not args.quiet)
     values = card["tone_curve"]["values"]
     print(f"tone curve written into the card of {args.checkpoint}: output 0 -> {values[0]:.3f}, 0.5 -> "
           f"{values[len(values) // 2]:.3f}, 1 -> {values[-1]:.3f} (rerun `signver evaluate cleaner` for its metrics)")
@@ -299,8 +313,10 @@ def _claims(args: argparse.Namespace) -> list["Claim"]:  # noqa: F821 (imported 
         if args.query or args.reference or args.person:
             raise SignVerError("--pairs holds the queries and their claims: give it without --query, --reference or --person")
         claims = read_claims(args.pairs)
-        if any(claim.person is not None for claim in claims) and not args.gallery:
-            raise SignVerError(f"{args.pairs}: a person column needs --gallery DB")
+        people = any(claim.person is not None for claim in claims)
+        if people != bool(args.gallery):
+            raise SignVerError(f"{args.pairs}: a person column needs --gallery DB" if people else
+                               f"{args.pairs}: --gallery is for a person column; this file names reference images")
         return claims
     if not args.query:
         raise SignVerError("verify needs --query IMG... (with --reference or --gallery/--person) or --pairs CSV")
@@ -312,20 +328,20 @@ def _claims(args: argparse.Namespace) -> list["Claim"]:  # noqa: F821 (imported 
 
 def _label_summary(labelled: list[tuple[bool, float]], threshold: float) -> dict:
     """EER/AUC over the labelled verdicts (both kinds needed), FAR and FRR at the threshold used."""
+    import torch
+
     from signver_torch.metrics import verification_metrics
 
-    positive = [distance for label, distance in labelled if label]
-    negative = [distance for label, distance in labelled if not label]
+    positive = torch.tensor([distance for label, distance in labelled if label], dtype=torch.double)
+    negative = torch.tensor([distance for label, distance in labelled if not label], dtype=torch.double)
     summary: dict = {"n_labelled": len(labelled), "n_genuine": len(positive), "n_forged": len(negative), "threshold": threshold}
-    if positive and negative:
-        import torch
-
-        metrics = verification_metrics(torch.tensor(positive), torch.tensor(negative), threshold)
-        summary.update({key: metrics[key] for key in ("eer", "auc", "threshold_at_eer")})
-    if negative:
-        summary["far"] = sum(distance <= threshold for distance in negative) / len(negative)
-    if positive:
-        summary["frr"] = sum(distance > threshold for distance in positive) / len(positive)
+    if len(positive) and len(negative):
+        metrics = verification_metrics(positive, negative, threshold)
+        summary.update({key: metrics[key] for key in ("eer", "auc", "threshold_at_eer", "far", "frr")})
+    elif len(negative):
+        summary["far"] = float((negative <= threshold).double().mean())
+    elif len(positive):
+        summary["frr"] = float((positive > threshold).double().mean())
     return summary
 
 
@@ -335,18 +351,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     claims = _claims(args)
     signver = _signver(args)
-    if args.person:  # the one claimed person must exist before any query is checked
+    if args.person:  # the one claim shared by every query must hold before any query is checked
         with signver.gallery(args.gallery) as store:
             store.references(args.person)
+    elif args.reference:
+        signver.embed(args.reference)
     failures, labelled = [], []
-    with tqdm(total=len(claims), desc="verifying", unit="query", file=sys.stderr,
-              disable=args.quiet or len(claims) < PROGRESS_FROM) as bar:
-        for claim, result in zip(claims, signver.verify_many(claims, args.gallery)):
+    verdicts = signver.verify_many(claims, args.gallery)
+    with contextlib.closing(verdicts), tqdm(total=len(claims), desc="verifying", unit="query", file=sys.stderr,
+                                             disable=args.quiet or len(claims) < PROGRESS_FROM) as bar:
+        for claim, result in zip(claims, verdicts):
             if "error" in result:
                 failures.append(result["error"])
             elif claim.label is not None:
                 labelled.append((claim.label, result["distance"]))
             bar.write(json.dumps(result) if args.json else _verdict_line(result), file=sys.stdout)
+            sys.stdout.flush()  # a verdict per line as it comes, also through a pipe
             bar.update()
     if labelled:
         summary = _label_summary(labelled, signver.extractor.threshold)
@@ -448,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("module", choices=("extractor", "cleaner", "detector"))
     train.add_argument("--config", help="recipe YAML, or a recipe name: cpu, gpu, hpu, hpu8, finetune (default: cpu, or finetune with --init)")
-    train.add_argument("--data", help="training data folder (CEDAR or writer folders)")
+    train.add_argument("--data", nargs="+", metavar="DIR", help="training data: one or several folders (CEDAR or writer "
+                       "folders; with several, writers are named by source, e.g. cedar:1-32,dutch:001-036)")
     train.add_argument("--train-writers", help="training writers, e.g. 1-32 (default: the recipe's)")
     train.add_argument("--val-writers", help="held-out writers for validation and threshold calibration")
     train.add_argument("--init", help="start from this checkpoint (name or path): fine-tuning")
@@ -466,9 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure a checkpoint with the evaluation contract (one JSON object with --json)",
     )
     evaluate.add_argument("module", choices=("extractor", "cleaner", "detector"))
-    evaluate.add_argument("--data", required=True, help="CEDAR or writer-folder layout (extractor, cleaner)")
+    evaluate.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                          help="extractor, cleaner: one or several folders (CEDAR or writer folders; with several, writers are "
+                          "named by source: cedar:33-40); detector: one folder of labelled pages")
     evaluate.add_argument("--writers", help="writers to evaluate, e.g. 33-40 (default: all)")
     evaluate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path")
+    evaluate.add_argument("--threshold", type=float, help="extractor: report FAR and FRR at this distance (default: the "
+                          "checkpoint's calibrated threshold)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     evaluate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")
@@ -484,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
         "levels), the extractor's projection (principal axes of its backbone features; then the threshold)",
     )
     calibrate.add_argument("module", choices=("cleaner", "extractor"))
-    calibrate.add_argument("--data", required=True, help="CEDAR or writer-folder layout")
+    calibrate.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                           help="one or several folders (CEDAR or writer folders; several: writers named by source)")
     calibrate.add_argument("--writers", required=True, help="the checkpoint's training writers, e.g. 1-32 (never the evaluation ones)")
     calibrate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (its card is rewritten)")
     calibrate.add_argument("--val-writers", help="extractor: held-out writers whose EER sets the threshold, e.g. 33-40")

@@ -31,8 +31,25 @@ def verification_metrics(
             f"cannot measure verification with {positive.numel()} same-writer and {negative.numel()} "
             "different-writer pairs (need at least 2 genuine signatures per writer and at least 2 writers)"
         )
-    distances = torch.cat([positive, negative])
-    same = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
+    eer, eer_threshold = equal_error_rate(positive, negative)
+    operating = eer_threshold if threshold is None else float(threshold)
+    return {
+        "eer": eer,
+        "auc": float(binary_auroc(-torch.cat([positive, negative]), torch.cat([torch.ones_like(positive), torch.zeros_like(negative)]).long())),
+        "threshold_at_eer": eer_threshold,
+        "threshold": operating,
+        "far": float((negative <= operating).double().mean()),
+        "frr": float((positive > operating).double().mean()),
+        "n_pos": int(positive.numel()),
+        "n_neg": int(negative.numel()),
+    }
+
+
+def equal_error_rate(positive: torch.Tensor, negative: torch.Tensor) -> tuple[float, float]:
+    """The EER of same-writer (``positive``) against different (``negative``) pair distances, and the
+    distance where it is reached (interpolated between the two operating points around it)."""
+    distances = torch.cat([positive, negative]).double()
+    same = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)]).double()
     order = distances.argsort()
     distances, same = distances[order], same[order]
     # operating points: accept every pair up to the last of each group of equal distances
@@ -46,18 +63,25 @@ def verification_metrics(
     before = after - 1
     weight = float(-gap[before] / (gap[after] - gap[before]))
     eer = float(frr[before] + weight * (frr[after] - frr[before]))
-    eer_threshold = float(thresholds[before] + weight * (thresholds[after] - thresholds[before]))
-    operating = eer_threshold if threshold is None else float(threshold)
-    return {
-        "eer": eer,
-        "auc": float(binary_auroc(-distances, same.long())),
-        "threshold_at_eer": eer_threshold,
-        "threshold": operating,
-        "far": float((negative <= operating).double().mean()),
-        "frr": float((positive > operating).double().mean()),
-        "n_pos": int(positive.numel()),
-        "n_neg": int(negative.numel()),
-    }
+    return eer, float(thresholds[before] + weight * (thresholds[after] - thresholds[before]))
+
+
+def bootstrap_eer_interval(
+    positive: Sequence[torch.Tensor], negative: Sequence[torch.Tensor], resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """95% interval of the EER over writers: resample writers with replacement (each bringing all its
+    pairs), ``positive[i]``/``negative[i]`` being writer i's pair distances."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(positive)
+    eers = []
+    for _ in range(resamples):
+        chosen = torch.randint(n, (n,), generator=generator).tolist()
+        pos = torch.cat([positive[i] for i in chosen])
+        neg = torch.cat([negative[i] for i in chosen])
+        if pos.numel() and neg.numel():
+            eers.append(equal_error_rate(pos, neg)[0])
+    low, high = torch.tensor(eers, dtype=torch.double).quantile(torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
+    return low, high
 
 
 def cosine_distance_matrix(embeddings: torch.Tensor) -> torch.Tensor:
@@ -98,18 +122,25 @@ def writer_protocol_metrics(
     writers: Sequence[str] | torch.Tensor,
     forged: Sequence[bool] | torch.Tensor,
     threshold: float | None = None,
-) -> dict[str, float | str | None]:
-    """docs/design.md's extractor report: skilled-forgery EER/AUC/FAR/FRR plus ``eer_random``.
+    resamples: int = 0,
+) -> dict[str, float | str | None | list[float]]:
+    """docs/design.md's extractor report: skilled-forgery EER/AUC/FAR/FRR plus ``eer_random``, and with
+    ``resamples`` a 95% bootstrap interval of the EER over writers (``eer_ci``).
 
     Data without forgeries (genuine-only writer folders) falls back to random forgeries as the
     negatives; ``negatives`` in the report says which were used.
     """
     pairs = writer_protocol_distances(embeddings, writers, forged)
     negatives = "skilled" if pairs["skilled"].numel() else "random"
-    report: dict[str, float | str] = dict(verification_metrics(pairs["positive"], pairs[negatives], threshold))
+    report: dict[str, float | str | None | list[float]] = dict(verification_metrics(pairs["positive"], pairs[negatives], threshold))
     report["negatives"] = negatives
     report["eer_random"] = verification_metrics(pairs["positive"], pairs["random"])["eer"] if pairs["random"].numel() else None
-    report["n_writers"] = int(_writer_indices(writers).unique().numel())
+    writer_ids = _writer_indices(writers)
+    report["n_writers"] = int(writer_ids.unique().numel())
+    if resamples and negatives == "skilled":
+        by_writer = [writer_protocol_distances(embeddings[writer_ids == w], writer_ids[writer_ids == w], torch.as_tensor(forged)[writer_ids == w])
+                     for w in writer_ids.unique()]
+        report["eer_ci"] = list(bootstrap_eer_interval([d["positive"] for d in by_writer], [d["skilled"] for d in by_writer], resamples))
     return report
 
 

@@ -148,26 +148,27 @@ class SignVer:
         while pending:
             try:
                 embeddings, _ = self._embed_loaded([crop for _, crop in pending])
-            except BlankSignatureError as error:  # drop the blank items and embed the rest together
-                blank = set(error.indices)
+            except BlankSignatureError as error:  # drop the blank items, embed the rest together again
+                blank = set(error.indices) or set(range(len(pending)))
                 for position in blank:
                     index = pending[position][0]
                     results[index] = BlankSignatureError(f"{_name(signatures[index], index)}: no signature ink found (blank or uniform image)")
                 pending = [item for position, item in enumerate(pending) if position not in blank]
                 continue
-            except SignVerError:  # some other refusal of the batch: each item on its own says which
-                if len(pending) == 1:
-                    raise
+            except SignVerError:  # another refusal of the batch (a crop too small, ...): each item alone says which
                 for index, crop in pending:
-                    try:
-                        results[index] = self._embed_loaded([crop])[0][0]
-                    except SignVerError as error:
-                        results[index] = error
+                    results[index] = self._embed_one(signatures[index], index, crop)
                 break
             for (index, _), embedding in zip(pending, embeddings):
                 results[index] = embedding
             break
         return results  # type: ignore[return-value]
+
+    def _embed_one(self, item: ImageSource, index: int, crop: torch.Tensor) -> np.ndarray | SignVerError:
+        try:
+            return self._embed_loaded([crop])[0][0]
+        except SignVerError as error:
+            return SignVerError(f"{_name(item, index)}: {error}")
 
     def verify_many(
         self, claims: Sequence[Claim], gallery: str | os.PathLike | None = None, batch_size: int = 32
@@ -180,7 +181,10 @@ class SignVer:
         """
         embedded: dict[str, np.ndarray | SignVerError] = {}
         enrolled: dict[str, np.ndarray | SignVerError] = {}
-        store = self.gallery(gallery) if any(claim.person is not None for claim in claims) and gallery is not None else None
+        against_people = any(claim.person is not None for claim in claims)
+        if against_people and gallery is None:
+            raise SignVerError("claims against enrolled people need a gallery")
+        store = self.gallery(gallery) if against_people else None  # type: ignore[arg-type]
         try:
             for start in range(0, len(claims), batch_size):
                 chunk = claims[start : start + batch_size]
@@ -196,9 +200,7 @@ class SignVer:
 
     def _verdict(self, claim: Claim, embedded: dict[str, Any], enrolled: dict[str, Any], store: Gallery | None) -> dict[str, Any]:
         query = embedded[claim.query]
-        if claim.person is not None:
-            if store is None:
-                raise SignVerError("a claim against an enrolled person needs a gallery")
+        if claim.person is not None and store is not None:
             if claim.person not in enrolled:
                 try:
                     enrolled[claim.person] = store.references(claim.person)
@@ -231,8 +233,8 @@ class SignVer:
             return store.add(person, embeddings, sources)
 
     def identify(self, gallery: str | os.PathLike, signature: ImageSource, k: int = 5) -> list[Match]:
-        embeddings, _ = self.embed([signature])
-        with self.gallery(gallery) as store:
+        with self.gallery(gallery) as store:  # a missing or foreign gallery fails before any embedding
+            embeddings, _ = self.embed([signature])
             return store.search(embeddings[0], k)
 
     def verify_claim(self, gallery: str | os.PathLike, person: str, signature: ImageSource) -> dict[str, Any]:
@@ -387,7 +389,7 @@ def _name(item: ImageSource, index: int) -> str:
 
 
 def _load_signature(item: ImageSource, index: int) -> torch.Tensor:
-    return load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else f"signature {index}")
+    return load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else _name(item, index))
 
 
 def _one_line(error: BaseException) -> str:

@@ -27,6 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from signver_torch.accelerators import trainer_kwargs
 from signver_torch.checkpoints import checkout_dir, save_checkpoint, update_card, weights_path
+from signver_torch.data.signatures import compact_writers, data_roots, data_text, writer_sort_key
 from signver_torch.errors import SignVerError
 
 class RecipeCLI(LightningCLI):
@@ -162,7 +163,6 @@ def _export_extractor(
 ) -> tuple[Path, dict[str, Any]]:
     """Export the final weights with their card, fit the projection on the training writers and the
     threshold on the held-out ones (:func:`~signver_torch.extractor.api.calibrate_extractor`), evaluate."""
-    from signver_torch.data.signatures import writer_sort_key
     from signver_torch.extractor.api import calibrate_extractor, evaluate_extractor
     from signver_torch.metrics import writer_protocol_metrics
 
@@ -181,12 +181,12 @@ def _export_extractor(
         "threshold": calibration["threshold_at_eer"],
         "threshold_calibration": (
             f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers "
-            f"{_compact(val_writers)}, final epoch weights"
+            f"{compact_writers(val_writers)}, final epoch weights"
         ),
         "training": {
-            "data": str(data.hparams.data_dir),
-            "train_writers": _compact(train_writers),
-            "val_writers": _compact(val_writers),
+            "data": data_text(data.hparams.data_dir),
+            "train_writers": compact_writers(train_writers),
+            "val_writers": compact_writers(val_writers),
             "n_train_images": len(data.train_set),  # after blank scans were dropped
             "n_val_images": len(data.val_set),
             "init": module.hparams.init,
@@ -207,7 +207,7 @@ def _export_extractor(
         weights,
         metrics={key: metrics[key] for key in EXTRACTOR_METRIC_KEYS if key in metrics},
         metrics_command=recipe_command(
-            ["evaluate", "extractor", "--data", str(data.hparams.data_dir), "--writers", _compact(val_writers),
+            ["evaluate", "extractor", "--data", *map(str, data_roots(data.hparams.data_dir)), "--writers", compact_writers(val_writers),
              "--checkpoint", str(weights), "--json"]
         ),
     )
@@ -266,9 +266,8 @@ def _export_cleaner(
     """Export the final weights with their card, fit their tone curve on the training writers' pairs,
     evaluate on synthetic pairs of the held-out writers."""
     from signver_torch.cleaner.api import calibrate_cleaner, evaluate_cleaner
-    from signver_torch.data.signatures import writer_sort_key
 
-    val_writers = _compact(sorted({r.writer for r in data.val_records}, key=writer_sort_key))
+    val_writers = compact_writers(sorted({r.writer for r in data.val_records}, key=writer_sort_key))
     card = {
         "module": "cleaner",
         "architecture": module.architecture,
@@ -276,8 +275,8 @@ def _export_cleaner(
         "output": "same size, white paper and the signature's ink: 1 - sigmoid(logits)",
         "dirt": asdict(data.dirt),
         "training": {
-            "data": str(data.hparams.data_dir),
-            "train_writers": _compact(sorted({r.writer for r in data.train_records}, key=writer_sort_key)),
+            "data": data_text(data.hparams.data_dir),
+            "train_writers": compact_writers(sorted({r.writer for r in data.train_records}, key=writer_sort_key)),
             "val_writers": val_writers,
             "n_train_signatures": len(data.train_records),
             "pairs_seen": trainer.global_step * data.hparams.batch_size,
@@ -293,7 +292,7 @@ def _export_cleaner(
         weights,
         metrics={key: metrics[key] for key in CLEANER_METRIC_KEYS},
         metrics_command=recipe_command(
-            ["evaluate", "cleaner", "--data", str(data.hparams.data_dir), "--writers", val_writers,
+            ["evaluate", "cleaner", "--data", *map(str, data_roots(data.hparams.data_dir)), "--writers", val_writers,
              "--checkpoint", str(weights), "--json"]
         ),
     )
@@ -349,21 +348,6 @@ EXTRACTOR_METRIC_KEYS = (
     "eer", "auc", "threshold_at_eer", "threshold", "far", "frr", "eer_random", "negatives",
     "n_writers", "n_pos", "n_neg", "signatures_per_second",
 )
-
-
-def _compact(writers: Sequence[str]) -> str:
-    """``["1", "2", "3", "7"]`` → ``"1-3,7"`` (names that are not numbers are listed as they are)."""
-    parts: list[str] = []
-    numbers = [int(w) for w in writers if w.isdigit()]
-    start = previous = None
-    for number in numbers + [None]:
-        if number is not None and previous is not None and number == previous + 1:
-            previous = number
-            continue
-        if start is not None:
-            parts.append(str(start) if start == previous else f"{start}-{previous}")
-        start = previous = number
-    return ",".join(parts + [w for w in writers if not w.isdigit()])
 
 
 def _own_version() -> str:

@@ -86,7 +86,7 @@ def test_error_pictures_are_refused_outside_the_detector(tmp_path) -> None:
         (["clean", "{tmp}/not-an-image.png", "--out", "{tmp}/out"], "not-an-image.png"),
         (["benchmark", "--accelerator", "hpu", "--models", "cleaner", "--out", "{tmp}/bench"], "hpu"),
         (["benchmark", "--steps", "1", "--models", "cleaner", "--out", "{tmp}/bench"], "steps"),
-        (["verify", "--reference", "{tmp}/not-an-image.png", "--query", "{tmp}/missing.png"], "missing.png"),
+        (["verify", "--reference", "{tmp}/not-an-image.png", "--query", "{tmp}/missing.png"], "not-an-image.png"),
         (["verify", "--gallery", "{tmp}/none.db", "--person", "ann", "--query", "{tmp}/missing.png"], "none.db"),
     ],
     ids=["detect-missing", "detect-garbage", "identify-no-gallery", "synthesize-no-data", "synthesize-no-pages",
@@ -113,6 +113,9 @@ Detector(device="cpu").load("default").predict([page])
 Cleaner(device="cpu").load("default").clean(page[None, :, :, 0])
 MetricExtractor(device="cpu").load("default").extract(page[None, 60:140])
 SignVer(device="cpu").verify_references(["examples/references/writer39_1.png"], "examples/references/writer39_2.png")
+from signver_torch.cli import main
+assert main(["verify", "--reference", "examples/references/writer39_1.png", "--query", "examples/references/writer39_2.png",
+             "examples/references/writer39_3.png", "--json"]) == 0
 print(sorted({name.split(".")[0] for name in sys.modules} & {"lightning", "lightning_habana", "timm", "torchmetrics",
                                                             "pytorch_metric_learning", "scipy", "sklearn"}))
 """

@@ -16,8 +16,6 @@ from signver_torch.pipeline import SignVer
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
-#: A real held-out page that carries no signature (a letter's second page).
-UNSIGNED = next((REPO / "tests" / "data" / "documents" / "images").glob("cqt45f00-page02*"))
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +69,9 @@ def test_verify_document_against_an_enrolled_person(tmp_path: Path) -> None:
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "nobody" in unknown.stderr
 
 
-def test_a_page_without_a_signature_says_so(signver: SignVer) -> None:
-    report = signver.verify_document(UNSIGNED, references=REFERENCES)
+def test_a_page_without_a_signature_says_so(signver: SignVer, small_data: Path) -> None:
+    [unsigned] = (small_data / "documents" / "images").glob("cqt45f00-page02*")  # a real letter's second page
+    report = signver.verify_document(unsigned, references=REFERENCES)
     assert report.signatures == [] and report.verdict == "no signature found"
     assert report.as_dict()["match"] is False
 

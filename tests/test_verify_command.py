@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -124,3 +125,30 @@ def test_malformed_pairs_files_are_one_line_errors_naming_the_file(tmp_path: Pat
         assert result.returncode == 1 and result.stdout == "", args
         [line] = result.stderr.strip().splitlines()
         assert line.startswith("signver: error:") and message in line, (args, line)
+
+
+def test_queries_against_an_enrolled_person_in_plain_text(small_data: Path, tmp_path: Path) -> None:
+    gallery = str(tmp_path / "people.db")
+    assert signver("enroll", "--gallery", gallery, "--person", "ann", *(cedar(small_data, 36, n) for n in (1, 2, 3)),
+                   "--no-clean").returncode == 0
+    queries = [cedar(small_data, 36, 4), cedar(small_data, 36, 1, forged=True)]
+    result = signver("verify", "--gallery", gallery, "--person", "ann", "--query", *queries, "--no-clean")
+    assert result.returncode == 0, result.stderr
+    genuine, forged = result.stdout.splitlines()
+    assert genuine.startswith(f"{queries[0]}: MATCH: distance ") and genuine.endswith("(against ann)")
+    assert forged.startswith(f"{queries[1]}: NO MATCH: distance ")
+    bad_reference = signver("verify", "--reference", str(tmp_path / "gone.png"), "--query", *queries)
+    assert bad_reference.returncode == 1 and bad_reference.stdout == "" and "gone.png" in bad_reference.stderr
+
+
+def test_embed_each_reports_every_bad_item_and_embeds_the_rest_as_alone(small_data: Path, model: SignVer) -> None:
+    good = [cedar(small_data, 37, 1), cedar(small_data, 37, 2)]
+    tiny = np.zeros((1, 1), np.float32)  # too small to preprocess: the batch is refused, then each item alone
+    results = model.embed_each([good[0], tiny, good[1], good[0]])
+    assert isinstance(results[1], SignVerError) and "signature 1" in str(results[1])
+    alone, _ = model.embed(good)
+    np.testing.assert_allclose(results[0], alone[0], atol=1e-5)
+    np.testing.assert_allclose(results[2], alone[1], atol=1e-5)
+    np.testing.assert_allclose(results[3], results[0])
+    with pytest.raises(SignVerError, match="need a gallery"):
+        next(model.verify_many([Claim(good[0], person="ann")]))

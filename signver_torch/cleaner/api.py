@@ -81,7 +81,7 @@ class Cleaner:
             curve = card.get("tone_curve")
             tone_curve = None if curve is None else torch.tensor([float(v) for v in curve["values"]])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{name_or_path}: weights do not match the card's architecture ({error})") from error
+            raise CheckpointError(f"{name_or_path}: the card's tone_curve is not a list of at least two numbers ({error})") from error
         if tone_curve is not None and (tone_curve.ndim != 1 or len(tone_curve) < 2 or not torch.isfinite(tone_curve).all()):
             raise CheckpointError(f"{name_or_path}: the card's tone_curve is not a list of at least two numbers")
         self.model = model.eval().to(self.device)

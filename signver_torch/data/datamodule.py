@@ -129,7 +129,8 @@ def holdout_writers(
 
 
 class SignatureDataModule(lightning.LightningDataModule):
-    """Train/validation signatures from one folder (CEDAR or writer folders), split by writer.
+    """Train/validation signatures from one folder or several (sources: CEDAR or writer folders, writers
+    then named ``source:id``), split by writer; batches draw writers of every source alike.
 
     Images are decoded and preprocessed once in ``setup`` (a few seconds for CEDAR) and kept as uint8
     canvases; augmentation happens on the device in the LightningModule.
@@ -137,7 +138,7 @@ class SignatureDataModule(lightning.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data_dir: list[str] | str | Path,
         train_writers: str | Sequence[str] | None = "1-32",
         val_writers: str | Sequence[str] | None = "33-40",
         writers_per_batch: int = 8,

@@ -6,16 +6,21 @@ Layouts (detected automatically by :func:`discover_signatures`):
   folder that holds ``cedar/``).
 * Writer folders (private signatures): ``ROOT/<writer>/genuine/*`` and optional ``ROOT/<writer>/forged/*``.
 
+Several roots (sources) may be read together, in any mix of layouts: writer ids are then namespaced by
+source, ``cedar:12`` and ``dutch:012``, so two sources' writers never merge, and writer specifications
+name them the same way (``cedar:1-32,dutch:001-036``).
+
 Each writer owns two classes, genuine and skilled-forged (``2 * i`` and ``2 * i + 1``), so metric
 learning pushes a writer's forgeries away from the writer's genuine signatures.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -27,20 +32,57 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".we
 _CEDAR_NAME = re.compile(r"^(original|forgeries)_(\d+)_(\d+)$")
 
 
+#: One data folder or several (sources): a path, or a sequence of paths.
+DataRoots = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+SOURCE_SEPARATOR = ":"
+
+
 @dataclass(frozen=True)
 class SignatureRecord:
     path: Path
     writer: str
     forged: bool
 
+    @property
+    def source(self) -> str:
+        """The source the writer comes from (``""`` when a single folder was read)."""
+        return self.writer.rpartition(SOURCE_SEPARATOR)[0]
 
-def discover_signatures(root: str | Path, writers: str | Sequence[str] | None = None) -> list[SignatureRecord]:
-    """List every signature under ``root`` in the CEDAR or writer-folder layout, sorted; only those of
-    ``writers`` (a range/list as in :func:`writer_split`) when given."""
+
+def data_roots(data: DataRoots) -> list[Path]:
+    """The folders of ``data``: one path, or several."""
+    roots = [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(root) for root in data]
+    if not roots:
+        raise DataError("no data folder given")
+    return roots
+
+
+def data_text(data: DataRoots) -> str:
+    """``data`` as a command line and a card write it: the folders separated by spaces."""
+    return " ".join(str(root) for root in data_roots(data))
+
+
+def source_names(roots: Sequence[Path]) -> list[str]:
+    """A short name per source: its folder's name (``cedar``, ``dutch``), numbered where two agree."""
+    names = [(root.name or str(root)).lower().replace(SOURCE_SEPARATOR, "_") for root in roots]
+    return [name if names.count(name) == 1 else f"{name}{names[:i].count(name) + 1}" for i, name in enumerate(names)]
+
+
+def discover_signatures(root: DataRoots, writers: str | Sequence[str] | None = None) -> list[SignatureRecord]:
+    """List every signature under ``root`` (one folder or several, each in the CEDAR or writer-folder
+    layout), sorted; only those of ``writers`` (a range/list as in :func:`writer_split`) when given.
+    With several folders, writer ids are namespaced by source (``cedar:12``)."""
     if writers is not None:
         [records] = writer_split(discover_signatures(root), writers)
         return records
-    root = Path(root)
+    roots = data_roots(root)
+    if len(roots) > 1:
+        return [replace(record, writer=f"{name}{SOURCE_SEPARATOR}{record.writer}")
+                for name, folder in zip(source_names(roots), roots) for record in _discover_folder(folder)]
+    return _discover_folder(roots[0])
+
+
+def _discover_folder(root: Path) -> list[SignatureRecord]:
     if not root.is_dir():
         raise DataError(f"{root}: signature folder not found")
     if (root / "cedar" / "full_org").is_dir():
@@ -85,8 +127,10 @@ def _writer_folder_records(writers: Iterable[Path]) -> list[SignatureRecord]:
     return records
 
 
-def writer_sort_key(writer: str) -> tuple[int, str]:
-    return (int(writer), "") if writer.isdigit() else (10**9, writer)
+def writer_sort_key(writer: str) -> tuple[str, int, str]:
+    """Sources in name order, then numeric ids by value, then the other names."""
+    source, _, name = writer.rpartition(SOURCE_SEPARATOR)
+    return (source, int(name), "") if name.isdigit() else (source, 10**9, name)
 
 
 def parse_writers(spec: str | Sequence[str | int] | None, available: Sequence[str] | None = None) -> list[str]:
@@ -103,21 +147,26 @@ def parse_writers(spec: str | Sequence[str | int] | None, available: Sequence[st
     for item in (item.strip() for item in items):
         if not item:
             continue
-        bounds = re.fullmatch(r"(\d+)\s*-\s*(\d+)", item)
+        source, separator, name = item.rpartition(SOURCE_SEPARATOR)
+        prefix = f"{source.strip()}{separator}"
+        bounds = re.fullmatch(r"(\d+)\s*-\s*(\d+)", name.strip())
         if bounds and not (available is not None and item in available):  # a folder named "2019-2020"
             low, high = int(bounds.group(1)), int(bounds.group(2))
             if low > high:
                 raise DataError(f"writer range {item!r} is empty (start after end)")
-            writers += [str(w) for w in range(low, high + 1)]
+            width = len(bounds.group(1)) if bounds.group(1).startswith("0") else 0  # Dutch ids: 001-036
+            writers += [f"{prefix}{w:0{width}d}" for w in range(low, high + 1)]
         else:
-            writers.append(item)
+            writers.append(f"{prefix}{name.strip()}")
     if not writers:
         raise DataError(f"writer specification {spec!r} names no writers")
     if available is not None:
         missing = sorted(set(writers) - set(available), key=writer_sort_key)
         if missing:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise DataError(f"writers not in the data: {shown}")
+            sources = sorted({w.rpartition(SOURCE_SEPARATOR)[0] for w in available} - {""})
+            hint = f" (writers are named by source: {', '.join(f'{s}:ID' for s in sources)})" if sources else ""
+            raise DataError(f"writers not in the data: {shown}{hint}")
     return list(dict.fromkeys(writers))
 
 
@@ -125,6 +174,37 @@ def writers_text(writers: str | Sequence[str] | None) -> str | None:
     """``writers`` as written on a command line and in cards: a range/list string kept as is, a
     sequence joined by commas (``None`` stays ``None``)."""
     return writers if writers is None or isinstance(writers, str) else ",".join(map(str, writers))
+
+
+def compact_writers(writers: Sequence[str]) -> str:
+    """``["1", "2", "3", "7"]`` → ``"1-3,7"``; ``["cedar:1", "cedar:2", "dutch:001", "dutch:002"]`` →
+    ``"cedar:1-2,dutch:001-002"``: the inverse of :func:`parse_writers` (other names are listed as they are)."""
+    parts: list[str] = []
+    run: list[str] = []  # consecutive numbers of one source, written alike (same zero padding)
+
+    def close() -> None:
+        if run:
+            source, _, first = run[0].rpartition(SOURCE_SEPARATOR)
+            prefix = f"{source}{SOURCE_SEPARATOR}" if source else ""
+            parts.append(run[0] if len(run) == 1 else f"{prefix}{first}-{run[-1].rpartition(SOURCE_SEPARATOR)[2]}")
+            run.clear()
+
+    for writer in sorted(writers, key=writer_sort_key):
+        source, _, name = writer.rpartition(SOURCE_SEPARATOR)
+        if not name.isdigit():
+            close()
+            parts.append(writer)
+            continue
+        if run:
+            last_source, _, last = run[-1].rpartition(SOURCE_SEPARATOR)
+            padded = last.startswith("0") or name.startswith("0")
+            if last_source == source and int(name) == int(last) + 1 and (not padded or len(name) == len(last)):
+                run.append(writer)
+                continue
+            close()
+        run.append(writer)
+    close()
+    return ",".join(parts)
 
 
 def writer_split(

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import load_model, read_card, resolve_checkpoint, save_checkpoint
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
-from signver_torch.data.signatures import SignatureImages, SignatureRecord, discover_signatures, writers_text
+from signver_torch.data.signatures import DataRoots, SignatureImages, SignatureRecord, data_roots, data_text, discover_signatures, writers_text
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, build_extractor, principal_projection
 from signver_torch.io import ImageSource, load_image_tensor
@@ -163,30 +163,45 @@ def embed_records(
     return torch.cat(chunks), seconds
 
 
+#: Bootstrap resamples of the writers behind ``eer_ci``.
+BOOTSTRAP_RESAMPLES = 1000
+
+
 def evaluate_extractor(
-    data_dir: str | os.PathLike,
+    data_dir: DataRoots,
     writers: str | Sequence[str] | None = None,
     checkpoint: str | os.PathLike = "default",
     *,
+    threshold: float | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """docs/design.md's writer-independent protocol on ``data_dir`` (CEDAR or writer folders).
+    """docs/design.md's writer-independent protocol on ``data_dir`` (one or several folders, CEDAR or
+    writer folders).
 
     Per writer, positives are all genuine–genuine pairs and negatives all genuine–skilled-forgery
-    pairs; one global threshold. FAR/FRR are at the checkpoint's calibrated threshold.
+    pairs; one global threshold. FAR/FRR are at ``threshold``, by default the checkpoint's calibrated
+    one. ``eer_ci`` is a 95% bootstrap interval over writers; with several sources, ``per_source``
+    holds the same report for each.
     """
     records = discover_signatures(data_dir, writers)
     extractor = MetricExtractor(device=device).load(checkpoint)
     embeddings, seconds = embed_records(extractor, records, progress)
-    report = writer_protocol_metrics(
-        embeddings, [r.writer for r in records], [r.forged for r in records], extractor.threshold
-    )
+    operating = extractor.threshold if threshold is None else threshold
+
+    def report_of(chosen: list[int]) -> dict[str, Any]:
+        return writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen],
+                                       [records[i].forged for i in chosen], operating, BOOTSTRAP_RESAMPLES)
+
+    report = report_of(list(range(len(records))))
+    sources = sorted({record.source for record in records})
+    if len(sources) > 1:
+        report["per_source"] = {source: report_of([i for i, r in enumerate(records) if r.source == source]) for source in sources}
     return {
         **report,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": extractor.sha256,
-        "data": str(data_dir),
+        "data": data_text(data_dir),
         "writers": writers_text(writers),
         "n_images": len(records),
         "signatures_per_second": len(records) / seconds,
@@ -194,7 +209,7 @@ def evaluate_extractor(
 
 
 def calibrate_extractor(
-    data_dir: str | os.PathLike,
+    data_dir: DataRoots,
     writers: str | Sequence[str],
     val_writers: str | Sequence[str],
     checkpoint: str | os.PathLike = "default",
@@ -234,10 +249,10 @@ def calibrate_extractor(
         ),
         "projection": {
             "method": "principal axes of the L2-normalised backbone features (replaces the trained projection head)",
-            "fitted_on": {"data": str(data_dir), "writers": written, "n_images": len(train)},
+            "fitted_on": {"data": data_text(data_dir), "writers": written, "n_images": len(train)},
             # the file as trained, whose backbone this checkpoint keeps (the detector recipe names it)
             "trained_sha256": extractor.card.get("projection", {}).get("trained_sha256", extractor.sha256),
-            "command": "signver " + shlex.join(["calibrate", "extractor", "--data", str(data_dir), "--writers", written,
+            "command": "signver " + shlex.join(["calibrate", "extractor", "--data", *map(str, data_roots(data_dir)), "--writers", written,
                                                "--val-writers", held, "--checkpoint", str(weights)]),
         },
     }

@@ -1,6 +1,6 @@
 """Build the small real test fixture in ``tests/data`` from the full shared data.
 
-    python tests/data/make_fixture.py [--source ../shared/data]
+    python tests/data/make_fixture.py [--source ../shared/data]   # default: $SIGNVER_DATA or ../shared/data
 
 Files are copied byte for byte (no re-encoding: the PIL modes of the scans are part of what the tests
 check). The selection is fixed below, so a rerun gives the same files; ``MANIFEST.json`` records each
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def selection(source: Path) -> list[tuple[Path, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=HERE.parents[2] / "shared" / "data")
+    default = Path(os.environ.get("SIGNVER_DATA", HERE.parents[2] / "shared" / "data"))
+    parser.add_argument("--source", type=Path, default=default, help=f"the full data folder (default: $SIGNVER_DATA or {default})")
     args = parser.parse_args()
     files = selection(args.source)
     missing = [str(src) for src, _ in files if not src.is_file()]
