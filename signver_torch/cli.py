@@ -151,8 +151,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _require_trainable(args.module, "evaluate")
     if args.errors and args.module != "detector":
         raise SignVerError("--errors is for the detector: it draws the pages with missed marks and false positives")
-    if args.threshold is not None and args.module != "extractor":
-        raise SignVerError("--threshold is for the extractor: FAR and FRR at that distance")
+    for flag, value in (("--threshold", args.threshold), ("--references", args.references), ("--background-writers", args.background_writers)):
+        if value is not None and args.module != "extractor":
+            raise SignVerError(f"{flag} is for the extractor")
     data = _data_argument(args.data, several=args.module != "detector")
     if args.module == "detector":
         from signver_torch.detector.api import evaluate_detector, parse_class_map
@@ -166,7 +167,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from signver_torch.extractor.api import evaluate_extractor
 
-        report = evaluate_extractor(data, args.writers, args.checkpoint, threshold=args.threshold, progress=not args.quiet)
+        report = evaluate_extractor(data, args.writers, args.checkpoint, threshold=args.threshold, references=args.references,
+                                    background_writers=args.background_writers, progress=not args.quiet)
     if args.json:
         print(json.dumps(report))
     else:
@@ -494,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path")
     evaluate.add_argument("--threshold", type=float, help="extractor: report FAR and FRR at this distance (default: the "
                           "checkpoint's calibrated threshold)")
+    evaluate.add_argument("--references", type=int, metavar="K", help="extractor: also the gallery protocol: enrol the first "
+                          "K genuine signatures of each writer, claim the rest and the forgeries, per decision rule")
+    evaluate.add_argument("--background-writers", metavar="SPEC", help="extractor, with --references: whose genuine "
+                          "signatures are the writer-dependent SVMs' background (training writers, e.g. 1-32)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     evaluate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")

@@ -173,6 +173,8 @@ def evaluate_extractor(
     checkpoint: str | os.PathLike = "default",
     *,
     threshold: float | None = None,
+    references: int | None = None,
+    background_writers: str | Sequence[str] | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -182,7 +184,9 @@ def evaluate_extractor(
     Per writer, positives are all genuine–genuine pairs and negatives all genuine–skilled-forgery
     pairs; one global threshold. FAR/FRR are at ``threshold``, by default the checkpoint's calibrated
     one. ``eer_ci`` is a 95% bootstrap interval over writers; with several sources, ``per_source``
-    holds the same report for each.
+    holds the same report for each. With ``references=K``, ``references`` adds the gallery protocol
+    (:mod:`signver_torch.matcher.evaluation`) for each decision rule; the writer-dependent SVMs use
+    the genuine signatures of ``background_writers`` (never among ``writers``) as background.
     """
     records = discover_signatures(data_dir, writers)
     extractor = MetricExtractor(device=device).load(checkpoint)
@@ -197,6 +201,19 @@ def evaluate_extractor(
     sources = sorted({record.source for record in records})
     if len(sources) > 1:
         report["per_source"] = {source: report_of([i for i, r in enumerate(records) if r.source == source]) for source in sources}
+    if references is not None:
+        from signver_torch.matcher.evaluation import reference_protocol
+
+        background = None
+        if background_writers is not None:
+            bank = [r for r in discover_signatures(data_dir, background_writers) if not r.forged]
+            if {r.writer for r in bank} & {r.writer for r in records}:
+                raise SignVerError("--background-writers must not include the evaluated writers")
+            background = embed_records(extractor, bank, progress)[0].numpy()
+        report["references"] = reference_protocol(
+            embeddings.numpy(), [r.writer for r in records], [r.forged for r in records], references, background,
+            extractor.card.get("decision_thresholds"), [r.source for r in records])
+        report["references"]["background_writers"] = writers_text(background_writers)
     return {
         **report,
         "checkpoint": str(checkpoint),

@@ -1,0 +1,91 @@
+"""Decisions that use what several references say about their writer.
+
+Each rule turns a query's embedding and the claimed person's reference embeddings into a score where
+lower means "more likely the same writer", so every rule is thresholded the same way:
+
+* ``mean``: the mean cosine distance to the references (what one global threshold on distances does);
+* ``spread``: that mean divided by the spread among the references themselves (their mean pairwise
+  distance), so a writer who varies a lot is not refused for varying;
+* ``svm``: a writer-dependent classifier (Hafemann et al.'s writer-dependent SVMs): an RBF SVM that
+  separates the person's references from a background bank of other writers' genuine signatures;
+  the score is minus its decision value.
+
+The SVM is kept as plain arrays (:class:`WriterModel`: support vectors, weights, bias, gamma), so a
+gallery stores it without pickling and scores it in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from signver_torch.errors import SignVerError
+
+Rule = Literal["mean", "spread", "svm"]
+RULES: tuple[Rule, ...] = ("mean", "spread", "svm")
+#: Spreads below this (near-identical references) are clamped, so a score never divides by ~0.
+MIN_SPREAD = 0.02
+
+
+def cosine_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """``(Q, R)`` cosine distances between L2-normalised embeddings."""
+    return 1.0 - np.atleast_2d(queries) @ np.atleast_2d(references).T
+
+
+def reference_spread(references: np.ndarray) -> float:
+    """Mean pairwise cosine distance among a person's references (``MIN_SPREAD`` for a single one)."""
+    if len(references) < 2:
+        return MIN_SPREAD
+    distances = cosine_distances(references, references)[np.triu_indices(len(references), 1)]
+    return max(float(distances.mean()), MIN_SPREAD)
+
+
+@dataclass(frozen=True)
+class WriterModel:
+    """A fitted writer-dependent RBF SVM as arrays: ``f(x) = sum_i w_i exp(-gamma |s_i - x|^2) + b``."""
+
+    support_vectors: np.ndarray  # (S, D) float32
+    weights: np.ndarray  # (S,) float32, the dual coefficients (signed)
+    bias: float
+    gamma: float
+
+    def decision(self, queries: np.ndarray) -> np.ndarray:
+        """Decision values of ``(Q, D)`` queries: positive for the person, negative for the background."""
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        squared = ((queries[:, None, :] - self.support_vectors[None, :, :]) ** 2).sum(-1)
+        return np.exp(-self.gamma * squared) @ self.weights + self.bias
+
+
+def fit_writer_model(references: np.ndarray, background: np.ndarray, c: float = 1.0) -> WriterModel:
+    """Fit the person's SVM: references (class 1) against the background bank (class 0), classes
+    weighted by their size; ``gamma`` is scikit-learn's ``"scale"`` rule."""
+    from sklearn.svm import SVC  # only where a writer-dependent model is fitted
+
+    if len(references) < 1 or len(background) < 1:
+        raise SignVerError("a writer-dependent model needs at least one reference and a background bank")
+    features = np.concatenate([references, background]).astype(np.float64)
+    labels = np.concatenate([np.ones(len(references)), np.zeros(len(background))])
+    svm = SVC(kernel="rbf", C=c, gamma="scale", class_weight="balanced").fit(features, labels)
+    sign = 1.0 if svm.classes_[1] == 1 else -1.0  # decision_function is positive for classes_[1]
+    return WriterModel(svm.support_vectors_.astype(np.float32), (sign * svm.dual_coef_[0]).astype(np.float32),
+                       float(sign * svm.intercept_[0]), float(svm._gamma))
+
+
+def rule_scores(
+    rule: Rule, queries: np.ndarray, references: np.ndarray, model: WriterModel | None = None
+) -> np.ndarray:
+    """Scores of ``queries`` against one person's ``references`` under ``rule`` (lower = same writer)."""
+    if rule == "mean":
+        return cosine_distances(queries, references).mean(1)
+    if rule == "spread":
+        return cosine_distances(queries, references).mean(1) / reference_spread(references)
+    if rule == "svm":
+        if model is None:
+            raise SignVerError("the svm rule needs the person's writer-dependent model")
+        return -model.decision(queries)
+    raise SignVerError(f"unknown decision rule {rule!r} (one of {', '.join(RULES)})")
+
+
+__all__ = ["RULES", "Rule", "WriterModel", "cosine_distances", "fit_writer_model", "reference_spread", "rule_scores"]
