@@ -257,10 +257,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     detector = Detector(device=args.device).load(args.checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
     for path in args.pages:
         page = load_image(path)
         [found] = detector.predict([page], score_threshold=args.threshold)
+        out.mkdir(parents=True, exist_ok=True)  # only once a page has been read: a bad first page leaves nothing behind
         summary = summarize(found)
         record = {
             "page": str(path),
