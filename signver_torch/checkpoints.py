@@ -208,10 +208,15 @@ def save_checkpoint(
 def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     """Add or replace ``fields`` in the card of ``weights`` (atomically; the weights are untouched)."""
     card = {**read_card(Path(weights)), **fields}
+    write_card(weights, card)
+    return card
+
+
+def write_card(weights: str | os.PathLike, card: Mapping[str, Any]) -> None:
+    """Replace the card of ``weights`` with ``card`` (atomically; the weights are untouched)."""
     with _temporary_beside(_card_path(Path(weights))) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         _replace_together([(tmp, _card_path(Path(weights)))])
-    return card
 
 
 @contextmanager

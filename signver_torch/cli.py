@@ -190,15 +190,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.module == "extractor":
         from signver_torch.extractor.api import calibrate_extractor
 
-        if not args.val_writers:
-            raise SignVerError("calibrate extractor needs --val-writers: held-out writers to set the threshold on")
+        if args.writers and not args.val_writers:
+            raise SignVerError("calibrate extractor with --writers needs --val-writers: held-out writers to set the threshold on")
         if args.pairs is not None:
             raise SignVerError("--pairs is for the cleaner: calibrate extractor reads the signatures of --writers")
-        card = calibrate_extractor(_data_argument(args.data), args.writers, args.val_writers, args.checkpoint, progress=not args.quiet)
-        print(f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
-              f"threshold {card['threshold']:.4f} (EER of writers {args.val_writers}) written into {args.checkpoint} "
-              "(rerun `signver evaluate extractor` for its metrics)")
+        card = calibrate_extractor(_data_argument(args.data), args.writers, args.val_writers, args.checkpoint,
+                                   target_far=args.target_far, progress=not args.quiet)
+        point = card["operating_point"]
+        fitted = (f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
+                  if args.writers else "projection kept; ")
+        print(f"{fitted}threshold {card['threshold']:.4f} ({card['threshold_calibration']}): FAR {point['far']:.2%}, "
+              f"FRR {point['frr']:.2%}; written into {args.checkpoint} (rerun `signver evaluate extractor` for its metrics)")
         return 0
+    if args.target_far is not None:
+        raise SignVerError("--target-far is for the extractor")
+    if not args.writers:
+        raise SignVerError("calibrate cleaner needs --writers: the training writers whose pairs fit the tone curve")
     from signver_torch.cleaner.api import calibrate_cleaner
 
     if args.val_writers:
@@ -517,9 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("module", choices=("cleaner", "extractor"))
     calibrate.add_argument("--data", required=True, nargs="+", metavar="DIR",
                            help="one or several folders (CEDAR or writer folders; several: writers named by source)")
-    calibrate.add_argument("--writers", required=True, help="the checkpoint's training writers, e.g. 1-32 (never the evaluation ones)")
+    calibrate.add_argument("--writers", help="the checkpoint's training writers, e.g. 1-32 (never the evaluation ones); "
+                           "extractor: without it the projection is kept and only the threshold is set")
     calibrate.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (its card is rewritten)")
-    calibrate.add_argument("--val-writers", help="extractor: held-out writers whose EER sets the threshold, e.g. 33-40")
+    calibrate.add_argument("--val-writers", help="extractor: held-out writers whose EER sets the threshold, e.g. 33-40 "
+                           "(default without --writers: every writer of --data)")
+    calibrate.add_argument("--target-far", type=float, metavar="F", help="extractor: set the threshold where the skilled-"
+                           "forgery FAR of those writers is F (e.g. 0.05) instead of at their EER")
     calibrate.add_argument("--pairs", type=int, help="cleaner: number of synthetic pairs (default 256)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     calibrate.set_defaults(handler=cmd_calibrate)

@@ -346,7 +346,7 @@ CLEANER_METRIC_KEYS = ("psnr", "ssim", "ink_f1", "n_pairs", "pair_size", "seed",
 
 EXTRACTOR_METRIC_KEYS = (
     "eer", "auc", "threshold_at_eer", "threshold", "far", "frr", "eer_random", "negatives",
-    "n_writers", "n_pos", "n_neg", "signatures_per_second",
+    "n_writers", "n_pos", "n_neg", "signatures_per_second", "eer_ci", "per_source",
 )
 
 

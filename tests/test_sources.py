@@ -119,3 +119,36 @@ def test_evaluate_two_sources_reports_per_source_intervals_and_the_gallery_proto
         capture_output=True, text=True, timeout=600,
     )
     assert overlap.returncode == 1 and "must not include the evaluated writers" in overlap.stderr
+
+
+def test_calibrate_sets_the_operating_point_on_a_users_writers(small_data: Path, tmp_path: Path) -> None:
+    """`signver calibrate extractor --target-far F --data MY_WRITERS/`: the projection is kept, the threshold
+    moves to where those writers' skilled-forgery FAR is F, and the card says FAR/FRR per source."""
+    from signver_torch.checkpoints import load_checkpoint, resolve_checkpoint
+
+    shipped = resolve_checkpoint("extractor", "default").weights
+    target = tmp_path / "mine.safetensors"
+    target.write_bytes(shipped.read_bytes())
+    target.with_suffix(".json").write_bytes(shipped.with_suffix(".json").read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", str(small_data / "cedar"),
+         str(small_data / "dutch"), "--val-writers", FIXTURE_WRITERS, "--target-far", "0.1", "--checkpoint", str(target), "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    before, _ = load_checkpoint("extractor", shipped)
+    after, card = load_checkpoint("extractor", target)
+    assert all(torch.equal(before[key], after[key]) for key in before)  # only the card moved
+    point = card["operating_point"]
+    assert point["far"] <= 0.1 and point["threshold"] == card["threshold"] and set(point["per_source"]) == {"cedar", "dutch"}
+    assert "--target-far 0.1" in card["calibration_command"] and "metrics" not in card
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "signver_torch", "evaluate", "extractor", "--data", str(small_data / "cedar"),
+         str(small_data / "dutch"), "--writers", FIXTURE_WRITERS, "--checkpoint", str(target), "--json", "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    report = json.loads(evaluated.stdout)
+    assert report["far"] == pytest.approx(point["far"]) and report["frr"] == pytest.approx(point["frr"])
+    bad = subprocess.run([sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", str(small_data / "cedar"),
+                          "--target-far", "1.5", "--checkpoint", str(target)], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "between 0 and 1" in bad.stderr

@@ -14,13 +14,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from signver_torch.checkpoints import load_model, read_card, resolve_checkpoint, save_checkpoint
+from signver_torch.checkpoints import load_model, read_card, resolve_checkpoint, save_checkpoint, write_card
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.data.signatures import DataRoots, SignatureImages, SignatureRecord, data_roots, data_text, discover_signatures, writers_text
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, build_extractor, principal_projection
 from signver_torch.io import ImageSource, load_image_tensor
-from signver_torch.metrics import writer_protocol_metrics
+from signver_torch.metrics import writer_protocol_distances, writer_protocol_metrics
 
 
 def best_device() -> torch.device:
@@ -167,6 +167,19 @@ def embed_records(
 BOOTSTRAP_RESAMPLES = 1000
 
 
+def _operating_point(embeddings: torch.Tensor, records: Sequence[SignatureRecord], threshold: float) -> dict[str, Any]:
+    """FAR and FRR of ``records`` at ``threshold``, overall and per source."""
+    def rates(chosen: list[int]) -> dict[str, Any]:
+        report = writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen], [records[i].forged for i in chosen], threshold)
+        return {key: report[key] for key in ("far", "frr", "eer", "negatives", "n_writers")}
+
+    point = {"threshold": threshold, **rates(list(range(len(records))))}
+    sources = sorted({r.source for r in records})
+    if len(sources) > 1:
+        point["per_source"] = {source: rates([i for i, r in enumerate(records) if r.source == source]) for source in sources}
+    return point
+
+
 def evaluate_extractor(
     data_dir: DataRoots,
     writers: str | Sequence[str] | None = None,
@@ -227,53 +240,76 @@ def evaluate_extractor(
 
 def calibrate_extractor(
     data_dir: DataRoots,
-    writers: str | Sequence[str],
-    val_writers: str | Sequence[str],
+    writers: str | Sequence[str] | None,
+    val_writers: str | Sequence[str] | None,
     checkpoint: str | os.PathLike = "default",
     *,
+    target_far: float | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit the checkpoint's projection to its backbone and recalibrate its threshold; returns the card.
 
-    The projection head becomes the principal axes of the backbone features of ``writers`` (the
-    training writers: :func:`~signver_torch.extractor.model.principal_projection`), then the threshold
-    is set at the skilled-forgery EER of ``val_writers`` (held-out writers, as after training). The
-    checkpoint is rewritten atomically (its card loses the metrics of the old head: rerun the evaluate
-    command); the backbone is untouched, so running it twice changes nothing.
+    With ``writers`` (the training writers), the projection head becomes the principal axes of their
+    backbone features (:func:`~signver_torch.extractor.model.principal_projection`); without, the
+    projection is kept. Then the threshold is set on ``val_writers`` (held-out writers; all writers of
+    ``data_dir`` when ``None``): at their skilled-forgery EER, or where their FAR is ``target_far``.
+    The card records FAR and FRR at that threshold, per source too. The checkpoint is rewritten
+    atomically (its card loses the old metrics: rerun the evaluate command); the backbone is untouched,
+    so running it twice changes nothing.
     """
+    if target_far is not None and not 0 < target_far < 1:
+        raise SignVerError(f"--target-far must be between 0 and 1, not {target_far}")
     weights = resolve_checkpoint("extractor", checkpoint).weights
     extractor = MetricExtractor(device=device).load(weights)
-    train = discover_signatures(data_dir, writers)
     held_out = discover_signatures(data_dir, val_writers)
-    extractor.model.normalize_features = True
-    features, _ = embed_records(extractor, train, progress, pooled=True)
-    try:
-        projection = principal_projection(features, extractor.model.embedding_dim)
-    except ValueError as error:
-        raise SignVerError(f"{data_dir}: writers {writers}: {error}; calibrate on more training signatures") from error
-    extractor.model.head[-1] = projection.to(extractor.device)
-    embeddings, _ = embed_records(extractor, held_out, progress)
-    calibration = writer_protocol_metrics(embeddings, [r.writer for r in held_out], [r.forged for r in held_out])
-    written, held = writers_text(writers), writers_text(val_writers)
-    card = {
-        **extractor.card,
-        "architecture": {**extractor.card["architecture"], "normalize_features": True},
-        "threshold": calibration["threshold_at_eer"],
-        "threshold_calibration": (
-            f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers {held}, "
-            "after the projection was fitted"
-        ),
-        "projection": {
+    card = dict(extractor.card)
+    if writers is not None:
+        train = discover_signatures(data_dir, writers)
+        if {r.writer for r in train} & {r.writer for r in held_out}:
+            raise SignVerError("--writers and --val-writers share writers: the threshold must come from held-out writers")
+        extractor.model.normalize_features = True
+        features, _ = embed_records(extractor, train, progress, pooled=True)
+        try:
+            projection = principal_projection(features, extractor.model.embedding_dim)
+        except ValueError as error:
+            raise SignVerError(f"{data_text(data_dir)}: writers {writers}: {error}; calibrate on more training signatures") from error
+        extractor.model.head[-1] = projection.to(extractor.device)
+        card["architecture"] = {**card["architecture"], "normalize_features": True}
+        card["projection"] = {
             "method": "principal axes of the L2-normalised backbone features (replaces the trained projection head)",
-            "fitted_on": {"data": data_text(data_dir), "writers": written, "n_images": len(train)},
+            "fitted_on": {"data": data_text(data_dir), "writers": writers_text(writers), "n_images": len(train)},
             # the file as trained, whose backbone this checkpoint keeps (the detector recipe names it)
-            "trained_sha256": extractor.card.get("projection", {}).get("trained_sha256", extractor.sha256),
-            "command": "signver " + shlex.join(["calibrate", "extractor", "--data", *map(str, data_roots(data_dir)), "--writers", written,
-                                               "--val-writers", held, "--checkpoint", str(weights)]),
-        },
-    }
-    # the old metrics described the old head: rerun the evaluate command for the new ones
-    card = {key: value for key, value in card.items() if key not in ("sha256", "weights_dtype", "metrics", "metrics_command")}
-    save_checkpoint(weights, extractor.model.state_dict(), card, dtype=torch.float16)
+            "trained_sha256": card.get("projection", {}).get("trained_sha256", extractor.sha256),
+        }
+    embeddings, _ = embed_records(extractor, held_out, progress)
+    held_writers, held_forged = [r.writer for r in held_out], [r.forged for r in held_out]
+    calibration = writer_protocol_metrics(embeddings, held_writers, held_forged)
+    held = writers_text(val_writers) or "all"
+    if target_far is None:
+        threshold = calibration["threshold_at_eer"]
+        rule = f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers {held}"
+    else:
+        negatives = writer_protocol_distances(embeddings, held_writers, held_forged)[calibration["negatives"]]
+        threshold = float(negatives.quantile(target_far, interpolation="lower"))
+        rule = f"cosine distance where the FAR ({calibration['negatives']} forgeries) of writers {held} is {target_far:g}"
+    command = ["calibrate", "extractor", "--data", *map(str, data_roots(data_dir))]
+    command += [*(["--writers", writers_text(writers)] if writers is not None else []),
+                *(["--val-writers", held] if val_writers is not None else []),
+                *(["--target-far", f"{target_far:g}"] if target_far is not None else []), "--checkpoint", str(weights)]
+    card.update({
+        "threshold": threshold,
+        "threshold_calibration": rule + (", after the projection was fitted" if writers is not None else ""),
+        "calibration_command": "signver " + shlex.join(command),
+        "operating_point": _operating_point(embeddings, held_out, threshold),
+    })
+    if writers is not None:
+        card["projection"]["command"] = card["calibration_command"]
+    # the old metrics described the old head or threshold: rerun the evaluate command for the new ones
+    stale = ("metrics", "metrics_command")
+    if writers is None:  # the weights stay as they are: only the card changes
+        write_card(weights, {key: value for key, value in card.items() if key not in stale})
+    else:
+        card = {key: value for key, value in card.items() if key not in (*stale, "sha256", "weights_dtype")}
+        save_checkpoint(weights, extractor.model.state_dict(), card, dtype=torch.float16)
     return read_card(weights)
