@@ -3,7 +3,8 @@
 A checkpoint is ``<name>.safetensors`` beside ``<name>.json``. The card carries everything needed to
 rebuild and trust the model: architecture config, preprocessing, thresholds or class names, the data
 and split it was trained on, the exact recipe command, hardware, wall time, measured metrics and the
-sha256 of the weights. Names such as ``"default"`` resolve to the checkpoints shipped with the package.
+sha256 of the weights. An extractor may have a third file, ``<name>.background.safetensors``: the
+background bank of its writer-dependent decisions (named, with its sha256, in the card). Names such as ``"default"`` resolve to the checkpoints shipped with the package.
 Nothing is pickled.
 """
 
@@ -24,11 +25,14 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_tensors
 from torch import nn
 
 from signver_torch.errors import CheckpointError
 
 MODULES = ("detector", "cleaner", "extractor")
+#: The suffix of a checkpoint's background bank, beside its weights (never a checkpoint itself).
+BACKGROUND_SUFFIX = ".background.safetensors"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -72,6 +76,8 @@ def shipped_checkpoints(module: str | None = None) -> list[Checkpoint]:
     found: dict[tuple[str, str], Checkpoint] = {}
     for root in shipped_roots():
         for weights in sorted(root.glob("*/*.safetensors")):
+            if weights.name.endswith(BACKGROUND_SUFFIX):
+                continue
             key = (weights.parent.name, weights.stem)
             if key[0] in MODULES and (module is None or key[0] == module) and key not in found:
                 found[key] = Checkpoint(key[0], key[1], weights)
@@ -180,12 +186,14 @@ def save_checkpoint(
     card: Mapping[str, Any],
     *,
     dtype: torch.dtype | None = None,
+    background: bytes | None = None,
 ) -> Path:
     """Write ``path`` (``.safetensors``) and its card atomically; returns the weights path.
 
     Floating tensors are stored as ``dtype`` when given (fp16 halves the size). The card gains
     ``sha256`` and ``weights_dtype``. Each file is written to a temporary name and renamed, so a crash
-    never leaves a half-written checkpoint under the real name.
+    never leaves a half-written checkpoint under the real name. ``background`` (from
+    :func:`encode_background`) is written beside them in the same way.
     """
     weights = weights_path(path)
     if "module" not in card or card["module"] not in MODULES:
@@ -201,8 +209,43 @@ def save_checkpoint(
         save_file(tensors, str(tmp_weights))
         full_card = {**card, "sha256": sha256_file(tmp_weights), "weights_dtype": str(dtype or "as trained").replace("torch.", "")}
         tmp_card.write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
-        _replace_together([(tmp_weights, weights), (tmp_card, _card_path(weights))])
+        _replace_with_background(weights, [(tmp_weights, weights), (tmp_card, _card_path(weights))], background)
     return weights
+
+
+def _replace_with_background(weights: Path, moves: list[tuple[Path, Path]], background: bytes | None) -> None:
+    with contextlib.ExitStack() as stack:
+        if background is not None:
+            tmp = stack.enter_context(_temporary_beside(background_path(weights)))
+            tmp.write_bytes(background)
+            moves = [(tmp, background_path(weights)), *moves]
+        _replace_together(moves)
+
+
+def background_path(weights: str | os.PathLike) -> Path:
+    """Where the background bank of checkpoint ``weights`` lives."""
+    weights = Path(weights)
+    return weights.with_name(weights.name[: -len(".safetensors")] + BACKGROUND_SUFFIX)
+
+
+def encode_background(embeddings: torch.Tensor, metadata: Mapping[str, str]) -> tuple[bytes, str]:
+    """A background bank ``(N, D)`` as safetensors bytes, with their sha256 (for the card, before any
+    file is written: :func:`save_checkpoint` and :func:`write_card` write it with the checkpoint)."""
+    data = save_tensors({"embeddings": embeddings.float().contiguous().cpu()}, metadata=dict(metadata))
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def read_background(weights: str | os.PathLike, sha256: str) -> torch.Tensor:
+    """The background bank beside ``weights``, checked against the sha256 its card names."""
+    path = background_path(weights)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: background bank missing (the card's decision rule needs it; rerun its calibration)")
+    if sha256_file(path) != sha256:
+        raise CheckpointError(f"{path}: sha256 does not match the card's decision.background (a file of another calibration)")
+    try:
+        return load_file(str(path))["embeddings"]
+    except (SafetensorError, KeyError, OSError) as error:
+        raise CheckpointError(f"{path}: unreadable background bank ({error})") from error
 
 
 def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
@@ -212,11 +255,12 @@ def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     return card
 
 
-def write_card(weights: str | os.PathLike, card: Mapping[str, Any]) -> None:
-    """Replace the card of ``weights`` with ``card`` (atomically; the weights are untouched)."""
+def write_card(weights: str | os.PathLike, card: Mapping[str, Any], background: bytes | None = None) -> None:
+    """Replace the card of ``weights`` with ``card`` (atomically; the weights are untouched), and its
+    background bank with ``background`` when given."""
     with _temporary_beside(_card_path(Path(weights))) as tmp:
         tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        _replace_together([(tmp, _card_path(Path(weights)))])
+        _replace_with_background(Path(weights), [(tmp, _card_path(Path(weights)))], background)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from importlib import metadata
 from typing import Sequence
 
 from signver_torch.errors import SignVerError
+from signver_torch.matcher.decisions import RULES
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -195,15 +196,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if args.pairs is not None:
             raise SignVerError("--pairs is for the cleaner: calibrate extractor reads the signatures of --writers")
         card = calibrate_extractor(_data_argument(args.data), args.writers, args.val_writers, args.checkpoint,
-                                   target_far=args.target_far, progress=not args.quiet)
+                                   target_far=args.target_far, references=args.references,
+                                   background_writers=args.background_writers, rule=args.rule, progress=not args.quiet)
         point = card["operating_point"]
         fitted = (f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
                   if args.writers else "projection kept; ")
         print(f"{fitted}threshold {card['threshold']:.4f} ({card['threshold_calibration']}): FAR {point['far']:.2%}, "
               f"FRR {point['frr']:.2%}; written into {args.checkpoint} (rerun `signver evaluate extractor` for its metrics)")
+        if args.references is not None:
+            decision, chosen = card["decision"], card["decision"]["operating_point"]
+            compared = ", ".join(f"{name} {entry['eer']:.2%}" for name, entry in decision["rules_compared"].items())
+            print(f"with {args.references} references: rule {decision['rule']} (EERs {compared}), threshold "
+                  f"{decision['threshold']:.4f}: genuine accepted {chosen['genuine_accepted']:.2%}, forgeries rejected "
+                  f"{chosen['forgeries_rejected']:.2%}")
         return 0
-    if args.target_far is not None:
-        raise SignVerError("--target-far is for the extractor")
+    for flag in ("target_far", "references", "background_writers", "rule"):
+        if getattr(args, flag) is not None:
+            raise SignVerError(f"--{flag.replace('_', '-')} is for the extractor")
     if not args.writers:
         raise SignVerError("calibrate cleaner needs --writers: the training writers whose pairs fit the tone curve")
     from signver_torch.cleaner.api import calibrate_cleaner
@@ -294,7 +303,7 @@ def _signver(args: argparse.Namespace) -> "SignVer":  # noqa: F821 (imported laz
     from signver_torch.pipeline import SignVer
 
     return SignVer(extractor=args.extractor, cleaner=args.cleaner, clean=not args.no_clean, combine=args.combine,
-                   **({"detector": args.detector} if hasattr(args, "detector") else {}))
+                   per_person=not args.distance_only, **({"detector": args.detector} if hasattr(args, "detector") else {}))
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -336,7 +345,7 @@ def _claims(args: argparse.Namespace) -> list["Claim"]:  # noqa: F821 (imported 
 
 
 def _label_summary(labelled: list[tuple[bool, float]], threshold: float) -> dict:
-    """EER/AUC over the labelled verdicts (both kinds needed), FAR and FRR at the threshold used."""
+    """EER/AUC over the labelled verdicts' scores (both kinds needed), FAR and FRR at the threshold used."""
     import torch
 
     from signver_torch.metrics import verification_metrics
@@ -365,20 +374,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
             store.references(args.person)
     elif args.reference:
         signver.embed(args.reference)
-    failures, labelled = [], []
+    failures: list[str] = []
+    labelled: dict[tuple[str, float], list[tuple[bool, float]]] = {}
     verdicts = signver.verify_many(claims, args.gallery)
     with contextlib.closing(verdicts), tqdm(total=len(claims), desc="verifying", unit="query", file=sys.stderr,
                                              disable=args.quiet or len(claims) < PROGRESS_FROM) as bar:
         for claim, result in zip(claims, verdicts):
             if "error" in result:
                 failures.append(result["error"])
-            elif claim.label is not None:
-                labelled.append((claim.label, result["distance"]))
+            elif claim.label is not None:  # summed up per rule: scores of two rules are not comparable
+                labelled.setdefault((result["rule"], result["threshold"]), []).append((claim.label, result["score"]))
             bar.write(json.dumps(result) if args.json else _verdict_line(result), file=sys.stdout)
             sys.stdout.flush()  # a verdict per line as it comes, also through a pipe
             bar.update()
-    if labelled:
-        summary = _label_summary(labelled, signver.extractor.threshold)
+    for (rule, threshold), scores in labelled.items():
+        summary = {"rule": rule, **_label_summary(scores, threshold)}
         print(json.dumps({"summary": summary}) if args.json else
               "summary: " + ", ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
                                       for key, value in summary.items()))
@@ -393,7 +403,9 @@ def _verdict_line(result: dict) -> str:
     if "error" in result:
         return f"{result['query']}: ERROR: {result['error']}"
     against = result.get("person") or ", ".join(result.get("references", []))
-    return (f"{result['query']}: {'MATCH' if result['match'] else 'NO MATCH'}: distance {result['distance']:.4f} "
+    score = (f"distance {result['distance']:.4f}" if result["rule"] == "distance" else
+             f"{result['rule']} score {result['score']:.4f} (distance {result['distance']:.4f})")
+    return (f"{result['query']}: {'MATCH' if result['match'] else 'NO MATCH'}: {score} "
             f"{'<=' if result['match'] else '>'} threshold {result['threshold']:.4f} (against {against})")
 
 
@@ -423,7 +435,7 @@ def cmd_verify_document(args: argparse.Namespace) -> int:
         print(f"{args.page}: {report.verdict}")
         for number, verdict in enumerate(report.signatures, start=1):
             box = ", ".join(f"{v:.0f}" for v in verdict.box)
-            print(f"  #{number} [{box}] distance {verdict.distance:.4f} (threshold {verdict.threshold:.4f}): "
+            print(f"  #{number} [{box}] {verdict.rule} score {verdict.decision_score:.4f} (threshold {verdict.threshold:.4f}): "
                   f"{'match' if verdict.match else 'no match'}")
         if args.out:
             print(f"report picture: {args.out}")
@@ -531,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default without --writers: every writer of --data)")
     calibrate.add_argument("--target-far", type=float, metavar="F", help="extractor: set the threshold where the skilled-"
                            "forgery FAR of those writers is F (e.g. 0.05) instead of at their EER")
+    calibrate.add_argument("--references", type=int, metavar="K", help="extractor: also calibrate the per-person decision "
+                           "for K references (the gallery protocol on --val-writers: the rule of lowest EER and its threshold)")
+    calibrate.add_argument("--background-writers", metavar="SPEC", help="extractor, with --references: whose genuine "
+                           "signatures are the writer-dependent SVMs' background, shipped beside the weights (never --val-writers)")
+    calibrate.add_argument("--rule", choices=RULES, help="extractor, with --references: this rule "
+                           "instead of the one of lowest EER")
     calibrate.add_argument("--pairs", type=int, help="cleaner: number of synthetic pairs (default 256)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     calibrate.set_defaults(handler=cmd_calibrate)
@@ -569,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-clean", action="store_true", help="embed crops as they are, without the cleaner")
         sub.add_argument("--combine", choices=("mean", "min"), default="mean",
                          help="how distances to several references combine (default mean)")
+        sub.add_argument("--distance-only", action="store_true", help="decide on the combined distance and the pair "
+                         "threshold, never the checkpoint's per-person rule (which applies from its min_references on)")
 
     enroll = commands.add_parser("enroll", help="enrol a person's reference signatures in a gallery")
     enroll.add_argument("--gallery", required=True, help="gallery file (SQLite; created if missing)")

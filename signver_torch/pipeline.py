@@ -13,7 +13,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from torchvision.ops import box_iou, nms
 from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.io import ImageSource, load_image, load_image_tensor
 from signver_torch.matcher.api import Combine, Matcher
+from signver_torch.matcher.decisions import DecisionPolicy, WriterModel
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
 
 #: Where each model's facade lives: (module, class).
@@ -58,14 +59,17 @@ class SignatureVerdict:
     box: list[float]  # xyxy pixels on the page
     score: float  # detector confidence
     distance: float
-    threshold: float
+    threshold: float  # the threshold on ``decision_score``
     match: bool
+    rule: str  # what decided: "distance" (the pair threshold) or the checkpoint's per-person rule
+    decision_score: float
     crop: np.ndarray = field(repr=False)  # (H, W) grayscale in [0, 1]
     cleaned: np.ndarray = field(repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"box_xyxy": [round(v, 1) for v in self.box], "detector_score": round(self.score, 4),
-                "distance": round(self.distance, 4), "threshold": round(self.threshold, 4), "match": self.match}
+                "distance": round(self.distance, 4), "rule": self.rule, "score": round(self.decision_score, 4),
+                "threshold": round(self.threshold, 4), "match": self.match}
 
 
 @dataclass
@@ -104,11 +108,12 @@ class SignVer:
         *,
         clean: bool = True,
         combine: Combine = "mean",
+        per_person: bool = True,
         device: str | None = None,
     ) -> None:
         self._names = {"detector": detector, "cleaner": cleaner, "extractor": extractor}
         self._models: dict[str, Any] = {}
-        self.clean, self.combine, self.device = clean, combine, device
+        self.clean, self.combine, self.per_person, self.device = clean, combine, per_person, device
 
     def _model(self, kind: str) -> Any:
         if kind not in self._models:  # import only the facade needed: a gallery command never pays for the detector
@@ -123,6 +128,27 @@ class SignVer:
     @property
     def matcher(self) -> Matcher:
         return Matcher(threshold=self.extractor.threshold)
+
+    @property
+    def decision(self) -> DecisionPolicy | None:
+        """The extractor card's per-person rule, unless ``per_person`` is off."""
+        return self.extractor.decision if self.per_person else None
+
+    def decide(
+        self, query: np.ndarray, references: np.ndarray, writer_model: Callable[[], WriterModel | None] | None = None
+    ) -> dict[str, Any]:
+        """A claim's verdict: the per-person rule where it applies (enough references), else the
+        combined distance against the pair threshold. ``writer_model`` gives a stored svm model (a
+        gallery's); without it the model is fitted on the spot."""
+        match, distance = self.matcher.verify_references(query, references, combine=self.combine)
+        policy = self.decision
+        if policy is None or not policy.applies(len(references)):
+            return {"match": match, "distance": distance, "rule": "distance", "score": distance,
+                    "threshold": self.extractor.threshold, "combine": self.combine}
+        model = writer_model() if writer_model is not None and policy.needs_model else None
+        score = policy.score(query, references, model)
+        return {"match": score <= policy.threshold, "distance": distance, "rule": policy.rule, "score": score,
+                "threshold": policy.threshold}
 
     def embed(self, signatures: Sequence[ImageSource]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Clean (unless disabled) and embed signature crops; returns embeddings and the cleaned crops."""
@@ -180,7 +206,7 @@ class SignVer:
         claims name it; a person's references are read from ``gallery`` once.
         """
         embedded: dict[str, np.ndarray | SignVerError] = {}
-        enrolled: dict[str, np.ndarray | SignVerError] = {}
+        enrolled: dict[str, Any] = {}  # person -> references or the error reading them, and "model:" + person -> model
         against_people = any(claim.person is not None for claim in claims)
         if against_people and gallery is None:
             raise SignVerError("claims against enrolled people need a gallery")
@@ -215,15 +241,24 @@ class SignVer:
         for outcome in (query, references):
             if isinstance(outcome, SignVerError):
                 return {"query": claim.query, **against, "error": _one_line(outcome)}
-        match, distance = self.matcher.verify_references(query, references, combine=self.combine)
-        verdict = {"match": match, "distance": distance, "threshold": self.extractor.threshold, **against,
-                   "combine": self.combine, "query": claim.query}
+
+        def writer_model() -> WriterModel | None:
+            key = f"model:{claim.person}"
+            if key not in enrolled:
+                enrolled[key] = store.writer_model(claim.person)  # type: ignore[union-attr, arg-type]
+            return enrolled[key]
+
+        verdict = {**self.decide(query, references, writer_model if store is not None and claim.person is not None else None),
+                   **against, "query": claim.query}
         if claim.person is not None:
             verdict["n_references"] = len(references)
         return verdict
 
     def gallery(self, path: str | os.PathLike, create: bool = False) -> Gallery:
-        return Gallery(path, self.extractor.sha256, create=create)
+        """The gallery at ``path``, keeping writer models when the extractor's rule needs them."""
+        policy = self.decision
+        return Gallery(path, self.extractor.sha256, create=create,
+                       background=policy.background if policy is not None and policy.needs_model else None)
 
     def enroll(self, gallery: str | os.PathLike, person: str, signatures: Sequence[ImageSource]) -> int:
         """Add ``person``'s reference signatures to the gallery file (created if missing), all or nothing."""
@@ -241,16 +276,13 @@ class SignVer:
         embeddings, _ = self.embed([signature])
         with self.gallery(gallery) as store:
             references = store.references(person)
-        match, distance = self.matcher.verify_references(embeddings[0], references, combine=self.combine)
-        return {"match": match, "distance": distance, "threshold": self.extractor.threshold, "person": person,
-                "n_references": len(references), "combine": self.combine}
+            verdict = self.decide(embeddings[0], references, lambda: store.writer_model(person))
+        return {**verdict, "person": person, "n_references": len(references)}
 
     def verify_references(self, references: Sequence[ImageSource], signature: ImageSource) -> dict[str, Any]:
         embeddings, _ = self.embed([signature, *references])
-        match, distance = self.matcher.verify_references(embeddings[0], embeddings[1:], combine=self.combine)
-        return {"match": match, "distance": distance, "threshold": self.extractor.threshold,
-                "references": [str(r) if isinstance(r, (str, os.PathLike)) else f"reference {i}" for i, r in enumerate(references)],
-                "combine": self.combine}
+        return {**self.decide(embeddings[0], embeddings[1:]),
+                "references": [str(r) if isinstance(r, (str, os.PathLike)) else f"reference {i}" for i, r in enumerate(references)]}
 
     def verify_document(
         self,
@@ -271,6 +303,7 @@ class SignVer:
         # one signature, one verdict: overlapping signature boxes are merged
         keep = keep[nms(found["boxes"][keep], found["scores"][keep], SIGNATURE_OVERLAP)]
         boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
+        writer_model = None
         if references is not None:
             claimed = ", ".join(str(r) for r in references)
             reference_embeddings, _ = self.embed(references)
@@ -278,15 +311,17 @@ class SignVer:
             claimed = str(person)
             with self.gallery(gallery) as store:  # type: ignore[arg-type]
                 reference_embeddings = store.references(str(person))
+                model = store.writer_model(str(person))
+            writer_model = lambda: model  # noqa: E731  (the stored model, read while the gallery was open)
         gray = np.asarray(image.convert("L"), np.float32) / 255
         verdicts = []
         if boxes:
             crops = [_crop(gray, box) for box in boxes]
             embeddings, cleaned = self.embed(crops)
-            threshold = self.extractor.threshold
             for box, score, crop, clean, embedding in zip(boxes, scores, crops, cleaned, embeddings):
-                match, distance = self.matcher.verify_references(embedding, reference_embeddings, combine=self.combine)
-                verdicts.append(SignatureVerdict(box, score, distance, threshold, match, crop, clean))
+                verdict = self.decide(embedding, reference_embeddings, writer_model)
+                verdicts.append(SignatureVerdict(box, score, verdict["distance"], verdict["threshold"], verdict["match"],
+                                                 verdict["rule"], verdict["score"], crop, clean))
         name = str(page) if isinstance(page, (str, os.PathLike)) else "page"
         return DocumentReport(name, claimed, verdicts)
 
@@ -319,8 +354,8 @@ class SignVer:
                 tile = Image.fromarray((np.clip(array, 0, 1) * 255).astype(np.uint8)).convert("RGB")
                 tile.thumbnail((240, 90))
                 canvas.paste(tile, (shown.width + 10 + column * 250, top))
-            text = (f"#{number} {'MATCH' if verdict.match else 'NO MATCH'}  distance {verdict.distance:.3f} "
-                    f"(threshold {verdict.threshold:.3f})")
+            text = (f"#{number} {'MATCH' if verdict.match else 'NO MATCH'}  {verdict.rule} score "
+                    f"{verdict.decision_score:.3f} (threshold {verdict.threshold:.3f})")
             draw.text((shown.width + 10, top + 96), "crop                          cleaned", fill=(90, 90, 90), font=font)
             draw.text((shown.width + 10, top + 116), text, fill=colour, font=font)
         return canvas

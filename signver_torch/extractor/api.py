@@ -6,7 +6,8 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -14,13 +15,25 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from signver_torch.checkpoints import load_model, read_card, resolve_checkpoint, save_checkpoint, write_card
+from signver_torch.checkpoints import (
+    background_path,
+    encode_background,
+    load_model,
+    read_background,
+    read_card,
+    resolve_checkpoint,
+    save_checkpoint,
+    write_card,
+)
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.data.signatures import DataRoots, SignatureImages, SignatureRecord, data_roots, data_text, discover_signatures, writers_text
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, build_extractor, principal_projection
 from signver_torch.io import ImageSource, load_image_tensor
 from signver_torch.metrics import writer_protocol_distances, writer_protocol_metrics
+
+if TYPE_CHECKING:
+    from signver_torch.matcher.decisions import DecisionPolicy
 
 
 def best_device() -> torch.device:
@@ -46,6 +59,8 @@ class MetricExtractor:
         self.model: SignatureEmbedder | None = None
         self.preprocessor: SignaturePreprocessor | None = None
         self.card: dict[str, Any] = {}
+        self.weights: Path | None = None
+        self._decision: DecisionPolicy | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "default", **kwargs: Any) -> "MetricExtractor":
@@ -54,6 +69,8 @@ class MetricExtractor:
     def load(self, name_or_path: str | os.PathLike = "default") -> "MetricExtractor":
         """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path."""
         model, card = load_embedder(name_or_path)
+        self.weights = resolve_checkpoint("extractor", name_or_path).weights
+        self._decision = None
         try:
             preprocessor = SignaturePreprocessor(PreprocessConfig(**card["preprocessing"]))
             float(card["threshold"])
@@ -74,6 +91,26 @@ class MetricExtractor:
     @property
     def sha256(self) -> str:
         return str(self.card.get("sha256", ""))
+
+    @property
+    def decision(self) -> "DecisionPolicy | None":
+        """The per-person decision rule the card's calibration chose (``None`` on cards without one):
+        claims against several references are scored by it instead of the pair threshold."""
+        if not self.card:
+            raise CheckpointError("no checkpoint loaded (call load() first)")
+        if "decision" not in self.card:
+            return None
+        if self._decision is None:
+            from signver_torch.matcher.decisions import DecisionPolicy
+
+            entry = self.card["decision"]
+            try:
+                background = (read_background(self.weights, entry["background"]["sha256"]).numpy()
+                              if "background" in entry else None)
+                self._decision = DecisionPolicy(entry["rule"], float(entry["threshold"]), int(entry["min_references"]), background)
+            except (KeyError, TypeError, ValueError) as error:
+                raise CheckpointError(f"{self.weights}: the card's decision entry is incomplete ({error})") from error
+        return self._decision
 
     def extract(self, batch: np.ndarray | torch.Tensor | Sequence[ImageSource], progress: bool = False) -> np.ndarray:
         """Embed a batch of signatures; returns an ``(N, 256)`` float32 array of unit vectors.
@@ -245,6 +282,9 @@ def calibrate_extractor(
     checkpoint: str | os.PathLike = "default",
     *,
     target_far: float | None = None,
+    references: int | None = None,
+    background_writers: str | Sequence[str] | None = None,
+    rule: str | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -254,12 +294,18 @@ def calibrate_extractor(
     backbone features (:func:`~signver_torch.extractor.model.principal_projection`); without, the
     projection is kept. Then the threshold is set on ``val_writers`` (held-out writers; all writers of
     ``data_dir`` when ``None``): at their skilled-forgery EER, or where their FAR is ``target_far``.
-    The card records FAR and FRR at that threshold, per source too. The checkpoint is rewritten
-    atomically (its card loses the old metrics: rerun the evaluate command); the backbone is untouched,
-    so running it twice changes nothing.
+    The card records FAR and FRR at that threshold, per source too.
+
+    With ``references=K``, the per-person decision is calibrated as well (:func:`calibrate_decision`):
+    the rule of lowest gallery-protocol EER on ``val_writers`` (or ``rule``), its threshold the same
+    way, and for the ``svm`` rule a background bank of the genuine signatures of ``background_writers``
+    written beside the weights. The checkpoint is rewritten atomically (its card loses the old metrics:
+    rerun the evaluate command); the backbone is untouched, so running it twice changes nothing.
     """
     if target_far is not None and not 0 < target_far < 1:
         raise SignVerError(f"--target-far must be between 0 and 1, not {target_far}")
+    if references is None and (background_writers is not None or rule is not None):
+        raise SignVerError("--background-writers and --rule calibrate the per-person decision: give --references K too")
     weights = resolve_checkpoint("extractor", checkpoint).weights
     extractor = MetricExtractor(device=device).load(weights)
     held_out = discover_signatures(data_dir, val_writers)
@@ -275,6 +321,10 @@ def calibrate_extractor(
         except ValueError as error:
             raise SignVerError(f"{data_text(data_dir)}: writers {writers}: {error}; calibrate on more training signatures") from error
         extractor.model.head[-1] = projection.to(extractor.device)
+        # embed from here on with the weights as they will be stored (fp16), so that the threshold and
+        # the background bank describe the saved checkpoint exactly
+        extractor.model.load_state_dict({key: value.half().float() if value.is_floating_point() else value
+                                         for key, value in extractor.model.state_dict().items()})
         card["architecture"] = {**card["architecture"], "normalize_features": True}
         card["projection"] = {
             "method": "principal axes of the L2-normalised backbone features (replaces the trained projection head)",
@@ -296,7 +346,25 @@ def calibrate_extractor(
     command = ["calibrate", "extractor", "--data", *map(str, data_roots(data_dir))]
     command += [*(["--writers", writers_text(writers)] if writers is not None else []),
                 *(["--val-writers", held] if val_writers is not None else []),
-                *(["--target-far", f"{target_far:g}"] if target_far is not None else []), "--checkpoint", str(weights)]
+                *(["--target-far", f"{target_far:g}"] if target_far is not None else []),
+                *(["--references", str(references)] if references is not None else []),
+                *(["--background-writers", writers_text(background_writers)] if background_writers is not None else []),
+                *(["--rule", rule] if rule is not None else []), "--checkpoint", str(weights)]
+    background = None
+    if references is not None:
+        bank = [r for r in discover_signatures(data_dir, background_writers) if not r.forged] if background_writers is not None else []
+        if {r.writer for r in bank} & set(held_writers):
+            raise SignVerError("--background-writers and --val-writers share writers: the background must be other people")
+        bank_embeddings = embed_records(extractor, bank, progress)[0] if bank else None
+        card["decision"], background = calibrate_decision(
+            embeddings.numpy(), held_out, references, bank_embeddings, rule, target_far)
+        if "background" in card["decision"]:
+            card["decision"]["background"].update(file=background_path(weights).name, writers=writers_text(background_writers),
+                                                  data=data_text(data_dir))
+        card["decision"]["calibrated_on"] = {"data": data_text(data_dir), "writers": held}
+        card["decision_thresholds"] = card["decision"].pop("thresholds")
+    elif writers is not None:  # a new projection: the old per-person calibration described other embeddings
+        card = {key: value for key, value in card.items() if key not in ("decision", "decision_thresholds")}
     card.update({
         "threshold": threshold,
         "threshold_calibration": rule + (", after the projection was fitted" if writers is not None else ""),
@@ -308,8 +376,61 @@ def calibrate_extractor(
     # the old metrics described the old head or threshold: rerun the evaluate command for the new ones
     stale = ("metrics", "metrics_command")
     if writers is None:  # the weights stay as they are: only the card changes
-        write_card(weights, {key: value for key, value in card.items() if key not in stale})
+        write_card(weights, {key: value for key, value in card.items() if key not in stale}, background)
     else:
         card = {key: value for key, value in card.items() if key not in (*stale, "sha256", "weights_dtype")}
-        save_checkpoint(weights, extractor.model.state_dict(), card, dtype=torch.float16)
+        save_checkpoint(weights, extractor.model.state_dict(), card, dtype=torch.float16, background=background)
     return read_card(weights)
+
+
+def calibrate_decision(
+    embeddings: np.ndarray,
+    records: Sequence[SignatureRecord],
+    references: int,
+    background: torch.Tensor | None,
+    rule: str | None = None,
+    target_far: float | None = None,
+) -> tuple[dict[str, Any], bytes | None]:
+    """The per-person decision of ``records`` (held-out writers) with ``references`` references each.
+
+    Every rule the data allows is measured with the gallery protocol; the lowest EER wins (ties go to
+    the simpler rule, in the order of ``RULES``) unless ``rule`` is given. Its threshold is at its EER,
+    or where its FAR on forgeries is ``target_far``. Returns the card's ``decision`` entry (with
+    ``thresholds``: every rule's, for ``evaluate --references``) and, for ``svm``, the background
+    bank's bytes.
+    """
+    from signver_torch.matcher.decisions import RULES
+    from signver_torch.matcher.evaluation import claim_scores, protocol_report
+
+    if references < 1:
+        raise SignVerError(f"--references must be at least 1, not {references}")
+    if rule is not None and rule not in RULES:
+        raise SignVerError(f"--rule must be one of {', '.join(RULES)}, not {rule!r}")
+    if rule == "svm" and background is None:
+        raise SignVerError("--rule svm needs --background-writers (the genuine signatures it learns each person against)")
+    writers, forged = [r.writer for r in records], [r.forged for r in records]
+    bank = None if background is None else background.numpy()
+    scores = claim_scores(embeddings, writers, forged, references, bank, [rule] if rule else RULES)
+    source_of = {r.writer: r.source for r in records}
+    compared = protocol_report(scores, None, source_of)
+    chosen = rule or min(compared, key=lambda name: compared[name]["eer"])  # min keeps the first of equals
+    thresholds = {name: entry["threshold_at_eer"] for name, entry in compared.items()}
+    if target_far is not None:
+        negatives = torch.from_numpy(np.concatenate(scores[chosen]["negative"]))
+        thresholds[chosen] = float(negatives.quantile(target_far, interpolation="lower"))
+    point = protocol_report({chosen: scores[chosen]}, {chosen: thresholds[chosen]}, source_of)[chosen]
+    decision: dict[str, Any] = {
+        "rule": chosen,
+        "threshold": thresholds[chosen],
+        "threshold_from": "EER of the held-out writers" if target_far is None else f"FAR {target_far:g} on the held-out writers' forgeries",
+        "min_references": references,
+        "rules_compared": {name: {"eer": entry["eer"], "eer_ci": entry["eer_ci"]} for name, entry in compared.items()},
+        "operating_point": {key: point[key] for key in ("genuine_accepted", "forgeries_rejected", "n_writers",
+                                                      "n_genuine_claims", "n_forgery_claims", "per_source") if key in point},
+        "thresholds": thresholds,
+    }
+    if chosen != "svm" or background is None:
+        return decision, None
+    data, digest = encode_background(background, {"what": "genuine embeddings of the background writers"})
+    decision["background"] = {"sha256": digest, "n_signatures": len(background)}
+    return decision, data

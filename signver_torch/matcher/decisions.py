@@ -11,7 +11,11 @@ lower means "more likely the same writer", so every rule is thresholded the same
   the score is minus its decision value.
 
 The SVM is kept as plain arrays (:class:`WriterModel`: support vectors, weights, bias, gamma), so a
-gallery stores it without pickling and scores it in numpy.
+gallery stores it without pickling and scores it in numpy: the support vectors are stored as indices
+into the person's references followed by the checkpoint's background bank.
+
+A checkpoint's card names the rule its calibration measured best (:class:`DecisionPolicy`): its
+threshold, from how many references it applies, and the background bank beside the weights.
 """
 
 from __future__ import annotations
@@ -50,6 +54,19 @@ class WriterModel:
     weights: np.ndarray  # (S,) float32, the dual coefficients (signed)
     bias: float
     gamma: float
+    support: np.ndarray  # (S,) int32: rows of concatenate([references, background]) that are the support vectors
+
+    @classmethod
+    def from_support(
+        cls, support: np.ndarray, weights: np.ndarray, bias: float, gamma: float, references: np.ndarray, background: np.ndarray
+    ) -> "WriterModel":
+        """Rebuild a stored model from its support indices and the arrays they index."""
+        features = np.concatenate([references, background]).astype(np.float32)
+        support = np.asarray(support, np.int32)
+        if len(support) != len(weights) or (len(support) and support.max() >= len(features)):
+            raise SignVerError(f"a stored writer model indexes {int(support.max()) + 1 if len(support) else 0} signatures, "
+                               f"but {len(features)} are there")
+        return cls(features[support], np.asarray(weights, np.float32), float(bias), float(gamma), support)
 
     def decision(self, queries: np.ndarray) -> np.ndarray:
         """Decision values of ``(Q, D)`` queries: positive for the person, negative for the background."""
@@ -70,7 +87,7 @@ def fit_writer_model(references: np.ndarray, background: np.ndarray, c: float = 
     svm = SVC(kernel="rbf", C=c, gamma="scale", class_weight="balanced").fit(features, labels)
     sign = 1.0 if svm.classes_[1] == 1 else -1.0  # decision_function is positive for classes_[1]
     return WriterModel(svm.support_vectors_.astype(np.float32), (sign * svm.dual_coef_[0]).astype(np.float32),
-                       float(sign * svm.intercept_[0]), float(svm._gamma))
+                       float(sign * svm.intercept_[0]), float(svm._gamma), svm.support_.astype(np.int32))
 
 
 def rule_scores(
@@ -88,4 +105,38 @@ def rule_scores(
     raise SignVerError(f"unknown decision rule {rule!r} (one of {', '.join(RULES)})")
 
 
-__all__ = ["RULES", "Rule", "WriterModel", "cosine_distances", "fit_writer_model", "reference_spread", "rule_scores"]
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """How a checkpoint decides a claim against several references of one person.
+
+    ``rule`` scores the claim and accepts when the score is ``<= threshold``; it applies from
+    ``min_references`` references on (the number it was calibrated with), below that the pair
+    threshold on distances decides. ``background`` is the bank the ``svm`` rule fits against.
+    """
+
+    rule: Rule
+    threshold: float
+    min_references: int
+    background: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise SignVerError(f"unknown decision rule {self.rule!r} (one of {', '.join(RULES)})")
+        if self.needs_model and self.background is None:
+            raise SignVerError("the svm rule needs the checkpoint's background bank")
+
+    @property
+    def needs_model(self) -> bool:
+        return self.rule == "svm"
+
+    def applies(self, n_references: int) -> bool:
+        return n_references >= self.min_references
+
+    def score(self, query: np.ndarray, references: np.ndarray, model: WriterModel | None = None) -> float:
+        """The claim's score (lower = same writer); the svm model is fitted here when not given."""
+        if self.needs_model and model is None:
+            model = fit_writer_model(references, self.background)  # type: ignore[arg-type]
+        return float(rule_scores(self.rule, np.atleast_2d(query), references, model)[0])
+
+
+__all__ = ["RULES", "DecisionPolicy", "Rule", "WriterModel", "cosine_distances", "fit_writer_model", "reference_spread", "rule_scores"]

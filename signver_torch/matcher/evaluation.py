@@ -70,21 +70,15 @@ def rule_report(positive: list[np.ndarray], negative: list[np.ndarray], threshol
     }
 
 
-def reference_protocol(
-    embeddings: np.ndarray,
-    writers: Sequence[str],
-    forged: Sequence[bool],
-    k: int,
-    background: np.ndarray | None,
+def protocol_report(
+    scores: dict[Rule, dict[str, list[np.ndarray]]],
     thresholds: dict[str, float] | None = None,
-    sources: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """The gallery protocol's report: per rule its EER and rates, and with ``sources`` (one per
-    embedding) the same per source, at the same thresholds."""
-    thresholds = thresholds or {}
-    scores = claim_scores(embeddings, writers, forged, k, background)
-    report: dict[str, Any] = {"k": k, "rules": {}}
-    source_of = dict(zip(writers, sources)) if sources is not None else {}
+    source_of: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per rule of ``scores`` (:func:`claim_scores`): its :func:`rule_report` at its threshold in
+    ``thresholds`` (default: its EER's) and, with writers of several sources, the same per source."""
+    thresholds, source_of = thresholds or {}, source_of or {}
+    report = {}
     for rule, found in scores.items():
         entry = rule_report(found["positive"], found["negative"], thresholds.get(rule))
         entry["threshold_from"] = "checkpoint card" if rule in thresholds else "EER of these writers"
@@ -96,8 +90,24 @@ def reference_protocol(
                                   entry["threshold"])
                 for name in names
             }
-        report["rules"][rule] = entry
+        report[rule] = entry
     return report
 
 
-__all__ = ["claim_scores", "reference_protocol", "rule_report"]
+def reference_protocol(
+    embeddings: np.ndarray,
+    writers: Sequence[str],
+    forged: Sequence[bool],
+    k: int,
+    background: np.ndarray | None,
+    thresholds: dict[str, float] | None = None,
+    sources: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The gallery protocol's report: per rule its EER and rates, and with ``sources`` (one per
+    embedding) the same per source, at the same thresholds."""
+    scores = claim_scores(embeddings, writers, forged, k, background)
+    source_of = dict(zip(writers, sources)) if sources is not None else None
+    return {"k": k, "rules": protocol_report(scores, thresholds, source_of)}
+
+
+__all__ = ["claim_scores", "protocol_report", "reference_protocol", "rule_report"]

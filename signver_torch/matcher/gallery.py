@@ -5,8 +5,15 @@ the enrolment time; the gallery's ``meta`` table holds the sha256 of the extract
 made every embedding. A gallery refuses an extractor with another sha256: embeddings of two models
 live in different spaces and must never be compared.
 
+With a background bank (the extractor checkpoint's, for its ``svm`` decision rule), the gallery also
+keeps each person's writer-dependent model (table ``writer_models``), refitted in the same transaction
+as an enrolment that changes the person's references, and refitted on use when it no longer matches
+them or the bank.
+
 Writes are transactions in WAL mode: an enrolment either lands whole or not at all, also when the
-process dies half-way (tested with a killed subprocess). Search is exact (torch) or FAISS when
+process dies half-way (tested with a killed subprocess). Galleries of schema 1 (no writer models) are
+migrated when opened, in one transaction: a migration killed half-way leaves the schema-1 file as it
+was. Search is exact (torch) or FAISS when
 ``faiss-cpu`` is installed (``pip install signver-torch[faiss]``); both return the same neighbours.
 """
 
@@ -26,8 +33,11 @@ import torch
 
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.io import ImageSource
+from signver_torch.matcher.decisions import WriterModel, fit_writer_model
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: The schemas this version reads; older ones are migrated when opened.
+READABLE_SCHEMAS = ("1", "2")
 Backend = Literal["auto", "torch", "faiss"]
 
 
@@ -72,7 +82,15 @@ class Gallery:
         backend: ``"auto"`` (FAISS when installed, else torch), ``"torch"`` or ``"faiss"``.
     """
 
-    def __init__(self, path: str | os.PathLike, extractor_sha256: str, *, create: bool = True, backend: Backend = "auto") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        extractor_sha256: str,
+        *,
+        create: bool = True,
+        backend: Backend = "auto",
+        background: np.ndarray | None = None,
+    ) -> None:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise GalleryError(f"{self.path}: no such gallery (enrol someone first: signver enroll --gallery {self.path} ...)")
@@ -82,34 +100,62 @@ class Gallery:
             raise GalleryError("backend 'faiss' needs faiss-cpu (pip install 'signver-torch[faiss]')")
         self.backend = ("faiss" if faiss_available() else "torch") if backend == "auto" else backend
         self.extractor_sha256 = extractor_sha256
+        self.background = None if background is None else np.ascontiguousarray(background, np.float32)
+        self._background_sha256 = "" if self.background is None else hashlib.sha256(self.background.tobytes()).hexdigest()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             with self._transaction():
                 self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS signatures (id INTEGER PRIMARY KEY, person TEXT NOT NULL, "
-                    "embedding BLOB NOT NULL, source_sha256 TEXT NOT NULL, source TEXT NOT NULL, enrolled_at TEXT NOT NULL)"
-                )
-                self._db.execute("CREATE INDEX IF NOT EXISTS signatures_person ON signatures (person)")
                 meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+                if meta and meta.get("extractor_sha256") != extractor_sha256:
+                    raise CheckpointError(
+                        f"{self.path}: gallery was built with extractor sha256 {str(meta.get('extractor_sha256'))[:12]}…, "
+                        f"but the extractor loaded now is {extractor_sha256[:12]}… (embeddings of different models cannot "
+                        "be compared; re-enrol with this extractor or load the gallery's)")
+                if meta.get("schema", SCHEMA_VERSION) not in READABLE_SCHEMAS:
+                    raise GalleryError(f"{self.path}: gallery schema {meta['schema']} was written by a newer signver-torch "
+                                       f"(this one reads schemas {', '.join(READABLE_SCHEMAS)}); upgrade to read it")
+                self._create_tables()
                 if not meta:
                     self._db.executemany(
                         "INSERT INTO meta VALUES (?, ?)",
                         [("schema", SCHEMA_VERSION), ("extractor_sha256", extractor_sha256),
                          ("created_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))],
                     )
-                    meta = {"extractor_sha256": extractor_sha256}
+                elif meta.get("schema") != SCHEMA_VERSION:
+                    self._migrate()
         except sqlite3.DatabaseError as error:
+            self._db.close()
             raise GalleryError(f"{self.path}: not a readable gallery ({error})") from error
-        if meta.get("extractor_sha256") != extractor_sha256:
-            self.close()
-            raise CheckpointError(
-                f"{self.path}: gallery was built with extractor sha256 {str(meta.get('extractor_sha256'))[:12]}…, "
-                f"but the extractor loaded now is {extractor_sha256[:12]}… (embeddings of different models cannot be "
-                "compared; re-enrol with this extractor or load the gallery's)"
-            )
+        except SignVerError:
+            self._db.close()
+            raise
+
+    def _create_tables(self) -> None:
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS signatures (id INTEGER PRIMARY KEY, person TEXT NOT NULL, "
+            "embedding BLOB NOT NULL, source_sha256 TEXT NOT NULL, source TEXT NOT NULL, enrolled_at TEXT NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS signatures_person ON signatures (person)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS writer_models (person TEXT PRIMARY KEY, n_references INTEGER NOT NULL, "
+            "background_sha256 TEXT NOT NULL, support BLOB NOT NULL, weights BLOB NOT NULL, bias REAL NOT NULL, "
+            "gamma REAL NOT NULL, fitted_at TEXT NOT NULL)"
+        )
+
+    def _migrate(self) -> None:
+        """Schema 1 → 2 inside the opening transaction: the writer models of everyone (with a background
+        bank; without one they are fitted when first needed), then the schema number."""
+        if self.background is not None:
+            for person, _ in self.people():
+                self._store_writer_model(person)
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+
+    @property
+    def schema(self) -> str:
+        return str(self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -147,12 +193,16 @@ class Gallery:
                 "INSERT INTO signatures (person, embedding, source_sha256, source, enrolled_at) VALUES (?, ?, ?, ?, ?)",
                 ((name, vector.tobytes(), digest, label, now) for name, vector, (digest, label) in zip(people, vectors, sources)),
             )
+            if self.background is not None:  # the people who gained references get their models refitted
+                for name in dict.fromkeys(people):
+                    self._store_writer_model(name)
         return len(vectors)
 
     def remove(self, person: str) -> int:
         """Forget ``person``; returns how many signatures were removed (an unknown person is an error)."""
         with self._transaction():
             removed = self._db.execute("DELETE FROM signatures WHERE person = ?", (person,)).rowcount
+            self._db.execute("DELETE FROM writer_models WHERE person = ?", (person,))
         if removed == 0:
             raise GalleryError(f"{self.path}: no enrolled person {person!r}")
         return removed
@@ -187,6 +237,31 @@ class Gallery:
         if not rows:
             raise GalleryError(f"{self.path}: no enrolled person {person!r}")
         return np.stack(rows)
+
+    def writer_model(self, person: str) -> WriterModel | None:
+        """``person``'s writer-dependent model against the background bank (``None`` without a bank):
+        the stored one while it matches their references and the bank, else refitted and stored."""
+        if self.background is None:
+            return None
+        references = self.references(person)
+        row = self._db.execute(
+            "SELECT n_references, background_sha256, support, weights, bias, gamma FROM writer_models WHERE person = ?",
+            (person,)).fetchone()
+        if row is not None and row[0] == len(references) and row[1] == self._background_sha256:
+            return WriterModel.from_support(np.frombuffer(row[2], np.int32), np.frombuffer(row[3], np.float32), row[4], row[5],
+                                            references, self.background)
+        with self._transaction():
+            return self._store_writer_model(person)
+
+    def _store_writer_model(self, person: str) -> WriterModel:
+        """Fit ``person``'s model and write it (inside the caller's transaction)."""
+        references = self.references(person)
+        model = fit_writer_model(references, self.background)  # type: ignore[arg-type]
+        self._db.execute(
+            "INSERT OR REPLACE INTO writer_models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (person, len(references), self._background_sha256, model.support.astype(np.int32).tobytes(),
+             model.weights.astype(np.float32).tobytes(), model.bias, model.gamma, time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+        return model
 
     def search(self, query: np.ndarray | torch.Tensor, k: int = 5) -> list[Match]:
         """The ``k`` closest people to ``query``: each person's distance is that of their closest signature."""
