@@ -1,10 +1,12 @@
 """Draw the extractor's pictures in docs/ from a checkpoint and held-out writers.
 
     pip install matplotlib   # docs only, not a dependency of the library
-    python docs/extractor_figures.py --data ../shared/data/cedar --writers 33-40 --checkpoint default
+    python docs/extractor_figures.py --data ../shared/data/cedar ../shared/data/dutch \
+        --writers cedar:33-40,dutch:037-048 --checkpoint default
 
-Writes ``docs/extractor_distances.png`` (distance histograms of genuine–genuine, genuine–skilled
-forgery and genuine–other writer pairs, with the calibrated threshold; ROC and DET curves) and
+Writes ``docs/extractor_distances.png`` (per source: distance histograms of genuine–genuine,
+genuine–skilled forgery and genuine–other writer pairs with the calibrated threshold; ROC and DET
+curves of every source, the shipped operating point marked) and
 ``docs/extractor_preprocessing.png`` (raw scans and the canvases the network sees).
 """
 
@@ -35,37 +37,46 @@ def error_curves(positive: torch.Tensor, negative: torch.Tensor) -> tuple[torch.
     return far, frr
 
 
-def draw_distances(extractor: MetricExtractor, data: str, writers: str, out: Path) -> None:
-    records = discover_signatures(data)
-    [records] = writer_split(records, writers)
+def draw_distances(extractor: MetricExtractor, data: list[str], writers: str, out: Path) -> None:
+    """Per source: the distance histograms, then ROC and DET curves of every source on shared axes,
+    with the shipped threshold's operating point marked on the DET."""
+    [records] = writer_split(discover_signatures(data if len(data) > 1 else data[0]), writers)
+    sources = sorted({r.source for r in records})
     embeddings, _ = embed_records(extractor, records)
-    pairs = writer_protocol_distances(embeddings, [r.writer for r in records], [r.forged for r in records])
-    skilled = verification_metrics(pairs["positive"], pairs["skilled"], extractor.threshold)
-    random = verification_metrics(pairs["positive"], pairs["random"], extractor.threshold)
-
-    figure, (hist, roc, det) = plt.subplots(1, 3, figsize=(17, 4.8))
-    bins = torch.linspace(0, float(max(p.max() for p in pairs.values())), 60).numpy()
-    hist.hist(pairs["positive"].numpy(), bins, density=True, alpha=0.6, label="genuine – genuine (same writer)")
-    hist.hist(pairs["skilled"].numpy(), bins, density=True, alpha=0.6, label="genuine – skilled forgery")
-    hist.hist(pairs["random"].numpy(), bins, density=True, alpha=0.35, label="genuine – other writers")
-    hist.axvline(extractor.threshold, color="black", linestyle="--", label=f"threshold {extractor.threshold:.3f}")
-    hist.set(xlabel="cosine distance", ylabel="density", title=f"CEDAR writers {writers} (never trained on)")
-    hist.legend(fontsize=8)
-
-    for name, negatives, report in (("skilled", pairs["skilled"], skilled), ("random", pairs["random"], random)):
-        far, frr = error_curves(pairs["positive"], negatives)
-        roc.plot(far.numpy(), (1 - frr).numpy(), label=f"{name} forgeries: AUC {report['auc']:.3f}")
-        det.plot(far.clamp_min(1e-4).numpy(), frr.clamp_min(1e-4).numpy(), label=f"{name} forgeries: EER {report['eer']:.1%}")
+    figure, axes = plt.subplots(1, len(sources) + 2, figsize=(5.6 * (len(sources) + 2), 4.8))
+    *hists, roc, det = axes
+    for hist, source, colour in zip(hists, sources, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        chosen = [i for i, r in enumerate(records) if r.source == source]
+        pairs = writer_protocol_distances(embeddings[chosen], [records[i].writer for i in chosen], [records[i].forged for i in chosen])
+        bins = torch.linspace(0, float(max(p.max() for p in pairs.values())), 60).numpy()
+        hist.hist(pairs["positive"].numpy(), bins, density=True, alpha=0.6, label="genuine – genuine (same writer)")
+        hist.hist(pairs["skilled"].numpy(), bins, density=True, alpha=0.6, label="genuine – skilled forgery")
+        hist.hist(pairs["random"].numpy(), bins, density=True, alpha=0.35, label="genuine – other writers")
+        hist.axvline(extractor.threshold, color="black", linestyle="--", label=f"threshold {extractor.threshold:.3f}")
+        n_writers = len({records[i].writer for i in chosen})
+        hist.set(xlabel="cosine distance", ylabel="density", title=f"{source}: {n_writers} held-out writers")
+        hist.legend(fontsize=8)
+        for name, style in (("skilled", "-"), ("random", ":")):
+            report = verification_metrics(pairs["positive"], pairs[name], extractor.threshold)
+            far, frr = error_curves(pairs["positive"], pairs[name])
+            roc.plot(far.numpy(), (1 - frr).numpy(), style, color=colour, label=f"{source}, {name}: AUC {report['auc']:.3f}")
+            det.plot(far.clamp_min(1e-4).numpy(), frr.clamp_min(1e-4).numpy(), style, color=colour,
+                     label=f"{source}, {name}: EER {report['eer']:.1%}")
+            if name == "skilled":
+                det.plot(max(report["far"], 1e-3), max(report["frr"], 1e-3), "o", color=colour,
+                         label=f"{source} at the threshold: FAR {report['far']:.1%}, FRR {report['frr']:.1%}")
+                print(f"{source}: skilled EER {report['eer']:.2%}, FAR {report['far']:.2%} / FRR {report['frr']:.2%} at "
+                      f"{extractor.threshold:.4f}")
     roc.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
-    roc.set(xlabel="false accept rate", ylabel="true accept rate", title="ROC")
+    roc.set(xlabel="false accept rate", ylabel="true accept rate", title="ROC per source")
     roc.legend(fontsize=8)
-    det.plot([1e-4, 1], [1e-4, 1], color="grey", linewidth=0.5, label="EER line")
+    det.plot([1e-3, 1], [1e-3, 1], color="grey", linewidth=0.5, label="EER line")
     det.set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1), xlabel="false accept rate (FAR)",
-            ylabel="false reject rate (FRR)", title="DET")
-    det.legend(fontsize=8)
+            ylabel="false reject rate (FRR)", title="DET per source (dots: the shipped threshold)")
+    det.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    print(f"wrote {out}: skilled EER {skilled['eer']:.2%}, random EER {random['eer']:.2%}")
+    figure.savefig(out, dpi=100)
+    print(f"wrote {out}")
 
 
 def draw_preprocessing(extractor: MetricExtractor, data: str, out: Path) -> None:
@@ -89,13 +100,13 @@ def draw_preprocessing(extractor: MetricExtractor, data: str, out: Path) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/cedar")
-    parser.add_argument("--writers", default="33-40")
+    parser.add_argument("--data", nargs="+", default=["../shared/data/cedar", "../shared/data/dutch"])
+    parser.add_argument("--writers", default="cedar:33-40,dutch:037-048")
     parser.add_argument("--checkpoint", default="default")
     args = parser.parse_args()
     extractor = MetricExtractor().load(args.checkpoint)
     draw_distances(extractor, args.data, args.writers, DOCS / "extractor_distances.png")
-    draw_preprocessing(extractor, args.data, DOCS / "extractor_preprocessing.png")
+    draw_preprocessing(extractor, args.data[0], DOCS / "extractor_preprocessing.png")
 
 
 if __name__ == "__main__":

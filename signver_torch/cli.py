@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -170,12 +171,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         report = evaluate_extractor(data, args.writers, args.checkpoint, threshold=args.threshold, references=args.references,
                                     background_writers=args.background_writers, progress=not args.quiet)
+    if args.record:
+        _record_metrics(args, report)
     if args.json:
         print(json.dumps(report))
     else:
         for key, value in report.items():
             print(f"{key:<22} {value:.4f}" if isinstance(value, float) else f"{key:<22} {value}")
     return 0
+
+
+def _record_metrics(args: argparse.Namespace, report: dict) -> None:
+    """``evaluate --record``: the report becomes the card's ``metrics``, with the command that measured it."""
+    from signver_torch.checkpoints import resolve_checkpoint, update_card
+
+    checkpoint = resolve_checkpoint(args.module, args.checkpoint)
+    if report.get("checkpoint_sha256", checkpoint.card().get("sha256")) != checkpoint.card().get("sha256"):
+        raise SignVerError(f"{checkpoint.weights}: changed while it was evaluated; not recorded")
+    provenance = ("checkpoint", "checkpoint_sha256")
+    command = [arg for arg in args.argv if arg != "--record"]
+    update_card(checkpoint.weights, metrics={k: v for k, v in report.items() if k not in provenance},
+                metrics_command="signver " + shlex.join(command))
 
 
 def _data_argument(folders: list[str], several: bool = True) -> str | list[str]:
@@ -520,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--background-writers", metavar="SPEC", help="extractor, with --references: whose genuine "
                           "signatures are the writer-dependent SVMs' background (training writers, e.g. 1-32)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    evaluate.add_argument("--record", action="store_true", help="write the report into the checkpoint's card as its "
+                          "metrics, with this command (what shipped cards hold)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     evaluate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")
     evaluate.add_argument("--class-map", help="detector: dataset class to SignVer label, e.g. 0:1 (YOLO default)")

@@ -338,11 +338,11 @@ def calibrate_extractor(
     held = writers_text(val_writers) or "all"
     if target_far is None:
         threshold = calibration["threshold_at_eer"]
-        rule = f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers {held}"
+        described = f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers {held}"
     else:
         negatives = writer_protocol_distances(embeddings, held_writers, held_forged)[calibration["negatives"]]
         threshold = float(negatives.quantile(target_far, interpolation="lower"))
-        rule = f"cosine distance where the FAR ({calibration['negatives']} forgeries) of writers {held} is {target_far:g}"
+        described = f"cosine distance where the FAR ({calibration['negatives']} forgeries) of writers {held} is {target_far:g}"
     command = ["calibrate", "extractor", "--data", *map(str, data_roots(data_dir))]
     command += [*(["--writers", writers_text(writers)] if writers is not None else []),
                 *(["--val-writers", held] if val_writers is not None else []),
@@ -367,7 +367,7 @@ def calibrate_extractor(
         card = {key: value for key, value in card.items() if key not in ("decision", "decision_thresholds")}
     card.update({
         "threshold": threshold,
-        "threshold_calibration": rule + (", after the projection was fitted" if writers is not None else ""),
+        "threshold_calibration": described + (", after the projection was fitted" if writers is not None else ""),
         "calibration_command": "signver " + shlex.join(command),
         "operating_point": _operating_point(embeddings, held_out, threshold),
     })
@@ -393,8 +393,8 @@ def calibrate_decision(
 ) -> tuple[dict[str, Any], bytes | None]:
     """The per-person decision of ``records`` (held-out writers) with ``references`` references each.
 
-    Every rule the data allows is measured with the gallery protocol; the lowest EER wins (ties go to
-    the simpler rule, in the order of ``RULES``) unless ``rule`` is given. Its threshold is at its EER,
+    Every rule the data allows (``svm`` needs a background) is measured with the gallery protocol; the
+    lowest EER wins (ties go to the simpler rule, in the order of ``RULES``) unless ``rule`` is given. Its threshold is at its EER,
     or where its FAR on forgeries is ``target_far``. Returns the card's ``decision`` entry (with
     ``thresholds``: every rule's, for ``evaluate --references``) and, for ``svm``, the background
     bank's bytes.
@@ -410,7 +410,8 @@ def calibrate_decision(
         raise SignVerError("--rule svm needs --background-writers (the genuine signatures it learns each person against)")
     writers, forged = [r.writer for r in records], [r.forged for r in records]
     bank = None if background is None else background.numpy()
-    scores = claim_scores(embeddings, writers, forged, references, bank, [rule] if rule else RULES)
+    measured = [name for name in RULES if name != "svm" or bank is not None]
+    scores = claim_scores(embeddings, writers, forged, references, bank, measured)
     source_of = {r.writer: r.source for r in records}
     compared = protocol_report(scores, None, source_of)
     chosen = rule or min(compared, key=lambda name: compared[name]["eer"])  # min keeps the first of equals
@@ -424,6 +425,7 @@ def calibrate_decision(
         "threshold": thresholds[chosen],
         "threshold_from": "EER of the held-out writers" if target_far is None else f"FAR {target_far:g} on the held-out writers' forgeries",
         "min_references": references,
+        "chosen_by": "lowest EER of the rules compared" if rule is None else "--rule",
         "rules_compared": {name: {"eer": entry["eer"], "eer_ci": entry["eer_ci"]} for name, entry in compared.items()},
         "operating_point": {key: point[key] for key in ("genuine_accepted", "forgeries_rejected", "n_writers",
                                                       "n_genuine_claims", "n_forgery_claims", "per_source") if key in point},
