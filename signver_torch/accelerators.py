@@ -7,7 +7,8 @@ Gaudi, on CUDA and on this laptop differ only in the three words the user typed:
   ``HPUDDPStrategy`` (several, e.g. the 8 of a Gaudi2 node) and ``HPUPrecisionPlugin`` (``bf16-mixed``
   by default);
 * ``gpu`` → CUDA, DDP when several devices;
-* ``cpu`` → CPU;
+* ``cpu`` → CPU; several devices are DDP processes over gloo, launched like the GPU and HPU ranks,
+  which is how the multi-rank path of an 8-card run is exercised on a machine without accelerators;
 * ``auto`` → the best present, in that order.
 
 lightning-habana is imported lazily: it is slow to import and must not be needed for CPU work.
@@ -32,10 +33,43 @@ _HPU_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 _PRECISION_ALIASES = {"fp32": "32-true", "32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed", "16": "16-mixed"}
 
 HPU_INSTALL_HINT = (
-    "run inside Habana's PyTorch container for Gaudi (it ships habana-torch-plugin and the "
-    "SynapseAI driver), then `pip install signver-torch` there without replacing its torch; "
-    "see docs/hpu.md"
+    "run inside Intel Gaudi's PyTorch container (its torch is built for HPUs), install this package "
+    "there with `pip install --no-deps -e .` and its other requirements as docs/hpu.md lists them "
+    "(never a torch from PyPI), then check with `signver doctor`"
 )
+
+#: ``torch.compile`` backend per device type: Habana's graph compiler on HPU, inductor elsewhere.
+COMPILE_BACKENDS = {"hpu": "hpu_backend"}
+DEFAULT_COMPILE_BACKEND = "inductor"
+
+
+def compile_backend(device_type: str) -> str:
+    """The ``torch.compile`` backend that suits ``device_type`` (``hpu``, ``cuda``, ``cpu``)."""
+    return COMPILE_BACKENDS.get(device_type, DEFAULT_COMPILE_BACKEND)
+
+
+def compile_modules(modules: list[torch.nn.Module], setting: bool | str, device_type: str) -> str | None:
+    """Compile ``modules`` in place (``nn.Module.compile``: state-dict keys unchanged) as a recipe's
+    ``compile`` asks: ``false`` none, ``true`` the device's backend, or a backend by name; returns it."""
+    if setting is False or setting is None or str(setting).lower() in ("false", "0", "no"):
+        return None
+    backend = compile_backend(device_type) if setting is True or str(setting).lower() in ("true", "1", "yes") else str(setting)
+    if backend == "hpu_backend":
+        import habana_frameworks.torch.core  # noqa: F401  (registers hpu_backend with torch.compile)
+    for module in modules:
+        module.compile(backend=backend)
+    return backend
+
+
+def hpu_lazy_mode() -> bool:
+    """Whether Habana's bridge runs lazy mode (``PT_HPU_LAZY_MODE=1``), asked of the bridge when it is
+    installed. Current Intel Gaudi software defaults to eager mode with ``torch.compile`` (0); lazy
+    mode is its legacy fallback, where ``mark_step()`` ends each graph."""
+    try:
+        from habana_frameworks.torch.utils.internal import is_lazy
+    except ImportError:
+        return os.environ.get("PT_HPU_LAZY_MODE", "0").strip() == "1"
+    return bool(is_lazy())
 
 
 @dataclass(frozen=True)
@@ -169,7 +203,7 @@ def trainer_kwargs(
             "strategy": "ddp" if count > 1 else "auto",
             "precision": chosen_precision,
         }
-    return {"accelerator": "cpu", "devices": count, "strategy": "auto", "precision": chosen_precision}
+    return {"accelerator": "cpu", "devices": count, "strategy": "ddp" if count > 1 else "auto", "precision": chosen_precision}
 
 
 def _parse_devices(devices: Devices, accelerator: str) -> int:
@@ -178,12 +212,8 @@ def _parse_devices(devices: Devices, accelerator: str) -> int:
     count = -1 if text == "auto" else int(text) if text.lstrip("-").isdigit() else 0
     if count == 0 or count < -1:
         raise AcceleratorUnavailableError(f"devices must be a positive number or 'auto', got {devices!r}")
-    if accelerator == "cpu":
-        if count > 1:
-            raise AcceleratorUnavailableError(
-                "devices > 1 on CPU is not supported (one process already uses every core); use devices=1"
-            )
-        return 1
+    if accelerator == "cpu":  # several CPU "devices" are DDP processes sharing the cores: a rehearsal of multi-card runs
+        return 1 if count == -1 else count
     available = cuda_device_count() if accelerator == "gpu" else habana_status().device_count
     if count == -1:
         return available

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from signver_torch.errors import SignVerError
 from signver_torch.matcher.decisions import RULES
+from signver_torch.tasks import training_tasks
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -42,7 +43,6 @@ REPORTED_PACKAGES = (
 )
 
 #: Modules whose training and evaluation have shipped.
-TRAINABLE = ("extractor", "cleaner", "detector")
 
 
 def _version(distribution: str) -> str | None:
@@ -98,55 +98,49 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _require_trainable(module: str, command: str) -> None:
-    if module not in TRAINABLE:
-        raise SignVerError(f"`signver {command} {module}` is not available in this version yet (available: {', '.join(TRAINABLE)})")
+    if module not in training_tasks():
+        raise SignVerError(f"`signver {command} {module}` is not available in this version yet (available: {', '.join(training_tasks())})")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from signver_torch.tasks import get_task
     from signver_torch.training import resolve_recipe, train
 
     _require_trainable(args.module, "train")
+    task = get_task(args.module)
     if args.resume and not args.run_dir:
         raise SignVerError("--resume needs --run-dir: the folder of the run to continue")
+    if args.init and not task.fine_tunable:
+        raise SignVerError(f"--init (fine-tuning) is not available for the {args.module}")
+    if args.data and len(args.data) > 1 and not task.several_data:
+        raise SignVerError(f"train {args.module} takes one --data folder")
     config = resolve_recipe(args.module, args.config, fine_tune=args.init is not None)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.run_dir or f"runs/{args.module}-{stamp}")
+    run_dir = Path(args.run_dir or _shared_run_dir(args.module))
     out = Path(args.out or run_dir / args.module)
     overrides = [f"--hardware.{key}={value}" for key, value in
                  (("accelerator", args.accelerator), ("devices", args.devices), ("precision", args.precision)) if value]
     data = None if not args.data else args.data[0] if len(args.data) == 1 else json.dumps(args.data)  # several: a list
     overrides += [f"--data.{key}={value}" for key, value in
-                  (("data_dir", data), ("train_writers", args.train_writers), ("val_writers", args.val_writers)) if value]
+                  ((task.data_argument, data), ("train_writers", args.train_writers), ("val_writers", args.val_writers)) if value]
     if args.init:
         overrides.append(f"--model.init={args.init}")
     if args.max_epochs:
         overrides.append(f"--trainer.max_epochs={args.max_epochs}")
     overrides += args.overrides
-    if args.module == "cleaner" and args.init:
-        raise SignVerError("--init (fine-tuning) is available for the extractor and the detector, not the cleaner")
-    if args.module == "detector":
-        if args.data:
-            if len(args.data) > 1:
-                raise SignVerError("train detector takes one --data folder of labelled pages")
-            overrides.insert(0, f"--data.real_dir={args.data[0]}")
-            overrides = [o for o in overrides if not o.startswith("--data.data_dir=")]
-        weights, card = train("detector", config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
-        metrics = card.get("metrics", {})
-        print(f"wrote {weights} (+ .json card); held-out real pages: "
-              + (f"mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f}" if metrics else "none in this recipe"))
-        return 0
-    if args.module == "cleaner":
-        weights, card = train("cleaner", config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
-        metrics = card["metrics"]
-        print(f"wrote {weights} (+ .json card); pairs from held-out writers {card['training']['val_writers']}: "
-              f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, ink F1 {metrics['ink_f1']:.4f}")
-        return 0
-    weights, card = train("extractor", config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
-    metrics = card["metrics"]
-    print(f"wrote {weights} (+ .json card); held-out writers {card['training']['val_writers']}: "
-          f"EER {metrics['eer']:.2%} ({metrics['negatives']} forgeries), AUC {metrics['auc']:.3f}, "
-          f"threshold {card['threshold']:.4f}")
+    weights, card = train(args.module, config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
+    if card is not None:  # rank 0 of a multi-device run, or a single-device run
+        print(task.summary(weights, card))
     return 0
+
+
+def _shared_run_dir(module: str) -> str:
+    """A new ``runs/<module>-<time>`` folder, the same for every rank of a multi-device run: Lightning
+    relaunches this command once per extra rank (``LOCAL_RANK`` set), and those processes inherit
+    rank 0's choice through ``SIGNVER_RUN_DIR`` instead of stamping their own."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("SIGNVER_RUN_DIR"):
+        return os.environ["SIGNVER_RUN_DIR"]
+    os.environ["SIGNVER_RUN_DIR"] = f"runs/{module}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return os.environ["SIGNVER_RUN_DIR"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -503,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint with its card. Extra arguments after the options go to LightningCLI "
         "(e.g. --trainer.max_epochs=5 --model.lr=0.001).",
     )
-    train.add_argument("module", choices=("extractor", "cleaner", "detector"))
+    train.add_argument("module", choices=tuple(training_tasks()))
     train.add_argument("--config", help="recipe YAML, or a recipe name: cpu, gpu, hpu, hpu8, finetune (default: cpu, or finetune with --init)")
     train.add_argument("--data", nargs="+", metavar="DIR", help="training data: one or several folders (CEDAR or writer "
                        "folders; with several, writers are named by source, e.g. cedar:1-32,dutch:001-036)")

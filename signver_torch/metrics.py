@@ -179,13 +179,14 @@ class DetectionMetrics(torch.nn.Module):
     whose per-class figures are the AP@0.5 the issue targets are stated in.
     """
 
-    def __init__(self, class_names: dict[int, str]) -> None:
+    def __init__(self, class_names: dict[int, str], sync_on_compute: bool = True) -> None:
         super().__init__()
         from torchmetrics.detection import MeanAveragePrecision
 
         self.class_names = class_names
-        self.coco = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
-        self.at_50 = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5], class_metrics=True)
+        common = {"box_format": "xyxy", "iou_type": "bbox", "sync_on_compute": sync_on_compute}
+        self.coco = MeanAveragePrecision(**common)
+        self.at_50 = MeanAveragePrecision(**common, iou_thresholds=[0.5], class_metrics=True)
 
     def update(self, predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> None:
         predictions = [{key: p[key] for key in ("boxes", "scores", "labels")} for p in predictions]

@@ -290,6 +290,40 @@ def test_batched_loss_equals_torchvisions_per_page_loss(documents: Path, ink_map
     torch.testing.assert_close(box_grad, box_ref, rtol=1e-4, atol=1e-8)
 
 
+def test_padded_batch_loss_equals_the_unpadded_one(documents: Path, ink_maps: list[np.ndarray]) -> None:
+    """Boxes padded on the host to a fixed count (with a zero-area box the collate drops) give the
+    losses and gradients of torchvision's list-of-targets forward, a page without boxes included."""
+    from signver_torch.data.page_transforms import PaddedTargets
+
+    records = read_detection_dataset(documents)
+    real = Letterboxed(DetectionPages([r for r in records if r.boxes][:2] + [r for r in records if not r.boxes][:1]), 256)
+    synthetic = SyntheticPages(ink_maps, 2, seed=5, config=PageConfig(size=256))
+    pages = [real[i] for i in range(3)] + [synthetic[i] for i in range(2)]
+    degenerate = {**pages[0][1], "boxes": torch.cat([pages[0][1]["boxes"], torch.tensor([[50.0, 60.0, 50.0, 90.0]])]),
+                  "labels": torch.cat([pages[0][1]["labels"], torch.tensor([2])])}
+    padded_images, padded = PaddedTargets(24)([(pages[0][0], degenerate), *pages[1:]])
+    assert padded_images.shape == (5, 3, 256, 256) and padded["boxes"].shape == (5, 24, 4)
+    assert padded["labels"].dtype == torch.int32 and int(padded["present"].sum()) == sum(len(t["boxes"]) for _, t in pages)
+    torch.manual_seed(0)
+    model = build_detector("retinanet_lite", image_size=256).train()
+    results = {}
+    for name in ("padded", "torchvision"):
+        model.zero_grad()
+        if name == "padded":
+            losses = model.padded_training_loss(padded_images, padded["boxes"], padded["labels"], padded["present"])
+        else:
+            losses = model([image for image, _ in pages], [{"boxes": t["boxes"], "labels": t["labels"]} for _, t in pages])
+        sum(losses.values()).backward()
+        results[name] = (losses, model.head.classification_head.cls_logits.weight.grad.clone())
+    (padded_losses, padded_grad), (reference, reference_grad) = results["padded"], results["torchvision"]
+    assert reference["bbox_regression"] > 0
+    for key in reference:
+        torch.testing.assert_close(padded_losses[key], reference[key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(padded_grad, reference_grad, rtol=1e-4, atol=1e-7)
+    with pytest.raises(DataError, match="more than max_boxes=1"):
+        PaddedTargets(1)(pages)
+
+
 def test_backbone_starts_from_the_shipped_extractor() -> None:
     from signver_torch.detector.lit import DetectorModule
     from signver_torch.extractor.api import load_embedder

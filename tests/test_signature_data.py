@@ -123,6 +123,8 @@ def test_writer_batches_put_forgeries_beside_their_genuine(small_data: Path) -> 
         assert len(writers) == 2
         for writer in writers:
             assert (batch_labels == 2 * writer).sum() == 3 and (batch_labels == 2 * writer + 1).sum() == 3
+    assert list(sampler) == batches, "an epoch is fixed by the seed and the epoch number"
+    sampler.set_epoch(1)
     assert list(sampler) != batches, "a new epoch draws new batches"
 
 

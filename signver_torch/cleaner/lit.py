@@ -8,6 +8,7 @@ import lightning
 import torch
 import torch.nn.functional as F
 
+from signver_torch.accelerators import compile_modules
 from signver_torch.cleaner.model import CLEANER_VARIANTS, build_cleaner
 from signver_torch.metrics import cleaning_metrics
 
@@ -32,6 +33,8 @@ class CleanerModule(lightning.LightningModule):
     Args:
         variant: ``unet_slim`` (CPU, shipped) or ``unet_wide`` (GPU/HPU recipes).
         channels, depth: override the variant's first-level channels and number of poolings.
+        compile: ``true`` wraps the network in ``torch.compile`` with the device's backend (``hpu_backend``
+            on HPU, inductor elsewhere), a backend name picks one, ``false`` (default) runs eagerly.
     """
 
     def __init__(
@@ -44,12 +47,16 @@ class CleanerModule(lightning.LightningModule):
         dice_weight: float = 1.0,
         mse_weight: float = 0.0,
         warmup_fraction: float = 0.05,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         overrides = {key: value for key, value in (("channels", channels), ("depth", depth)) if value is not None}
         self.model = build_cleaner(variant, **overrides)
         self.architecture = {"variant": variant, **CLEANER_VARIANTS[variant], **overrides}
+
+    def configure_model(self) -> None:
+        compile_modules([self.model], self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def forward(self, page: torch.Tensor) -> torch.Tensor:
         return self.model(page)

@@ -15,12 +15,12 @@ from typing import Iterator, Sequence
 
 import lightning
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from signver_torch.data.detection import DetectionPages, PageRecord, read_detection_dataset, split_pages
 from signver_torch.data.dirt import EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
-from signver_torch.data.page_transforms import Augmented, Letterboxed, collate_pages
+from signver_torch.data.page_transforms import Augmented, Letterboxed, PaddedTargets, collate_pages
 from signver_torch.data.pages import PageConfig, SyntheticPages
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.data.signatures import (
@@ -59,36 +59,59 @@ def preprocess_records(
     return canvas[has_ink], images.labels[has_ink]
 
 
-class WriterBatchSampler(Sampler[list[int]]):  # a batch sampler: Lightning must not wrap it (see RecipeCLI)
+class RankShare:
+    """One rank's share of an epoch: every rank draws the same epoch from a seed shared by all ranks
+    and ``set_epoch`` (Lightning calls it on ``DataLoader.sampler`` each epoch), then keeps items
+    ``rank, rank + world_size, ...``. The ranks' shares are disjoint and together make the epoch, so
+    N devices split an epoch's work instead of each repeating it."""
+
+    def __init__(self, seed: int, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+
+    def share(self, items: list) -> list:
+        return items[self.rank :: self.world_size]
+
+
+class WriterBatchSampler(RankShare, Sampler[list[int]]):
     """Batches of ``writers_per_batch`` writers, each with ``per_class`` genuine and ``per_class`` forged.
 
     PML's ``MPerClassSampler`` draws classes independently, so a writer's genuine and forged classes
     rarely meet in a batch; grouping by writer puts every skilled forgery next to the signatures it
     imitates, which is the negative that matters for verification. Writers without forgeries
     contribute genuine signatures only. Classes smaller than ``per_class`` are drawn with replacement.
+    It yields whole batches, so it is the DataLoader's ``sampler`` with ``batch_size=None`` (where
+    Lightning finds its ``set_epoch``); an epoch is rounded up to a multiple of ``world_size`` batches.
     """
 
     def __init__(
-        self, labels: torch.Tensor, writers_per_batch: int, per_class: int, seed: int = 0, rank: int = 0
+        self, labels: torch.Tensor, writers_per_batch: int, per_class: int, seed: int = 0, rank: int = 0, world_size: int = 1
     ) -> None:
+        super().__init__(seed, rank, world_size)
         self.by_class = {int(c): (labels == c).nonzero().flatten() for c in labels.unique()}
         self.writers = sorted({c // 2 for c in self.by_class})
         if len(self.writers) < 2:
             raise DataError("training needs at least 2 writers")
         self.writers_per_batch = min(writers_per_batch, len(self.writers))
         self.per_class = per_class
-        self.seed = seed + 1_000_003 * rank  # each distributed rank draws its own batches
-        self.epoch = 0
-        self.batches = max(1, math.ceil(len(labels) / (self.writers_per_batch * 2 * per_class)))
+        epoch_batches = max(1, math.ceil(len(labels) / (self.writers_per_batch * 2 * per_class)))
+        self.batches = math.ceil(epoch_batches / world_size)  # per rank
 
     def __len__(self) -> int:
         return self.batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
+        generator = self.generator()
         order: list[int] = []
-        for _ in range(self.batches):
+        batches: list[list[int]] = []
+        for _ in range(self.batches * self.world_size):
             if len(order) < self.writers_per_batch:
                 order += [self.writers[i] for i in torch.randperm(len(self.writers), generator=generator)]
             chosen, order = order[: self.writers_per_batch], order[self.writers_per_batch :]
@@ -103,7 +126,43 @@ class WriterBatchSampler(Sampler[list[int]]):  # a batch sampler: Lightning must
                     else:
                         picks = members[torch.randint(len(members), (self.per_class,), generator=generator)]
                     batch += picks.tolist()
-            yield batch
+            batches.append(batch)
+        yield from self.share(batches)
+
+
+class StreamSampler(RankShare, Sampler[int]):
+    """``num_samples`` indices a epoch drawn from ``range(length)`` (with replacement: the cleaner's
+    pair stream is practically unbounded, so an epoch never repeats another), this rank's share."""
+
+    def __init__(self, length: int, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(seed, rank, world_size)
+        self.length, self.num_samples = length, num_samples - num_samples % world_size
+
+    def __len__(self) -> int:
+        return self.num_samples // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.share(torch.randint(self.length, (self.num_samples,), generator=self.generator()).tolist())
+
+
+class ShuffledSampler(RankShare, Sampler[int]):
+    """A fresh permutation of ``range(length)`` each epoch, this rank's share (the tail that does not
+    divide by ``world_size`` is left out of that epoch, like ``DistributedSampler(drop_last=True)``)."""
+
+    def __init__(self, length: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(seed, rank, world_size)
+        self.length, self.kept = length, length - length % world_size
+
+    def __len__(self) -> int:
+        return self.kept // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.share(torch.randperm(self.length, generator=self.generator())[: self.kept].tolist())
+
+
+def rank_and_world(trainer: lightning.Trainer | None) -> tuple[int, int]:
+    """This process's rank and the number of ranks (0 and 1 outside a Trainer)."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
 def holdout_writers(
@@ -174,11 +233,12 @@ class SignatureDataModule(lightning.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
-        rank = self.trainer.global_rank if self.trainer is not None else 0
         sampler = WriterBatchSampler(
-            self.train_set.tensors[1], self.hparams.writers_per_batch, self.hparams.per_class, self.hparams.seed, rank
+            self.train_set.tensors[1], self.hparams.writers_per_batch, self.hparams.per_class, self.hparams.seed,
+            *rank_and_world(self.trainer),
         )
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.hparams.num_workers)
+        # the sampler yields whole batches of indices: batch_size=None hands each to TensorDataset at once
+        return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "call setup() first"
@@ -192,8 +252,8 @@ STREAM_LENGTH = 2**31 - 1
 class CleanerDataModule(lightning.LightningDataModule):
     """Dirty/clean pairs drawn on the fly from the training writers' signatures, fixed pairs from the held-out ones.
 
-    Each epoch draws ``samples_per_epoch`` fresh pairs (indices sampled from an unbounded stream, so
-    no two epochs repeat); validation uses ``val_pairs`` pairs fixed by :data:`EVAL_SEED`, the same
+    Each epoch draws ``samples_per_epoch`` fresh pairs, shared out among the ranks (indices sampled
+    from an unbounded stream, so no two epochs repeat); validation uses ``val_pairs`` pairs fixed by :data:`EVAL_SEED`, the same
     pairs ``signver evaluate cleaner`` builds from the same writers.
     """
 
@@ -228,9 +288,7 @@ class CleanerDataModule(lightning.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        generator = torch.Generator().manual_seed(self.hparams.seed * 1000 + rank)
-        sampler = RandomSampler(self.train_set, replacement=True, num_samples=self.hparams.samples_per_epoch, generator=generator)
+        sampler = StreamSampler(STREAM_LENGTH, self.hparams.samples_per_epoch, self.hparams.seed, *rank_and_world(self.trainer))
         return DataLoader(
             self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
             drop_last=True, persistent_workers=self.hparams.num_workers > 0,
@@ -245,6 +303,10 @@ class PageDataModule(lightning.LightningDataModule):
     """Synthetic pages (all four classes, signatures from the training writers) plus, optionally, the
     real labelled pages of ``real_dir`` not held out. Validation: the held-out real pages (every
     ``held_out_every``-th by file name) and fixed synthetic pages from the validation writers.
+
+    ``max_boxes`` pads every training page's boxes to that many on the host
+    (:class:`~signver_torch.data.page_transforms.PaddedTargets`): batches of one shape, which the
+    detector's loss reads without a host sync; ``None`` keeps torchvision's list of targets.
     """
 
     def __init__(
@@ -261,9 +323,11 @@ class PageDataModule(lightning.LightningDataModule):
         batch_size: int = 4,
         seed: int = 0,
         num_workers: int = 0,
+        max_boxes: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.train_collate = PaddedTargets(max_boxes) if max_boxes else collate_pages
         self.train_set: Dataset | None = None
         self.val_sets: list[Dataset] = []
         self.real_train: list[PageRecord] = []
@@ -291,10 +355,10 @@ class PageDataModule(lightning.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
         self.train_set.epoch = self.trainer.current_epoch if self.trainer is not None else 0  # type: ignore[attr-defined]
-        generator = torch.Generator().manual_seed(self.hparams.seed * 1000 + (self.trainer.global_rank if self.trainer else 0))
+        sampler = ShuffledSampler(len(self.train_set), self.hparams.seed, *rank_and_world(self.trainer))
         return DataLoader(
-            self.train_set, self.hparams.batch_size, shuffle=True, generator=generator, drop_last=True,
-            collate_fn=collate_pages, num_workers=self.hparams.num_workers,
+            self.train_set, self.hparams.batch_size, sampler=sampler, drop_last=True,
+            collate_fn=self.train_collate, num_workers=self.hparams.num_workers,
         )
 
     def val_dataloader(self) -> list[DataLoader]:

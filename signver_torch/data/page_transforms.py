@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from signver_torch.errors import DataError
+
 
 Target = dict[str, Any]
 
@@ -82,3 +84,34 @@ class Augmented(Dataset):
 def collate_pages(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
     images, targets = zip(*batch)
     return list(images), list(targets)
+
+
+class PaddedTargets:
+    """Collate pages into one ``(B, 3, S, S)`` tensor and targets padded to ``max_boxes`` per page:
+    ``boxes`` ``(B, M, 4)`` float, ``labels`` ``(B, M)`` int32, ``present`` ``(B, M)`` bool.
+
+    Done on the host, in the loader's workers, so the training step sees one shape every batch and
+    never asks how many boxes a page has; boxes without area are dropped here, where torchvision
+    would check for them on the device.
+    """
+
+    def __init__(self, max_boxes: int) -> None:
+        if max_boxes < 1:
+            raise ValueError(f"max_boxes must be at least 1, got {max_boxes}")
+        self.max_boxes = max_boxes
+
+    def __call__(self, batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, targets = zip(*batch)
+        boxes = torch.zeros(len(batch), self.max_boxes, 4)
+        labels = torch.zeros(len(batch), self.max_boxes, dtype=torch.int32)
+        present = torch.zeros(len(batch), self.max_boxes, dtype=torch.bool)
+        for index, target in enumerate(targets):
+            page_boxes = target["boxes"].reshape(-1, 4).float()
+            keep = (page_boxes[:, 2:] > page_boxes[:, :2]).all(1)
+            page_boxes, page_labels = page_boxes[keep], target["labels"][keep]
+            count = len(page_boxes)
+            if count > self.max_boxes:
+                raise DataError(f"a training page has {count} boxes, more than max_boxes={self.max_boxes} "
+                                "(raise --data.max_boxes)")
+            boxes[index, :count], labels[index, :count], present[index, :count] = page_boxes, page_labels, True
+        return torch.stack(images), {"boxes": boxes, "labels": labels, "present": present}

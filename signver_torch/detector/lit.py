@@ -7,6 +7,7 @@ from typing import Any
 import lightning
 import torch
 
+from signver_torch.accelerators import compile_modules
 from signver_torch.data.detection import CLASS_NAMES
 from signver_torch.checkpoints import load_checkpoint
 from signver_torch.detector.api import load_detector
@@ -24,7 +25,8 @@ class DetectorModule(lightning.LightningModule):
     (its features already know strokes; nothing is downloaded). ``init`` names a detector checkpoint
     to start from (fine-tuning on new pages, possibly at another input size); its architecture must be
     this module's. Batches arrive letterboxed to ``image_size`` (static shapes); post-processing (NMS)
-    runs inside torchvision's RetinaNet in evaluation only, on the host when training on HPU.
+    runs inside torchvision's RetinaNet in evaluation only, on the host when training on HPU. ``compile``
+    (``true`` or a backend name) compiles the backbone and heads, the parts with static shapes.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class DetectorModule(lightning.LightningModule):
         warmup_fraction: float = 0.05,
         init_backbone: str | None = None,
         init: str | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -58,6 +61,9 @@ class DetectorModule(lightning.LightningModule):
                     raise CheckpointError(f"{init_backbone}: cannot initialise a {architecture} backbone from it ({error})") from error
         self.val_metrics = torch.nn.ModuleList()
 
+    def configure_model(self) -> None:
+        compile_modules([self.model.backbone, self.model.head], self.hparams.compile, self.trainer.strategy.root_device.type)
+
     def setup(self, stage: str) -> None:
         data_size = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("image_size")
         if data_size is not None and data_size != self.hparams.image_size:
@@ -69,16 +75,20 @@ class DetectorModule(lightning.LightningModule):
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return self.model(images)
 
-    def training_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        losses = self.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        if isinstance(images, torch.Tensor):  # one padded batch from PaddedTargets (--data.max_boxes): static shapes
+            losses = self.model.padded_training_loss(images, targets["boxes"], targets["labels"], targets["present"])
+        else:
+            losses = self.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
         loss = sum(losses.values())
         self.log_dict({"train_loss": loss, **{f"train_{k}": v for k, v in losses.items()}}, prog_bar=True, batch_size=len(images))
         return loss
 
     def _metric(self, index: int) -> DetectionMetrics:
         while len(self.val_metrics) <= index:
-            self.val_metrics.append(DetectionMetrics(CLASS_NAMES).to("cpu" if self.device.type == "hpu" else self.device))
+            # every rank validates every page, so the metric computes without collectives (hccl has no CPU tensors)
+            self.val_metrics.append(DetectionMetrics(CLASS_NAMES, sync_on_compute=False).to("cpu" if self.device.type == "hpu" else self.device))
         return self.val_metrics[index]
 
     def validation_step(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]], batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -18,6 +18,7 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import box_iou, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -45,8 +46,8 @@ class SignatureRetinaNet(RetinaNet):
 
     torchvision matches anchors and sums the focal and box losses one image at a time: about 140
     operator calls per page (2,210 at batch 16), part of what made the training step host-bound on an
-    H100, and shapes that change with each page's boxes, which an HPU graph recompiles for. Here the boxes are padded to the batch's largest count
-    and matching (the same 0.5 / 0.4 thresholds and low-quality matches) and both losses are masked
+    H100, and shapes that change with each page's boxes, which an HPU graph recompiles for. Here the boxes are padded
+    (to the batch's largest count, or on the host to a fixed count: :meth:`padded_training_loss`) and matching (the same 0.5 / 0.4 thresholds and low-quality matches) and both losses are masked
     tensor operations of fixed shape; the values equal torchvision's (tested). Pages of different
     sizes (different anchors) fall back to torchvision's loop.
     """
@@ -59,11 +60,36 @@ class SignatureRetinaNet(RetinaNet):
         grid = anchors[0]  # every page's anchors, the same for all
         batch, most = len(targets), max(1, max(len(t["boxes"]) for t in targets))
         boxes = grid.new_zeros(batch, most, 4)
-        labels = torch.zeros(batch, most, dtype=torch.int64, device=grid.device)
+        labels = torch.zeros(batch, most, dtype=torch.int32, device=grid.device)
         present = torch.zeros(batch, most, dtype=torch.bool, device=grid.device)
         for index, target in enumerate(targets):
             count = len(target["boxes"])
             boxes[index, :count], labels[index, :count], present[index, :count] = target["boxes"], target["labels"], True
+        return self._padded_loss(boxes, labels, present, head_outputs, grid)
+
+    def padded_training_loss(
+        self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, present: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The training losses of ``(B, 3, S, S)`` pages (already letterboxed to the model's size) whose
+        boxes come padded to a fixed count (:class:`~signver_torch.data.page_transforms.PaddedTargets`).
+
+        The same values as ``model(list(images), targets)`` (tested), without what reads the device
+        back inside the step: torchvision's per-page degenerate-box check, the per-page anchor
+        comparison and the batch's box count. Every batch has one shape, so a compiled graph is reused.
+        """
+        batch = self.transform.normalize(images)
+        features = list(self.backbone(batch).values())
+        head_outputs = self.head(features)
+        pages = ImageList(batch, [tuple(batch.shape[-2:])] * len(batch))
+        grid = self.anchor_generator(pages, features)[0]
+        return self._padded_loss(boxes.to(grid.dtype), labels, present, head_outputs, grid)
+
+    def _padded_loss(
+        self, boxes: torch.Tensor, labels: torch.Tensor, present: torch.Tensor,
+        head_outputs: dict[str, torch.Tensor], grid: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Focal and L1 box losses of a batch whose ``(B, M)`` boxes are padded (``present`` marks the real ones)."""
+        batch = len(boxes)
         matches = self._match(boxes, present, grid)
         foreground, ignored = matches >= 0, matches == self.proposal_matcher.BETWEEN_THRESHOLDS
         per_page = foreground.sum(1).clamp(min=1)
@@ -71,7 +97,8 @@ class SignatureRetinaNet(RetinaNet):
 
         logits = head_outputs["cls_logits"]
         classes = torch.gather(labels, 1, matched)
-        wanted = nn.functional.one_hot(classes, logits.shape[-1]).to(logits.dtype) * foreground[..., None]
+        class_ids = torch.arange(logits.shape[-1], dtype=classes.dtype, device=classes.device)
+        wanted = ((classes[..., None] == class_ids) & foreground[..., None]).to(logits.dtype)
         focal = sigmoid_focal_loss(logits, wanted, reduction="none").masked_fill(ignored[..., None], 0)
         classification = (focal.sum((1, 2)) / per_page).sum() / batch
 

@@ -12,6 +12,7 @@ from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from signver_torch.accelerators import compile_modules
 from signver_torch.errors import CheckpointError
 from signver_torch.extractor.api import load_embedder
 from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor
@@ -96,6 +97,8 @@ class ExtractorModule(lightning.LightningModule):
         init: a checkpoint name or path to start from (fine-tuning), or ``None`` for random weights.
         ema_decay: keep an exponential moving average of the weights (e.g. 0.999) and validate and
             export it instead of the last step's weights; steadies the noisy late epochs. 0 disables.
+        compile: ``true`` wraps the network in ``torch.compile`` with the device's backend (``hpu_backend``
+            on HPU, inductor elsewhere), a backend name picks one, ``false`` (default) runs eagerly.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class ExtractorModule(lightning.LightningModule):
         augment: bool = True,
         init: str | None = None,
         ema_decay: float = 0.0,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.init_card: dict[str, Any] = {}
@@ -135,6 +139,9 @@ class ExtractorModule(lightning.LightningModule):
         self.augment = SignatureAugment() if augment else nn.Identity()
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+
+    def configure_model(self) -> None:
+        compile_modules([self.model], self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def setup(self, stage: str) -> None:
         expected = self.init_card.get("preprocessing")

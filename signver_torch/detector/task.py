@@ -1,0 +1,71 @@
+"""The detector's training task: export, then the metrics of ``signver evaluate detector`` on the
+held-out real pages when the recipe has real pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from signver_torch.tasks import TrainingTask, register_task
+
+
+def export_detector(
+    module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
+) -> tuple[Path, dict[str, Any]]:
+    """Export the final weights with their card, evaluate on the held-out real pages."""
+    from signver_torch.checkpoints import update_card
+    from signver_torch.data.detection import CLASS_NAMES
+    from signver_torch.detector.api import evaluate_detector
+    from signver_torch.training import export_checkpoint, recipe_command, run_record
+
+    hp = data.hparams
+    card = {
+        "module": "detector",
+        "architecture": module.architecture,
+        "classes": {str(label): name for label, name in CLASS_NAMES.items()},
+        "input": f"RGB or grayscale page of any size, letterboxed to {module.architecture['image_size']} px (white padding)",
+        "training": {
+            "signatures": f"{hp.signatures_dir} writers {hp.train_writers} pasted on {hp.synthetic_pages} synthetic pages",
+            "real_pages": str(hp.real_dir) if hp.real_dir else None,
+            "real_split": (f"{len(data.real_train)} pages trained on, {len(data.real_val)} held out "
+                           f"(1 in {hp.held_out_every} by file name)") if hp.real_dir else None,
+            "init": module.hparams.init,
+            "init_sha256": module.init_card.get("sha256") if module.hparams.init else None,
+            # how the starting checkpoint was itself trained: the chain that reproduces this one
+            "init_recipe_command": module.init_card.get("recipe_command") if module.hparams.init else None,
+            "init_backbone": None if module.hparams.init else module.hparams.init_backbone,
+            "init_backbone_sha256": None if module.hparams.init else module.init_card.get("sha256"),
+            "epochs": trainer.current_epoch,
+            "recipe": str(config),
+            # the last epoch's validation on synthetic pages of the held-out writers: the only figures for
+            # initials, redactions and dates, which the real pages do not label
+            "synthetic_validation": {key.removeprefix("val_synthetic_"): round(float(value), 4)
+                                     for key, value in trainer.callback_metrics.items() if key.startswith("val_synthetic_")},
+        },
+        **run_record(trainer, seconds, argv),
+    }
+    weights = export_checkpoint(out, module.model.eval().cpu(), card)
+    metrics_command = ["evaluate", "detector", "--checkpoint", str(weights), "--json"]
+    if hp.real_dir:
+        metrics = evaluate_detector(hp.real_dir, weights, held_out_every=hp.held_out_every)
+        metrics_command[2:2] = ["--data", str(hp.real_dir), "--held-out-every", str(hp.held_out_every)]
+        card = update_card(weights, metrics={k: v for k, v in metrics.items() if k.startswith(("map", "n_", "seconds"))},
+                           metrics_command=recipe_command(metrics_command))
+    return weights, card
+
+
+def summary(weights: Path, card: dict[str, Any]) -> str:
+    metrics = card.get("metrics", {})
+    return (f"wrote {weights} (+ .json card); held-out real pages: "
+            + (f"mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f}" if metrics else "none in this recipe"))
+
+
+TASK = register_task(TrainingTask(
+    name="detector",
+    lightning_module="signver_torch.detector.lit:DetectorModule",
+    data_module="signver_torch.data.datamodule:PageDataModule",
+    export=export_detector,
+    summary=summary,
+    data_argument="real_dir",
+    several_data=False,
+))
