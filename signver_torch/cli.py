@@ -74,6 +74,18 @@ def collect_info() -> dict:
     }
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from signver_torch.doctor import as_dicts, run_checks
+
+    checks = run_checks(args.mode)
+    if args.json:
+        print(json.dumps(as_dicts(checks), indent=2))
+    else:
+        for check in checks:
+            print(f"{check.status:<4}  {check.name:<9} {check.detail}")
+    return 1 if any(check.status == "fail" for check in checks) else 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = collect_info()
     if args.json:
@@ -489,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="versions, accelerators present and shipped checkpoints")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=cmd_info)
+    doctor = commands.add_parser("doctor", help="inside a Gaudi container: is torch Habana's, are lightning/lightning-habana "
+                                                 "a supported pair, are HPUs present, does PT_HPU_LAZY_MODE match the mode")
+    doctor.add_argument("--mode", choices=("eager", "lazy"), default="eager",
+                        help="execution mode the run will use: eager (default; needed by compile: true) or legacy lazy")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(handler=cmd_doctor)
 
     train = commands.add_parser(
         "train",

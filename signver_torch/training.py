@@ -169,7 +169,7 @@ def train(
     """Fit ``kind``'s recipe, then export its final weights with the card and the metrics of its
     evaluate command; returns the weights path and the card.
 
-    In a multi-device run every rank fits, all wait at a barrier, then rank 0 alone exports while
+    In a multi-device run every rank fits, all wait at a barrier and leave the process group, then rank 0 alone exports while
     the other ranks return ``None`` for the card and exit cleanly (a rank that failed would make
     Lightning's launcher kill the others, rank 0 mid-export).
     """
@@ -177,6 +177,9 @@ def train(
     module_class, data_class = task.classes()
     cli, seconds = run_recipe(module_class, data_class, config, overrides, run_dir, resume)
     cli.trainer.strategy.barrier("signver-export")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the run's collectives end here: rank 0's export (torchmetrics among it) must not wait for ranks that have left
+        torch.distributed.destroy_process_group()
     if not cli.trainer.is_global_zero:
         return weights_path(out), None
     return task.export(cli.model, cli.datamodule, cli.trainer, seconds, config, out, argv)
