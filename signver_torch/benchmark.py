@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from signver_torch.accelerators import resolve_accelerator
+from signver_torch.accelerators import compile_modules, hpu_lazy_mode, resolve_accelerator
 from signver_torch.errors import SignVerError
 
 MODELS = ("detector", "cleaner", "extractor")
@@ -159,9 +159,17 @@ def _autocast(accelerator: str, precision: str) -> contextlib.AbstractContextMan
 
 
 def _compiled(model: nn.Module, accelerator: str, compile_model: bool) -> nn.Module:
-    if not compile_model:
-        return model
-    return torch.compile(model, backend="hpu_backend") if accelerator == "hpu" else torch.compile(model)
+    compile_modules([model], compile_model, device_of(accelerator).type)
+    return model
+
+
+def step_marker(accelerator: str) -> Callable[[], None]:
+    """``htcore.mark_step`` on an HPU in (legacy) lazy mode, where it ends the graph to run; else a no-op."""
+    if accelerator == "hpu" and hpu_lazy_mode():
+        import habana_frameworks.torch.core as htcore
+
+        return htcore.mark_step
+    return lambda: None
 
 
 def measure_raw(name: str, mode: str, accelerator: str, precision: str, batch_size: int, steps: int, warmup: int,
@@ -171,6 +179,7 @@ def measure_raw(name: str, mode: str, accelerator: str, precision: str, batch_si
     sync = sync or synchronizer(accelerator)
     model = _compiled(build_model(name).to(device), accelerator, compile_model)
     inputs, targets = synthetic_batch(name, batch_size, device)
+    mark_step = step_marker(accelerator)
     if mode == "train":
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -180,13 +189,16 @@ def measure_raw(name: str, mode: str, accelerator: str, precision: str, batch_si
             with _autocast(accelerator, precision):
                 loss = loss_of(name, model, inputs, targets)
             loss.backward()
+            mark_step()
             optimizer.step()
+            mark_step()
     else:
         model.eval()
 
         def step() -> None:
             with torch.inference_mode(), _autocast(accelerator, precision):
                 model(inputs)
+            mark_step()
 
     return timed_steps(step, sync, steps, warmup)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from unittest import mock
 
 import lightning
+from pathlib import Path
+
 import pytest
 import torch
 from lightning_habana import HPUAccelerator, HPUDDPStrategy, HPUPrecisionPlugin, SingleHPUStrategy
 
-from signver_torch.accelerators import habana_status, resolve_accelerator, trainer_kwargs
+from signver_torch.accelerators import compile_backend, compile_modules, habana_status, resolve_accelerator, trainer_kwargs
 from signver_torch.errors import AcceleratorUnavailableError, SignVerError
 
 from mock_devices import cuda_gpus, hpus
@@ -92,7 +94,8 @@ def test_missing_hpu_says_what_is_present_and_how_to_get_one() -> None:
     assert "no Gaudi HPU is present" in message
     assert "installed, no HPU present" in message
     assert "cpu:" in message
-    assert "Habana's PyTorch container" in message and "pip install signver-torch" in message
+    assert "Intel Gaudi's PyTorch container" in message and "pip install --no-deps -e ." in message and "signver doctor" in message
+    assert "pip install --no-deps -e ." in (Path(__file__).resolve().parent.parent / "docs" / "hpu.md").read_text()  # the same as the docs
     assert isinstance(caught.value, SignVerError)
 
 
@@ -105,6 +108,17 @@ def test_missing_gpu_and_too_many_devices_are_clear_errors() -> None:
         trainer_kwargs("tpu")
     with pytest.raises(AcceleratorUnavailableError, match="positive number"):
         trainer_kwargs("cpu", devices="many")
+
+
+def test_several_cpu_devices_are_ddp_processes_and_compile_picks_the_device_backend() -> None:
+    assert trainer_kwargs("cpu", devices=2) == {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "precision": "32-true"}
+    assert compile_backend("hpu") == "hpu_backend" and compile_backend("cuda") == "inductor" == compile_backend("cpu")
+    model = torch.nn.Linear(3, 2)
+    keys = list(model.state_dict())
+    assert compile_modules([model], False, "cpu") is None and model._compiled_call_impl is None
+    assert compile_modules([model], "eager", "cpu") == "eager" and model._compiled_call_impl is not None
+    assert list(model.state_dict()) == keys  # a compiled module exports the same checkpoint keys
+    torch.testing.assert_close(model(torch.ones(1, 3)), torch.nn.functional.linear(torch.ones(1, 3), model.weight, model.bias))
     with hpus(1), pytest.raises(AcceleratorUnavailableError, match="not supported on HPU"):
         trainer_kwargs("hpu", precision="64-true")
 

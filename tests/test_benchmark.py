@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import subprocess
 import sys
@@ -53,11 +54,20 @@ def test_hpu_path_builds_habana_pieces_and_fails_clearly_without_hpu() -> None:
         assert type(trainer.strategy).__name__ == "SingleHPUStrategy"
         assert type(trainer.precision_plugin).__name__ == "HPUPrecisionPlugin" and trainer.max_steps == 5
     model = torch.nn.Linear(2, 2)
-    with mock.patch.object(torch, "compile") as compile_:
-        benchmark._compiled(model, "hpu", True)
-        compile_.assert_called_once_with(model, backend="hpu_backend")
+    core = mock.Mock()  # Habana's bridge, which registers hpu_backend and provides mark_step
+    habana_torch = mock.Mock(core=core)
+    bridge = {"habana_frameworks": mock.Mock(torch=habana_torch), "habana_frameworks.torch": habana_torch, "habana_frameworks.torch.core": core}
+    with mock.patch.dict(sys.modules, bridge), mock.patch.object(torch.nn.Module, "compile") as compile_:
+        assert benchmark._compiled(model, "hpu", True) is model
+        compile_.assert_called_once_with(backend="hpu_backend")
         benchmark._compiled(model, "gpu", True)
-        compile_.assert_called_with(model)
+        compile_.assert_called_with(backend="inductor")
+        with mock.patch.dict(os.environ, {"PT_HPU_LAZY_MODE": "1"}):
+            assert benchmark.step_marker("hpu") is core.mark_step  # lazy mode: each step ends its graph
+            benchmark.step_marker("cpu")()
+        with mock.patch.dict(os.environ, {"PT_HPU_LAZY_MODE": "0"}):
+            benchmark.step_marker("hpu")()
+        core.mark_step.assert_not_called()
     assert benchmark._compiled(model, "hpu", False) is model
     assert benchmark.device_of("hpu") == torch.device("hpu")
 

@@ -10,7 +10,8 @@ import yaml
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning_habana import HPUDDPStrategy, SingleHPUStrategy
 
-from signver_torch.training import parse_recipe, task_classes
+from signver_torch.tasks import get_task
+from signver_torch.training import parse_recipe
 
 from conftest import SMALL_DATA
 from mock_devices import cuda_gpus, hpus
@@ -30,7 +31,7 @@ def test_recipe_parses_on_its_hardware(recipe: Path, tmp_path: Path) -> None:
     hardware = config["hardware"]
     accelerator, devices = hardware["accelerator"], int(hardware.get("devices", 1))
     present = {"hpu": hpus(devices), "gpu": cuda_gpus(devices)}.get(accelerator, nullcontext())
-    module_class, data_class = task_classes(recipe.parent.name)
+    module_class, data_class = get_task(recipe.parent.name).classes()
     overrides = ["--trainer.logger=false"]
     if config["data"].get("data_dir", "") is None:  # a fine-tuning recipe: the user names their data
         overrides.append(f"--data.data_dir={SMALL_DATA / 'cedar'}")
