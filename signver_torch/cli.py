@@ -123,7 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not args.run_dir:
         raise SignVerError("--resume needs --run-dir: the folder of the run to continue")
     if args.init and not task.fine_tunable:
-        raise SignVerError(f"--init (fine-tuning) is not available for the {args.module}")
+        tunable = " and the ".join(name for name, other in training_tasks().items() if other.fine_tunable)
+        raise SignVerError(f"--init (fine-tuning) is available for the {tunable}, not the {args.module}")
     if args.data and len(args.data) > 1 and not task.several_data:
         raise SignVerError(f"train {args.module} takes one --data folder")
     config = resolve_recipe(args.module, args.config, fine_tune=args.init is not None)
