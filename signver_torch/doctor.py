@@ -56,8 +56,8 @@ def check_versions() -> Check:
     listed = ", ".join(f"lightning-habana {h} + Lightning {l}" for h, l in SUPPORTED_PAIRS.items())
     if tuple(int(part) for part in lightning.split(".")[:2] if part.isdigit()) < (2, 4):
         return Check("lightning", "fail", f"lightning {lightning}: this project needs Lightning >= 2.4 (with 2.3.3, the release "
-                                          "Intel pairs with lightning-habana 1.6.0, LightningCLI keeps only the recipe's own "
-                                          "hyperparameters and the export fails); install lightning 2.5.5")
+                                          "Intel pairs with lightning-habana 1.6.0, a run fits but its export fails); "
+                                          "install lightning 2.5.5")
     if SUPPORTED_PAIRS.get(habana) == lightning:
         return Check("lightning", "ok", f"lightning {lightning} + lightning-habana {habana}: a pair Intel's support matrix lists")
     return Check("lightning", "warn", f"lightning {lightning} + lightning-habana {habana} is not a pair Intel's support "
