@@ -41,6 +41,7 @@ class TrainingTask:
 
 
 _TASKS: dict[str, TrainingTask] = {}
+_discovered = False
 
 
 def register_task(task: TrainingTask) -> TrainingTask:
@@ -49,14 +50,17 @@ def register_task(task: TrainingTask) -> TrainingTask:
 
 
 def training_tasks() -> dict[str, TrainingTask]:
-    """Every registered task by name; the first call imports each ``signver_torch.<folder>.task``."""
-    if not _TASKS:
+    """Every registered task by name; the first call imports each ``signver_torch.<folder>.task``
+    (a task imported directly before that registers itself, and discovery still runs)."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
         import signver_torch
 
         for info in sorted(pkgutil.iter_modules(signver_torch.__path__), key=lambda info: info.name):
             if info.ispkg and importlib.util.find_spec(f"signver_torch.{info.name}.task") is not None:
                 importlib.import_module(f"signver_torch.{info.name}.task")
-    return dict(_TASKS)
+    return dict(sorted(_TASKS.items()))
 
 
 def get_task(name: str) -> TrainingTask:

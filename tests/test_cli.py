@@ -65,7 +65,7 @@ def test_resume_without_run_dir_is_refused() -> None:
 def test_fine_tuning_the_cleaner_is_refused_before_any_training(tmp_path) -> None:
     result = signver("train", "cleaner", "--init", "default", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
-    assert "extractor and the detector" in result.stderr
+    assert "available for the detector and the extractor, not the cleaner" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

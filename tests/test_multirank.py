@@ -80,6 +80,9 @@ def test_non_zero_rank_returns_without_exporting(tmp_path: Path) -> None:
     assert run.called and card is None and weights == tmp_path / "extractor.safetensors"
     trainer.strategy.barrier.assert_called_once()
     export.assert_not_called()
+    from signver_torch.tasks import training_tasks
+
+    assert list(training_tasks()) == ["cleaner", "detector", "extractor"]  # discovery survives a task imported first
 
 
 def union_of_ranks(make, world: int) -> list:
