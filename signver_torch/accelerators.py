@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Literal, Union
 
 import torch
@@ -70,6 +71,14 @@ def hpu_lazy_mode() -> bool:
     except ImportError:
         return os.environ.get("PT_HPU_LAZY_MODE", "0").strip() == "1"
     return bool(is_lazy())
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (``lightning-habana``, ``habana-torch-plugin``, ...), or ``None``."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,13 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from signver_torch.accelerators import compile_modules, hpu_lazy_mode, resolve_accelerator
+from signver_torch.accelerators import compile_modules, hpu_lazy_mode, installed_version, resolve_accelerator
 from signver_torch.errors import SignVerError
 
 MODELS = ("detector", "cleaner", "extractor")
@@ -313,13 +312,7 @@ def reset_peak_memory(accelerator: str) -> None:
 
 
 def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in ("torch", "lightning", "lightning-habana", "habana-torch-plugin", "signver-torch"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    return {name: installed_version(name) for name in ("torch", "lightning", "lightning-habana", "habana-torch-plugin", "signver-torch")}
 
 
 def run_benchmarks(

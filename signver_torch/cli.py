@@ -15,7 +15,6 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from importlib import metadata
 from typing import Sequence
 
 from signver_torch.errors import SignVerError
@@ -42,19 +41,9 @@ REPORTED_PACKAGES = (
     "faiss-cpu",
 )
 
-#: Modules whose training and evaluation have shipped.
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def collect_info() -> dict:
     """Versions, accelerators present and shipped checkpoints, as a JSON-ready dict."""
-    from signver_torch.accelerators import describe_present
+    from signver_torch.accelerators import describe_present, installed_version
     from signver_torch.checkpoints import iter_cards
 
     checkpoints = []
@@ -68,7 +57,7 @@ def collect_info() -> dict:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in REPORTED_PACKAGES},
+        "packages": {name: installed_version(name) for name in REPORTED_PACKAGES},
         "accelerators": describe_present(),
         "checkpoints": checkpoints,
     }
@@ -142,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides += args.overrides
     weights, card = train(args.module, config, overrides, run_dir, out, resume=args.resume, argv=args.argv)
     if card is not None:  # rank 0 of a multi-device run, or a single-device run
-        print(task.summary(weights, card))
+        print(f"wrote {weights} (+ .json card); {task.summary(card)}")
     return 0
 
 

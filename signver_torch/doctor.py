@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from typing import Literal
 
-from signver_torch.accelerators import habana_status
+from signver_torch.accelerators import habana_status, installed_version
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -29,13 +28,6 @@ class Check:
     detail: str
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def check_torch() -> Check:
     import torch
 
@@ -44,12 +36,12 @@ def check_torch() -> Check:
     except ImportError as error:
         return Check("torch", "fail", f"torch {torch.__version__} is not Intel Gaudi's build (habana_frameworks: {error}); "
                                       "run inside Intel Gaudi's PyTorch container and do not let pip replace its torch")
-    plugin = _version("habana-torch-plugin") or "unknown"
+    plugin = installed_version("habana-torch-plugin") or "unknown"
     return Check("torch", "ok", f"torch {torch.__version__} with habana-torch-plugin {plugin}")
 
 
 def check_versions() -> Check:
-    lightning, habana = _version("lightning"), _version("lightning-habana")
+    lightning, habana = installed_version("lightning"), installed_version("lightning-habana")
     if habana is None or lightning is None:
         return Check("lightning", "fail", f"lightning {lightning or 'missing'}, lightning-habana {habana or 'missing'}: "
                                           "install both (docs/hpu.md)")

@@ -3,7 +3,7 @@
 
 A task names its LightningModule and DataModule by import path (so listing tasks imports neither
 Lightning nor the models), the function that exports a fitted run as a shipped checkpoint with its
-card, and the one-line summary ``signver train`` prints. Adding a module is adding a folder with a
+card, and the figures of the one-line summary ``signver train`` prints. Adding a module is adding a folder with a
 ``task.py`` that calls :func:`register_task`.
 """
 
@@ -29,7 +29,7 @@ class TrainingTask:
     lightning_module: str  # "package.module:Class"
     data_module: str
     export: Exporter
-    summary: Callable[[Path, dict[str, Any]], str]
+    summary: Callable[[dict[str, Any]], str]  # the card's figures, after "wrote <weights> (+ .json card); "
     #: the DataModule argument that ``--data`` fills, and whether it takes several folders
     data_argument: str = "data_dir"
     several_data: bool = True

@@ -120,11 +120,11 @@ def test_doctor_checks_the_mode_and_the_version_pair(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("PT_HPU_LAZY_MODE")
     assert check_mode("eager").status == "warn"
     versions = {"lightning": "2.3.3", "lightning-habana": "1.6.0"}
-    with mock.patch("signver_torch.doctor._version", side_effect=versions.get):
+    with mock.patch("signver_torch.doctor.installed_version", side_effect=versions.get):
         assert check_versions().status == "fail" and "needs Lightning >= 2.4" in check_versions().detail
     versions.update({"lightning": "2.2.4", "lightning-habana": "1.5.0"})
-    with mock.patch("signver_torch.doctor._version", side_effect=versions.get):
+    with mock.patch("signver_torch.doctor.installed_version", side_effect=versions.get):
         assert check_versions().status == "fail"
     versions.update({"lightning": "2.5.5", "lightning-habana": "1.6.0"})
-    with mock.patch("signver_torch.doctor._version", side_effect=versions.get):
+    with mock.patch("signver_torch.doctor.installed_version", side_effect=versions.get):
         assert check_versions().status == "warn" and "Lightning 2.3.3" in check_versions().detail

@@ -54,9 +54,9 @@ def export_cleaner(
     return weights, card
 
 
-def summary(weights: Path, card: dict[str, Any]) -> str:
+def summary(card: dict[str, Any]) -> str:
     metrics = card["metrics"]
-    return (f"wrote {weights} (+ .json card); pairs from held-out writers {card['training']['val_writers']}: "
+    return (f"pairs from held-out writers {card['training']['val_writers']}: "
             f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, ink F1 {metrics['ink_f1']:.4f}")
 
 

@@ -253,8 +253,8 @@ class CleanerDataModule(lightning.LightningDataModule):
     """Dirty/clean pairs drawn on the fly from the training writers' signatures, fixed pairs from the held-out ones.
 
     Each epoch draws ``samples_per_epoch`` fresh pairs, shared out among the ranks (indices sampled
-    from an unbounded stream, so no two epochs repeat); validation uses ``val_pairs`` pairs fixed by :data:`EVAL_SEED`, the same
-    pairs ``signver evaluate cleaner`` builds from the same writers.
+    from an unbounded stream, so no two epochs repeat); validation uses ``val_pairs`` pairs fixed by
+    :data:`EVAL_SEED`, the same pairs ``signver evaluate cleaner`` builds from the same writers.
     """
 
     def __init__(

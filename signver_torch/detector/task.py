@@ -54,9 +54,9 @@ def export_detector(
     return weights, card
 
 
-def summary(weights: Path, card: dict[str, Any]) -> str:
+def summary(card: dict[str, Any]) -> str:
     metrics = card.get("metrics", {})
-    return (f"wrote {weights} (+ .json card); held-out real pages: "
+    return ("held-out real pages: "
             + (f"mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f}" if metrics else "none in this recipe"))
 
 

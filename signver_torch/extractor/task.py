@@ -75,9 +75,9 @@ def export_extractor(
     return weights, card
 
 
-def summary(weights: Path, card: dict[str, Any]) -> str:
+def summary(card: dict[str, Any]) -> str:
     metrics = card["metrics"]
-    return (f"wrote {weights} (+ .json card); held-out writers {card['training']['val_writers']}: "
+    return (f"held-out writers {card['training']['val_writers']}: "
             f"EER {metrics['eer']:.2%} ({metrics['negatives']} forgeries), AUC {metrics['auc']:.3f}, "
             f"threshold {card['threshold']:.4f}")
 
