@@ -15,7 +15,7 @@ from signver_torch.errors import (
     ImageLoadError,
     SignVerError,
 )
-from signver_torch.io import load_image, load_image_tensor
+from signver_torch.io import load_image, load_image_tensor, load_pages
 
 try:
     __version__ = _metadata.version("signver-torch")
@@ -57,4 +57,5 @@ __all__ = [
     "__version__",
     "load_image",
     "load_image_tensor",
+    "load_pages",
 ]

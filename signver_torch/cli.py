@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from signver_torch.errors import SignVerError
+from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI
 from signver_torch.matcher.decisions import RULES
 from signver_torch.tasks import training_tasks
 
@@ -454,6 +455,64 @@ def cmd_verify_document(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    """Index every document in the folders (or files) given into a library, one transaction each."""
+    from tqdm.auto import tqdm
+
+    from signver_torch.library import DocumentLibrary, document_files, index_files
+
+    files = [path for item in args.paths for path in (document_files(item) if Path(item).is_dir() else [Path(item)])]
+    if not files:
+        raise SignVerError(f"no documents ({', '.join(args.paths)}): expected images, TIFFs or PDFs")
+    signver = _signver(args)
+    failures = 0
+    with DocumentLibrary(args.library, signver.extractor.sha256) as library, \
+            tqdm(total=len(files), desc="indexing", unit="doc", file=sys.stderr, disable=args.quiet) as bar:
+        def report(result: "Indexed") -> None:  # noqa: F821 (imported lazily)
+            nonlocal failures
+            failures += result.error is not None
+            line = (json.dumps(result.as_dict()) if args.json else
+                    f"{result.name}: ERROR: {result.error}" if result.error else
+                    f"{result.name}: already indexed (document {result.document_id})" if result.skipped else
+                    f"{result.name}: document {result.document_id}, {result.n_pages} page(s), {result.n_signatures} signature(s)")
+            bar.write(line, file=sys.stdout)
+            bar.update()
+
+        index_files(signver, library, files, report, dpi=args.dpi, max_pages=args.max_pages)
+    if failures:
+        print(f"signver: error: {failures} of {len(files)} documents could not be indexed (each on its line)", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """SignVer Studio over HTTP: the models loaded once, the page at /, the API under /api, OpenAPI at /docs."""
+    try:
+        import uvicorn
+
+        from signver_torch.studio.app import SETTINGS_VARIABLE, TOKEN_VARIABLE, StudioSettings, create_app
+    except ImportError as error:
+        raise SignVerError(f"signver serve needs the serve extra (pip install -e \".[serve]\"): {error}") from None
+    settings = StudioSettings(gallery=args.gallery, library=args.library, token=args.token or os.environ.get(TOKEN_VARIABLE),
+                              host=args.host, detector=args.detector, cleaner=args.cleaner, extractor=args.extractor,
+                              max_upload_mb=args.max_upload_mb, max_pages=args.max_pages, dpi=args.dpi)
+    settings.check()
+    log_config = {"version": 1, "disable_existing_loggers": False,
+                  "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+                  "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"}},
+                  "loggers": {"signver": {"handlers": ["stderr"], "level": "INFO"},
+                              "uvicorn": {"handlers": ["stderr"], "level": "INFO"}}}
+    if args.workers > 1:  # each worker process builds its own app (and loads the models) from the environment
+        os.environ[SETTINGS_VARIABLE] = json.dumps({key: value for key, value in vars(settings).items() if key != "token"})
+        if settings.token:
+            os.environ[TOKEN_VARIABLE] = settings.token
+        uvicorn.run("signver_torch.studio.app:create_app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_config=log_config, access_log=False)
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=log_config, access_log=False)
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from signver_torch.benchmark import run_benchmarks, write_records
 
@@ -657,6 +716,38 @@ def build_parser() -> argparse.ArgumentParser:
     document.add_argument("--json", action="store_true", help="print one JSON object")
     models(document, detector=True)
     document.set_defaults(handler=cmd_verify_document)
+
+    index = commands.add_parser(
+        "index", help="index documents (pages, multi-page TIFFs, PDFs) into a searchable library",
+        description="Detect, tag, crop, clean and embed every signature of every document into LIB (SQLite). "
+        "Each document is one transaction: an interrupted run keeps what it finished; a rerun skips it.")
+    index.add_argument("paths", nargs="+", metavar="DIR", help="folders (searched recursively) or document files")
+    index.add_argument("--library", required=True, help="library file (SQLite; created if missing)")
+    index.add_argument("--dpi", type=int, default=PDF_DPI, help=f"PDF rasterisation resolution (default {PDF_DPI})")
+    index.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES,
+                       help=f"refuse documents with more pages (default {DEFAULT_MAX_PAGES})")
+    index.add_argument("--json", action="store_true", help="one JSON object per document")
+    index.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    models(index, detector=True)
+    index.set_defaults(handler=cmd_index)
+
+    serve = commands.add_parser(
+        "serve", help="SignVer Studio: the HTTP API and the web page (needs the serve extra)",
+        description="Serve the models over HTTP (FastAPI + uvicorn): the page at /, the API under /api, OpenAPI docs "
+        "at /docs. Binds to 127.0.0.1; elsewhere, writes need --token (or $SIGNVER_TOKEN).")
+    serve.add_argument("--gallery", help="gallery of enrolled people (SQLite; created on first enrolment)")
+    serve.add_argument("--library", help="document library (SQLite; created if missing)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="processes, each with its own models (default 1)")
+    serve.add_argument("--token", help="token that writes (enrol, delete, index) must carry")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload per file (default 20 MB)")
+    serve.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES, help=f"most pages per document (default {DEFAULT_MAX_PAGES})")
+    serve.add_argument("--dpi", type=int, default=PDF_DPI, help=f"PDF rasterisation resolution (default {PDF_DPI})")
+    serve.add_argument("--extractor", default="default", help="extractor checkpoint (name or path)")
+    serve.add_argument("--cleaner", default="default", help="cleaner checkpoint (name or path)")
+    serve.add_argument("--detector", default="default", help="detector checkpoint (name or path)")
+    serve.set_defaults(handler=cmd_serve)
 
     bench = commands.add_parser(
         "benchmark", help="measure train and inference throughput on cpu, gpu or hpu",

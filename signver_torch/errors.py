@@ -35,3 +35,7 @@ class BlankSignatureError(SignVerError, ValueError):
 
 class DataError(SignVerError, ValueError):
     """A dataset folder, annotation file or split specification is malformed."""
+
+
+class NotFoundError(SignVerError, LookupError):
+    """A person, document, page or signature asked for by id is not stored (HTTP 404 in the service)."""

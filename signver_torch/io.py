@@ -16,7 +16,7 @@ from typing import Literal, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from signver_torch.errors import ImageLoadError
 
@@ -25,6 +25,11 @@ OutputMode = Literal["RGB", "L"]
 
 #: Refuse images above this many pixels before decoding them (a 600 dpi A3 scan is ~70 MP).
 DEFAULT_MAX_PIXELS = 100_000_000
+
+#: Resolution at which PDF pages are rasterised (the detector was trained on ~200 dpi scans).
+PDF_DPI = 200
+#: Documents with more pages than this are refused (a service's upload limit).
+DEFAULT_MAX_PAGES = 50
 
 _WHITE = {"RGB": (255, 255, 255), "L": 255}
 
@@ -88,13 +93,96 @@ def load_image_tensor(
     return torch.from_numpy(array / 255.0).permute(2, 0, 1).contiguous()
 
 
-def _decode_file(path: Path, label: str, max_pixels: int) -> Image.Image:
+def load_pages(
+    source: str | os.PathLike | bytes | bytearray,
+    mode: OutputMode = "RGB",
+    *,
+    dpi: int = PDF_DPI,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> list[Image.Image]:
+    """Every page of a document: one for PNG/JPEG, each frame of a multi-page TIFF, each page of a PDF
+    (rasterised at ``dpi`` with pypdfium2). Each page goes through :func:`load_image`'s checks.
+
+    Raises:
+        ImageLoadError: as :func:`load_image`, and for a PDF that cannot be read, a document with no
+            pages or more than ``max_pages``.
+    """
+    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<bytes>")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        _check_file(path, label)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ImageLoadError(f"{label}: cannot read file ({error.strerror or error})") from error
+    elif isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        if not data:
+            raise ImageLoadError(f"{label}: empty input (0 bytes)")
+    else:
+        raise ImageLoadError(f"{label}: load_pages reads files or bytes, not {type(source).__name__}")
+    if data[:5] == b"%PDF-":
+        return [_convert(page, mode, f"{label} page {number}")
+                for number, page in enumerate(_rasterise_pdf(data, label, dpi, max_pages, max_pixels), start=1)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            document = Image.open(io.BytesIO(data))
+            frames = getattr(document, "n_frames", 1)
+    except UnidentifiedImageError as error:
+        raise ImageLoadError(f"{label}: not an image or PDF file (no known format)") from error
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"{label}: truncated or corrupt image ({error})") from error
+    if frames > max_pages:
+        raise ImageLoadError(f"{label}: {frames} pages, above the limit of {max_pages}")
+    if frames == 1:
+        return [_convert(_finish_decoding(document, label, max_pixels), mode, label)]
+    pages = []
+    for number, frame in enumerate(ImageSequence.Iterator(document), start=1):
+        where = f"{label} page {number}"
+        pages.append(_convert(_finish_decoding(frame.copy(), where, max_pixels), mode, where))
+    return pages
+
+
+def _rasterise_pdf(data: bytes, label: str, dpi: int, max_pages: int, max_pixels: int) -> list[Image.Image]:
+    try:
+        import pypdfium2
+    except ImportError:
+        raise ImageLoadError(f"{label}: reading PDFs needs pypdfium2 (pip install 'signver-torch[serve]')") from None
+    try:
+        document = pypdfium2.PdfDocument(data)
+    except pypdfium2.PdfiumError as error:
+        raise ImageLoadError(f"{label}: not a readable PDF ({error})") from error
+    try:
+        if len(document) == 0:
+            raise ImageLoadError(f"{label}: the PDF has no pages")
+        if len(document) > max_pages:
+            raise ImageLoadError(f"{label}: {len(document)} pages, above the limit of {max_pages}")
+        pages = []
+        for number in range(len(document)):
+            page = document[number]
+            width, height = (round(side * dpi / 72) for side in page.get_size())
+            _check_size((width, height), f"{label} page {number + 1}", max_pixels)
+            pages.append(page.render(scale=dpi / 72).to_pil())
+            page.close()
+        return pages
+    finally:
+        document.close()
+
+
+def _check_file(path: Path, label: str) -> None:
     if not path.exists():
         raise ImageLoadError(f"{label}: file not found")
     if path.is_dir():
         raise ImageLoadError(f"{label}: is a directory, not an image file")
     if path.stat().st_size == 0:
         raise ImageLoadError(f"{label}: empty file (0 bytes)")
+
+
+def _decode_file(path: Path, label: str, max_pixels: int) -> Image.Image:
+    _check_file(path, label)
     try:
         data = path.read_bytes()
     except OSError as error:

@@ -89,6 +89,20 @@ class DocumentReport:
                 "match": any(s.match for s in self.signatures), "signatures": [s.as_dict() for s in self.signatures]}
 
 
+@dataclass
+class PageReading:
+    """What the models see on one page: every detection, the page's tags and its signatures."""
+
+    image: Image.Image
+    detections: dict[str, torch.Tensor]  # the detector's boxes, scores and labels
+    tags: dict[str, bool | int]  # signed, initialled, redacted, dated (and counts)
+    boxes: list[list[float]]  # the signatures to verify, xyxy pixels
+    scores: list[float]
+    crops: list[np.ndarray] = field(repr=False)  # (H, W) grayscale in [0, 1]
+    cleaned: list[np.ndarray] = field(repr=False)
+    embeddings: np.ndarray = field(repr=False)  # (len(boxes), D)
+
+
 class SignVer:
     """Detector, cleaner, extractor and matcher behind one object.
 
@@ -124,6 +138,10 @@ class SignVer:
     @property
     def extractor(self) -> Any:
         return self._model("extractor")
+
+    def load_all(self) -> dict[str, Any]:
+        """Load every model now (a service does this once at start) and return them by kind."""
+        return {kind: self._model(kind) for kind in FACADES}
 
     @property
     def matcher(self) -> Matcher:
@@ -260,9 +278,11 @@ class SignVer:
         return Gallery(path, self.extractor.sha256, create=create,
                        background=policy.background if policy is not None and policy.needs_model else None)
 
-    def enroll(self, gallery: str | os.PathLike, person: str, signatures: Sequence[ImageSource]) -> int:
-        """Add ``person``'s reference signatures to the gallery file (created if missing), all or nothing."""
-        sources = [source_digest(item) for item in signatures]
+    def enroll(self, gallery: str | os.PathLike, person: str, signatures: Sequence[ImageSource],
+               sources: Sequence[tuple[str, str]] | None = None) -> int:
+        """Add ``person``'s reference signatures to the gallery file (created if missing), all or nothing.
+        ``sources`` are their ``(sha256, name)``; by default the files' (or the pixels') digests."""
+        sources = list(sources) if sources is not None else [source_digest(item) for item in signatures]
         embeddings, _ = self.embed(signatures)  # every image must embed before anything is written
         with self.gallery(gallery, create=True) as store:
             return store.add(person, embeddings, sources)
@@ -284,6 +304,23 @@ class SignVer:
         return {**self.decide(embeddings[0], embeddings[1:]),
                 "references": [str(r) if isinstance(r, (str, os.PathLike)) else f"reference {i}" for i, r in enumerate(references)]}
 
+    def read_page(self, page: ImageSource, score_threshold: float = 0.3) -> PageReading:
+        """Detect every mark on ``page``, tag it, and crop, clean and embed each signature found.
+
+        The one reading that :meth:`verify_document` and the document library share."""
+        from signver_torch.detector.api import summarize
+
+        image = load_image(page)
+        [found] = self._model("detector").predict([image], score_threshold=score_threshold)
+        keep = _signatures_not_outscored(found).nonzero().flatten()
+        # one signature, one verdict: overlapping signature boxes are merged
+        keep = keep[nms(found["boxes"][keep], found["scores"][keep], SIGNATURE_OVERLAP)]
+        boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
+        gray = np.asarray(image.convert("L"), np.float32) / 255
+        crops = [_crop(gray, box) for box in boxes]
+        embeddings, cleaned = self.embed(crops) if crops else (np.zeros((0, 0), np.float32), [])
+        return PageReading(image, found, summarize(found), boxes, scores, crops, cleaned, embeddings)
+
     def verify_document(
         self,
         page: ImageSource,
@@ -297,12 +334,6 @@ class SignVer:
         gallery) or against reference images."""
         if (person is None or gallery is None) == (references is None):
             raise SignVerError("verify_document needs either person and gallery, or references")
-        image = load_image(page)
-        [found] = self._model("detector").predict([image], score_threshold=score_threshold)
-        keep = _signatures_not_outscored(found).nonzero().flatten()
-        # one signature, one verdict: overlapping signature boxes are merged
-        keep = keep[nms(found["boxes"][keep], found["scores"][keep], SIGNATURE_OVERLAP)]
-        boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
         writer_model = None
         if references is not None:
             claimed = ", ".join(str(r) for r in references)
@@ -313,15 +344,13 @@ class SignVer:
                 reference_embeddings = store.references(str(person))
                 model = store.writer_model(str(person))
             writer_model = lambda: model  # noqa: E731  (the stored model, read while the gallery was open)
-        gray = np.asarray(image.convert("L"), np.float32) / 255
+        reading = self.read_page(page, score_threshold)
         verdicts = []
-        if boxes:
-            crops = [_crop(gray, box) for box in boxes]
-            embeddings, cleaned = self.embed(crops)
-            for box, score, crop, clean, embedding in zip(boxes, scores, crops, cleaned, embeddings):
-                verdict = self.decide(embedding, reference_embeddings, writer_model)
-                verdicts.append(SignatureVerdict(box, score, verdict["distance"], verdict["threshold"], verdict["match"],
-                                                 verdict["rule"], verdict["score"], crop, clean))
+        for box, score, crop, clean, embedding in zip(reading.boxes, reading.scores, reading.crops, reading.cleaned,
+                                                       reading.embeddings):
+            verdict = self.decide(embedding, reference_embeddings, writer_model)
+            verdicts.append(SignatureVerdict(box, score, verdict["distance"], verdict["threshold"], verdict["match"],
+                                             verdict["rule"], verdict["score"], crop, clean))
         name = str(page) if isinstance(page, (str, os.PathLike)) else "page"
         return DocumentReport(name, claimed, verdicts)
 
@@ -443,4 +472,4 @@ def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return crop
 
 
-__all__ = ["Claim", "DocumentReport", "SignVer", "SignatureVerdict", "read_claims"]
+__all__ = ["Claim", "DocumentReport", "PageReading", "SignVer", "SignatureVerdict", "read_claims"]

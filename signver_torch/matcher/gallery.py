@@ -19,21 +19,20 @@ was. Search is exact (torch) or FAISS when
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
 
-from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.errors import NotFoundError, SignVerError
 from signver_torch.io import ImageSource
 from signver_torch.matcher.decisions import WriterModel, fit_writer_model
+from signver_torch.store import EmbeddingStore, now
 
 SCHEMA_VERSION = "2"
 #: The schemas this version reads; older ones are migrated when opened.
@@ -43,6 +42,10 @@ Backend = Literal["auto", "torch", "faiss"]
 
 class GalleryError(SignVerError):
     """The gallery file is missing, corrupt, or was asked something it cannot answer."""
+
+
+class UnknownPersonError(GalleryError, NotFoundError):
+    """No one of that id is enrolled."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,14 @@ def source_digest(source: ImageSource) -> tuple[str, str]:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(), f"array {array.shape}"
 
 
-class Gallery:
+def resolve_backend(backend: Backend) -> str:
+    """``"auto"`` → FAISS when installed, else torch; an explicit ``"faiss"`` without FAISS is an error."""
+    if backend == "faiss" and not faiss_available():
+        raise SignVerError("backend 'faiss' needs faiss-cpu (pip install 'signver-torch[faiss]')")
+    return ("faiss" if faiss_available() else "torch") if backend == "auto" else backend
+
+
+class Gallery(EmbeddingStore):
     """People enrolled with reference signatures, searchable by embedding.
 
     Args:
@@ -81,6 +91,11 @@ class Gallery:
         extractor_sha256: sha256 of the extractor checkpoint that embeds queries and references.
         backend: ``"auto"`` (FAISS when installed, else torch), ``"torch"`` or ``"faiss"``.
     """
+
+    kind = "gallery"
+    error = GalleryError
+    schema_version = SCHEMA_VERSION
+    readable_schemas = READABLE_SCHEMAS
 
     def __init__(
         self,
@@ -91,47 +106,11 @@ class Gallery:
         backend: Backend = "auto",
         background: np.ndarray | None = None,
     ) -> None:
-        self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise GalleryError(f"{self.path}: no such gallery (enrol someone first: signver enroll --gallery {self.path} ...)")
-        if self.path.is_dir():
-            raise GalleryError(f"{self.path}: is a directory, not a gallery file")
-        if backend == "faiss" and not faiss_available():
-            raise GalleryError("backend 'faiss' needs faiss-cpu (pip install 'signver-torch[faiss]')")
-        self.backend = ("faiss" if faiss_available() else "torch") if backend == "auto" else backend
-        self.extractor_sha256 = extractor_sha256
+        self.missing_hint = f" (enrol someone first: signver enroll --gallery {path} ...)"
+        self.backend = resolve_backend(backend)
         self.background = None if background is None else np.ascontiguousarray(background, np.float32)
         self._background_sha256 = "" if self.background is None else hashlib.sha256(self.background.tobytes()).hexdigest()
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            with self._transaction():
-                self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-                if meta and meta.get("extractor_sha256") != extractor_sha256:
-                    raise CheckpointError(
-                        f"{self.path}: gallery was built with extractor sha256 {str(meta.get('extractor_sha256'))[:12]}…, "
-                        f"but the extractor loaded now is {extractor_sha256[:12]}… (embeddings of different models cannot "
-                        "be compared; re-enrol with this extractor or load the gallery's)")
-                if meta.get("schema", SCHEMA_VERSION) not in READABLE_SCHEMAS:
-                    raise GalleryError(f"{self.path}: gallery schema {meta['schema']} was written by a newer signver-torch "
-                                       f"(this one reads schemas {', '.join(READABLE_SCHEMAS)}); upgrade to read it")
-                self._create_tables()
-                if not meta:
-                    self._db.executemany(
-                        "INSERT INTO meta VALUES (?, ?)",
-                        [("schema", SCHEMA_VERSION), ("extractor_sha256", extractor_sha256),
-                         ("created_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))],
-                    )
-                elif meta.get("schema") != SCHEMA_VERSION:
-                    self._migrate()
-        except sqlite3.DatabaseError as error:
-            self._db.close()
-            raise GalleryError(f"{self.path}: not a readable gallery ({error})") from error
-        except SignVerError:
-            self._db.close()
-            raise
+        super().__init__(path, extractor_sha256, create=create)
 
     def _create_tables(self) -> None:
         self._db.execute(
@@ -145,37 +124,13 @@ class Gallery:
             "gamma REAL NOT NULL, fitted_at TEXT NOT NULL)"
         )
 
-    def _migrate(self) -> None:
-        """Schema 1 → 2 inside the opening transaction: the writer models of everyone (with a background
-        bank; without one they are fitted when first needed), then the schema number."""
+    def _migrate(self, schema: str) -> None:
+        """Schema 1 → 2: the writer models of everyone (with a background bank; without one they are
+        fitted when first needed), then the schema number."""
         if self.background is not None:
             for person, _ in self.people():
                 self._store_writer_model(person)
-        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
-
-    @property
-    def schema(self) -> str:
-        return str(self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> "Gallery":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """All or nothing: commit when the block ends, roll back when it raises."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        super()._migrate(schema)
 
     def add(self, person: str | Sequence[str], embeddings: np.ndarray | torch.Tensor, sources: Sequence[tuple[str, str]]) -> int:
         """Store ``embeddings`` (N, D) of ``person`` (or one person id per row) with their ``(sha256, name)``
@@ -187,11 +142,11 @@ class Gallery:
         vectors = np.asarray(embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings, np.float32)
         if vectors.ndim != 2 or len(vectors) == 0 or not len(vectors) == len(sources) == len(people):
             raise GalleryError(f"expected N embeddings with N sources and person ids, got {vectors.shape}, {len(sources)}, {len(people)}")
-        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        enrolled_at = now()
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO signatures (person, embedding, source_sha256, source, enrolled_at) VALUES (?, ?, ?, ?, ?)",
-                ((name, vector.tobytes(), digest, label, now) for name, vector, (digest, label) in zip(people, vectors, sources)),
+                ((name, vector.tobytes(), digest, label, enrolled_at) for name, vector, (digest, label) in zip(people, vectors, sources)),
             )
             if self.background is not None:  # the people who gained references get their models refitted
                 for name in dict.fromkeys(people):
@@ -204,8 +159,16 @@ class Gallery:
             removed = self._db.execute("DELETE FROM signatures WHERE person = ?", (person,)).rowcount
             self._db.execute("DELETE FROM writer_models WHERE person = ?", (person,))
         if removed == 0:
-            raise GalleryError(f"{self.path}: no enrolled person {person!r}")
+            raise UnknownPersonError(f"{self.path}: no enrolled person {person!r}")
         return removed
+
+    def signatures(self, person: str) -> list[dict[str, str]]:
+        """``person``'s enrolled signatures: the source's name and sha256 and when it was enrolled."""
+        rows = self._db.execute("SELECT source, source_sha256, enrolled_at FROM signatures WHERE person = ? ORDER BY id",
+                                (person,)).fetchall()
+        if not rows:
+            raise UnknownPersonError(f"{self.path}: no enrolled person {person!r}")
+        return [{"source": source, "sha256": digest, "enrolled_at": when} for source, digest, when in rows]
 
     def people(self) -> list[tuple[str, int]]:
         """``(person, number of signatures)`` for everyone enrolled, by name."""
@@ -221,7 +184,7 @@ class Gallery:
 
     def _search_index(self) -> tuple[list[str], SearchIndex]:
         """Everyone's embeddings indexed for search, rebuilt only after the file changed (any connection)."""
-        version = (self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes)
+        version = self._version()
         if getattr(self, "_index_version", None) != version:
             rows = list(self._rows())
             if not rows:
@@ -235,7 +198,7 @@ class Gallery:
         """The enrolled embeddings of ``person`` (an unknown person is an error)."""
         rows = [np.frombuffer(blob, np.float32) for _, blob in self._rows(person)]
         if not rows:
-            raise GalleryError(f"{self.path}: no enrolled person {person!r}")
+            raise UnknownPersonError(f"{self.path}: no enrolled person {person!r}")
         return np.stack(rows)
 
     def writer_model(self, person: str) -> WriterModel | None:
@@ -260,7 +223,7 @@ class Gallery:
         self._db.execute(
             "INSERT OR REPLACE INTO writer_models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (person, len(references), self._background_sha256, model.support.astype(np.int32).tobytes(),
-             model.weights.astype(np.float32).tobytes(), model.bias, model.gamma, time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+             model.weights.astype(np.float32).tobytes(), model.bias, model.gamma, now()))
         return model
 
     def search(self, query: np.ndarray | torch.Tensor, k: int = 5) -> list[Match]:

@@ -1,0 +1,294 @@
+"""A searchable collection of documents: every page's detections, tags, signature crops and embeddings.
+
+``signver index DIR --library LIB`` and the service's ``POST /api/library/documents`` fill it; it
+answers "which documents are signed and dated?" and "where does this person (or this example
+signature) sign?". One SQLite file (WAL): each document is written in one transaction, so a crash or a
+``kill -9`` while indexing loses only the document being written, never one already committed.
+
+Search ranks signatures by their mean cosine distance to the query's references. The mean of
+``1 - q·m`` over references ``q`` equals ``1 - q̄·m`` with ``q̄`` their mean, so one inner-product
+search over the library answers it, exactly (torch) or with FAISS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from signver_torch.data.detection import CLASS_NAMES
+from signver_torch.errors import NotFoundError, SignVerError
+from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI, load_pages
+from signver_torch.matcher.gallery import Backend, SearchIndex, resolve_backend
+from signver_torch.store import EmbeddingStore, now
+
+#: The tags a page (and a document, when any of its pages has it) can carry.
+TAGS = ("signed", "initialled", "redacted", "dated")
+#: The file kinds ``signver index`` picks up in a folder.
+DOCUMENT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pdf")
+#: Longest side of a stored page thumbnail, in pixels.
+THUMBNAIL_SIZE = 320
+
+
+class LibraryError(SignVerError):
+    """The library file is missing or corrupt, or was asked something it cannot answer."""
+
+
+class NotInLibraryError(LibraryError, NotFoundError):
+    """No document, page or signature of that id is stored."""
+
+
+@dataclass(frozen=True)
+class DocumentHit:
+    """A document found by a signature search: its closest signature and how close."""
+
+    document_id: int
+    name: str
+    page: int
+    signature_id: int
+    box: list[float]
+    distance: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"document_id": self.document_id, "name": self.name, "page": self.page, "signature_id": self.signature_id,
+                "box_xyxy": [round(v, 1) for v in self.box], "distance": round(self.distance, 4)}
+
+
+def png_bytes(image: Image.Image | np.ndarray, max_side: int | None = None) -> bytes:
+    """PNG-encoded ``image`` (a PIL image or a grayscale array in [0, 1]), shrunk to ``max_side``."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+    if max_side is not None and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+class DocumentLibrary(EmbeddingStore):
+    """Documents, their pages (tags, thumbnail), every detected mark, and each signature's crops and
+    embedding, in one SQLite file built with one extractor checkpoint.
+
+    Args:
+        path: the SQLite file (created when ``create`` is true).
+        extractor_sha256: sha256 of the extractor that embeds the signatures and the queries.
+        backend: search with ``"faiss"``, exact ``"torch"``, or ``"auto"`` (FAISS when installed).
+    """
+
+    kind = "library"
+    error = LibraryError
+
+    def __init__(self, path: str | os.PathLike, extractor_sha256: str, *, create: bool = True,
+                 backend: Backend = "auto") -> None:
+        self.missing_hint = f" (index documents first: signver index DIR --library {path})"
+        self.backend = resolve_backend(backend)
+        super().__init__(path, extractor_sha256, create=create)
+
+    def _create_tables(self) -> None:
+        for statement in """
+            CREATE TABLE IF NOT EXISTS documents (id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                sha256 TEXT NOT NULL UNIQUE, n_pages INTEGER NOT NULL, indexed_at TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS pages (id INTEGER PRIMARY KEY,
+                document_id INTEGER NOT NULL REFERENCES documents (id) ON DELETE CASCADE, number INTEGER NOT NULL,
+                width INTEGER NOT NULL, height INTEGER NOT NULL, signed INTEGER NOT NULL, initialled INTEGER NOT NULL,
+                redacted INTEGER NOT NULL, dated INTEGER NOT NULL, thumbnail BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS marks (id INTEGER PRIMARY KEY,
+                page_id INTEGER NOT NULL REFERENCES pages (id) ON DELETE CASCADE, label INTEGER NOT NULL,
+                score REAL NOT NULL, x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS signatures (id INTEGER PRIMARY KEY,
+                page_id INTEGER NOT NULL REFERENCES pages (id) ON DELETE CASCADE, score REAL NOT NULL,
+                x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
+                embedding BLOB NOT NULL, crop BLOB NOT NULL, cleaned BLOB NOT NULL);
+            CREATE INDEX IF NOT EXISTS pages_document ON pages (document_id);
+            CREATE INDEX IF NOT EXISTS marks_page ON marks (page_id);
+            CREATE INDEX IF NOT EXISTS signatures_page ON signatures (page_id)
+        """.split(";"):  # one by one: executescript would commit the opening transaction
+            self._db.execute(statement)
+
+    def find(self, sha256: str) -> int | None:
+        """The id of the document with these bytes, if it is indexed."""
+        row = self._db.execute("SELECT id FROM documents WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def add(self, name: str, sha256: str, readings: Sequence[Any]) -> int:
+        """Store one document (its :class:`~signver_torch.pipeline.PageReading` per page) in one
+        transaction; returns its id. ``name`` is a label only, never used as a path."""
+        if not readings:
+            raise LibraryError(f"{name}: a document needs at least one page")
+        if self.find(sha256) is not None:
+            raise LibraryError(f"{name}: already in the library (document {self.find(sha256)})")
+        with self._transaction():
+            document = self._db.execute("INSERT INTO documents (name, sha256, n_pages, indexed_at) VALUES (?, ?, ?, ?)",
+                                        (Path(name).name or "document", sha256, len(readings), now())).lastrowid
+            for number, reading in enumerate(readings, start=1):
+                page = self._db.execute(
+                    "INSERT INTO pages (document_id, number, width, height, signed, initialled, redacted, dated, thumbnail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (document, number, *reading.image.size, *(int(bool(reading.tags[tag])) for tag in TAGS),
+                     png_bytes(reading.image, THUMBNAIL_SIZE))).lastrowid
+                found = reading.detections
+                self._db.executemany("INSERT INTO marks (page_id, label, score, x0, y0, x1, y1) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                     ((page, label, score, *box) for box, score, label in
+                                      zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist())))
+                self._db.executemany(
+                    "INSERT INTO signatures (page_id, score, x0, y0, x1, y1, embedding, crop, cleaned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ((page, score, *box, np.asarray(embedding, np.float32).tobytes(), png_bytes(crop), png_bytes(clean))
+                     for box, score, embedding, crop, clean in
+                     zip(reading.boxes, reading.scores, reading.embeddings, reading.crops, reading.cleaned)))
+        return int(document)
+
+    def remove(self, document_id: int) -> None:
+        with self._transaction():
+            if self._db.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount == 0:
+                raise NotInLibraryError(f"{self.path}: no document {document_id}")
+
+    def documents(self, tags: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Every document (newest first) with its tags; ``tags`` keeps those carrying all of them
+        (``"not:signed"`` keeps those without)."""
+        conditions = []
+        for tag in tags:
+            wanted = tag.removeprefix("not:")
+            if wanted not in TAGS:
+                raise LibraryError(f"unknown tag {tag!r}: one of {', '.join(TAGS)}, or not:<tag>")
+            conditions.append(f"{'' if tag == wanted else 'NOT '}MAX({wanted}) = 1")
+        having = f" HAVING {' AND '.join(conditions)}" if conditions else ""
+        rows = self._db.execute(
+            f"SELECT d.id, d.name, d.n_pages, d.indexed_at, {', '.join(f'MAX({tag})' for tag in TAGS)}, "
+            "(SELECT COUNT(*) FROM signatures s JOIN pages q ON s.page_id = q.id WHERE q.document_id = d.id) "
+            f"FROM documents d JOIN pages p ON p.document_id = d.id GROUP BY d.id{having} ORDER BY d.id DESC").fetchall()
+        return [{"id": row[0], "name": row[1], "n_pages": row[2], "indexed_at": row[3],
+                 "tags": [tag for tag, on in zip(TAGS, row[4:8]) if on], "n_signatures": row[8]} for row in rows]
+
+    def document(self, document_id: int) -> dict[str, Any]:
+        """One document: its pages with tags, every mark and every signature (ids for their crops)."""
+        row = self._db.execute("SELECT id, name, n_pages, indexed_at FROM documents WHERE id = ?", (document_id,)).fetchone()
+        if row is None:
+            raise NotInLibraryError(f"{self.path}: no document {document_id}")
+        pages = []
+        for page_id, number, width, height, *flags in self._db.execute(
+                f"SELECT id, number, width, height, {', '.join(TAGS)} FROM pages WHERE document_id = ? ORDER BY number",
+                (document_id,)).fetchall():
+            marks = [{"class": CLASS_NAMES[label], "score": round(score, 4), "box_xyxy": [round(v, 1) for v in box]}
+                     for label, score, *box in self._db.execute(
+                         "SELECT label, score, x0, y0, x1, y1 FROM marks WHERE page_id = ? ORDER BY score DESC", (page_id,))]
+            signatures = [{"id": sid, "score": round(score, 4), "box_xyxy": [round(v, 1) for v in box]}
+                          for sid, score, *box in self._db.execute(
+                              "SELECT id, score, x0, y0, x1, y1 FROM signatures WHERE page_id = ? ORDER BY id", (page_id,))]
+            pages.append({"id": page_id, "number": number, "size": [width, height],
+                          "tags": [tag for tag, on in zip(TAGS, flags) if on], "marks": marks, "signatures": signatures})
+        return {"id": row[0], "name": row[1], "n_pages": row[2], "indexed_at": row[3], "pages": pages}
+
+    def thumbnail(self, page_id: int) -> bytes:
+        row = self._db.execute("SELECT thumbnail FROM pages WHERE id = ?", (page_id,)).fetchone()
+        if row is None:
+            raise NotInLibraryError(f"{self.path}: no page {page_id}")
+        return bytes(row[0])
+
+    def signature_image(self, signature_id: int, kind: str = "crop") -> bytes:
+        """A stored signature's PNG: the ``"crop"`` off the page or its ``"cleaned"`` version."""
+        if kind not in ("crop", "cleaned"):
+            raise LibraryError(f"signature image kind must be 'crop' or 'cleaned', not {kind!r}")
+        row = self._db.execute(f"SELECT {kind} FROM signatures WHERE id = ?", (signature_id,)).fetchone()
+        if row is None:
+            raise NotInLibraryError(f"{self.path}: no signature {signature_id}")
+        return bytes(row[0])
+
+    def _search_index(self) -> tuple[list[tuple[int, str, int, int, list[float]]], SearchIndex | None]:
+        """Every signature (document id, name, page number, signature id, box) and their embeddings
+        indexed, rebuilt only after the file changed."""
+        version = self._version()
+        if getattr(self, "_index_version", None) != version:
+            rows = self._db.execute(
+                "SELECT d.id, d.name, p.number, s.id, s.x0, s.y0, s.x1, s.y1, s.embedding FROM signatures s "
+                "JOIN pages p ON s.page_id = p.id JOIN documents d ON p.document_id = d.id ORDER BY s.id").fetchall()
+            keys = [(row[0], row[1], row[2], row[3], list(row[4:8])) for row in rows]
+            index = SearchIndex(np.stack([np.frombuffer(row[8], np.float32) for row in rows]), self.backend) if rows else None
+            self._cached = (keys, index)
+            self._index_version = version
+        return self._cached
+
+    def search(self, references: np.ndarray, k: int = 10) -> list[DocumentHit]:
+        """The ``k`` documents whose closest signature is nearest to ``references`` ``(R, D)`` (one or
+        more embeddings of one writer), by mean cosine distance, best first."""
+        keys, index = self._search_index()
+        if index is None:
+            return []
+        query = np.atleast_2d(np.asarray(references, np.float32))
+        if query.shape[1] != index.dimensions:
+            raise LibraryError(f"query has {query.shape[1]} dimensions, the library's embeddings {index.dimensions}")
+        order, similarity = index.search(query.mean(0, keepdims=True), max(k * 8, 64))
+        best: dict[int, DocumentHit] = {}
+        for position, score in zip(order.tolist(), similarity.tolist()):
+            document, name, page, signature, box = keys[position]
+            if document not in best:
+                best[document] = DocumentHit(document, name, page, signature, box, 1.0 - float(score))
+        return sorted(best.values(), key=lambda hit: hit.distance)[:k]
+
+    def embedding(self, signature_id: int) -> np.ndarray:
+        row = self._db.execute("SELECT embedding FROM signatures WHERE id = ?", (signature_id,)).fetchone()
+        if row is None:
+            raise NotInLibraryError(f"{self.path}: no signature {signature_id}")
+        return np.frombuffer(row[0], np.float32).copy()
+
+
+def document_files(folder: str | os.PathLike) -> list[Path]:
+    """The documents in ``folder`` (recursively), by path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise LibraryError(f"{root}: not a folder")
+    return sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES)
+
+
+@dataclass
+class Indexed:
+    """What happened to one document: ``document_id`` when stored, ``skipped`` when already there, else ``error``."""
+
+    name: str
+    document_id: int | None = None
+    n_pages: int = 0
+    n_signatures: int = 0
+    skipped: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in vars(self).items() if value not in (None, False)}
+
+
+def index_document(signver: Any, library: DocumentLibrary, name: str, data: bytes, *, dpi: int = PDF_DPI,
+                   max_pages: int = DEFAULT_MAX_PAGES) -> Indexed:
+    """Read every page of one document (bytes of an image, a multi-page TIFF or a PDF) and store it.
+    A document that cannot be read is reported in ``error``; nothing of it is stored."""
+    digest = hashlib.sha256(data).hexdigest()
+    existing = library.find(digest)
+    if existing is not None:
+        return Indexed(name, existing, skipped=True)
+    try:
+        readings = [signver.read_page(page) for page in load_pages(data, dpi=dpi, max_pages=max_pages, name=name)]
+        document = library.add(name, digest, readings)
+    except SignVerError as error:
+        return Indexed(name, error=" ".join(str(error).split()))
+    return Indexed(name, document, len(readings), sum(len(reading.boxes) for reading in readings))
+
+
+def index_files(signver: Any, library: DocumentLibrary, files: Sequence[str | os.PathLike],
+                progress: Callable[[Indexed], None] | None = None, **options: Any) -> list[Indexed]:
+    """Index each file in turn (one transaction each); ``progress`` is told after every file."""
+    results = []
+    for path in files:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            result = Indexed(str(path), error=f"{path}: cannot read ({error.strerror or error})")
+        else:
+            result = index_document(signver, library, str(path), data, **options)
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results
