@@ -84,6 +84,7 @@ class DocumentLibrary(EmbeddingStore):
 
     kind = "library"
     error = LibraryError
+    missing_error = NotInLibraryError
 
     def __init__(self, path: str | os.PathLike, extractor_sha256: str, *, create: bool = True,
                  backend: Backend = "auto") -> None:

@@ -25,12 +25,14 @@ def now() -> str:
 class EmbeddingStore:
     """An SQLite file of one extractor's embeddings, with a schema number and migrations.
 
-    Subclasses declare ``kind`` (for messages), ``error`` (their :class:`SignVerError`), ``missing_hint``,
+    Subclasses declare ``kind`` (for messages), ``error`` (their :class:`SignVerError`), ``missing_error``
+    (raised for a file that does not exist), ``missing_hint``,
     ``schema_version`` and ``readable_schemas``, and create their tables in :meth:`_create_tables`.
     """
 
     kind: ClassVar[str] = "store"
     error: ClassVar[type[SignVerError]] = SignVerError
+    missing_error: ClassVar[type[SignVerError]] = SignVerError  # a file that is not there: nothing stored yet
     missing_hint: ClassVar[str] = ""
     schema_version: ClassVar[str] = "1"
     readable_schemas: ClassVar[tuple[str, ...]] = ("1",)
@@ -39,7 +41,7 @@ class EmbeddingStore:
         self.path = Path(path)
         self.extractor_sha256 = extractor_sha256
         if not create and not self.path.is_file():
-            raise self.error(f"{self.path}: no such {self.kind}{self.missing_hint}")
+            raise self.missing_error(f"{self.path}: no such {self.kind}{self.missing_hint}")
         if self.path.is_dir():
             raise self.error(f"{self.path}: is a directory, not a {self.kind} file")
         try:

@@ -94,6 +94,7 @@ class Gallery(EmbeddingStore):
 
     kind = "gallery"
     error = GalleryError
+    missing_error = UnknownPersonError
     schema_version = SCHEMA_VERSION
     readable_schemas = READABLE_SCHEMAS
 

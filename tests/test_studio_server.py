@@ -1,0 +1,120 @@
+"""SignVer Studio on a real socket: concurrent clients, the page in headless Chromium, and a library that
+survives ``kill -9`` of the indexer.
+
+The browser test drives Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it)
+with Playwright's Python package; ``$SIGNVER_CHROMIUM`` names another executable. Without a Chromium it
+is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+from signver_torch.studio.app import StudioSettings  # noqa: E402
+from signver_torch.studio.server import running, verify_documents_under_load  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
+DOCUMENTS = [EXAMPLES / "contract.png", EXAMPLES / "contract_forged.png"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("served")
+    with running(StudioSettings(gallery=str(folder / "gallery.db"), library=str(folder / "library.db"))) as url:
+        yield url
+
+
+def test_concurrent_clients_get_the_verdicts_of_one_at_a_time(server: str) -> None:
+    alone = verify_documents_under_load(server, DOCUMENTS, REFERENCES, clients=1, calls=len(DOCUMENTS))
+    assert alone.errors == []
+    expected = {index: verdict for index, *verdict in alone.verdicts[0]}
+    assert expected[0][0] is True and expected[1][0] is False  # genuine contract matches, the forged one does not
+    loaded = verify_documents_under_load(server, DOCUMENTS, REFERENCES, clients=4, calls=3)
+    assert loaded.errors == [] and len(loaded.latencies) == 12
+    for client in loaded.verdicts:
+        for index, *verdict in client:
+            assert verdict == expected[index]
+
+
+def chromium() -> str:
+    executable = os.environ.get("SIGNVER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("needs a Chromium executable (apt-get install chromium, or set SIGNVER_CHROMIUM)")
+    return executable
+
+
+def test_the_page_verifies_the_example_contracts_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api", reason="needs Playwright's Python package")
+    executable = chromium()
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(server)
+            page.wait_for_selector("#health:has-text('models loaded')")
+            for document, verdict, colour in ((DOCUMENTS[0], "signed by the claimed person", "match"),
+                                              (DOCUMENTS[1], "not signed by the claimed person", "nomatch")):
+                page.set_input_files("#verify-page", str(document))
+                page.set_input_files("#verify-references", [str(path) for path in REFERENCES])
+                page.click("#verify-submit")
+                page.wait_for_selector(f"#verdict.{colour}", timeout=120_000)
+                assert page.inner_text("#verdict") == verdict
+                assert page.locator(f".pageview .box.{colour}").count() >= 1
+                crops = page.locator(".signature img")
+                assert crops.count() >= 2 and all(
+                    crops.nth(i).evaluate("image => image.complete && image.naturalWidth > 0") for i in range(crops.count()))
+            page.screenshot(path=str(tmp_path / "studio.png"))
+        finally:
+            browser.close()
+    assert Image.open(tmp_path / "studio.png").size == (1400, 900)
+
+
+def test_kill_9_while_indexing_loses_nothing_committed(tmp_path: Path) -> None:
+    folder, library = tmp_path / "documents", tmp_path / "library.db"
+    folder.mkdir()
+    page = Image.open(DOCUMENTS[0]).convert("L")
+    for number in range(8):  # distinct bytes, so none is skipped as already indexed
+        variant = page.copy()
+        variant.putpixel((number, 0), 0)
+        variant.save(folder / f"page{number}.png")
+    command = [sys.executable, "-m", "signver_torch", "index", str(folder), "--library", str(library), "--quiet"]
+    indexer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    committed = 0
+    while committed < 2:  # wait for two committed documents, then kill it mid-way through the next
+        assert indexer.poll() is None, indexer.communicate()
+        assert time.monotonic() < deadline, "indexing did not commit two documents in time"
+        time.sleep(0.2)
+        if library.exists():
+            with contextlib.closing(sqlite3.connect(library, timeout=30)) as db:
+                if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'documents'").fetchone()[0]:
+                    committed = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+    indexer.send_signal(signal.SIGKILL)
+    indexer.wait()
+    with contextlib.closing(sqlite3.connect(library)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = db.execute("SELECT id, n_pages FROM documents").fetchall()
+        assert 2 <= len(stored) < 8
+        for document, pages in stored:  # every stored document is whole: its pages, marks and signatures
+            assert db.execute("SELECT COUNT(*) FROM pages WHERE document_id = ?", (document,)).fetchone() == (pages,)
+            assert db.execute("SELECT COUNT(*) FROM signatures s JOIN pages p ON s.page_id = p.id "
+                              "WHERE p.document_id = ?", (document,)).fetchone()[0] >= 1
+    rerun = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.count('"skipped": true') == len(stored)
+    with contextlib.closing(sqlite3.connect(library)) as db:
+        assert db.execute("SELECT COUNT(*) FROM documents").fetchone() == (8,)
+
