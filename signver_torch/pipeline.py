@@ -8,9 +8,11 @@ the same extractor, whose calibrated threshold decides.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import io
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -32,6 +34,8 @@ FACADES = {
     "cleaner": ("signver_torch.cleaner.api", "Cleaner"),
     "extractor": ("signver_torch.extractor.api", "MetricExtractor"),
 }
+#: How many recently embedded crops ``SignVer`` keeps (their embedding and cleaned version, ~0.3 MB each at most).
+EMBEDDING_CACHE_SIZE = 256
 #: Signature boxes overlapping more than this (IoU) are one signature.
 SIGNATURE_OVERLAP = 0.3
 #: Margin added around a detected signature box before cropping (fraction of its size).
@@ -127,6 +131,7 @@ class SignVer:
     ) -> None:
         self._names = {"detector": detector, "cleaner": cleaner, "extractor": extractor}
         self._models: dict[str, Any] = {}
+        self._embedded: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # pixel sha256 -> (embedding, cleaned)
         self.clean, self.combine, self.per_person, self.device = clean, combine, per_person, device
 
     def _model(self, kind: str) -> Any:
@@ -176,8 +181,28 @@ class SignVer:
         return self._embed_loaded(crops)
 
     def _embed_loaded(self, crops: Sequence[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
-        cleaned = self._model("cleaner").clean_pages(crops) if self.clean else crops
-        return self.extractor.embed(cleaned).numpy(), [c[0].numpy() for c in cleaned]
+        """Clean and embed loaded crops; crops seen lately (the same references sent again and again to a
+        service) come from a small cache keyed by their pixels, the rest are computed in one batch."""
+        keys = [hashlib.sha256(crop.numpy().tobytes() + str(tuple(crop.shape)).encode()).hexdigest() for crop in crops]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._embedded))
+        if missing:
+            first = {key: crops[keys.index(key)] for key in missing}
+            batch = list(first.values())
+            cleaned = self._model("cleaner").clean_pages(batch) if self.clean else batch
+            try:
+                embeddings = self.extractor.embed(cleaned).numpy()
+            except BlankSignatureError as error:  # its indices, which were into the batch, now into ``crops``
+                blank = {missing[index] for index in error.indices}
+                indices = [i for i, key in enumerate(keys) if key in blank]
+                raise BlankSignatureError(f"no signature ink found in input item(s) {indices} (blank or uniform crop)",
+                                          indices) from error
+            for key, embedding, clean in zip(missing, embeddings, cleaned):
+                self._embedded[key] = (embedding, clean[0].numpy())
+        for key in keys:
+            self._embedded.move_to_end(key)
+        while len(self._embedded) > EMBEDDING_CACHE_SIZE:
+            self._embedded.popitem(last=False)
+        return np.stack([self._embedded[key][0] for key in keys]), [self._embedded[key][1] for key in keys]
 
     def embed_each(self, signatures: Sequence[ImageSource]) -> list[np.ndarray | SignVerError]:
         """Embed many signatures in batches, one result per input: its embedding, or the

@@ -7,6 +7,7 @@ were made from CEDAR writer 39, whom no shipped model trained on.
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -236,3 +237,30 @@ def test_library_index_filter_search_and_images(studio) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT COUNT(*) FROM documents").fetchone() == (3,)
         assert db.execute("SELECT COUNT(*) FROM pages").fetchone() == (4,)
+
+
+def test_cli_serve_refuses_an_open_bind_without_a_token(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from signver_torch.cli import main
+
+    monkeypatch.delenv("SIGNVER_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("signver: error: binding to 0.0.0.0") and "--token" in error[0]
+
+
+def test_cli_index_reports_each_document_and_fails_on_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from signver_torch.cli import main
+
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "contract.png").write_bytes((EXAMPLES / "contract.png").read_bytes())
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
+    (folder / "notes.txt").write_text("not a document: not picked up")
+    assert main(["index", str(folder), "--library", str(tmp_path / "lib.db"), "--quiet", "--json"]) == 1
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [Path(line["name"]).name for line in lines] == ["broken.pdf", "contract.png"]
+    assert "not a readable PDF" in lines[0]["error"] and lines[1]["n_signatures"] >= 1
+    assert "1 of 2 documents could not be indexed" in captured.err
+    with pytest.raises(SystemExit):  # --library is required
+        main(["index", str(folder)])
