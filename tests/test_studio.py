@@ -18,8 +18,9 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from signver_torch.io import load_pages  # noqa: E402
 from signver_torch.errors import ImageLoadError  # noqa: E402
+from signver_torch.io import load_pages  # noqa: E402
+from signver_torch.library import DocumentLibrary  # noqa: E402
 from signver_torch.studio.app import StudioError, StudioSettings, create_app  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -232,6 +233,13 @@ def test_library_index_filter_search_and_images(studio) -> None:
     assert thumbnail.headers["content-type"] == crop.headers["content-type"] == "image/png"
     assert max(Image.open(io.BytesIO(thumbnail.content)).size) == 320 and Image.open(io.BytesIO(crop.content)).mode == "L"
     assert client.get(f"/api/library/signatures/{page['signatures'][0]['id']}/other").status_code == 400
+
+    references_embedded, _ = state.signver.embed(REFERENCES)
+    exact, approximate = (DocumentLibrary(state.settings.library, state.signver.extractor.sha256, create=False, backend=backend)
+                          for backend in ("torch", "faiss"))
+    with exact, approximate:
+        assert [(h.document_id, h.signature_id, round(h.distance, 5)) for h in exact.search(references_embedded)] == \
+            [(h.document_id, h.signature_id, round(h.distance, 5)) for h in approximate.search(references_embedded)]
 
     with sqlite3.connect(state.settings.library) as db:  # what is stored is complete and consistent
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
