@@ -1,11 +1,11 @@
 """Where one training step of a model spends its time: torch.profiler over the benchmark's raw loop.
 
     python benchmarks/profile_step.py --model detector --accelerator gpu --batch-size 16
-    python benchmarks/profile_step.py --model detector --accelerator cpu --batch-size 2 --steps 3
+    python benchmarks/profile_step.py --model detector --accelerator cpu --recipe cpu --batch-size 2 --steps 3
 
 Prints the operators with the most self time on the device (CUDA) or the host (CPU), and the share
 of the step the host spends launching work: what `signver benchmark` measures as one number, taken
-apart. Same model, inputs and loss as the benchmark (`signver_torch.benchmark`).
+apart. Same module, recipe, batch and loss as the benchmark's raw loop (`signver_torch.benchmark`).
 """
 
 from __future__ import annotations
@@ -13,32 +13,33 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from signver_torch.benchmark import _autocast, build_model, device_of, loss_of, synchronizer, synthetic_batch
+from signver_torch.benchmark import _autocast, benchmarked_modules, device_of, module_setup, on_device, synchronizer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="detector", choices=("detector", "cleaner", "extractor"))
+    parser.add_argument("--model", default="detector", choices=benchmarked_modules())
+    parser.add_argument("--recipe", help="recipe name or path (default: the accelerator's)")
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--precision", default="bf16-mixed", choices=("fp32", "bf16-mixed"))
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--precision", choices=("fp32", "bf16-mixed"), help="default: the recipe's")
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--steps", type=int, default=5, help="profiled steps, after 3 warm-up steps")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
 
     device, sync = device_of(args.accelerator), synchronizer(args.accelerator)
-    model = build_model(args.model).to(device).train()
-    inputs, targets = synthetic_batch(args.model, args.batch_size, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    setup = module_setup(args.model, args.recipe or args.accelerator, args.batch_size, args.precision)
+    module = setup.build().to(device).train()
+    optimizer = module.optimization(args.steps + 3)["optimizer"]
 
     def step() -> None:
+        batch = on_device(module, setup.batch, device)
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(args.accelerator, args.precision):
-            loss = loss_of(args.model, model, inputs, targets)
+        with _autocast(args.accelerator, setup.precision):
+            loss, _ = module.training_loss(batch)
         loss.backward()
         optimizer.step()
 
@@ -53,7 +54,7 @@ def main() -> None:
         sync()
     wall = (time.perf_counter() - start) / args.steps
     sort = "self_device_time_total" if args.accelerator == "gpu" else "self_cpu_time_total"
-    print(f"{args.model} train step, batch {args.batch_size}, {args.precision} on {args.accelerator}: "
+    print(f"{args.model} train step ({setup.recipe}), batch {setup.batch_size}, {setup.precision} on {args.accelerator}: "
           f"{wall * 1000:.1f} ms per step under the profiler")
     events = prof.key_averages()
     if args.accelerator == "gpu":

@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from signver_torch.data.signatures import discover_signatures, writer_split  # noqa: E402
-from signver_torch.extractor.api import MetricExtractor, embed_records  # noqa: E402
+from signver_torch.extractor.api import MetricExtractor  # noqa: E402
+from signver_torch.extractor.evaluation import embed_records  # noqa: E402
 from signver_torch.io import load_image_tensor  # noqa: E402
 from signver_torch.metrics import verification_metrics, writer_protocol_distances  # noqa: E402
 

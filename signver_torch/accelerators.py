@@ -73,6 +73,20 @@ def hpu_lazy_mode() -> bool:
     return bool(is_lazy())
 
 
+def inference_device(device: str | torch.device | None = None) -> torch.device:
+    """Where a model facade runs: the device asked for, else CUDA, else a Gaudi HPU (asked of Habana's
+    PyTorch bridge, without importing Lightning), else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    try:
+        import habana_frameworks.torch.hpu as hthpu
+    except ImportError:
+        return torch.device("cpu")
+    return torch.device("hpu") if hthpu.is_available() else torch.device("cpu")
+
+
 def installed_version(distribution: str) -> str | None:
     """The installed version of ``distribution`` (``lightning-habana``, ``habana-torch-plugin``, ...), or ``None``."""
     try:

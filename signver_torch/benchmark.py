@@ -1,11 +1,16 @@
-"""Throughput of the three models, measured the same way on CPU, CUDA GPUs and Gaudi HPUs.
+"""Throughput of every registered module, measured the same way on CPU, CUDA GPUs and Gaudi HPUs.
 
-For each model (detector, cleaner, extractor) and mode (train step, inference) on synthetic
-fixed-shape inputs: images/s, step time (median, p90) and peak device memory, after warm-up steps
-that are excluded, reading the clock only after synchronising the device. Two paths are timed:
+Each module is timed as a recipe trains it (``recipes/<module>/<accelerator>.yaml`` by default): its
+own LightningModule built from the recipe's ``model`` section (loss, miner, sizes), its own
+``training_loss`` on a synthetic batch shaped as its DataModule yields it from the recipe's ``data``
+section (:class:`~signver_torch.tasks.BenchmarkSpec`), its own optimiser and schedule, the recipe's
+precision unless ``--precision`` says otherwise. For each mode (train step, inference): images/s,
+step time (median, p90) and peak device memory, after warm-up steps that are excluded, reading the
+clock only after synchronising the device. Two paths are timed:
 
-* ``raw``: a plain PyTorch loop (forward, backward, optimizer step; or forward under inference_mode);
-* ``lightning``: the same step inside a real ``lightning.Trainer`` built by
+* ``raw``: a plain PyTorch loop around the module (batch to the device, ``training_loss``, backward,
+  optimiser and schedule step; or its forward under inference_mode);
+* ``lightning``: the same module fitted (or predicting) in a real ``lightning.Trainer`` built by
   :func:`~signver_torch.accelerators.trainer_kwargs`, so Lightning's overhead shows as the difference.
 
 Data loading is measured on its own (the models' real synthetic generators, per batch) and never
@@ -27,18 +32,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from torch import nn
 
 from signver_torch.accelerators import compile_modules, hpu_lazy_mode, installed_version, resolve_accelerator
 from signver_torch.errors import SignVerError
+from signver_torch.tasks import get_task, training_tasks
 
-MODELS = ("detector", "cleaner", "extractor")
 MODES = ("train", "inference")
 PATHS = ("raw", "lightning")
 PRECISIONS = ("fp32", "bf16-mixed")
-#: Input shape of one image per model: what each model sees in its CPU recipe.
-INPUT_SHAPES = {"detector": (3, 448, 448), "cleaner": (1, 128, 256), "extractor": (1, 112, 192)}
-DEFAULT_BATCH = {"detector": 2, "cleaner": 16, "extractor": 64}
+#: Lightning precision strings of the recipes → the benchmark's names.
+RECIPE_PRECISION = {"32-true": "fp32", "32": "fp32", "bf16-mixed": "bf16-mixed"}
+
+
+def benchmarked_modules() -> tuple[str, ...]:
+    """The registered modules that declare how to benchmark them."""
+    return tuple(name for name, task in training_tasks().items() if task.benchmark is not None)
 
 
 @dataclass
@@ -48,6 +56,7 @@ class Record:
     model: str
     mode: str
     path: str
+    recipe: str
     accelerator: str
     device_name: str
     precision: str
@@ -111,55 +120,65 @@ def timed_steps(step: Callable[[], Any], sync: Callable[[], None], steps: int, w
     return times
 
 
-def build_model(name: str) -> nn.Module:
-    """A freshly initialised model as its CPU recipe builds it (weights do not change the speed)."""
-    if name == "detector":
-        from signver_torch.detector.model import build_detector
+@dataclass
+class Setup:
+    """One module as a recipe configures it, ready to time: its LightningModule class and arguments,
+    a host-side batch, and the recipe's sizes."""
 
-        return build_detector("retinanet_lite", image_size=INPUT_SHAPES["detector"][-1])
-    if name == "cleaner":
-        from signver_torch.cleaner.model import build_cleaner
+    name: str
+    recipe: Path
+    module_class: type
+    model_args: dict[str, Any]
+    data: dict[str, Any]
+    batch: Any
+    batch_size: int
+    input_shape: list[int]
+    precision: str
 
-        return build_cleaner("unet_slim")
-    if name == "extractor":
-        from signver_torch.extractor.model import build_extractor
-
-        return build_extractor("resnet18")
-    raise SignVerError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
-
-
-def synthetic_batch(name: str, batch_size: int, device: torch.device) -> tuple[Any, Any]:
-    """Fixed-shape inputs and the training targets each model's loss needs."""
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(batch_size, *INPUT_SHAPES[name], generator=generator).to(device)
-    if name == "detector":
-        box = torch.tensor([[40.0, 60.0, 240.0, 110.0]], device=device)
-        targets = [{"boxes": box, "labels": torch.tensor([1], device=device)} for _ in range(batch_size)]
-        return list(images), targets
-    if name == "cleaner":
-        return images, (images > 0.5).float()
-    return images, torch.arange(batch_size, device=device) % 8
+    def build(self, compile_model: bool = False) -> Any:
+        """A fresh LightningModule (random weights: they do not change the speed), with the loss the data implies."""
+        module = self.module_class(**{**self.model_args, "compile": compile_model})
+        spec = training_tasks()[self.name].benchmark
+        if spec.prepare is not None:
+            spec.prepare(module, self.data)
+        return module
 
 
-def loss_of(name: str, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
-    if name == "detector":
-        return sum(model(inputs, targets).values())
-    if name == "cleaner":
-        return nn.functional.binary_cross_entropy_with_logits(model(inputs).float(), targets)
-    from pytorch_metric_learning.losses import MultiSimilarityLoss
+def module_setup(name: str, recipe: str | Path, batch_size: int | None = None, precision: str | None = None) -> Setup:
+    """``name``'s LightningModule and synthetic batch as ``recipe`` (a name such as ``cpu`` or a path) configures them."""
+    import yaml
 
-    return MultiSimilarityLoss()(model(inputs).float(), targets)
+    from signver_torch.training import resolve_recipe
+
+    task = get_task(name)
+    if task.benchmark is None:
+        raise SignVerError(f"the {name} declares no benchmark (benchmarked: {', '.join(benchmarked_modules())})")
+    path = resolve_recipe(name, str(recipe), fine_tune=False)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SignVerError(f"{path}: cannot read the recipe ({error})") from error
+    model_args = {key: value for key, value in (config.get("model") or {}).items()
+                  if key not in ("init", "init_backbone", "compile")}  # random weights, no checkpoint to read
+    data = config.get("data") or {}
+    size = batch_size or task.benchmark.batch_size(data)
+    chosen = precision or RECIPE_PRECISION.get(str((config.get("hardware") or {}).get("precision", "32-true")), "fp32")
+    if chosen not in PRECISIONS:
+        raise SignVerError(f"precision must be one of {', '.join(PRECISIONS)}, not {chosen!r}")
+    module_class, _ = task.classes()
+    return Setup(name, path, module_class, model_args, data, task.benchmark.batch(data, size), size,
+                 task.benchmark.input_shape(data), chosen)
+
+
+def on_device(module: Any, batch: Any, device: torch.device) -> Any:
+    """The batch as the module's training step receives it: moved, then through its batch-transfer hook."""
+    return module.on_after_batch_transfer(module.transfer_batch_to_device(batch, device, 0), 0)
 
 
 def _autocast(accelerator: str, precision: str) -> contextlib.AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_of(accelerator).type, dtype=torch.bfloat16)
-
-
-def _compiled(model: nn.Module, accelerator: str, compile_model: bool) -> nn.Module:
-    compile_modules([model], compile_model, device_of(accelerator).type)
-    return model
 
 
 def step_marker(accelerator: str) -> Callable[[], None]:
@@ -171,32 +190,40 @@ def step_marker(accelerator: str) -> Callable[[], None]:
     return lambda: None
 
 
-def measure_raw(name: str, mode: str, accelerator: str, precision: str, batch_size: int, steps: int, warmup: int,
-                compile_model: bool = False, sync: Callable[[], None] | None = None) -> list[float]:
-    """Step times of the plain PyTorch loop."""
+def measure_raw(setup: Setup, mode: str, accelerator: str, steps: int, warmup: int, compile_model: bool = False,
+                sync: Callable[[], None] | None = None) -> list[float]:
+    """Step times of a plain PyTorch loop around the module: the batch moved to the device each step
+    (as a loader's would be), its ``training_loss``, backward, its optimiser and schedule."""
+    import warnings
+
     device = device_of(accelerator)
     sync = sync or synchronizer(accelerator)
-    model = _compiled(build_model(name).to(device), accelerator, compile_model)
-    inputs, targets = synthetic_batch(name, batch_size, device)
+    module = setup.build().to(device)
+    compile_modules(module.compiled_parts(), compile_model, device.type)
     mark_step = step_marker(accelerator)
+    warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer to log to: the loss is what is timed
     if mode == "train":
-        model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        module.train()
+        optimization = module.optimization(steps + warmup)
+        optimizer, scheduler = optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
 
         def step() -> None:
+            batch = on_device(module, setup.batch, device)
             optimizer.zero_grad(set_to_none=True)
-            with _autocast(accelerator, precision):
-                loss = loss_of(name, model, inputs, targets)
+            with _autocast(accelerator, setup.precision):
+                loss, _ = module.training_loss(batch)
             loss.backward()
             mark_step()
             optimizer.step()
+            scheduler.step()
             mark_step()
     else:
-        model.eval()
+        module.eval()
 
         def step() -> None:
-            with torch.inference_mode(), _autocast(accelerator, precision):
-                model(inputs)
+            batch = on_device(module, setup.batch, device)
+            with torch.inference_mode(), _autocast(accelerator, setup.precision):
+                module(batch[0])
             mark_step()
 
     return timed_steps(step, sync, steps, warmup)
@@ -210,14 +237,15 @@ def benchmark_trainer(accelerator: str, precision: str, steps: int, callbacks: l
 
     return lightning.Trainer(
         **trainer_kwargs(accelerator, 1, "32-true" if precision == "fp32" else precision),
-        max_steps=steps, limit_train_batches=steps, callbacks=callbacks, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=steps, limit_train_batches=steps, limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
 
 
-def measure_lightning(name: str, mode: str, accelerator: str, precision: str, batch_size: int, steps: int, warmup: int,
+def measure_lightning(setup: Setup, mode: str, accelerator: str, steps: int, warmup: int,
                       compile_model: bool = False) -> list[float]:
-    """Step times inside a real ``lightning.Trainer`` (hardware from accelerators.py), read by a callback."""
+    """Step times of the module fitted (or predicting) in a real ``lightning.Trainer``, read by a callback;
+    the loader hands it the same host batch every step."""
     import lightning
 
     sync = synchronizer(accelerator)
@@ -235,61 +263,40 @@ def measure_lightning(name: str, mode: str, accelerator: str, precision: str, ba
         on_train_batch_start = on_predict_batch_start = _start
         on_train_batch_end = on_predict_batch_end = _end
 
-    class Bench(lightning.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = _compiled(build_model(name), accelerator, compile_model)
-
-        def _make_inputs(self) -> None:
-            # once, on the device (the model is there by now), like the raw loop's: making inputs is
-            # not Lightning's overhead
-            self.inputs, self.targets = synthetic_batch(name, batch_size, self.device)
-
-        on_fit_start = on_predict_start = _make_inputs
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            return loss_of(name, self.model, self.inputs, self.targets)
-
-        def predict_step(self, batch: Any, batch_idx: int) -> Any:
-            self.model(self.inputs)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.AdamW(self.parameters(), lr=1e-4)
-
     total = steps + warmup
-    loader = torch.utils.data.DataLoader(range(total), batch_size=1)  # indices only: the inputs live on the device
-    trainer = benchmark_trainer(accelerator, precision, total, [StepClock()])
+    loader = torch.utils.data.DataLoader([setup.batch] * total, batch_size=None, collate_fn=lambda batch: batch)
+    trainer = benchmark_trainer(accelerator, setup.precision, total, [StepClock()])
+    module = setup.build(compile_model)
     if mode == "train":
-        trainer.fit(Bench(), loader)
+        trainer.fit(module, train_dataloaders=loader)
     else:
-        trainer.predict(Bench(), loader, return_predictions=False)
+        module.predict_step = lambda batch, batch_idx=0, dataloader_idx=0: module(batch[0])  # its forward, as inference runs it
+        trainer.predict(module, loader, return_predictions=False)
     return times[warmup:]
 
 
-def data_loading_rate(name: str, batch_size: int, data_dir: Path | None, batches: int = 5) -> float | None:
-    """Images/s of the model's own input pipeline on this host (its synthetic generator), or None without data."""
-    if data_dir is None or not (data_dir / "cedar").is_dir():
-        return None
-    from signver_torch.data.dirt import DirtyPairs, load_ink_maps
-    from signver_torch.data.pages import PageConfig, SyntheticPages
+def loading_records(data_dir: Path) -> list[Any]:
+    """The signatures a data-loading measurement reads: CEDAR writers 1-2 of ``data_dir``."""
     from signver_torch.data.signatures import discover_signatures, writer_split
 
     [records] = writer_split(discover_signatures(data_dir / "cedar"), "1-2")
-    if name == "extractor":
-        from signver_torch.data.datamodule import preprocess_records
-        from signver_torch.data.preprocess import SignaturePreprocessor
+    return records
 
-        chosen = records[: batch_size * 2]
-        start = time.perf_counter()
-        preprocess_records(chosen, SignaturePreprocessor(), batch_size=batch_size)
-        return len(chosen) / (time.perf_counter() - start)
-    maps = load_ink_maps(records[:8], progress=False)
-    dataset = DirtyPairs(maps, batch_size * batches) if name == "cleaner" else SyntheticPages(
-        maps, batch_size * batches, config=PageConfig(size=INPUT_SHAPES["detector"][-1]))
+
+def items_per_second(dataset: Any) -> float:
+    """Items/s of reading every item of ``dataset`` once."""
     start = time.perf_counter()
     for index in range(len(dataset)):
         dataset[index]
     return len(dataset) / (time.perf_counter() - start)
+
+
+def data_loading_rate(setup: Setup, data_dir: Path | None) -> float | None:
+    """Images/s of the module's own input pipeline on this host, or None without data (or a way to measure it)."""
+    spec = training_tasks()[setup.name].benchmark
+    if data_dir is None or not (data_dir / "cedar").is_dir() or spec.loading_rate is None:
+        return None
+    return spec.loading_rate(data_dir, setup.batch_size, setup.data)
 
 
 def peak_memory_mb(accelerator: str) -> float | None:
@@ -317,41 +324,46 @@ def versions() -> dict[str, str | None]:
 
 def run_benchmarks(
     accelerator: str = "cpu",
-    models: tuple[str, ...] = MODELS,
+    models: tuple[str, ...] | None = None,
     modes: tuple[str, ...] = MODES,
     paths: tuple[str, ...] = PATHS,
-    precision: str = "fp32",
+    precision: str | None = None,
     batch_size: int | None = None,
     steps: int = 10,
     warmup: int = 3,
     compile_model: bool = False,
     data_dir: Path | None = None,
+    recipe: str | None = None,
     progress: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> Iterator[Record]:
-    """Measure every model × mode × path; yields one :class:`Record` each."""
+    """Measure every module × mode × path as ``recipe`` (default: the accelerator's, e.g. ``gpu``)
+    configures it; yields one :class:`Record` each."""
     accelerator = resolve_accelerator(accelerator)  # raises AcceleratorUnavailableError with what is present
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise SignVerError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if steps < 2 or warmup < 0:
         raise SignVerError(f"--steps must be at least 2 (a median and a p90 need two timings) and --warmup at least 0, not {steps} and {warmup}")
     name_of_device = device_name(accelerator)
-    for model in models:
-        batch = batch_size or DEFAULT_BATCH[model]
-        loading = data_loading_rate(model, batch, data_dir)
+    for model in models or benchmarked_modules():
+        setup = module_setup(model, recipe or accelerator, batch_size, precision)
+        loading = data_loading_rate(setup, data_dir)
         for mode in modes:
             for path in paths:
-                progress(f"{model} {mode} ({path}, {precision}, batch {batch}) on {name_of_device} ...")
+                progress(f"{model} {mode} ({path}, {setup.precision}, batch {setup.batch_size}, recipe {setup.recipe.name}) "
+                         f"on {name_of_device} ...")
                 reset_peak_memory(accelerator)
                 measure = measure_raw if path == "raw" else measure_lightning
-                times = measure(model, mode, accelerator, precision, batch, steps, warmup, compile_model)
+                times = measure(setup, mode, accelerator, steps, warmup, compile_model)
                 median = statistics.median(times)
                 yield Record(
-                    model=model, mode=mode, path=path, accelerator=accelerator, device_name=name_of_device,
-                    precision=precision, batch_size=batch, input_shape=list(INPUT_SHAPES[model]),
-                    compile=compile_model, steps=len(times), warmup=warmup, images_per_second=batch / median,
-                    step_ms_median=median * 1000, step_ms_p90=statistics.quantiles(times, n=10)[-1] * 1000,
-                    peak_memory_mb=peak_memory_mb(accelerator), data_images_per_second=loading,
-                    versions=versions(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=platform.node(),
+                    model=model, mode=mode, path=path, recipe=str(setup.recipe.relative_to(setup.recipe.parents[1])
+                                                                  if len(setup.recipe.parents) > 1 else setup.recipe),
+                    accelerator=accelerator, device_name=name_of_device, precision=setup.precision,
+                    batch_size=setup.batch_size, input_shape=setup.input_shape, compile=compile_model, steps=len(times),
+                    warmup=warmup, images_per_second=setup.batch_size / median, step_ms_median=median * 1000,
+                    step_ms_p90=statistics.quantiles(times, n=10)[-1] * 1000, peak_memory_mb=peak_memory_mb(accelerator),
+                    data_images_per_second=loading, versions=versions(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    host=platform.node(),
                 )
 
 

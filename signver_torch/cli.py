@@ -20,7 +20,7 @@ from typing import Sequence
 from signver_torch.errors import SignVerError
 from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI
 from signver_torch.matcher.decisions import RULES
-from signver_torch.tasks import training_tasks
+from signver_torch.tasks import get_task, training_tasks
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -105,7 +105,6 @@ def _require_trainable(module: str, command: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from signver_torch.tasks import get_task
     from signver_torch.training import resolve_recipe, train
 
     _require_trainable(args.module, "train")
@@ -147,27 +146,11 @@ def _shared_run_dir(module: str) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    _require_trainable(args.module, "evaluate")
-    if args.errors and args.module != "detector":
-        raise SignVerError("--errors is for the detector: it draws the pages with missed marks and false positives")
-    for flag, value in (("--threshold", args.threshold), ("--references", args.references), ("--background-writers", args.background_writers)):
-        if value is not None and args.module != "extractor":
-            raise SignVerError(f"{flag} is for the extractor")
-    data = _data_argument(args.data, several=args.module != "detector")
-    if args.module == "detector":
-        from signver_torch.detector.api import evaluate_detector, parse_class_map
+    from signver_torch.tasks import module_command
 
-        report = evaluate_detector(data, args.checkpoint, class_map=parse_class_map(args.class_map),
-                                   held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors)
-    elif args.module == "cleaner":
-        from signver_torch.cleaner.api import evaluate_cleaner
-
-        report = evaluate_cleaner(data, args.writers, args.checkpoint, n_pairs=args.pairs, progress=not args.quiet)
-    else:
-        from signver_torch.extractor.api import evaluate_extractor
-
-        report = evaluate_extractor(data, args.writers, args.checkpoint, threshold=args.threshold, references=args.references,
-                                    background_writers=args.background_writers, progress=not args.quiet)
+    command = module_command(args.module, "evaluate", args)
+    args.data = _data_argument(args.data, several=get_task(args.module).several_data)
+    report = command.run(args)
     if args.record:
         _record_metrics(args, report)
     if args.json:
@@ -199,44 +182,12 @@ def _data_argument(folders: list[str], several: bool = True) -> str | list[str]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Fit what a checkpoint calibrates on its training writers: the cleaner's tone curve, or the
-    extractor's projection (then its threshold on the held-out writers)."""
-    if args.module == "extractor":
-        from signver_torch.extractor.api import calibrate_extractor
+    """Fit what a checkpoint calibrates on its training writers (the module's own calibration)."""
+    from signver_torch.tasks import module_command
 
-        if args.writers and not args.val_writers:
-            raise SignVerError("calibrate extractor with --writers needs --val-writers: held-out writers to set the threshold on")
-        if args.pairs is not None:
-            raise SignVerError("--pairs is for the cleaner: calibrate extractor reads the signatures of --writers")
-        card = calibrate_extractor(_data_argument(args.data), args.writers, args.val_writers, args.checkpoint,
-                                   target_far=args.target_far, references=args.references,
-                                   background_writers=args.background_writers, rule=args.rule, progress=not args.quiet)
-        point = card["operating_point"]
-        fitted = (f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
-                  if args.writers else "projection kept; ")
-        print(f"{fitted}threshold {card['threshold']:.4f} ({card['threshold_calibration']}): FAR {point['far']:.2%}, "
-              f"FRR {point['frr']:.2%}; written into {args.checkpoint} (rerun `signver evaluate extractor` for its metrics)")
-        if args.references is not None:
-            decision, chosen = card["decision"], card["decision"]["operating_point"]
-            compared = ", ".join(f"{name} {entry['eer']:.2%}" for name, entry in decision["rules_compared"].items())
-            print(f"with {args.references} references: rule {decision['rule']} (EERs {compared}), threshold "
-                  f"{decision['threshold']:.4f}: genuine accepted {chosen['genuine_accepted']:.2%}, forgeries rejected "
-                  f"{chosen['forgeries_rejected']:.2%}")
-        return 0
-    for flag in ("target_far", "references", "background_writers", "rule"):
-        if getattr(args, flag) is not None:
-            raise SignVerError(f"--{flag.replace('_', '-')} is for the extractor")
-    if not args.writers:
-        raise SignVerError("calibrate cleaner needs --writers: the training writers whose pairs fit the tone curve")
-    from signver_torch.cleaner.api import calibrate_cleaner
-
-    if args.val_writers:
-        raise SignVerError("--val-writers is for the extractor: the cleaner's tone curve is fitted on --writers only")
-    pairs = 256 if args.pairs is None else args.pairs
-    card = calibrate_cleaner(_data_argument(args.data), args.writers, args.checkpoint, n_pairs=pairs, progress=not args.quiet)
-    values = card["tone_curve"]["values"]
-    print(f"tone curve written into the card of {args.checkpoint}: output 0 -> {values[0]:.3f}, 0.5 -> "
-          f"{values[len(values) // 2]:.3f}, 1 -> {values[-1]:.3f} (rerun `signver evaluate cleaner` for its metrics)")
+    command = module_command(args.module, "calibrate", args)
+    args.data = _data_argument(args.data, several=get_task(args.module).several_data)
+    print(command.run(args))
     return 0
 
 
@@ -518,8 +469,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
     records = []
     for record in run_benchmarks(
-        args.accelerator, tuple(args.models), tuple(args.modes), tuple(args.paths), args.precision, args.batch_size,
-        args.steps, args.warmup, args.compile, Path(args.data) if args.data else None,
+        args.accelerator, tuple(args.models) if args.models else None, tuple(args.modes), tuple(args.paths), args.precision,
+        args.batch_size, args.steps, args.warmup, args.compile, Path(args.data) if args.data else None, args.recipe,
         progress=(lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr)),
     ):
         records.append(record)
@@ -584,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="measure a checkpoint with the evaluation contract (one JSON object with --json)",
     )
-    evaluate.add_argument("module", choices=("extractor", "cleaner", "detector"))
+    evaluate.add_argument("module", choices=[name for name, task in training_tasks().items() if task.evaluate])
     evaluate.add_argument("--data", required=True, nargs="+", metavar="DIR",
                           help="extractor, cleaner: one or several folders (CEDAR or writer folders; with several, writers are "
                           "named by source: cedar:33-40); detector: one folder of labelled pages")
@@ -600,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--record", action="store_true", help="write the report into the checkpoint's card as its "
                           "metrics, with this command (what shipped cards hold)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
-    evaluate.add_argument("--pairs", type=int, default=256, help="cleaner: number of synthetic pairs (default 256)")
+    evaluate.add_argument("--pairs", type=int, help="cleaner: number of synthetic pairs (default 256)")
     evaluate.add_argument("--class-map", help="detector: dataset class to SignVer label, e.g. 0:1 (YOLO default)")
     evaluate.add_argument("--held-out-every", type=int, help="detector: score only every Nth page by name (the recipes' held-out pages)")
     evaluate.add_argument("--errors", metavar="DIR", help="detector: write a picture of every page with a missed mark or a "
@@ -612,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit on the training writers what a checkpoint calibrates: the cleaner's tone curve (output to clean grey "
         "levels), the extractor's projection (principal axes of its backbone features; then the threshold)",
     )
-    calibrate.add_argument("module", choices=("cleaner", "extractor"))
+    calibrate.add_argument("module", choices=[name for name, task in training_tasks().items() if task.calibrate])
     calibrate.add_argument("--data", required=True, nargs="+", metavar="DIR",
                            help="one or several folders (CEDAR or writer folders; several: writers named by source)")
     calibrate.add_argument("--writers", help="the checkpoint's training writers, e.g. 1-32 (never the evaluation ones); "
@@ -755,12 +706,15 @@ def build_parser() -> argparse.ArgumentParser:
         "device synchronised before each clock read); raw PyTorch loop and Lightning Trainer paths.",
     )
     bench.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu", "hpu", "auto"))
-    bench.add_argument("--precision", default="fp32", choices=("fp32", "bf16-mixed"))
-    bench.add_argument("--batch-size", type=int, help="images per step (default: per model, 2/16/64)")
+    bench.add_argument("--recipe", help="recipe each module is configured by: a name (cpu, gpu, hpu, ...) or a path "
+                       "(default: the accelerator's, recipes/<module>/<accelerator>.yaml)")
+    bench.add_argument("--precision", choices=("fp32", "bf16-mixed"), help="default: the recipe's")
+    bench.add_argument("--batch-size", type=int, help="images per step (default: the recipe's)")
     bench.add_argument("--steps", type=int, default=10, help="timed steps per configuration (default 10)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")
     bench.add_argument("--compile", action="store_true", help="torch.compile (hpu_backend on HPU)")
-    bench.add_argument("--models", nargs="+", default=["detector", "cleaner", "extractor"], choices=("detector", "cleaner", "extractor"))
+    bench.add_argument("--models", nargs="+", choices=[name for name, task in training_tasks().items() if task.benchmark],
+                       help="default: every module")
     bench.add_argument("--modes", nargs="+", default=["train", "inference"], choices=("train", "inference"))
     bench.add_argument("--paths", nargs="+", default=["raw", "lightning"], choices=("raw", "lightning"))
     bench.add_argument("--data", help="shared data folder, to also time each model's data pipeline (e.g. ../shared/data)")

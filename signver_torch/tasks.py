@@ -1,5 +1,6 @@
-"""The registry of trainable modules: each module folder declares its training task once, in its
-``task.py``, and ``signver train`` loops over what is registered here without naming any module.
+"""The registry of trainable modules: each module folder declares its task once, in its ``task.py``,
+and ``signver train``, ``signver evaluate`` and ``signver calibrate`` loop over what is registered
+here without naming any module.
 
 A task names its LightningModule and DataModule by import path (so listing tasks imports neither
 Lightning nor the models), the function that exports a fitted run as a shipped checkpoint with its
@@ -9,6 +10,7 @@ card, and the figures of the one-line summary ``signver train`` prints. Adding a
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -19,6 +21,30 @@ from signver_torch.errors import SignVerError
 
 #: ``export(module, datamodule, trainer, seconds, recipe, out, argv) -> (weights, card)``; rank 0 only.
 Exporter = Callable[[Any, Any, Any, float, Path, Path, Optional[Sequence[str]]], "tuple[Path, dict[str, Any]]"]
+
+
+@dataclass(frozen=True)
+class ModuleCommand:
+    """A module's part in a shared command (``evaluate``, ``calibrate``): what it runs on the parsed
+    arguments (``--data`` already one folder or a list), and which of the command's module-specific
+    options it reads; the others, given for this module, are refused naming the modules they are for."""
+
+    run: Callable[[argparse.Namespace], Any]  # evaluate: the report (a dict); calibrate: the lines to print
+    options: tuple[str, ...] = ()  # argparse ``dest`` names
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """How ``signver benchmark`` times the module's own ``training_loss`` and forward pass under a
+    recipe: a synthetic batch shaped as the module's DataModule yields it from the recipe's ``data``."""
+
+    batch: Callable[[dict[str, Any], int], Any]  # (recipe's data section, batch size) -> a batch on the host
+    batch_size: Callable[[dict[str, Any]], int]  # the recipe's batch size
+    input_shape: Callable[[dict[str, Any]], list[int]]  # one input image (C, H, W), for the records
+    #: what the module's ``setup`` would derive from the data (the extractor's proxy classes), done without a Trainer
+    prepare: Optional[Callable[[Any, dict[str, Any]], None]] = None
+    #: ``(data folder, batch size, data section) -> images/s`` of the module's own input pipeline on real signatures
+    loading_rate: Optional[Callable[[Path, int, dict[str, Any]], float]] = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +60,9 @@ class TrainingTask:
     data_argument: str = "data_dir"
     several_data: bool = True
     fine_tunable: bool = True
+    evaluate: Optional[ModuleCommand] = None
+    calibrate: Optional[ModuleCommand] = None
+    benchmark: Optional[BenchmarkSpec] = None
 
     def classes(self) -> tuple[type, type]:
         """The LightningModule and LightningDataModule classes (imports Lightning)."""
@@ -68,6 +97,20 @@ def get_task(name: str) -> TrainingTask:
     if name not in tasks:
         raise SignVerError(f"unknown module {name!r} (trainable: {', '.join(tasks)})")
     return tasks[name]
+
+
+def module_command(name: str, command: str, args: argparse.Namespace) -> ModuleCommand:
+    """Module ``name``'s part in ``command`` (``"evaluate"``, ``"calibrate"``), after refusing options
+    of ``args`` that are for other modules."""
+    tasks = training_tasks()
+    offered = {task_name: getattr(task, command) for task_name, task in tasks.items() if getattr(task, command) is not None}
+    if name not in offered:
+        raise SignVerError(f"signver {command} is for the {' and the '.join(offered)}, not the {name}")
+    for option in sorted({option for entry in offered.values() for option in entry.options} - set(offered[name].options)):
+        if getattr(args, option, None) is not None:
+            owners = " and the ".join(other for other, entry in offered.items() if option in entry.options)
+            raise SignVerError(f"--{option.replace('_', '-')} is for the {owners}")
+    return offered[name]
 
 
 def _import(path: str) -> type:

@@ -15,6 +15,7 @@ from mock_devices import hpus
 
 from signver_torch import benchmark
 from signver_torch.benchmark import RECORD_FIELDS, measure_raw, timed_steps
+from signver_torch.accelerators import compile_modules
 from signver_torch.errors import AcceleratorUnavailableError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +33,8 @@ def test_clock_is_read_only_after_the_device_is_synchronised() -> None:
 
 def test_raw_loop_synchronises_a_device_on_every_timed_step() -> None:
     calls = []
-    times = measure_raw("cleaner", "train", "cpu", "fp32", batch_size=2, steps=3, warmup=1, sync=lambda: calls.append(1))
+    setup = benchmark.module_setup("cleaner", "cpu", batch_size=2)
+    times = measure_raw(setup, "train", "cpu", steps=3, warmup=1, sync=lambda: calls.append(1))
     assert len(times) == 3 and all(t > 0 for t in times)
     assert len(calls) == 1 + 3  # after warm-up, then after each timed step
 
@@ -58,9 +60,9 @@ def test_hpu_path_builds_habana_pieces_and_fails_clearly_without_hpu() -> None:
     habana_torch = mock.Mock(core=core)
     bridge = {"habana_frameworks": mock.Mock(torch=habana_torch), "habana_frameworks.torch": habana_torch, "habana_frameworks.torch.core": core}
     with mock.patch.dict(sys.modules, bridge), mock.patch.object(torch.nn.Module, "compile") as compile_:
-        assert benchmark._compiled(model, "hpu", True) is model
+        assert compile_modules([model], True, benchmark.device_of("hpu").type) == "hpu_backend"
         compile_.assert_called_once_with(backend="hpu_backend")
-        benchmark._compiled(model, "gpu", True)
+        compile_modules([model], True, benchmark.device_of("gpu").type)
         compile_.assert_called_with(backend="inductor")
         with mock.patch.dict(os.environ, {"PT_HPU_LAZY_MODE": "1"}):
             assert benchmark.step_marker("hpu") is core.mark_step  # lazy mode: each step ends its graph
@@ -68,7 +70,7 @@ def test_hpu_path_builds_habana_pieces_and_fails_clearly_without_hpu() -> None:
         with mock.patch.dict(os.environ, {"PT_HPU_LAZY_MODE": "0"}):
             benchmark.step_marker("hpu")()
         core.mark_step.assert_not_called()
-    assert benchmark._compiled(model, "hpu", False) is model
+    assert compile_modules([model], False, "hpu") is None
     assert benchmark.device_of("hpu") == torch.device("hpu")
 
 
@@ -110,3 +112,26 @@ def test_compiled_runs_get_their_own_rows() -> None:
     table = compare.build_table(records)
     assert "| extractor | train | bf16-mixed | raw | 100.0 img/s" in table
     assert "| extractor | train | bf16-mixed | raw + compile | 150.0 img/s" in table
+
+
+def test_each_module_is_timed_as_its_recipe_trains_it() -> None:
+    extractor = benchmark.module_setup("extractor", "cpu")
+    module = extractor.build()
+    assert type(module.loss_fn).__name__ == "ProxyAnchorLoss" and len(module.loss_fn.proxies) == 64  # 2 x 32 writers
+    assert extractor.batch_size == 64 and extractor.input_shape == [1, 112, 192] and extractor.precision == "fp32"
+    canvas, labels = extractor.batch
+    assert canvas.dtype == torch.uint8 and labels.tolist()[:8] == [0, 0, 0, 0, 1, 1, 1, 1]
+
+    detector = benchmark.module_setup("detector", "gpu", batch_size=1)
+    assert detector.input_shape == [3, 640, 640] and detector.precision == "bf16-mixed"
+    images, targets = detector.batch  # the recipe pads (max_boxes): one static-shape tensor, as its DataModule collates
+    assert images.shape == (1, 3, 640, 640) and targets["present"].sum() == 3
+    module = detector.build().train()
+    loss, logged = module.training_loss(benchmark.on_device(module, detector.batch, torch.device("cpu")))
+    assert torch.isfinite(loss) and set(logged) == {"train_loss", "train_classification", "train_bbox_regression"}
+
+    cleaner = benchmark.module_setup("cleaner", "cpu", batch_size=2)
+    module = cleaner.build()
+    assert cleaner.input_shape == [1, 128, 256] and module.hparams.mse_weight == 4.0  # the recipe's loss weights
+    with pytest.raises(benchmark.SignVerError, match="recipe not found|cannot read"):
+        benchmark.module_setup("cleaner", "no-such-recipe")

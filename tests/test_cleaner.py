@@ -15,7 +15,8 @@ from PIL import Image
 import shutil
 
 from signver_torch.checkpoints import read_card, sha256_file
-from signver_torch.cleaner.api import Cleaner, apply_tone_curve, calibrate_cleaner, evaluate_cleaner, fit_tone_curve
+from signver_torch.cleaner.api import Cleaner, apply_tone_curve
+from signver_torch.cleaner.evaluation import calibrate_cleaner, evaluate_cleaner, fit_tone_curve
 from signver_torch.cleaner.lit import CleanerModule, soft_dice_loss
 from signver_torch.cleaner.model import UNet, build_cleaner
 from signver_torch.data.dirt import DirtConfig, DirtyPairs, ink_only, load_ink_maps

@@ -18,7 +18,8 @@ import pytest
 from signver_torch.checkpoints import background_path, read_card
 from signver_torch.data.signatures import discover_signatures
 from signver_torch.errors import CheckpointError, SignVerError
-from signver_torch.extractor.api import MetricExtractor, calibrate_extractor
+from signver_torch.extractor.api import MetricExtractor
+from signver_torch.extractor.evaluation import calibrate_extractor
 from signver_torch.matcher.decisions import RULES, DecisionPolicy, WriterModel, fit_writer_model, rule_scores
 from signver_torch.matcher.gallery import Gallery
 from signver_torch.pipeline import SignVer

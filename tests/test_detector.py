@@ -26,7 +26,9 @@ from signver_torch.data.dirt import load_ink_maps
 from signver_torch.data.page_transforms import Augmented, Letterboxed, letterbox
 from signver_torch.data.pages import INK_LEVEL, YOLO_CLASS_MAP, PageConfig, PageSynthesizer, SyntheticPages, write_yolo_pages
 from signver_torch.data.signatures import discover_signatures, writer_split
-from signver_torch.detector.api import Detector, evaluate_detector, parse_class_map, summarize
+from signver_torch.data.detection import parse_class_map
+from signver_torch.detector.api import Detector, summarize
+from signver_torch.detector.evaluation import evaluate_detector
 from signver_torch.detector.model import build_detector
 from signver_torch.errors import CheckpointError, DataError, ImageLoadError, SignVerError
 from signver_torch.metrics import DetectionMetrics
@@ -326,9 +328,10 @@ def test_padded_batch_loss_equals_the_unpadded_one(documents: Path, ink_maps: li
 
 def test_backbone_starts_from_the_shipped_extractor() -> None:
     from signver_torch.detector.lit import DetectorModule
-    from signver_torch.extractor.api import load_embedder
+    from signver_torch.checkpoints import load_model
+    from signver_torch.extractor.model import extractor_from_card
 
-    extractor, _ = load_embedder("default")
+    extractor, _ = load_model("extractor", "default", extractor_from_card)
     module = DetectorModule(image_size=128, init_backbone="default")
     body = module.model.backbone.body
     torch.testing.assert_close(body.layer3[1].conv2.weight, extractor.backbone.layer3[1].conv2.weight)
@@ -446,7 +449,7 @@ def test_evaluate_contract(small_checkpoint: Path, documents: Path, tmp_path: Pa
 
 
 def test_page_errors_are_misses_and_confident_false_positives_of_labelled_classes() -> None:
-    from signver_torch.detector.api import page_errors
+    from signver_torch.detector.evaluation import page_errors
 
     target = {"boxes": torch.tensor([[10.0, 10, 110, 40], [10, 100, 110, 130]]), "labels": torch.tensor([1, 1])}
     found = {

@@ -64,7 +64,8 @@ def test_bootstrap_interval_brackets_the_eer_and_narrows_with_more_writers() -> 
 
 
 def test_decision_rules_on_real_embeddings(small_data: Path) -> None:
-    from signver_torch.extractor.api import MetricExtractor, embed_records
+    from signver_torch.extractor.api import MetricExtractor
+    from signver_torch.extractor.evaluation import embed_records
 
     records = discover_signatures([small_data / "cedar", small_data / "dutch"])
     extractor = MetricExtractor(device="cpu").load("default")

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from signver_torch.accelerators import compile_modules
 from signver_torch.cleaner.model import CLEANER_VARIANTS, build_cleaner
 from signver_torch.metrics import cleaning_metrics
+from signver_torch.optim import adamw_one_cycle
 
 
 def soft_dice_loss(probability: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -55,13 +56,18 @@ class CleanerModule(lightning.LightningModule):
         self.model = build_cleaner(variant, **overrides)
         self.architecture = {"variant": variant, **CLEANER_VARIANTS[variant], **overrides}
 
+    def compiled_parts(self) -> list[torch.nn.Module]:
+        """What ``compile: true`` compiles (in place; the state-dict keys stay)."""
+        return [self.model]
+
     def configure_model(self) -> None:
-        compile_modules([self.model], self.hparams.compile, self.trainer.strategy.root_device.type)
+        compile_modules(self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def forward(self, page: torch.Tensor) -> torch.Tensor:
         return self.model(page)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """BCE + weighted Dice + weighted squared error of one batch, and what to log; needs no Trainer."""
         dirty, clean = batch
         logits = self(dirty).float()
         ink = 1.0 - clean
@@ -70,7 +76,11 @@ class CleanerModule(lightning.LightningModule):
         dice = soft_dice_loss(probability, ink)
         mse = F.mse_loss(probability, ink)
         loss = bce + self.hparams.dice_weight * dice + self.hparams.mse_weight * mse
-        self.log_dict({"train_loss": loss, "train_dice": dice, "train_mse": mse}, prog_bar=True, batch_size=len(dirty))
+        return loss, {"train_loss": loss, "train_dice": dice, "train_mse": mse}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logged = self.training_loss(batch)
+        self.log_dict(logged, prog_bar=True, batch_size=len(batch[0]))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -79,12 +89,10 @@ class CleanerModule(lightning.LightningModule):
         metrics = cleaning_metrics(cleaned, clean)
         self.log_dict({f"val_{name}": value.mean() for name, value in metrics.items()}, prog_bar=True, batch_size=len(dirty))
 
+    def optimization(self, total_steps: int, epochs: int = 1) -> dict[str, Any]:
+        """The optimiser and schedule for ``total_steps`` steps (the benchmark builds them without a Trainer)."""
+        return adamw_one_cycle(self.parameters(), self.hparams.lr, self.hparams.weight_decay, total_steps,
+                               self.hparams.warmup_fraction)
+
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.hparams.lr,
-            total_steps=max(1, self.trainer.estimated_stepping_batches),
-            pct_start=self.hparams.warmup_fraction,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.optimization(self.trainer.estimated_stepping_batches, self.trainer.max_epochs or 1)

@@ -6,6 +6,8 @@ output cropped back, so one network cleans a 60Ã—150 crop from a page and a 600Ã
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,3 +74,8 @@ def build_cleaner(variant: str = "unet_slim", **overrides: int) -> UNet:
     if variant not in CLEANER_VARIANTS:
         raise ValueError(f"unknown cleaner variant {variant!r} (choose from {', '.join(CLEANER_VARIANTS)})")
     return UNet(**{**CLEANER_VARIANTS[variant], **overrides})
+
+
+def cleaner_from_card(card: dict[str, Any]) -> UNet:
+    """The network a cleaner checkpoint card's ``architecture`` describes (weights not loaded)."""
+    return build_cleaner(**card["architecture"])

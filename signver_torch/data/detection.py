@@ -236,3 +236,13 @@ __all__ = [
     "split_pages",
     "target_of",
 ]
+
+
+def parse_class_map(text: str | None) -> dict[int, int] | None:
+    """``"0:1,1:4"`` → ``{0: 1, 1: 4}`` (dataset class → SignVer label)."""
+    if not text:
+        return None
+    try:
+        return {int(a): int(b) for a, b in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        raise DataError(f"--class-map {text!r}: expected pairs like 0:1,1:4 (dataset class:SignVer label)") from None

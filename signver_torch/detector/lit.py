@@ -8,12 +8,12 @@ import lightning
 import torch
 
 from signver_torch.accelerators import compile_modules
+from signver_torch.checkpoints import load_checkpoint, load_model
 from signver_torch.data.detection import CLASS_NAMES
-from signver_torch.checkpoints import load_checkpoint
-from signver_torch.detector.api import load_detector
-from signver_torch.detector.model import build_detector, detect_with_host_postprocessing, load_extractor_backbone
+from signver_torch.detector.model import build_detector, detect_with_host_postprocessing, detector_from_card, load_extractor_backbone
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.metrics import DetectionMetrics
+from signver_torch.optim import adamw_one_cycle
 
 
 class DetectorModule(lightning.LightningModule):
@@ -46,7 +46,7 @@ class DetectorModule(lightning.LightningModule):
         self.init_card: dict[str, Any] = {}
         self.model = build_detector(architecture, image_size=image_size)
         if init is not None:  # a whole detector to start from (init_backbone is then moot)
-            started, self.init_card = load_detector(init)
+            started, self.init_card = load_model("detector", init, detector_from_card)
             # convolutions and anchors do not depend on the input size: a 448 px detector can start a 640 px one
             if self.init_card.get("architecture", {}).get("architecture") != architecture:
                 raise CheckpointError(f"{init}: checkpoint is a {self.init_card.get('architecture')} detector, this recipe "
@@ -61,8 +61,12 @@ class DetectorModule(lightning.LightningModule):
                     raise CheckpointError(f"{init_backbone}: cannot initialise a {architecture} backbone from it ({error})") from error
         self.val_metrics = torch.nn.ModuleList()
 
+    def compiled_parts(self) -> list[torch.nn.Module]:
+        """What ``compile: true`` compiles (in place; the state-dict keys stay)."""
+        return [self.model.backbone, self.model.head]
+
     def configure_model(self) -> None:
-        compile_modules([self.model.backbone, self.model.head], self.hparams.compile, self.trainer.strategy.root_device.type)
+        compile_modules(self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def setup(self, stage: str) -> None:
         data_size = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("image_size")
@@ -75,14 +79,19 @@ class DetectorModule(lightning.LightningModule):
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         return self.model(images)
 
-    def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: tuple[Any, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """RetinaNet's classification + box losses of one batch, and what to log; needs no Trainer."""
         images, targets = batch
         if isinstance(images, torch.Tensor):  # one padded batch from PaddedTargets (--data.max_boxes): static shapes
             losses = self.model.padded_training_loss(images, targets["boxes"], targets["labels"], targets["present"])
         else:
             losses = self.model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
         loss = sum(losses.values())
-        self.log_dict({"train_loss": loss, **{f"train_{k}": v for k, v in losses.items()}}, prog_bar=True, batch_size=len(images))
+        return loss, {"train_loss": loss, **{f"train_{k}": v for k, v in losses.items()}}
+
+    def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> torch.Tensor:
+        loss, logged = self.training_loss(batch)
+        self.log_dict(logged, prog_bar=True, batch_size=len(batch[0]))
         return loss
 
     def _metric(self, index: int) -> DetectionMetrics:
@@ -108,10 +117,10 @@ class DetectorModule(lightning.LightningModule):
             self.log_dict({f"val_{name}_{key}": value for key, value in result.items()}, prog_bar=name == names[0],
                           add_dataloader_idx=False)
 
+    def optimization(self, total_steps: int, epochs: int = 1) -> dict[str, Any]:
+        """The optimiser and schedule for ``total_steps`` steps (the benchmark builds them without a Trainer)."""
+        return adamw_one_cycle(self.parameters(), self.hparams.lr, self.hparams.weight_decay, total_steps,
+                               self.hparams.warmup_fraction)
+
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=max(1, self.trainer.estimated_stepping_batches),
-            pct_start=self.hparams.warmup_fraction,
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self.optimization(self.trainer.estimated_stepping_batches, self.trainer.max_epochs or 1)

@@ -218,3 +218,9 @@ def detect_with_host_postprocessing(detector: RetinaNet, images: list[torch.Tens
     split_anchors = [list(anchor.split(per_level)) for anchor in anchors]
     detections = detector.postprocess_detections(split_outputs, split_anchors, batch.image_sizes)
     return detector.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+
+def detector_from_card(card: dict[str, Any]) -> RetinaNet:
+    """The network a detector checkpoint card's ``architecture`` describes (weights not loaded)."""
+    architecture = dict(card["architecture"])
+    return build_detector(architecture.pop("architecture"), **architecture)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from signver_torch.tasks import TrainingTask, register_task
+from signver_torch.tasks import BenchmarkSpec, ModuleCommand, TrainingTask, register_task
 
 
 def export_detector(
@@ -15,7 +15,7 @@ def export_detector(
     """Export the final weights with their card, evaluate on the held-out real pages."""
     from signver_torch.checkpoints import update_card
     from signver_torch.data.detection import CLASS_NAMES
-    from signver_torch.detector.api import evaluate_detector
+    from signver_torch.detector.evaluation import evaluate_detector
     from signver_torch.training import export_checkpoint, recipe_command, run_record
 
     hp = data.hparams
@@ -60,6 +60,43 @@ def summary(card: dict[str, Any]) -> str:
             + (f"mAP@0.5 {metrics['map50']:.3f}, mAP {metrics['map']:.3f}" if metrics else "none in this recipe"))
 
 
+def evaluate(args: Any) -> dict[str, Any]:
+    """``signver evaluate detector``: mAP on one folder of labelled pages."""
+    from signver_torch.data.detection import parse_class_map
+    from signver_torch.detector.evaluation import evaluate_detector
+
+    return evaluate_detector(args.data, args.checkpoint, class_map=parse_class_map(args.class_map),
+                             held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors)
+
+
+def benchmark_batch(data: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
+    """Pages of the recipe's size with three marks each: padded to ``max_boxes`` when the recipe pads
+    (``PaddedTargets``), else torchvision's lists, as ``PageDataModule`` yields them."""
+    import torch
+
+    from signver_torch.data.page_transforms import PaddedTargets
+
+    size = int(data["image_size"])
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.3], [0.55, 0.6, 0.7, 0.65], [0.1, 0.8, 0.3, 0.85]]) * size
+    pages = [(torch.rand(3, size, size, generator=generator), {"boxes": boxes, "labels": torch.tensor([1, 2, 4])})
+             for _ in range(batch_size)]
+    if data.get("max_boxes"):
+        return PaddedTargets(int(data["max_boxes"]))(pages)
+    images, targets = zip(*pages)
+    return list(images), list(targets)
+
+
+def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float:
+    """Pages/s of the synthetic page generator at the recipe's size, on real signatures' ink."""
+    from signver_torch.benchmark import items_per_second, loading_records
+    from signver_torch.data.dirt import load_ink_maps
+    from signver_torch.data.pages import PageConfig, SyntheticPages
+
+    maps = load_ink_maps(loading_records(data_dir)[:8], progress=False)
+    return items_per_second(SyntheticPages(maps, batch_size * 5, config=PageConfig(size=int(data["image_size"]))))
+
+
 TASK = register_task(TrainingTask(
     name="detector",
     lightning_module="signver_torch.detector.lit:DetectorModule",
@@ -68,4 +105,7 @@ TASK = register_task(TrainingTask(
     summary=summary,
     data_argument="real_dir",
     several_data=False,
+    evaluate=ModuleCommand(evaluate, ("class_map", "held_out_every", "errors")),
+    benchmark=BenchmarkSpec(benchmark_batch, lambda data: int(data["batch_size"]),
+                            lambda data: [3, int(data["image_size"]), int(data["image_size"])], loading_rate=loading_rate),
 ))

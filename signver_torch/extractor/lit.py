@@ -2,52 +2,90 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import inspect
+from typing import Any, Union
 
 import kornia.augmentation as K
 import lightning
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from signver_torch.accelerators import compile_modules
+from signver_torch.checkpoints import load_model
 from signver_torch.errors import CheckpointError
-from signver_torch.extractor.api import load_embedder
-from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor
+from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor, extractor_from_card
 from signver_torch.metrics import writer_protocol_metrics
+from signver_torch.optim import adamw_one_cycle
 
 
-#: Losses that hold one learnable proxy per class (their size depends on the training writers).
-PROXY_LOSSES = ("proxy_anchor", "arcface")
+#: Named loss configurations (pytorch-metric-learning classes and their arguments); a recipe may give
+#: ``loss`` as one of these names or as its own ``{"class_path": ..., "init_args": {...}}``, and ``miner`` likewise.
+COSINE = {"class_path": "pytorch_metric_learning.distances.CosineSimilarity"}
+LOSS_PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "proxy_anchor": ({"class_path": "pytorch_metric_learning.losses.ProxyAnchorLoss", "init_args": {"margin": 0.1, "alpha": 32}}, None),
+    "arcface": ({"class_path": "pytorch_metric_learning.losses.ArcFaceLoss", "init_args": {"margin": 28.6, "scale": 32}}, None),
+    "multi_similarity": ({"class_path": "pytorch_metric_learning.losses.MultiSimilarityLoss",
+                          "init_args": {"alpha": 2, "beta": 50, "base": 0.5}},
+                         {"class_path": "pytorch_metric_learning.miners.MultiSimilarityMiner", "init_args": {"epsilon": 0.1}}),
+    "triplet": ({"class_path": "pytorch_metric_learning.losses.TripletMarginLoss", "init_args": {"margin": 0.2, "distance": COSINE}},
+                {"class_path": "pytorch_metric_learning.miners.TripletMarginMiner",
+                 "init_args": {"margin": 0.2, "distance": COSINE, "type_of_triplets": "semihard"}}),
+    "contrastive": ({"class_path": "pytorch_metric_learning.losses.ContrastiveLoss",
+                     "init_args": {"pos_margin": 1.0, "neg_margin": 0.5, "distance": COSINE}},
+                    {"class_path": "pytorch_metric_learning.miners.PairMarginMiner",
+                     "init_args": {"pos_margin": 0.9, "neg_margin": 0.5, "distance": COSINE}}),
+    "supcon": ({"class_path": "pytorch_metric_learning.losses.SupConLoss", "init_args": {"temperature": 0.1}}, None),
+}
+LossSpec = Union[str, dict[str, Any]]
 
 
-def build_loss(name: str, num_classes: int = 0, embedding_dim: int = EMBEDDING_DIM) -> tuple[nn.Module, nn.Module | None]:
-    """A PML loss on cosine similarity and the miner that suits it (proxy losses need ``num_classes``)."""
-    cosine = distances.CosineSimilarity()
-    if name in PROXY_LOSSES and num_classes < 2:
-        raise ValueError(f"loss {name!r} needs the number of classes")
-    if name == "proxy_anchor":
-        return losses.ProxyAnchorLoss(num_classes, embedding_dim, margin=0.1, alpha=32), None
-    if name == "arcface":
-        return losses.ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=32), None
-    if name == "multi_similarity":
-        return losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5), miners.MultiSimilarityMiner(epsilon=0.1)
-    if name == "triplet":
-        return (
-            losses.TripletMarginLoss(margin=0.2, distance=cosine),
-            miners.TripletMarginMiner(margin=0.2, distance=cosine, type_of_triplets="semihard"),
-        )
-    if name == "contrastive":
-        return losses.ContrastiveLoss(pos_margin=1.0, neg_margin=0.5, distance=cosine), miners.PairMarginMiner(
-            pos_margin=0.9, neg_margin=0.5, distance=cosine
-        )
-    if name == "supcon":
-        return losses.SupConLoss(temperature=0.1), None
-    raise ValueError(
-        f"unknown loss {name!r}: choose multi_similarity, triplet, contrastive, supcon, proxy_anchor or arcface"
-    )
+def instantiate(spec: dict[str, Any], **injected: Any) -> Any:
+    """``{"class_path": "package.module.Class", "init_args": {...}}`` → the object (nested specs too);
+    ``injected`` arguments are passed where the class takes them (a proxy loss's ``num_classes``)."""
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"expected {{'class_path': ..., 'init_args': {{...}}}}, got {spec!r}")
+    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"cannot import {spec['class_path']!r} ({error})") from error
+    arguments = {key: instantiate(value) if isinstance(value, dict) and "class_path" in value else value
+                 for key, value in (spec.get("init_args") or {}).items()}
+    accepted = inspect.signature(cls).parameters
+    arguments.update({key: value for key, value in injected.items() if key in accepted and key not in arguments})
+    return cls(**arguments)
+
+
+def needs_classes(loss: LossSpec) -> bool:
+    """Whether the loss holds per-class parameters (proxies), so it can only be built once the classes are known."""
+    spec = LOSS_PRESETS[loss][0] if isinstance(loss, str) and loss in LOSS_PRESETS else loss
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        return False
+    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+    try:
+        return "num_classes" in inspect.signature(getattr(importlib.import_module(module_name), class_name)).parameters
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
+def build_loss(loss: LossSpec, miner: LossSpec | None = None, num_classes: int = 0,
+               embedding_dim: int = EMBEDDING_DIM) -> tuple[nn.Module, nn.Module | None]:
+    """A pytorch-metric-learning loss and miner from a preset name or ``class_path``/``init_args`` specs.
+    A preset brings its own miner unless ``miner`` is given; proxy losses need ``num_classes``."""
+    if isinstance(loss, str):
+        if loss not in LOSS_PRESETS:
+            raise ValueError(f"unknown loss {loss!r}: choose {', '.join(LOSS_PRESETS)}, or give class_path and init_args")
+        loss_spec, preset_miner = LOSS_PRESETS[loss]
+    else:
+        loss_spec, preset_miner = loss, None
+    if needs_classes(loss_spec) and num_classes < 2:
+        raise ValueError(f"loss {loss_spec['class_path']} needs the number of classes")
+    miner_spec = preset_miner if miner is None else LOSS_PRESETS[miner][1] if isinstance(miner, str) else miner
+    built_loss = instantiate(loss_spec, num_classes=num_classes, embedding_size=embedding_dim)
+    return built_loss, None if miner_spec is None else instantiate(miner_spec)
 
 
 class StrokeWidthJitter(nn.Module):
@@ -92,8 +130,10 @@ class ExtractorModule(lightning.LightningModule):
     Args:
         backbone: ``"signet"`` or a timm model name; ``None`` takes the ``init`` checkpoint's (or
             ``resnet18`` when training from scratch).
-        loss: ``proxy_anchor`` (the shipped recipe), ``arcface``, ``multi_similarity``, ``triplet``
-            (semi-hard), ``contrastive`` or ``supcon``; all from pytorch-metric-learning on cosine similarity.
+        loss: a preset of :data:`LOSS_PRESETS` (``proxy_anchor``, the shipped recipe; ``arcface``,
+            ``multi_similarity``, ``triplet`` (semi-hard), ``contrastive``, ``supcon``) or any
+            pytorch-metric-learning loss as ``{"class_path": ..., "init_args": {...}}``.
+        miner: ``None`` (the preset's), a preset name whose miner to use, or a ``class_path`` spec.
         init: a checkpoint name or path to start from (fine-tuning), or ``None`` for random weights.
         ema_decay: keep an exponential moving average of the weights (e.g. 0.999) and validate and
             export it instead of the last step's weights; steadies the noisy late epochs. 0 disables.
@@ -105,7 +145,8 @@ class ExtractorModule(lightning.LightningModule):
         self,
         backbone: str | None = None,
         embedding_dim: int = EMBEDDING_DIM,
-        loss: str = "proxy_anchor",
+        loss: LossSpec = "proxy_anchor",
+        miner: LossSpec | None = None,
         lr: float = 1e-3,
         weight_decay: float = 5e-4,
         warmup_epochs: int = 2,
@@ -117,7 +158,7 @@ class ExtractorModule(lightning.LightningModule):
         super().__init__()
         self.init_card: dict[str, Any] = {}
         if init is not None:
-            initial, self.init_card = load_embedder(init)
+            initial, self.init_card = load_model("extractor", init, extractor_from_card)
             architecture = self.init_card["architecture"]
             if backbone is not None and backbone != architecture["backbone"]:
                 raise CheckpointError(f"{init}: checkpoint uses backbone {architecture['backbone']!r}, not {backbone!r}")
@@ -135,13 +176,17 @@ class ExtractorModule(lightning.LightningModule):
             else None
         )
         # proxy losses are sized by the training classes, known once the datamodule is set up
-        self.loss_fn, self.miner = (None, None) if loss in PROXY_LOSSES else build_loss(loss)
+        self.loss_fn, self.miner = (None, None) if needs_classes(loss) else build_loss(loss, miner)
         self.augment = SignatureAugment() if augment else nn.Identity()
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
 
+    def compiled_parts(self) -> list[torch.nn.Module]:
+        """What ``compile: true`` compiles (in place; the state-dict keys stay)."""
+        return [self.model]
+
     def configure_model(self) -> None:
-        compile_modules([self.model], self.hparams.compile, self.trainer.strategy.root_device.type)
+        compile_modules(self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def setup(self, stage: str) -> None:
         expected = self.init_card.get("preprocessing")
@@ -153,7 +198,11 @@ class ExtractorModule(lightning.LightningModule):
             )
         if self.loss_fn is None:
             num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
-            self.loss_fn, self.miner = build_loss(self.hparams.loss, num_classes, self.architecture["embedding_dim"])
+            self.configure_loss(num_classes)
+
+    def configure_loss(self, num_classes: int) -> None:
+        """Build a proxy loss for ``num_classes`` training classes (setup does it from the data module)."""
+        self.loss_fn, self.miner = build_loss(self.hparams.loss, self.hparams.miner, num_classes, self.architecture["embedding_dim"])
 
     @property
     def export_model(self) -> nn.Module:
@@ -169,17 +218,19 @@ class ExtractorModule(lightning.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         canvas, labels = batch
-        canvas = canvas.float() / 255.0 if canvas.dtype == torch.uint8 else canvas
-        if self.trainer.training:
-            canvas = self.augment(canvas)
-        return canvas, labels
+        return (canvas.float() / 255.0 if canvas.dtype == torch.uint8 else canvas), labels
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one batch on the device (augmented, mined) and what to log; needs no Trainer."""
         canvas, labels = batch
-        embeddings = self(canvas)
+        embeddings = self(self.augment(canvas))
         pairs = self.miner(embeddings, labels) if self.miner is not None else None
         loss = self.loss_fn(embeddings, labels, pairs)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(labels))
+        return loss, {"train_loss": loss}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logged = self.training_loss(batch)
+        self.log_dict(logged, prog_bar=True, batch_size=len(batch[1]))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -204,18 +255,17 @@ class ExtractorModule(lightning.LightningModule):
             prog_bar=True,
         )
 
-    def configure_optimizers(self) -> Any:
+    def optimization(self, total_steps: int, epochs: int = 1) -> dict[str, Any]:
+        """The optimiser and schedule for ``total_steps`` steps over ``epochs`` (the benchmark builds them
+        without a Trainer); warm-up lasts ``warmup_epochs``, at most 30% of the run."""
         groups = [{"params": self.model.parameters()}]
         proxies = list(self.loss_fn.parameters()) if self.loss_fn is not None else []
         if proxies:  # class proxies start random and must move faster than the network (PML's advice)
             groups.append({"params": proxies, "lr": self.hparams.lr * 10, "weight_decay": 0.0})
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(1, self.trainer.estimated_stepping_batches)
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[group["lr"] for group in optimizer.param_groups],
-            total_steps=total,
-            pct_start=min(0.3, self.hparams.warmup_epochs * steps_per_epoch / total),
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        total = max(1, int(total_steps))
+        steps_per_epoch = max(1, total // max(1, epochs))
+        return adamw_one_cycle(groups, self.hparams.lr, self.hparams.weight_decay, total,
+                               min(0.3, self.hparams.warmup_epochs * steps_per_epoch / total))
+
+    def configure_optimizers(self) -> Any:
+        return self.optimization(self.trainer.estimated_stepping_batches, self.trainer.max_epochs or 1)

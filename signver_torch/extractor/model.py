@@ -165,3 +165,9 @@ def build_extractor(
     """
     net, features = build_backbone(backbone, in_chans=in_chans, **backbone_kwargs)
     return SignatureEmbedder(net, features, embedding_dim, normalize_features)
+
+
+def extractor_from_card(card: dict[str, Any]) -> SignatureEmbedder:
+    """The network an extractor checkpoint card's ``architecture`` describes (weights not loaded):
+    the one rebuild path of the facade, fine-tuning and the detector's backbone initialisation."""
+    return build_extractor(**card["architecture"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from signver_torch.tasks import TrainingTask, register_task
+from signver_torch.tasks import BenchmarkSpec, ModuleCommand, TrainingTask, register_task
 
 METRIC_KEYS = (
     "eer", "auc", "threshold_at_eer", "threshold", "far", "frr", "eer_random", "negatives",
@@ -18,12 +18,12 @@ def export_extractor(
     module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
 ) -> tuple[Path, dict[str, Any]]:
     """Export the final weights with their card, fit the projection on the training writers and the
-    threshold on the held-out ones (:func:`~signver_torch.extractor.api.calibrate_extractor`), evaluate."""
+    threshold on the held-out ones (:func:`~signver_torch.extractor.evaluation.calibrate_extractor`), evaluate."""
     import torch
 
     from signver_torch.checkpoints import update_card
     from signver_torch.data.signatures import compact_writers, data_roots, data_text, writer_sort_key
-    from signver_torch.extractor.api import calibrate_extractor, evaluate_extractor
+    from signver_torch.extractor.evaluation import calibrate_extractor, evaluate_extractor
     from signver_torch.metrics import writer_protocol_metrics
     from signver_torch.training import export_checkpoint, recipe_command, run_record
 
@@ -82,10 +82,85 @@ def summary(card: dict[str, Any]) -> str:
             f"threshold {card['threshold']:.4f}")
 
 
+def evaluate(args: Any) -> dict[str, Any]:
+    """``signver evaluate extractor``: the writer protocol (EER with its interval, per source, FAR/FRR at
+    the threshold) and, with ``--references``, the gallery protocol per decision rule."""
+    from signver_torch.extractor.evaluation import evaluate_extractor
+
+    return evaluate_extractor(args.data, args.writers, args.checkpoint, threshold=args.threshold, references=args.references,
+                              background_writers=args.background_writers, progress=not args.quiet)
+
+
+def calibrate(args: Any) -> str:
+    """``signver calibrate extractor``: the projection on the training writers, then the threshold (and
+    with ``--references`` the per-person decision) on the held-out ones."""
+    from signver_torch.errors import SignVerError
+    from signver_torch.extractor.evaluation import calibrate_extractor
+
+    if args.writers and not args.val_writers:
+        raise SignVerError("calibrate extractor with --writers needs --val-writers: held-out writers to set the threshold on")
+    card = calibrate_extractor(args.data, args.writers, args.val_writers, args.checkpoint, target_far=args.target_far,
+                               references=args.references, background_writers=args.background_writers, rule=args.rule,
+                               progress=not args.quiet)
+    point = card["operating_point"]
+    fitted = (f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
+              if args.writers else "projection kept; ")
+    lines = [f"{fitted}threshold {card['threshold']:.4f} ({card['threshold_calibration']}): FAR {point['far']:.2%}, "
+             f"FRR {point['frr']:.2%}; written into {args.checkpoint} (rerun `signver evaluate extractor` for its metrics)"]
+    if args.references is not None:
+        decision, chosen = card["decision"], card["decision"]["operating_point"]
+        compared = ", ".join(f"{name} {entry['eer']:.2%}" for name, entry in decision["rules_compared"].items())
+        lines.append(f"with {args.references} references: rule {decision['rule']} (EERs {compared}), threshold "
+                     f"{decision['threshold']:.4f}: genuine accepted {chosen['genuine_accepted']:.2%}, forgeries rejected "
+                     f"{chosen['forgeries_rejected']:.2%}")
+    return "\n".join(lines)
+
+
+def benchmark_batch(data: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
+    """uint8 canvases of the recipe's size with writer-grouped labels (``2 * writer + forged``, each
+    class ``per_class`` times), as ``WriterBatchSampler`` draws them."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    canvas = (torch.rand(batch_size, 1, data["height"], data["width"], generator=generator) * 255).to(torch.uint8)
+    return canvas, torch.arange(batch_size) // int(data.get("per_class", 4))
+
+
+def benchmark_batch_size(data: dict[str, Any]) -> int:
+    return int(data.get("writers_per_batch", 8)) * 2 * int(data.get("per_class", 4))
+
+
+def prepare_benchmark(module: Any, data: dict[str, Any]) -> None:
+    """Proxy losses hold one proxy per class: two per training writer (genuine, forged)."""
+    from signver_torch.data.signatures import parse_writers
+
+    if module.loss_fn is None:
+        module.configure_loss(2 * len(parse_writers(data.get("train_writers", "1-32"))))
+
+
+def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float:
+    """Signatures/s of reading and preprocessing real scans (``preprocess_records``, the DataModule's path)."""
+    import time
+
+    from signver_torch.benchmark import loading_records
+    from signver_torch.data.datamodule import preprocess_records
+    from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
+
+    chosen = loading_records(data_dir)[: batch_size * 2]
+    preprocessor = SignaturePreprocessor(PreprocessConfig(height=int(data["height"]), width=int(data["width"])))
+    start = time.perf_counter()
+    preprocess_records(chosen, preprocessor, batch_size=batch_size)
+    return len(chosen) / (time.perf_counter() - start)
+
+
 TASK = register_task(TrainingTask(
     name="extractor",
     lightning_module="signver_torch.extractor.lit:ExtractorModule",
     data_module="signver_torch.data.datamodule:SignatureDataModule",
     export=export_extractor,
     summary=summary,
+    evaluate=ModuleCommand(evaluate, ("writers", "threshold", "references", "background_writers")),
+    calibrate=ModuleCommand(calibrate, ("writers", "val_writers", "target_far", "references", "background_writers", "rule")),
+    benchmark=BenchmarkSpec(benchmark_batch, benchmark_batch_size, lambda data: [1, int(data["height"]), int(data["width"])],
+                            prepare_benchmark, loading_rate),
 ))
