@@ -44,3 +44,26 @@ def test_recipe_parses_on_its_hardware(recipe: Path, tmp_path: Path) -> None:
     assert cli.trainer.max_epochs == config["trainer"]["max_epochs"]
     for key, value in config.get("data", {}).items():
         assert cli.datamodule.hparams[key] == value, key
+
+
+def test_a_recipe_sets_any_metric_learning_loss_and_miner(tmp_path: Path) -> None:
+    from signver_torch.extractor.lit import LOSS_PRESETS, build_loss
+
+    recipe = tmp_path / "loss.yaml"
+    recipe.write_text(
+        "model:\n  loss:\n    class_path: pytorch_metric_learning.losses.MultiSimilarityLoss\n"
+        "    init_args: {alpha: 2, beta: 40, base: 0.5}\n  miner: multi_similarity\n"
+        f"data:\n  data_dir: {SMALL_DATA / 'cedar'}\n  train_writers: '1,2'\n  val_writers: '37'\n")
+    module_class, data_class = get_task("extractor").classes()
+    cli = parse_recipe(module_class, data_class, recipe, [], tmp_path / "run")
+    assert type(cli.model.loss_fn).__name__ == "MultiSimilarityLoss" and cli.model.loss_fn.beta == 40
+    assert type(cli.model.miner).__name__ == "MultiSimilarityMiner"  # the preset's miner, by name
+    for name in LOSS_PRESETS:  # every preset builds (proxy losses once the classes are known)
+        loss, _ = build_loss(name, num_classes=6)
+        assert loss is not None
+    triplet_loss, triplet_miner = build_loss("triplet")
+    assert type(triplet_loss.distance).__name__ == "CosineSimilarity" and triplet_miner.type_of_triplets == "semihard"
+    with pytest.raises(ValueError, match="needs the number of classes"):
+        build_loss("proxy_anchor")
+    with pytest.raises(ValueError, match="cannot import"):
+        build_loss({"class_path": "pytorch_metric_learning.losses.NoSuchLoss"})

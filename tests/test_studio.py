@@ -272,3 +272,17 @@ def test_cli_index_reports_each_document_and_fails_on_a_bad_one(tmp_path: Path, 
     assert "1 of 2 documents could not be indexed" in captured.err
     with pytest.raises(SystemExit):  # --library is required
         main(["index", str(folder)])
+
+
+def test_the_page_and_openapi_are_served_offline(studio) -> None:
+    client, _ = studio
+    page = client.get("/")
+    assert page.status_code == 200 and "SignVer Studio" in page.text and "/static/studio.js" in page.text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/verify-document", "/api/enroll", "/api/library/search", "/api/people/{person}"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+    static = Path(__file__).resolve().parent.parent / "signver_torch" / "studio" / "static"
+    for asset in static.iterdir():  # nothing fetched from a CDN or any other host
+        text = asset.read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, asset.name
+        assert client.get(f"/static/{asset.name}").status_code == 200
