@@ -3,8 +3,11 @@
     python benchmarks/compare.py            # rewrites the table between the markers in README.md
     python benchmarks/compare.py --print    # prints it instead
 
-Rows are model × mode × precision × path (compiled runs apart from eager); columns are the devices measured (one per accelerator and
-device name) in images/s, plus the HPU/GPU ratio where both were measured. A GPU or HPU that no
+Rows are model × mode × precision × path (compiled runs apart from eager) × what was timed: the recipe
+whose module, loss and batch the step ran (records since 2026-12-03), or "generic step" for the first
+harness's records (its own losses at the CPU recipes' sizes, not the recipes' training step); columns are
+the devices measured (one per accelerator and device name) in images/s, plus the HPU/GPU ratio where
+both were measured. A GPU or HPU that no
 record covers is shown as "not measured": nothing is estimated.
 """
 
@@ -30,14 +33,15 @@ def build_table(records: list[dict]) -> str:
     latest: dict[tuple, dict] = {}
     for record in sorted(records, key=lambda r: r["date"]):
         path = record["path"] + (" + compile" if record.get("compile") else "")
-        row = (record["model"], record["mode"], record["precision"], path)
+        timed = Path(record["recipe"]).name if record.get("recipe") else "generic step"
+        row = (record["model"], record["mode"], record["precision"], path, timed)
         latest[row + (record["accelerator"], record["device_name"])] = record
-    devices = sorted({key[4:] for key in latest}, key=lambda d: ("cpu", "gpu", "hpu").index(d[0]))
+    devices = sorted({key[5:] for key in latest}, key=lambda d: ("cpu", "gpu", "hpu").index(d[0]))
     for accelerator in ("gpu", "hpu"):
         if not any(d[0] == accelerator for d in devices):
             devices.append((accelerator, None))
-    rows = sorted({key[:4] for key in latest})
-    header = ["model", "mode", "precision", "path"] + [
+    rows = sorted({key[:5] for key in latest})
+    header = ["model", "mode", "precision", "path", "step timed"] + [
         f"{acc.upper()}: {name}" if name else f"{acc.upper()}" for acc, name in devices] + ["HPU/GPU"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:

@@ -92,7 +92,8 @@ def test_cpu_benchmark_writes_records_and_the_table(tmp_path: Path) -> None:
     import compare
 
     table = compare.build_table(records)
-    assert "not measured" in table and "| cleaner | train | fp32 | lightning |" in table
+    assert "not measured" in table and "| cleaner | train | fp32 | lightning | cpu.yaml |" in table
+    assert all(record["recipe"] in ("cleaner/cpu.yaml", "extractor/cpu.yaml") for record in records)
     assert table.count("\n") == 1 + 8  # header, rule, one row per configuration
 
 
@@ -110,8 +111,8 @@ def test_compiled_runs_get_their_own_rows() -> None:
     records = [{**base, "compile": False, "images_per_second": 100.0},
                {**base, "compile": True, "images_per_second": 150.0, "date": "2026-11-26T10:05:00"}]
     table = compare.build_table(records)
-    assert "| extractor | train | bf16-mixed | raw | 100.0 img/s" in table
-    assert "| extractor | train | bf16-mixed | raw + compile | 150.0 img/s" in table
+    assert "| extractor | train | bf16-mixed | raw | generic step | 100.0 img/s" in table
+    assert "| extractor | train | bf16-mixed | raw + compile | generic step | 150.0 img/s" in table
 
 
 def test_each_module_is_timed_as_its_recipe_trains_it() -> None:
