@@ -6,7 +6,7 @@ Starts the Studio in this process (a real uvicorn server on a free port), runs o
 for each ``--clients`` count that many concurrent clients each make ``--calls`` calls on the example
 contracts (genuine and forged, alternating) against the three example references. Reports p50/p95
 latency and pages/s, checks that every call answered 200 with the verdict and distances of the
-one-client run, and writes ``benchmarks/results/studio-<host>.json``.
+one-client run, and writes ``benchmarks/results/studio/studio-<host>.json``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--calls", type=int, default=20, help="calls per client")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "studio"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, running(StudioSettings(library=str(Path(folder) / "library.db"))) as url:
         verify_documents_under_load(url, DOCUMENTS, REFERENCES, clients=1, calls=1)  # warm-up

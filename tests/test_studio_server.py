@@ -118,3 +118,46 @@ def test_kill_9_while_indexing_loses_nothing_committed(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(library)) as db:
         assert db.execute("SELECT COUNT(*) FROM documents").fetchone() == (8,)
 
+
+
+def test_serve_with_two_workers_answers_from_each_process(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:  # a free port for the subprocess
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {**os.environ, "SIGNVER_TOKEN": "t0ken"}
+    server = subprocess.Popen([sys.executable, "-m", "signver_torch", "serve", "--workers", "2", "--port", str(port),
+                               "--gallery", str(tmp_path / "gallery.db")], env=environment,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.communicate()[0][-2000:]
+            assert time.monotonic() < deadline, "the workers did not start in time"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+                if health.status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert health.json()["writes_need_token"] is True  # the token reached the workers through the environment
+        references = [("signatures", (path.name, path.read_bytes(), "image/png")) for path in REFERENCES]
+        refused = httpx.post(f"http://127.0.0.1:{port}/api/enroll", data={"person": "w39"}, files=references, timeout=120)
+        enrolled = httpx.post(f"http://127.0.0.1:{port}/api/enroll", data={"person": "w39"}, files=references,
+                              headers={"Authorization": "Bearer t0ken"}, timeout=120)
+        assert refused.status_code == 401 and enrolled.status_code == 200
+        answers = [httpx.post(f"http://127.0.0.1:{port}/api/verify-document", data={"person": "w39"}, timeout=120,
+                              files=[("page", (document.name, document.read_bytes(), "image/png"))]).json()
+                   for document in DOCUMENTS * 2]
+        assert [answer["match"] for answer in answers] == [True, False, True, False]
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            output = server.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output = server.communicate()[0]
+    assert output.count('"event": "models_loaded"') == 2  # one model load per worker process
