@@ -28,9 +28,9 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as save_tensors
 from torch import nn
 
+from signver_torch.cards import MODULES, ModelCard
 from signver_torch.errors import CheckpointError
 
-MODULES = ("detector", "cleaner", "extractor")
 #: The suffix of a checkpoint's background bank, beside its weights (never a checkpoint itself).
 BACKGROUND_SUFFIX = ".background.safetensors"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -115,9 +115,7 @@ def read_card(weights: Path) -> dict[str, Any]:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{card_path}: unreadable model card ({error})") from error
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: model card must be a JSON object")
-    return card
+    return ModelCard.from_dict(card, str(card_path)).to_dict()
 
 
 def sha256_file(path: Path) -> str:
@@ -196,8 +194,7 @@ def save_checkpoint(
     :func:`encode_background`) is written beside them in the same way.
     """
     weights = weights_path(path)
-    if "module" not in card or card["module"] not in MODULES:
-        raise CheckpointError(f"card must name its module (one of {', '.join(MODULES)})")
+    ModelCard.from_dict(card, str(_card_path(weights)))  # a card that cannot be read back is refused before writing
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
         key: (value.detach().to(dtype) if dtype is not None and value.is_floating_point() else value.detach())
@@ -208,7 +205,7 @@ def save_checkpoint(
     with _temporary_beside(weights) as tmp_weights, _temporary_beside(_card_path(weights)) as tmp_card:
         save_file(tensors, str(tmp_weights))
         full_card = {**card, "sha256": sha256_file(tmp_weights), "weights_dtype": str(dtype or "as trained").replace("torch.", "")}
-        tmp_card.write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
+        tmp_card.write_text(json.dumps(ModelCard.from_dict(full_card).to_dict(), indent=2) + "\n", encoding="utf-8")
         _replace_with_background(weights, [(tmp_weights, weights), (tmp_card, _card_path(weights))], background)
     return weights
 
@@ -258,8 +255,9 @@ def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
 def write_card(weights: str | os.PathLike, card: Mapping[str, Any], background: bytes | None = None) -> None:
     """Replace the card of ``weights`` with ``card`` (atomically; the weights are untouched), and its
     background bank with ``background`` when given."""
+    typed = ModelCard.from_dict(card, str(_card_path(Path(weights))))  # checked, and in the current schema
     with _temporary_beside(_card_path(Path(weights))) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(typed.to_dict(), indent=2) + "\n", encoding="utf-8")
         _replace_with_background(Path(weights), [(tmp, _card_path(Path(weights)))], background)
 
 

@@ -151,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     command = module_command(args.module, "evaluate", args)
     args.data = _data_argument(args.data, several=get_task(args.module).several_data)
     report = command.run(args)
-    if args.record:
+    if args.record or args.record_as:
         _record_metrics(args, report)
     if args.json:
         print(json.dumps(report))
@@ -162,16 +162,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _record_metrics(args: argparse.Namespace, report: dict) -> None:
-    """``evaluate --record``: the report becomes the card's ``metrics``, with the command that measured it."""
+    """``evaluate --record``: the report becomes the card's ``metrics``, with the command that measured it;
+    ``--record-as NAME`` files it under ``extra_metrics[NAME]`` instead, with the command that made the
+    data when the data folder says (``signver synthesize`` leaves its command there)."""
     from signver_torch.checkpoints import resolve_checkpoint, update_card
+    from signver_torch.data.detection import SYNTHESIS_RECORD
 
     checkpoint = resolve_checkpoint(args.module, args.checkpoint)
-    if report.get("checkpoint_sha256", checkpoint.card().get("sha256")) != checkpoint.card().get("sha256"):
+    card = checkpoint.card()
+    if report.get("checkpoint_sha256", card.get("sha256")) != card.get("sha256"):
         raise SignVerError(f"{checkpoint.weights}: changed while it was evaluated; not recorded")
     provenance = ("checkpoint", "checkpoint_sha256")
-    command = [arg for arg in args.argv if arg != "--record"]
-    update_card(checkpoint.weights, metrics={k: v for k, v in report.items() if k not in provenance},
-                metrics_command="signver " + shlex.join(command))
+    command = "signver " + shlex.join(arg for arg in _without_record_flags(args.argv))
+    metrics = {k: v for k, v in report.items() if k not in provenance}
+    if not args.record_as:
+        update_card(checkpoint.weights, metrics=metrics, metrics_command=command)
+        return
+    made_by = None
+    for folder in [args.data] if isinstance(args.data, str) else args.data:
+        record = Path(folder) / SYNTHESIS_RECORD
+        if record.is_file():
+            made_by = json.loads(record.read_text()).get("command")
+    update_card(checkpoint.weights, extra_metrics={**card.get("extra_metrics", {}), args.record_as: {
+        "metrics": metrics, "command": command, "data_command": made_by}})
+
+
+def _without_record_flags(argv: Sequence[str]) -> list[str]:
+    """The evaluate command as it measures, without the flags that only record it."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--record":
+            continue
+        elif arg == "--record-as":
+            skip = True
+        elif not arg.startswith("--record-as="):
+            kept.append(arg)
+    return kept
 
 
 def _data_argument(folders: list[str], several: bool = True) -> str | list[str]:
@@ -194,6 +222,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """Draw seeded synthetic pages (all four classes) into a YOLO folder the evaluate command reads."""
     from signver_torch.data.dirt import load_ink_maps
+    from signver_torch.data.detection import SYNTHESIS_RECORD
     from signver_torch.data.pages import YOLO_CLASS_MAP, PageConfig, SyntheticPages, write_yolo_pages
     from signver_torch.data.signatures import discover_signatures
 
@@ -202,6 +231,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     records = discover_signatures(args.data, args.writers or None)
     pages = SyntheticPages(load_ink_maps(records, progress=not args.quiet), args.pages, args.seed, PageConfig(size=args.size))
     root = write_yolo_pages(pages, args.out, progress=not args.quiet)
+    (root / SYNTHESIS_RECORD).write_text(json.dumps({"command": "signver " + shlex.join(args.argv)}) + "\n")
     print(f"wrote {args.pages} pages to {root}; score them with: signver evaluate detector --data {root} --class-map {YOLO_CLASS_MAP}")
     return 0
 
@@ -550,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.add_argument("--record", action="store_true", help="write the report into the checkpoint's card as its "
                           "metrics, with this command (what shipped cards hold)")
+    evaluate.add_argument("--record-as", metavar="NAME", help="write the report into the card's extra_metrics[NAME] "
+                          "(e.g. synthetic: the detector on pages from signver synthesize), with this command and the data's")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     evaluate.add_argument("--pairs", type=int, help="cleaner: number of synthetic pairs (default 256)")
     evaluate.add_argument("--class-map", help="detector: dataset class to SignVer label, e.g. 0:1 (YOLO default)")

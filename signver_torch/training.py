@@ -182,7 +182,31 @@ def train(
         torch.distributed.destroy_process_group()
     if not cli.trainer.is_global_zero:
         return weights_path(out), None
-    return task.export(cli.model, cli.datamodule, cli.trainer, seconds, config, out, argv)
+    weights, card = task.export(cli.model, cli.datamodule, cli.trainer, seconds, config, out, argv)
+    return weights, extend_recipe_chain(weights, card, getattr(cli.model, "init_card", {}))
+
+
+def extend_recipe_chain(weights: Path, card: dict[str, Any], init_card: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``recipe_chain``: the chain of the checkpoint this run started from (fine-tuning),
+    then this run, each with its command, digest, time, hardware and headline metrics. A start from
+    another module's checkpoint (the detector's backbone from the extractor) is no step of the chain."""
+    from signver_torch.checkpoints import update_card
+
+    if init_card.get("module") != card.get("module"):
+        init_card = {}
+    chain = list(init_card.get("recipe_chain", []))
+    if init_card and not chain and init_card.get("recipe_command"):  # a start that predates the chain: one step for it
+        chain.append({"step": 1, "command": init_card["recipe_command"], "sha256": init_card.get("sha256")})
+    chain.append({
+        "step": len(chain) + 1,
+        "command": card.get("recipe_command"),
+        "sha256": card.get("sha256"),
+        "init_sha256": init_card.get("sha256"),
+        "hardware": card.get("hardware"),
+        "wall_time_seconds": card.get("wall_time_seconds"),
+        "metrics": {key: value for key, value in card.get("metrics", {}).items() if key in ("eer", "auc", "map50", "map", "psnr", "ssim")},
+    })
+    return update_card(weights, recipe_chain=chain)
 
 
 def run_record(trainer: Any, seconds: float, argv: Sequence[str] | None) -> dict[str, Any]:

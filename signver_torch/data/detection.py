@@ -61,6 +61,10 @@ def target_of(record: PageRecord) -> dict[str, torch.Tensor | str]:
     }
 
 
+#: The file ``signver synthesize`` leaves in its YOLO folder: the command that drew the pages (not a COCO file).
+SYNTHESIS_RECORD = "signver-synthesis.json"
+
+
 def read_detection_dataset(root: str | Path, class_map: Mapping[int, int] | None = None) -> list[PageRecord]:
     """Read ``root`` in whichever layout it has: SignVerOD (``train.csv``/``test.csv`` + ``image_ids.csv``),
     COCO (a ``*.json`` with ``images``/``annotations``) or YOLO (``images/`` + ``labels/``).
@@ -73,7 +77,7 @@ def read_detection_dataset(root: str | Path, class_map: Mapping[int, int] | None
         raise DataError(f"{root}: detection data folder not found")
     if (root / "image_ids.csv").is_file():
         return read_signver_od(root, class_map)
-    coco = sorted(root.glob("*.json"))
+    coco = [path for path in sorted(root.glob("*.json")) if path.name != SYNTHESIS_RECORD]
     if coco:
         return read_coco(coco[0], class_map)
     if (root / "images").is_dir():
