@@ -26,6 +26,8 @@ OutputMode = Literal["RGB", "L"]
 #: Refuse images above this many pixels before decoding them (a 600 dpi A3 scan is ~70 MP).
 DEFAULT_MAX_PIXELS = 100_000_000
 
+#: File suffixes read as images when a folder is scanned (the loader reads whatever PIL opens).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 #: Resolution at which PDF pages are rasterised (the detector was trained on ~200 dpi scans).
 PDF_DPI = 200
 #: Documents with more pages than this are refused (a service's upload limit).

@@ -24,14 +24,14 @@ from PIL import Image
 
 from signver_torch.data.detection import CLASS_NAMES
 from signver_torch.errors import NotFoundError, SignVerError
-from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI, load_pages
+from signver_torch.io import DEFAULT_MAX_PAGES, IMAGE_SUFFIXES, PDF_DPI, load_pages
 from signver_torch.matcher.gallery import Backend, SearchIndex, resolve_backend
 from signver_torch.store import EmbeddingStore, now
 
 #: The tags a page (and a document, when any of its pages has it) can carry.
 TAGS = ("signed", "initialled", "redacted", "dated")
 #: The file kinds ``signver index`` picks up in a folder.
-DOCUMENT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pdf")
+DOCUMENT_SUFFIXES = (*IMAGE_SUFFIXES, ".pdf")
 #: Longest side of a stored page thumbnail, in pixels.
 THUMBNAIL_SIZE = 320
 

@@ -20,11 +20,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from signver_torch.errors import DataError, ImageLoadError
-from signver_torch.io import load_image_tensor
+from signver_torch.io import IMAGE_SUFFIXES, load_image_tensor
 
 #: SignVer's detection classes (label → name); label 0 is never used (torchvision's background).
 CLASS_NAMES = {1: "signature", 2: "initials", 3: "redaction", 4: "date"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 #: How far (in pixels) a box may reach past the image edge before it is an error, not rounding.
 EDGE_TOLERANCE = 2.0
 

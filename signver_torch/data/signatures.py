@@ -26,9 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from signver_torch.errors import DataError
-from signver_torch.io import load_image_tensor
+from signver_torch.io import IMAGE_SUFFIXES, load_image_tensor
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 _CEDAR_NAME = re.compile(r"^(original|forgeries)_(\d+)_(\d+)$")
 
 
@@ -230,6 +229,11 @@ def class_labels(records: Sequence[SignatureRecord]) -> tuple[torch.Tensor, list
     index = {w: i for i, w in enumerate(writers)}
     labels = torch.tensor([2 * index[r.writer] + int(r.forged) for r in records], dtype=torch.long)
     return labels, writers
+
+
+def decode_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The writer index and the forged flag of each :func:`class_labels` label."""
+    return labels // 2, labels % 2 == 1
 
 
 class SignatureImages(Dataset):

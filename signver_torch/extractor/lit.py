@@ -15,6 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from signver_torch.accelerators import compile_modules
 from signver_torch.checkpoints import load_model
+from signver_torch.data.signatures import decode_labels
 from signver_torch.errors import CheckpointError
 from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor, extractor_from_card
 from signver_torch.metrics import writer_protocol_metrics
@@ -244,7 +245,7 @@ class ExtractorModule(lightning.LightningModule):
         embeddings, labels = torch.cat(self._val_embeddings), torch.cat(self._val_labels)
         self._val_embeddings.clear()
         self._val_labels.clear()
-        report = writer_protocol_metrics(embeddings, labels // 2, labels % 2 == 1)
+        report = writer_protocol_metrics(embeddings, *decode_labels(labels))
         self.log_dict(
             {
                 "val_eer": report["eer"],

@@ -22,7 +22,7 @@ def export_extractor(
     import torch
 
     from signver_torch.checkpoints import update_card
-    from signver_torch.data.signatures import compact_writers, data_roots, data_text, writer_sort_key
+    from signver_torch.data.signatures import compact_writers, data_roots, data_text, decode_labels, writer_sort_key
     from signver_torch.extractor.evaluation import calibrate_extractor, evaluate_extractor
     from signver_torch.metrics import writer_protocol_metrics
     from signver_torch.training import export_checkpoint, recipe_command, run_record
@@ -31,7 +31,7 @@ def export_extractor(
     model = module.export_model.eval().cpu()
     with torch.inference_mode():
         embeddings = torch.cat([model(chunk.float() / 255) for chunk in canvases.split(128)])
-    calibration = writer_protocol_metrics(embeddings, labels // 2, labels % 2 == 1)
+    calibration = writer_protocol_metrics(embeddings, *decode_labels(labels))
     train_writers = sorted({r.writer for r in data.train_records}, key=writer_sort_key)
     val_writers = sorted({r.writer for r in data.val_records}, key=writer_sort_key)
     card = {
