@@ -198,11 +198,12 @@ class SignVer:
                                           indices) from error
             for key, embedding, clean in zip(missing, embeddings, cleaned):
                 self._embedded[key] = (embedding, clean[0].numpy())
+        results = [self._embedded[key] for key in keys]  # before trimming: a batch may be larger than the cache
         for key in keys:
             self._embedded.move_to_end(key)
         while len(self._embedded) > EMBEDDING_CACHE_SIZE:
             self._embedded.popitem(last=False)
-        return np.stack([self._embedded[key][0] for key in keys]), [self._embedded[key][1] for key in keys]
+        return np.stack([embedding for embedding, _ in results]), [clean for _, clean in results]
 
     def embed_each(self, signatures: Sequence[ImageSource]) -> list[np.ndarray | SignVerError]:
         """Embed many signatures in batches, one result per input: its embedding, or the

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -87,3 +88,19 @@ def test_a_signature_box_outscored_by_another_class_is_not_verified() -> None:
         "labels": torch.tensor([4, 1, 1, 2]),
     }
     assert _signatures_not_outscored(found).tolist() == [False, False, True, False]
+
+
+def test_embedding_cache_gives_the_embeddings_computed_afresh(signver: SignVer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from signver_torch import pipeline
+
+    references = REFERENCES
+    first, _ = signver.embed(references)
+    again, _ = signver.embed(list(reversed(references)))  # from the cache, in the order asked
+    np.testing.assert_array_equal(again, first[::-1])
+    monkeypatch.setattr(pipeline, "EMBEDDING_CACHE_SIZE", 2)  # a batch larger than the cache still answers whole
+    fresh = SignVer(device="cpu")
+    small, small_cleaned = fresh.embed(references)
+    np.testing.assert_allclose(small, first, atol=1e-5)
+    assert len(small_cleaned) == 3 and len(fresh._embedded) == 2
+    with pytest.raises(pipeline.BlankSignatureError):  # a blank crop is still refused, naming its position
+        fresh.embed([references[0], np.ones((60, 200), np.float32)])
