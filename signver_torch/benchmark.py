@@ -162,7 +162,11 @@ def module_setup(name: str, recipe: str | Path, batch_size: int | None = None, p
                   if key not in ("init", "init_backbone", "compile")}  # random weights, no checkpoint to read
     data = config.get("data") or {}
     size = batch_size or task.benchmark.batch_size(data)
-    chosen = precision or RECIPE_PRECISION.get(str((config.get("hardware") or {}).get("precision", "32-true")), "fp32")
+    recipe_precision = str((config.get("hardware") or {}).get("precision", "32-true"))
+    if precision is None and recipe_precision not in RECIPE_PRECISION:
+        raise SignVerError(f"{path}: precision {recipe_precision!r} is not one the benchmark times "
+                           f"({', '.join(RECIPE_PRECISION)}); give --precision")
+    chosen = precision or RECIPE_PRECISION[recipe_precision]
     if chosen not in PRECISIONS:
         raise SignVerError(f"precision must be one of {', '.join(PRECISIONS)}, not {chosen!r}")
     module_class, _ = task.classes()
@@ -216,6 +220,7 @@ def measure_raw(setup: Setup, mode: str, accelerator: str, steps: int, warmup: i
             mark_step()
             optimizer.step()
             scheduler.step()
+            module.on_train_batch_end(loss, batch, 0)  # what the module does after a step (the extractor's EMA)
             mark_step()
     else:
         module.eval()

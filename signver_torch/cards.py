@@ -85,10 +85,10 @@ def convert(raw: Mapping[str, Any], where: str = "card") -> dict[str, Any]:
     if schema == 1:
         if "metrics_synthetic" in card:
             commands = list(card.pop("metrics_synthetic_commands", []))
-            card.setdefault("extra_metrics", {})["synthetic"] = {
+            card.setdefault("extra_metrics", {})["synthetic"] = {  # the last command measured, those before made the data
                 "metrics": card.pop("metrics_synthetic"),
                 "command": commands[-1] if commands else None,
-                "data_command": commands[0] if len(commands) > 1 else None,
+                "data_command": " && ".join(commands[:-1]) or None,
             }
         card["schema"] = 2
     return card

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 #: Resolution at which PDF pages are rasterised (the detector was trained on ~200 dpi scans).
 PDF_DPI = 200
+#: PDFium is not thread-safe: every call into it holds this lock (a service reads PDFs in several threads).
+_PDFIUM = threading.Lock()
 #: Documents with more pages than this are refused (a service's upload limit).
 DEFAULT_MAX_PAGES = 50
 
@@ -144,6 +147,7 @@ def load_pages(
     pages = []
     for number, frame in enumerate(ImageSequence.Iterator(document), start=1):
         where = f"{label} page {number}"
+        _check_size(frame.size, where, max_pixels)  # before the frame is decoded: PIL checks only the first
         pages.append(_convert(_finish_decoding(frame.copy(), where, max_pixels), mode, where))
     return pages
 
@@ -153,6 +157,11 @@ def _rasterise_pdf(data: bytes, label: str, dpi: int, max_pages: int, max_pixels
         import pypdfium2
     except ImportError:
         raise ImageLoadError(f"{label}: reading PDFs needs pypdfium2 (pip install 'signver-torch[serve]')") from None
+    with _PDFIUM:  # PDFium must never run in two threads at once, even on different documents
+        return _rasterise_pdf_locked(pypdfium2, data, label, dpi, max_pages, max_pixels)
+
+
+def _rasterise_pdf_locked(pypdfium2: Any, data: bytes, label: str, dpi: int, max_pages: int, max_pixels: int) -> list[Image.Image]:
     try:
         document = pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as error:
@@ -167,7 +176,7 @@ def _rasterise_pdf(data: bytes, label: str, dpi: int, max_pages: int, max_pixels
             page = document[number]
             width, height = (round(side * dpi / 72) for side in page.get_size())
             _check_size((width, height), f"{label} page {number + 1}", max_pixels)
-            pages.append(page.render(scale=dpi / 72).to_pil())
+            pages.append(page.render(scale=dpi / 72).to_pil().copy())  # own pixels, not the bitmap's buffer
             page.close()
         return pages
     finally:

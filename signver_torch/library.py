@@ -44,6 +44,14 @@ class NotInLibraryError(LibraryError, NotFoundError):
     """No document, page or signature of that id is stored."""
 
 
+class AlreadyIndexedError(LibraryError):
+    """The document (the same bytes) is already stored, as ``document_id``."""
+
+    def __init__(self, message: str, document_id: int) -> None:
+        super().__init__(message)
+        self.document_id = document_id
+
+
 @dataclass(frozen=True)
 class DocumentHit:
     """A document found by a signature search: its closest signature and how close."""
@@ -123,9 +131,10 @@ class DocumentLibrary(EmbeddingStore):
         transaction; returns its id. ``name`` is a label only, never used as a path."""
         if not readings:
             raise LibraryError(f"{name}: a document needs at least one page")
-        if self.find(sha256) is not None:
-            raise LibraryError(f"{name}: already in the library (document {self.find(sha256)})")
-        with self._transaction():
+        with self._transaction():  # the check inside the write lock: another process may add the same bytes
+            existing = self.find(sha256)
+            if existing is not None:
+                raise AlreadyIndexedError(f"{name}: already in the library (document {existing})", existing)
             document = self._db.execute("INSERT INTO documents (name, sha256, n_pages, indexed_at) VALUES (?, ?, ?, ?)",
                                         (Path(name).name or "document", sha256, len(readings), now())).lastrowid
             for number, reading in enumerate(readings, start=1):
@@ -224,13 +233,17 @@ class DocumentLibrary(EmbeddingStore):
         query = np.atleast_2d(np.asarray(references, np.float32))
         if query.shape[1] != index.dimensions:
             raise LibraryError(f"query has {query.shape[1]} dimensions, the library's embeddings {index.dimensions}")
-        order, similarity = index.search(query.mean(0, keepdims=True), max(k * 8, 64))
-        best: dict[int, DocumentHit] = {}
-        for position, score in zip(order.tolist(), similarity.tolist()):
-            document, name, page, signature, box = keys[position]
-            if document not in best:
-                best[document] = DocumentHit(document, name, page, signature, box, 1.0 - float(score))
-        return sorted(best.values(), key=lambda hit: hit.distance)[:k]
+        wanted = max(k * 8, 64)
+        while True:  # widen until k documents are found (one document may hold many close signatures) or all are seen
+            order, similarity = index.search(query.mean(0, keepdims=True), wanted)
+            best: dict[int, DocumentHit] = {}
+            for position, score in zip(order.tolist(), similarity.tolist()):
+                document, name, page, signature, box = keys[position]
+                if document not in best:
+                    best[document] = DocumentHit(document, name, page, signature, box, 1.0 - float(score))
+            if len(best) >= k or wanted >= index.size:
+                return sorted(best.values(), key=lambda hit: hit.distance)[:k]
+            wanted *= 4
 
     def embedding(self, signature_id: int) -> np.ndarray:
         row = self._db.execute("SELECT embedding FROM signatures WHERE id = ?", (signature_id,)).fetchone()
@@ -273,6 +286,8 @@ def index_document(signver: Any, library: DocumentLibrary, name: str, data: byte
     try:
         readings = [signver.read_page(page) for page in load_pages(data, dpi=dpi, max_pages=max_pages, name=name)]
         document = library.add(name, digest, readings)
+    except AlreadyIndexedError as error:  # added meanwhile by another writer
+        return Indexed(name, error.document_id, skipped=True)
     except SignVerError as error:
         return Indexed(name, error=" ".join(str(error).split()))
     return Indexed(name, document, len(readings), sum(len(reading.boxes) for reading in readings))

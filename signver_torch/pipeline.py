@@ -183,7 +183,8 @@ class SignVer:
     def _embed_loaded(self, crops: Sequence[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Clean and embed loaded crops; crops seen lately (the same references sent again and again to a
         service) come from a small cache keyed by their pixels, the rest are computed in one batch."""
-        keys = [hashlib.sha256(crop.numpy().tobytes() + str(tuple(crop.shape)).encode()).hexdigest() for crop in crops]
+        setting = f"clean={self.clean}".encode()  # cleaned or not: different embeddings
+        keys = [hashlib.sha256(crop.numpy().tobytes() + str(tuple(crop.shape)).encode() + setting).hexdigest() for crop in crops]
         missing = list(dict.fromkeys(key for key in keys if key not in self._embedded))
         if missing:
             first = {key: crops[keys.index(key)] for key in missing}
@@ -203,7 +204,7 @@ class SignVer:
             self._embedded.move_to_end(key)
         while len(self._embedded) > EMBEDDING_CACHE_SIZE:
             self._embedded.popitem(last=False)
-        return np.stack([embedding for embedding, _ in results]), [clean for _, clean in results]
+        return np.stack([embedding for embedding, _ in results]), [clean.copy() for _, clean in results]  # callers own them
 
     def embed_each(self, signatures: Sequence[ImageSource]) -> list[np.ndarray | SignVerError]:
         """Embed many signatures in batches, one result per input: its embedding, or the

@@ -46,6 +46,9 @@ class EmbeddingStore:
             raise self.error(f"{self.path}: is a directory, not a {self.kind} file")
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)  # explicit transactions
+        except sqlite3.Error as error:  # e.g. its folder does not exist
+            raise self.error(f"{self.path}: cannot open the {self.kind} ({error})") from error
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")

@@ -102,5 +102,10 @@ def test_embedding_cache_gives_the_embeddings_computed_afresh(signver: SignVer, 
     small, small_cleaned = fresh.embed(references)
     np.testing.assert_allclose(small, first, atol=1e-5)
     assert len(small_cleaned) == 3 and len(fresh._embedded) == 2
-    with pytest.raises(pipeline.BlankSignatureError):  # a blank crop is still refused, naming its position
+    with pytest.raises(pipeline.BlankSignatureError) as blank:  # a blank crop is still refused, naming its position
         fresh.embed([references[0], np.ones((60, 200), np.float32)])
+    assert blank.value.indices == [1]
+    cleaned = signver.embed(references)[1]
+    cleaned[0][:] = 0  # the caller's copy: the cache keeps its own
+    np.testing.assert_allclose(signver.embed(references)[0], first, atol=1e-5)
+    assert signver.embed(references)[1][0].max() > 0

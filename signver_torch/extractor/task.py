@@ -123,7 +123,15 @@ def benchmark_batch(data: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
 
     generator = torch.Generator().manual_seed(0)
     canvas = (torch.rand(batch_size, 1, data["height"], data["width"], generator=generator) * 255).to(torch.uint8)
-    return canvas, torch.arange(batch_size) // int(data.get("per_class", 4))
+    labels = torch.arange(batch_size) // int(data.get("per_class", 4))
+    return canvas, labels % benchmark_classes(data)  # a batch larger than the recipe's reuses its classes
+
+
+def benchmark_classes(data: dict[str, Any]) -> int:
+    """Two classes (genuine, forged) per training writer of the recipe."""
+    from signver_torch.data.signatures import parse_writers
+
+    return 2 * len(parse_writers(data.get("train_writers", "1-32")))
 
 
 def benchmark_batch_size(data: dict[str, Any]) -> int:
@@ -132,10 +140,8 @@ def benchmark_batch_size(data: dict[str, Any]) -> int:
 
 def prepare_benchmark(module: Any, data: dict[str, Any]) -> None:
     """Proxy losses hold one proxy per class: two per training writer (genuine, forged)."""
-    from signver_torch.data.signatures import parse_writers
-
     if module.loss_fn is None:
-        module.configure_loss(2 * len(parse_writers(data.get("train_writers", "1-32"))))
+        module.configure_loss(benchmark_classes(data))
 
 
 def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float:

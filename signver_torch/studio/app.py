@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -38,8 +39,13 @@ from signver_torch.library import DocumentLibrary, Indexed, index_document, png_
 
 log = logging.getLogger("signver.studio")
 
-#: Hosts that only this machine can reach: writes need no token there.
+#: Hosts that only this machine can reach: writes need no token there, and requests must name one of
+#: them as their ``Host`` (a web page elsewhere cannot reach the server through a rebound DNS name).
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Methods that write; from a browser they must come from the Studio's own page (``Origin``).
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+#: Finished indexing jobs whose status stays pollable (per process).
+KEPT_JOBS = 100
 #: Environment variable holding the write token (``--token`` sets it for worker processes too).
 TOKEN_VARIABLE = "SIGNVER_TOKEN"
 #: Environment variable through which ``signver serve --workers N`` hands its settings to each worker.
@@ -75,6 +81,7 @@ class StudioSettings:
     max_pages: int = DEFAULT_MAX_PAGES  # per document
     dpi: int = PDF_DPI  # PDF rasterisation
     max_files: int = 50  # per request
+    max_request_mb: float = 200.0  # whole request body, refused before it is read
 
     def check(self) -> None:
         """Refuse an unsafe or impossible configuration before anything loads."""
@@ -123,9 +130,10 @@ class Studio:
     def library(self) -> DocumentLibrary:
         if self.settings.library is None:
             raise StudioError("this server has no document library: start it with signver serve --library LIB", 409)
-        if self._library is None:
-            self._library = DocumentLibrary(self.settings.library, self.signver.extractor.sha256)
-        return self._library
+        with self.lock:
+            if self._library is None:
+                self._library = DocumentLibrary(self.settings.library, self.signver.extractor.sha256)
+            return self._library
 
     def health(self) -> dict[str, Any]:
         return {
@@ -171,8 +179,10 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
         log.info(json.dumps({"event": "models_loaded", "seconds": round(time.perf_counter() - started, 2),
                              **{kind: model.sha256[:12] for kind, model in studio.models.items()}}))
         yield
-        if studio._library is not None:
-            studio._library.close()
+        with studio.lock:  # an index job between documents holds no lock; one writing a document finishes it first
+            if studio._library is not None:
+                studio._library.close()
+                studio._library = None
 
     app = FastAPI(title="SignVer Studio", version=installed_version("signver-torch") or "0",
                   description="Signature detection, verification, enrolment and document search.", lifespan=lifespan)
@@ -185,6 +195,25 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
         log.info(json.dumps({"event": "request", "method": request.method, "path": request.url.path,
                              "status": response.status_code, "ms": round(1000 * (time.perf_counter() - started), 1)}))
         return response
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        """Before any body is read: the Host (loopback servers), the Origin of writes, the body's size."""
+        settings = studio.settings
+        host_header = request.headers.get("host", "")
+        host = host_header.rsplit(":", 1)[0] if not host_header.startswith("[") else host_header[1:].split("]", 1)[0]
+        if settings.host in LOOPBACK and host not in LOOPBACK:
+            return JSONResponse({"error": f"this server answers this machine only, not requests for host {host!r}"}, 421)
+        if request.method in WRITES:
+            origin = request.headers.get("origin")
+            if origin and urlsplit(origin).netloc != host_header:
+                return JSONResponse({"error": f"writes from another site ({origin}) are refused"}, 403)
+            length = request.headers.get("content-length")
+            if length is None and request.method != "DELETE":
+                return JSONResponse({"error": "a write needs a Content-Length"}, 411)
+            if length is not None and (not length.isdigit() or int(length) > settings.max_request_mb * 1024 * 1024):
+                return JSONResponse({"error": f"request body above the limit of {settings.max_request_mb:g} MB"}, 413)
+        return await call_next(request)
 
     @app.exception_handler(SignVerError)
     async def refused(request: Request, error: SignVerError) -> JSONResponse:
@@ -212,31 +241,31 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise StudioError("this server needs its token for writes (header Authorization: Bearer TOKEN)", 401)
 
-    async def read(upload: UploadFile) -> tuple[str, bytes]:
+    def read(upload: UploadFile) -> tuple[str, bytes]:
         """An upload's label and bytes, within the size limit."""
         name = Path(upload.filename or "upload").name or "upload"
         limit = int(studio.settings.max_upload_mb * 1024 * 1024)
-        data = await upload.read(limit + 1)
+        data = upload.file.read(limit + 1)
         if len(data) > limit:
             raise StudioError(f"{name}: larger than the upload limit of {studio.settings.max_upload_mb:g} MB", 413)
         if not data:
             raise StudioError(f"{name}: empty upload (0 bytes)")
         return name, data
 
-    async def images(uploads: list[UploadFile] | None, what: str) -> list[Image.Image]:
-        return [image for _, image in await named_images(uploads, what)]
+    def images(uploads: list[UploadFile] | None, what: str) -> list[Image.Image]:
+        return [image for _, image in named_images(uploads, what)]
 
-    async def named_images(uploads: list[UploadFile] | None, what: str) -> list[tuple[tuple[str, str], Image.Image]]:
+    def named_images(uploads: list[UploadFile] | None, what: str) -> list[tuple[tuple[str, str], Image.Image]]:
         """Each upload decoded (grayscale), with its ``(sha256, name)``: a bad file fails the request, naming it."""
         if not uploads:
             return []
         if len(uploads) > studio.settings.max_files:
             raise StudioError(f"{len(uploads)} {what} files, above the limit of {studio.settings.max_files}", 413)
         return [((hashlib.sha256(data).hexdigest(), name), load_image(data, "L", name=name))
-                for name, data in [await read(upload) for upload in uploads]]
+                for name, data in [read(upload) for upload in uploads]]
 
-    async def pages(upload: UploadFile) -> tuple[str, list[Image.Image]]:
-        name, data = await read(upload)
+    def pages(upload: UploadFile) -> tuple[str, list[Image.Image]]:
+        name, data = read(upload)
         return name, load_pages(data, dpi=studio.settings.dpi, max_pages=studio.settings.max_pages, name=name)
 
     def claim(references: list[Image.Image], person: str | None) -> None:
@@ -248,11 +277,11 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
         return studio.health()
 
     @app.post("/api/verify-document", summary="find the signatures on a page and check each against the claim")
-    async def verify_document(page: Annotated[UploadFile, File()], references: Files = None, person: Text = None,
+    def verify_document(page: Annotated[UploadFile, File()], references: Files = None, person: Text = None,
                               include_images: Annotated[bool, Query(alias="images")] = False) -> dict[str, Any]:
-        reference_images = await images(references, "reference")
+        reference_images = images(references, "reference")
         claim(reference_images, person)
-        name, document = await pages(page)
+        name, document = pages(page)
         with studio.lock:
             reports = [studio.signver.verify_document(
                 image, references=reference_images or None, person=person,
@@ -274,10 +303,10 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
         return answer
 
     @app.post("/api/verify", summary="is this signature the claimed person's (references or an enrolled id)?")
-    async def verify(query: Annotated[UploadFile, File()], references: Files = None, person: Text = None) -> dict[str, Any]:
-        reference_images = await images(references, "reference")
+    def verify(query: Annotated[UploadFile, File()], references: Files = None, person: Text = None) -> dict[str, Any]:
+        reference_images = images(references, "reference")
         claim(reference_images, person)
-        [signature] = await images([query], "query")
+        [signature] = images([query], "query")
         with studio.lock:
             if person:
                 result = studio.signver.verify_claim(studio.gallery_path(), person, signature)
@@ -289,8 +318,8 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
 
     @app.post("/api/enroll", summary="enrol a person's reference signatures (all or nothing)",
               dependencies=[Depends(authorised)])
-    async def enroll(person: Annotated[str, Form()], signatures: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
-        loaded = await named_images(signatures, "signature")
+    def enroll(person: Annotated[str, Form()], signatures: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
+        loaded = named_images(signatures, "signature")
         with studio.lock:
             added = studio.signver.enroll(studio.gallery_path(), person, [image for _, image in loaded],
                                           sources=[source for source, _ in loaded])
@@ -299,8 +328,8 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
         return {"person": person, "added": added, "n_references": total}
 
     @app.post("/api/identify", summary="the closest enrolled people to a signature")
-    async def identify(signature: Annotated[UploadFile, File()], k: Annotated[int, Form(ge=1, le=100)] = 5) -> dict[str, Any]:
-        [image] = await images([signature], "signature")
+    def identify(signature: Annotated[UploadFile, File()], k: Annotated[int, Form(ge=1, le=100)] = 5) -> dict[str, Any]:
+        [image] = images([signature], "signature")
         with studio.lock:
             matches = studio.signver.identify(studio.gallery_path(), image, k)
         threshold = studio.signver.extractor.threshold
@@ -308,12 +337,12 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
                 "matches": [{"person": m.person, "distance": m.distance, "match": m.distance <= threshold} for m in matches]}
 
     @app.post("/api/detect", summary="signatures, initials, redactions and dates on each page, and the page's tags")
-    async def detect(page: Annotated[UploadFile, File()],
+    def detect(page: Annotated[UploadFile, File()],
                      threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.3) -> dict[str, Any]:
         from signver_torch.data.detection import CLASS_NAMES
         from signver_torch.detector.api import summarize
 
-        name, document = await pages(page)
+        name, document = pages(page)
         with studio.lock:
             found = studio.models["detector"].predict(document, score_threshold=threshold)
         answer_pages = []
@@ -334,24 +363,27 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
         with studio.lock, studio.signver.gallery(path) as store:
             return {"people": [{"person": person, "n_references": count} for person, count in store.people()]}
 
-    @app.get("/api/people/{person}", summary="one enrolled person's references")
+    @app.get("/api/people/{person:path}", summary="one enrolled person's references")
     def person_detail(person: str) -> dict[str, Any]:
         with studio.lock, studio.signver.gallery(studio.gallery_path()) as store:
             return {"person": person, "signatures": store.signatures(person)}
 
-    @app.delete("/api/people/{person}", summary="forget an enrolled person", dependencies=[Depends(authorised)])
+    @app.delete("/api/people/{person:path}", summary="forget an enrolled person", dependencies=[Depends(authorised)])
     def forget(person: str) -> dict[str, Any]:
         with studio.lock, studio.signver.gallery(studio.gallery_path()) as store:
             return {"person": person, "removed": store.remove(person)}
 
     @app.post("/api/library/documents", status_code=202, dependencies=[Depends(authorised)],
               summary="index documents (pages, multi-page TIFFs, PDFs) in the background; poll the job")
-    async def add_documents(documents: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
+    def add_documents(documents: Annotated[list[UploadFile], File()]) -> dict[str, Any]:
         if len(documents) > studio.settings.max_files:
             raise StudioError(f"{len(documents)} documents, above the limit of {studio.settings.max_files}", 413)
         studio.library()  # a library that cannot open refuses now, not in the job
-        uploads = [await read(upload) for upload in documents]
+        uploads = [read(upload) for upload in documents]
         job = Job(uuid.uuid4().hex[:12], len(uploads))
+        finished = [key for key, old in studio.jobs.items() if old.state == "done"]
+        for key in finished[:-KEPT_JOBS]:  # the last ones stay pollable
+            del studio.jobs[key]
         studio.jobs[job.id] = job
         threading.Thread(target=studio.index_job, args=(job, uploads), daemon=True, name=f"index-{job.id}").start()
         return job.as_dict()
@@ -390,9 +422,9 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
             return Response(studio.library().signature_image(signature_id, kind), media_type="image/png")
 
     @app.post("/api/library/search", summary="documents signed by an enrolled person or like an example signature")
-    async def search(person: Text = None, signature: Annotated[UploadFile | None, File()] = None,
+    def search(person: Text = None, signature: Annotated[UploadFile | None, File()] = None,
                      k: Annotated[int, Form(ge=1, le=100)] = 10) -> dict[str, Any]:
-        example = await images([signature] if signature is not None else None, "signature")
+        example = images([signature] if signature is not None else None, "signature")
         if bool(example) == bool(person):
             raise StudioError("search by person (an enrolled id) or by signature (an example file), one of them")
         with studio.lock:
