@@ -361,8 +361,7 @@ def run_benchmarks(
                 times = measure(setup, mode, accelerator, steps, warmup, compile_model)
                 median = statistics.median(times)
                 yield Record(
-                    model=model, mode=mode, path=path, recipe=str(setup.recipe.relative_to(setup.recipe.parents[1])
-                                                                  if len(setup.recipe.parents) > 1 else setup.recipe),
+                    model=model, mode=mode, path=path, recipe=str(Path(setup.recipe.parent.name) / setup.recipe.name),
                     accelerator=accelerator, device_name=name_of_device, precision=setup.precision,
                     batch_size=setup.batch_size, input_shape=setup.input_shape, compile=compile_model, steps=len(times),
                     warmup=warmup, images_per_second=setup.batch_size / median, step_ms_median=median * 1000,

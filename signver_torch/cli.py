@@ -700,15 +700,19 @@ def build_parser() -> argparse.ArgumentParser:
     models(document, detector=True)
     document.set_defaults(handler=cmd_verify_document)
 
+    def document_limits(sub: argparse.ArgumentParser) -> None:
+        """How documents are read (``io.load_pages``): PDF resolution and the page limit."""
+        sub.add_argument("--dpi", type=int, default=PDF_DPI, help=f"PDF rasterisation resolution (default {PDF_DPI})")
+        sub.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES,
+                         help=f"refuse documents with more pages (default {DEFAULT_MAX_PAGES})")
+
     index = commands.add_parser(
         "index", help="index documents (pages, multi-page TIFFs, PDFs) into a searchable library",
         description="Detect, tag, crop, clean and embed every signature of every document into LIB (SQLite). "
         "Each document is one transaction: an interrupted run keeps what it finished; a rerun skips it.")
     index.add_argument("paths", nargs="+", metavar="DIR", help="folders (searched recursively) or document files")
     index.add_argument("--library", required=True, help="library file (SQLite; created if missing)")
-    index.add_argument("--dpi", type=int, default=PDF_DPI, help=f"PDF rasterisation resolution (default {PDF_DPI})")
-    index.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES,
-                       help=f"refuse documents with more pages (default {DEFAULT_MAX_PAGES})")
+    document_limits(index)
     index.add_argument("--json", action="store_true", help="one JSON object per document")
     index.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     models(index, detector=True)
@@ -725,8 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="processes, each with its own models (default 1)")
     serve.add_argument("--token", help="token that writes (enrol, delete, index) must carry")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload per file (default 20 MB)")
-    serve.add_argument("--max-pages", type=int, default=DEFAULT_MAX_PAGES, help=f"most pages per document (default {DEFAULT_MAX_PAGES})")
-    serve.add_argument("--dpi", type=int, default=PDF_DPI, help=f"PDF rasterisation resolution (default {PDF_DPI})")
+    document_limits(serve)
     serve.add_argument("--extractor", default="default", help="extractor checkpoint (name or path)")
     serve.add_argument("--cleaner", default="default", help="cleaner checkpoint (name or path)")
     serve.add_argument("--detector", default="default", help="detector checkpoint (name or path)")

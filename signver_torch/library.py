@@ -97,7 +97,7 @@ class DocumentLibrary(EmbeddingStore):
     def __init__(self, path: str | os.PathLike, extractor_sha256: str, *, create: bool = True,
                  backend: Backend = "auto") -> None:
         self.missing_hint = f" (index documents first: signver index DIR --library {path})"
-        self.backend = resolve_backend(backend)
+        self.backend = resolve_backend(backend, LibraryError)
         super().__init__(path, extractor_sha256, create=create)
 
     def _create_tables(self) -> None:
@@ -213,16 +213,14 @@ class DocumentLibrary(EmbeddingStore):
     def _search_index(self) -> tuple[list[tuple[int, str, int, int, list[float]]], SearchIndex | None]:
         """Every signature (document id, name, page number, signature id, box) and their embeddings
         indexed, rebuilt only after the file changed."""
-        version = self._version()
-        if getattr(self, "_index_version", None) != version:
+        def build() -> tuple[list[tuple[int, str, int, int, list[float]]], SearchIndex | None]:
             rows = self._db.execute(
                 "SELECT d.id, d.name, p.number, s.id, s.x0, s.y0, s.x1, s.y1, s.embedding FROM signatures s "
                 "JOIN pages p ON s.page_id = p.id JOIN documents d ON p.document_id = d.id ORDER BY s.id").fetchall()
             keys = [(row[0], row[1], row[2], row[3], list(row[4:8])) for row in rows]
-            index = SearchIndex(np.stack([np.frombuffer(row[8], np.float32) for row in rows]), self.backend) if rows else None
-            self._cached = (keys, index)
-            self._index_version = version
-        return self._cached
+            return keys, SearchIndex(np.stack([np.frombuffer(row[8], np.float32) for row in rows]), self.backend) if rows else None
+
+        return self._cached(build)
 
     def search(self, references: np.ndarray, k: int = 10) -> list[DocumentHit]:
         """The ``k`` documents whose closest signature is nearest to ``references`` ``(R, D)`` (one or

@@ -185,10 +185,12 @@ class SignVer:
         service) come from a small cache keyed by their pixels, the rest are computed in one batch."""
         setting = f"clean={self.clean}".encode()  # cleaned or not: different embeddings
         keys = [hashlib.sha256(crop.numpy().tobytes() + str(tuple(crop.shape)).encode() + setting).hexdigest() for crop in crops]
-        missing = list(dict.fromkeys(key for key in keys if key not in self._embedded))
-        if missing:
-            first = {key: crops[keys.index(key)] for key in missing}
-            batch = list(first.values())
+        first: dict[str, torch.Tensor] = {}  # each crop not cached yet, once
+        for key, crop in zip(keys, crops):
+            if key not in self._embedded:
+                first.setdefault(key, crop)
+        if first:
+            missing, batch = list(first), list(first.values())
             cleaned = self._model("cleaner").clean_pages(batch) if self.clean else batch
             try:
                 embeddings = self.extractor.embed(cleaned).numpy()

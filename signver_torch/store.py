@@ -13,9 +13,12 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 from signver_torch.errors import CheckpointError, SignVerError
+
+
+T = TypeVar("T")
 
 
 def now() -> str:
@@ -108,6 +111,10 @@ class EmbeddingStore:
             raise
         self._db.execute("COMMIT")
 
-    def _version(self) -> tuple[int, int]:
-        """Changes whenever the file changed, through any connection (for caches of search indexes)."""
-        return self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes
+    def _cached(self, build: Callable[[], T]) -> T:
+        """``build()``'s result (a search index), built again only after the file changed through any connection."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes
+        if getattr(self, "_cache_version", None) != version:
+            self._cache = build()
+            self._cache_version = version
+        return self._cache

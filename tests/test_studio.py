@@ -115,11 +115,9 @@ def test_bad_requests_answer_4xx_json(studio) -> None:
         assert response.status_code == status, response.text
         assert any(option in response.json()["error"] for option in ((text,) if isinstance(text, str) else text))
         assert "Traceback" not in response.text
-    state.settings.max_upload_mb = 0.001
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state.settings, "max_upload_mb", 0.001)
         too_big = client.post("/api/verify-document", files=[upload("page", EXAMPLES / "contract.png"), *references()])
-    finally:
-        state.settings.max_upload_mb = 20.0
     assert too_big.status_code == 413 and "upload limit" in too_big.json()["error"]
 
 
@@ -155,16 +153,14 @@ def test_enrol_verify_identify_forget(studio) -> None:
 
 def test_writes_need_the_token_when_the_server_has_one(studio) -> None:
     client, state = studio
-    state.settings.token = "s3cret"
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state.settings, "token", "s3cret")
         files = [upload("signatures", REFERENCES[0])]
         refused = client.post("/api/enroll", data={"person": "guarded"}, files=files)
         wrong = client.post("/api/enroll", data={"person": "guarded"}, files=files, headers={"Authorization": "Bearer nope"})
         allowed = client.post("/api/enroll", data={"person": "guarded"}, files=files, headers={"Authorization": "Bearer s3cret"})
         reads = client.get("/api/people")
         forgot = client.delete("/api/people/guarded", headers={"X-SignVer-Token": "s3cret"})
-    finally:
-        state.settings.token = None
     assert refused.status_code == wrong.status_code == 401 and "token" in refused.json()["error"]
     assert allowed.status_code == 200 and reads.status_code == 200 and forgot.status_code == 200
 
@@ -297,11 +293,9 @@ def test_requests_from_other_sites_and_oversized_bodies_are_refused(studio) -> N
     own_page = client.post("/api/enroll", data={"person": "own-page"}, files=files, headers={"Origin": "http://127.0.0.1"})
     assert own_page.status_code == 200
     assert all(entry["person"] != "planted" for entry in client.get("/api/people").json()["people"])
-    state.settings.max_request_mb = 0.01
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state.settings, "max_request_mb", 0.01)
         large = client.post("/api/verify-document", files=[upload("page", EXAMPLES / "contract.png"), *references()])
-    finally:
-        state.settings.max_request_mb = 200.0
     assert large.status_code == 413 and "request body" in large.json()["error"]
     assert client.delete("/api/people/own-page").status_code == 200
     slash = client.post("/api/enroll", data={"person": "team/alice"}, files=files)

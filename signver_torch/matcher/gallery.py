@@ -76,10 +76,10 @@ def source_digest(source: ImageSource) -> tuple[str, str]:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(), f"array {array.shape}"
 
 
-def resolve_backend(backend: Backend) -> str:
-    """``"auto"`` → FAISS when installed, else torch; an explicit ``"faiss"`` without FAISS is an error."""
+def resolve_backend(backend: Backend, error: type[SignVerError] = SignVerError) -> str:
+    """``"auto"`` → FAISS when installed, else torch; an explicit ``"faiss"`` without FAISS is ``error``."""
     if backend == "faiss" and not faiss_available():
-        raise SignVerError("backend 'faiss' needs faiss-cpu (pip install 'signver-torch[faiss]')")
+        raise error("backend 'faiss' needs faiss-cpu (pip install 'signver-torch[faiss]')")
     return ("faiss" if faiss_available() else "torch") if backend == "auto" else backend
 
 
@@ -108,7 +108,7 @@ class Gallery(EmbeddingStore):
         background: np.ndarray | None = None,
     ) -> None:
         self.missing_hint = f" (enrol someone first: signver enroll --gallery {path} ...)"
-        self.backend = resolve_backend(backend)
+        self.backend = resolve_backend(backend, GalleryError)
         self.background = None if background is None else np.ascontiguousarray(background, np.float32)
         self._background_sha256 = "" if self.background is None else hashlib.sha256(self.background.tobytes()).hexdigest()
         super().__init__(path, extractor_sha256, create=create)
@@ -185,15 +185,14 @@ class Gallery(EmbeddingStore):
 
     def _search_index(self) -> tuple[list[str], SearchIndex]:
         """Everyone's embeddings indexed for search, rebuilt only after the file changed (any connection)."""
-        version = self._version()
-        if getattr(self, "_index_version", None) != version:
+        def build() -> tuple[list[str], SearchIndex]:
             rows = list(self._rows())
             if not rows:
                 raise GalleryError(f"{self.path}: the gallery is empty")
             matrix = np.stack([np.frombuffer(blob, np.float32) for _, blob in rows])
-            self._cached = ([person for person, _ in rows], SearchIndex(matrix, self.backend))
-            self._index_version = version
-        return self._cached
+            return [person for person, _ in rows], SearchIndex(matrix, self.backend)
+
+        return self._cached(build)
 
     def references(self, person: str) -> np.ndarray:
         """The enrolled embeddings of ``person`` (an unknown person is an error)."""

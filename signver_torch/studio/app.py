@@ -36,6 +36,7 @@ from signver_torch.accelerators import installed_version
 from signver_torch.errors import CheckpointError, NotFoundError, SignVerError
 from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI, load_image, load_pages
 from signver_torch.library import DocumentLibrary, Indexed, index_document, png_bytes
+from signver_torch.pipeline import DocumentReport, SignVer
 
 log = logging.getLogger("signver.studio")
 
@@ -110,8 +111,6 @@ class Studio:
     """The models, stores and jobs one app serves."""
 
     def __init__(self, settings: StudioSettings) -> None:
-        from signver_torch.pipeline import SignVer
-
         settings.check()
         self.settings = settings
         self.signver = SignVer(settings.detector, settings.cleaner, settings.extractor, device=settings.device)
@@ -278,7 +277,7 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
 
     @app.post("/api/verify-document", summary="find the signatures on a page and check each against the claim")
     def verify_document(page: Annotated[UploadFile, File()], references: Files = None, person: Text = None,
-                              include_images: Annotated[bool, Query(alias="images")] = False) -> dict[str, Any]:
+                        include_images: Annotated[bool, Query(alias="images")] = False) -> dict[str, Any]:
         reference_images = images(references, "reference")
         claim(reference_images, person)
         name, document = pages(page)
@@ -293,11 +292,9 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
                 if include_images:
                     entry.update(crop_png=_data_uri(verdict.crop), cleaned_png=_data_uri(verdict.cleaned))
                 signatures.append(entry)
-        match = any(entry["match"] for entry in signatures)
-        answer = {"page": name, "claimed": person or ", ".join(Path(r.filename or "").name for r in references or []),
-                  "verdict": "no signature found" if not signatures else
-                  "signed by the claimed person" if match else "not signed by the claimed person",
-                  "match": match, "signatures": signatures, "n_pages": len(document)}
+        claimed = person or ", ".join(Path(r.filename or "").name for r in references or [])
+        whole = DocumentReport(name, claimed, [verdict for report in reports for verdict in report.signatures])
+        answer = {**whole.as_dict(), "signatures": signatures, "n_pages": len(document)}  # each with its page number
         if include_images:
             answer["previews"] = [{"png": _data_uri(image, 900), "size": list(image.size)} for image in document]
         return answer
