@@ -641,11 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--device", help="cpu, cuda, ... (default: the best present)")
     detect.set_defaults(handler=cmd_detect)
 
-    def models(sub: argparse.ArgumentParser, detector: bool = False) -> None:
+    def checkpoints(sub: argparse.ArgumentParser, detector: bool = False) -> None:
         sub.add_argument("--extractor", default="default", help="extractor checkpoint (name or path)")
         sub.add_argument("--cleaner", default="default", help="cleaner checkpoint (name or path)")
         if detector:
             sub.add_argument("--detector", default="default", help="detector checkpoint (name or path)")
+
+    def models(sub: argparse.ArgumentParser, detector: bool = False) -> None:
+        checkpoints(sub, detector)
         sub.add_argument("--no-clean", action="store_true", help="embed crops as they are, without the cleaner")
         sub.add_argument("--combine", choices=("mean", "min"), default="mean",
                          help="how distances to several references combine (default mean)")
@@ -730,9 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", help="token that writes (enrol, delete, index) must carry")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload per file (default 20 MB)")
     document_limits(serve)
-    serve.add_argument("--extractor", default="default", help="extractor checkpoint (name or path)")
-    serve.add_argument("--cleaner", default="default", help="cleaner checkpoint (name or path)")
-    serve.add_argument("--detector", default="default", help="detector checkpoint (name or path)")
+    checkpoints(serve, detector=True)
     serve.set_defaults(handler=cmd_serve)
 
     bench = commands.add_parser(

@@ -35,7 +35,7 @@ from PIL import Image
 from signver_torch.accelerators import installed_version
 from signver_torch.errors import CheckpointError, NotFoundError, SignVerError
 from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI, load_image, load_pages
-from signver_torch.library import DocumentLibrary, Indexed, index_document, png_bytes
+from signver_torch.library import TAGS, DocumentLibrary, Indexed, index_document, png_bytes
 from signver_torch.pipeline import DocumentReport, SignVer
 
 log = logging.getLogger("signver.studio")
@@ -349,7 +349,7 @@ def create_app(settings: StudioSettings | None = None) -> FastAPI:
                 boxes[CLASS_NAMES[label]].append({"box_xyxy": [round(v, 1) for v in box], "score": round(score, 4)})
             summary = summarize(detections)
             answer_pages.append({"page": number, "size": list(image.size), "boxes": boxes,
-                                 "tags": {tag: summary[tag] for tag in ("signed", "initialled", "redacted", "dated")}})
+                                 "tags": {tag: summary[tag] for tag in TAGS}})
         return {"document": name, "pages": answer_pages}
 
     @app.get("/api/people", summary="everyone enrolled, with their number of references")
