@@ -136,6 +136,34 @@ def test_training_steps_pull_same_class_together() -> None:
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_frozen_layers_keep_their_weights_and_statistics_while_the_rest_trains() -> None:
+    """``freeze``: frozen submodules get no gradient, are left out of the optimiser and keep their
+    batch-norm statistics in training mode; the unfrozen layers still move."""
+    torch.manual_seed(0)
+    frozen_names = ["backbone.conv1", "backbone.bn1", "backbone.layer1"]
+    module = ExtractorModule(backbone="resnet10t", loss="multi_similarity", augment=False, freeze=frozen_names)
+    before = {name: tensor.clone() for name, tensor in module.model.state_dict().items()}
+    optimizer = module.optimization(total_steps=4)["optimizer"]
+    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == sum(
+        p.numel() for p in module.model.parameters() if p.requires_grad) < sum(p.numel() for p in module.model.parameters())
+    module.train()
+    assert not module.model.backbone.layer1.training and module.model.backbone.layer2.training
+    canvas = torch.rand(16, 1, 112, 192) * (torch.rand(16, 1, 112, 192) > 0.9)
+    labels = torch.arange(4).repeat_interleave(4)
+    for _ in range(2):
+        embeddings = module(canvas)
+        loss = module.loss_fn(embeddings, labels, module.miner(embeddings, labels))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = module.model.state_dict()
+    for name, tensor in before.items():
+        frozen = any(name.startswith(prefix + ".") for prefix in frozen_names)
+        assert torch.equal(after[name], tensor) == frozen or "num_batches_tracked" in name, name
+    with pytest.raises(ValueError, match="no submodule 'backbone.layer9'.*backbone, head"):
+        ExtractorModule(backbone="resnet10t", freeze=["backbone.layer9"])
+
+
 def test_weight_average_trails_the_trained_weights() -> None:
     module = ExtractorModule(backbone="signet", ema_decay=0.9, augment=False)
     assert module.export_model is module.ema.module

@@ -121,6 +121,19 @@ class SignatureAugment(nn.Module):
         return (ink * gain).clamp(0, 1)
 
 
+def frozen_modules(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    """Freeze the submodules ``names`` of ``model`` (no gradients); returns them, to be kept in eval mode."""
+    modules = dict(model.named_modules())
+    unknown = [name for name in names if name not in modules or not name]
+    if unknown:
+        tops = ", ".join(name for name, _ in model.named_children())
+        raise ValueError(f"freeze: no submodule {', '.join(map(repr, unknown))} in the network (its parts: {tops}; "
+                         f"deeper names like 'backbone.layer1' as in named_modules())")
+    for name in names:
+        modules[name].requires_grad_(False)
+    return [modules[name] for name in names]
+
+
 class ExtractorModule(lightning.LightningModule):
     """Trains a :class:`~signver_torch.extractor.model.SignatureEmbedder` so a writer's genuine
     signatures cluster and the skilled forgeries of them (a class of their own) stay apart.
@@ -138,6 +151,10 @@ class ExtractorModule(lightning.LightningModule):
         init: a checkpoint name or path to start from (fine-tuning), or ``None`` for random weights.
         ema_decay: keep an exponential moving average of the weights (e.g. 0.999) and validate and
             export it instead of the last step's weights; steadies the noisy late epochs. 0 disables.
+        freeze: submodules of the network kept as they are (e.g. ``["backbone.conv1", "backbone.bn1",
+            "backbone.layer1", "backbone.layer2"]``): their weights get no gradient and their batch-norm
+            statistics stay, so fine-tuning on few writers adapts the later layers without unlearning
+            the early ones. Names are those of ``model.named_modules()``.
         compile: ``true`` wraps the network in ``torch.compile`` with the device's backend (``hpu_backend``
             on HPU, inductor elsewhere), a backend name picks one, ``false`` (default) runs eagerly.
     """
@@ -154,6 +171,7 @@ class ExtractorModule(lightning.LightningModule):
         augment: bool = True,
         init: str | None = None,
         ema_decay: float = 0.0,
+        freeze: list[str] | None = None,
         compile: bool | str = False,
     ) -> None:
         super().__init__()
@@ -171,6 +189,7 @@ class ExtractorModule(lightning.LightningModule):
             self.architecture["normalize_features"] = True  # a calibrated checkpoint's head reads normalised features
         self.save_hyperparameters()
         self.model = initial if init is not None else build_extractor(backbone, embedding_dim)
+        self.frozen = frozen_modules(self.model, freeze or [])
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             if ema_decay > 0
@@ -212,6 +231,12 @@ class ExtractorModule(lightning.LightningModule):
 
     def forward(self, canvas: torch.Tensor) -> torch.Tensor:
         return self.model(canvas)
+
+    def train(self, mode: bool = True) -> "ExtractorModule":
+        super().train(mode)
+        for module in self.frozen:  # frozen batch norms keep their running statistics
+            module.eval()
+        return self
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -259,7 +284,7 @@ class ExtractorModule(lightning.LightningModule):
     def optimization(self, total_steps: int, epochs: int = 1) -> dict[str, Any]:
         """The optimiser and schedule for ``total_steps`` steps over ``epochs`` (the benchmark builds them
         without a Trainer); warm-up lasts ``warmup_epochs``, at most 30% of the run."""
-        groups = [{"params": self.model.parameters()}]
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         proxies = list(self.loss_fn.parameters()) if self.loss_fn is not None else []
         if proxies:  # class proxies start random and must move faster than the network (PML's advice)
             groups.append({"params": proxies, "lr": self.hparams.lr * 10, "weight_decay": 0.0})
