@@ -118,21 +118,27 @@ def test_augmentation_keeps_shape_range_and_ink() -> None:
     assert not torch.allclose(out, canvas)
 
 
-def test_training_steps_pull_same_class_together() -> None:
-    """A few optimiser steps on a fixed batch lower the metric-learning loss (the loop really learns)."""
-    torch.manual_seed(0)
-    module = ExtractorModule(backbone="resnet10t", loss="multi_similarity", augment=False)
+def fit_fixed_batch(module: ExtractorModule, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
+    """``steps`` optimiser steps of the module's loss and miner on one sparse random batch of 4 classes;
+    returns the losses."""
     canvas = torch.rand(16, 1, 112, 192) * (torch.rand(16, 1, 112, 192) > 0.9)
     labels = torch.arange(4).repeat_interleave(4)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
     losses = []
-    for _ in range(8):
+    for _ in range(steps):
         embeddings = module(canvas)
         loss = module.loss_fn(embeddings, labels, module.miner(embeddings, labels))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_training_steps_pull_same_class_together() -> None:
+    """A few optimiser steps on a fixed batch lower the metric-learning loss (the loop really learns)."""
+    torch.manual_seed(0)
+    module = ExtractorModule(backbone="resnet10t", loss="multi_similarity", augment=False)
+    losses = fit_fixed_batch(module, torch.optim.AdamW(module.parameters(), lr=1e-3), steps=8)
     assert losses[-1] < 0.8 * losses[0]
 
 
@@ -148,14 +154,7 @@ def test_frozen_layers_keep_their_weights_and_statistics_while_the_rest_trains()
         p.numel() for p in module.model.parameters() if p.requires_grad) < sum(p.numel() for p in module.model.parameters())
     module.train()
     assert not module.model.backbone.layer1.training and module.model.backbone.layer2.training
-    canvas = torch.rand(16, 1, 112, 192) * (torch.rand(16, 1, 112, 192) > 0.9)
-    labels = torch.arange(4).repeat_interleave(4)
-    for _ in range(2):
-        embeddings = module(canvas)
-        loss = module.loss_fn(embeddings, labels, module.miner(embeddings, labels))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit_fixed_batch(module, optimizer, steps=2)
     after = module.model.state_dict()
     for name, tensor in before.items():
         frozen = any(name.startswith(prefix + ".") for prefix in frozen_names)

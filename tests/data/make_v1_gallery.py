@@ -9,11 +9,11 @@ a schema-1 gallery whatever the current ``Gallery`` writes.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 
 from signver_torch.extractor.api import MetricExtractor
+from signver_torch.matcher.gallery import source_digest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -44,7 +44,7 @@ def main() -> None:
             embeddings = extractor.extract([ROOT / source for source in sources])
             db.executemany(
                 "INSERT INTO signatures (person, embedding, source_sha256, source, enrolled_at) VALUES (?, ?, ?, ?, ?)",
-                [(person, embedding.tobytes(), hashlib.sha256((ROOT / source).read_bytes()).hexdigest(), source, ENROLLED_AT)
+                [(person, embedding.tobytes(), source_digest(ROOT / source)[0], source, ENROLLED_AT)
                  for source, embedding in zip(sources, embeddings)])
     db.close()
     partial.replace(target)
