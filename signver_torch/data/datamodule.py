@@ -39,8 +39,10 @@ def preprocess_records(
     *,
     batch_size: int = 64,
     description: str = "preprocessing",
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases and their labels.
+    """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases (on the CPU) and their labels;
+    the preprocessing itself runs on ``device``.
 
     Blank scans (no ink found) are dropped with a warning naming them, never trained on as zeros.
     """
@@ -49,7 +51,8 @@ def preprocess_records(
     canvases = []
     with tqdm(total=len(images), desc=description, unit="img", file=sys.stderr, leave=False) as bar:
         for batch in loader:
-            canvases.append((preprocessor([image for image, _ in batch], strict=False) * 255).round().to(torch.uint8))
+            canvas = preprocessor([image.to(device) for image, _ in batch], strict=False)
+            canvases.append((canvas * 255).round().to(torch.uint8).cpu())
             bar.update(len(batch))
     canvas = torch.cat(canvases)
     has_ink = canvas.flatten(1).amax(1) > 0
@@ -160,6 +163,14 @@ class ShuffledSampler(RankShare, Sampler[int]):
         yield from self.share(torch.randperm(self.length, generator=self.generator())[: self.kept].tolist())
 
 
+def preprocessing_device(trainer: lightning.Trainer | None) -> torch.device:
+    """Where ``setup`` preprocesses the scans: the run's CUDA device (per-image kornia work, which on a
+    GPU host with several runs side by side would otherwise queue on shared CPU cores), else the CPU
+    (an HPU would compile a graph for every image size)."""
+    device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def rank_and_world(trainer: lightning.Trainer | None) -> tuple[int, int]:
     """This process's rank and the number of ranks (0 and 1 outside a Trainer)."""
     return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -227,8 +238,9 @@ class SignatureDataModule(lightning.LightningDataModule):
         if len({r.writer for r in val}) < 2:
             raise DataError("validation needs at least 2 held-out writers (to measure and calibrate verification)")
         self.train_records, self.val_records = train, val
-        self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures"))
-        self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures"))
+        device = preprocessing_device(self.trainer)
+        self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures", device=device))
+        self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures", device=device))
         self.num_classes = int(self.train_set.tensors[1].max()) + 1  # 2 per writer: genuine, forged
 
     def train_dataloader(self) -> DataLoader:

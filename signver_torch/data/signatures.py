@@ -45,7 +45,12 @@ class SignatureRecord:
     @property
     def source(self) -> str:
         """The source the writer comes from (``""`` when a single folder was read)."""
-        return self.writer.rpartition(SOURCE_SEPARATOR)[0]
+        return source_of_writer(self.writer)
+
+
+def source_of_writer(writer: str) -> str:
+    """The source of a namespaced writer id (``cedar:12`` → ``cedar``; ``""`` for a bare id)."""
+    return writer.rpartition(SOURCE_SEPARATOR)[0]
 
 
 def data_roots(data: DataRoots) -> list[Path]:

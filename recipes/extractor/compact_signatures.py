@@ -1,11 +1,13 @@
-"""Write a compact copy of a CEDAR-layout folder for machines reached through a small transfer.
+"""Write a compact copy of a signature folder (CEDAR or writer folders) for machines reached through a small transfer.
 
 Each scan becomes 8-bit grayscale with the paper set to pure white (Otsu split, the same first step
 as the extractor's preprocessing), cropped to the ink with a 10 px margin and shrunk so its longest
 side is at most ``--max-side``. CEDAR 173 MB → about 20 MB; the shipped extractor scores the same on
-the copy as on the original scans.
+the copy as on the original scans. The copy keeps the layout and file names (and the folder's name,
+which names the source when several folders are read together).
 
-    python recipes/extractor/compact_cedar.py ../shared/data/cedar .gpu/cedar
+    python recipes/extractor/compact_signatures.py ../shared/data/cedar .gpu/cedar
+    python recipes/extractor/compact_signatures.py ../shared/data/dutch .gpu/dutch
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from signver_torch.data.dirt import otsu_level
+from signver_torch.data.signatures import discover_signatures
+from signver_torch.errors import DataError
 from signver_torch.io import load_image
 
 
@@ -37,13 +41,14 @@ def compact(source: Path, target: Path, max_side: int = 640, margin: int = 10) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="CEDAR folder (full_org/, full_forg/)")
+    parser.add_argument("source", type=Path, help="CEDAR folder (full_org/, full_forg/) or writer folders (<writer>/genuine/)")
     parser.add_argument("target", type=Path)
     parser.add_argument("--max-side", type=int, default=640)
     args = parser.parse_args()
-    files = sorted(args.source.glob("full_*/*.png"))
-    if not files:
-        parser.error(f"{args.source}: no full_org/ or full_forg/ PNGs")
+    try:
+        files = [record.path for record in discover_signatures(args.source)]
+    except DataError as error:
+        parser.error(str(error))
     for path in tqdm(files, desc="compacting", unit="img"):
         compact(path, args.target / path.relative_to(args.source), args.max_side)
 

@@ -1,0 +1,221 @@
+"""Writer-grouped cross-validation of extractor recipes.
+
+Twenty validation writers cannot choose between models (their EER swings by several points with the
+writers drawn), so recipes are compared on every writer of every source: the writers are split into
+folds that never divide a writer, each source dealt across all folds, one fold being the recipes' fixed
+validation writers; one model is trained per fold (``signver train extractor`` with the fold's writers),
+every signature is embedded by every fold's model (``embed``), and the report pools, for each writer,
+the pairs and claims scored by the model that never saw that writer (out of fold).
+
+    python -m signver_torch.extractor.crossval folds --data ../shared/data/cedar ../shared/data/dutch \\
+        --folds 5 --fixed cedar:33-40,dutch:037-048 > folds.json
+    python -m signver_torch.extractor.crossval embed --data ... --folds folds.json \\
+        --checkpoints fold1/model.safetensors ... --out embeddings.safetensors
+    python -m signver_torch.extractor.crossval report embeddings.safetensors [--references 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from signver_torch.data.signatures import (
+    DataRoots,
+    SignatureImages,
+    SignatureRecord,
+    compact_writers,
+    discover_signatures,
+    parse_writers,
+    source_of_writer,
+    writer_sort_key,
+)
+from signver_torch.errors import DataError, SignVerError
+from signver_torch.metrics import bootstrap_eer_interval, verification_metrics, writer_protocol_distances
+
+#: Bootstrap resamples of the writers behind every interval of the report.
+RESAMPLES = 1000
+
+
+def writer_folds(records: Sequence[SignatureRecord], folds: int, fixed: str | Sequence[str] | None = None) -> list[list[str]]:
+    """Split the writers of ``records`` into ``folds`` writer-disjoint groups.
+
+    ``fixed`` writers (the recipes' validation writers) form the last fold, so its model is the one
+    trained on the recipes' own training writers; the other writers of each source are cut, in order,
+    into contiguous runs dealt one per remaining fold, so every fold holds writers of every source.
+    """
+    writers = sorted({r.writer for r in records}, key=writer_sort_key)
+    held = parse_writers(fixed, writers) if fixed else []
+    free = folds - 1 if held else folds
+    rest = [w for w in writers if w not in held]
+    if free < 1 or len(rest) < 2 * free:
+        raise DataError(f"{folds} folds of {len(writers)} writers: each fold needs at least 2 writers")
+    groups: list[list[str]] = [[] for _ in range(free)]
+    for source in dict.fromkeys(source_of_writer(w) for w in rest):
+        mine = [w for w in rest if source_of_writer(w) == source]
+        for group, part in zip(groups, np.array_split(np.arange(len(mine)), free)):
+            group += [mine[i] for i in part]
+    return groups + ([held] if held else [])
+
+
+def fold_specs(folds: list[list[str]]) -> list[dict[str, str]]:
+    """Each fold's ``train_writers``/``val_writers`` as compact specifications for a recipe override."""
+    return [
+        {"train_writers": compact_writers([w for j, other in enumerate(folds) if j != i for w in other]),
+         "val_writers": compact_writers(fold)}
+        for i, fold in enumerate(folds)
+    ]
+
+
+def embed_folds(data: DataRoots, folds: list[list[str]], checkpoints: Sequence[str | Path], device: str | None = None,
+                progress: bool = True) -> tuple[torch.Tensor, list[SignatureRecord]]:
+    """Every signature of ``folds``' writers embedded by each fold's checkpoint: ``(folds, N, D)``.
+
+    The scans are decoded once and kept in memory; each checkpoint replays its own preprocessing.
+    """
+    from tqdm.auto import tqdm
+
+    from signver_torch.extractor.api import MetricExtractor
+
+    if len(checkpoints) != len(folds):
+        raise SignVerError(f"{len(folds)} folds but {len(checkpoints)} checkpoints: give one checkpoint per fold, in fold order")
+    writers = [w for fold in folds for w in fold]
+    records = discover_signatures(data, writers)
+    images = [image for image, _ in tqdm(SignatureImages(records), desc="decoding", unit="img", file=sys.stderr, disable=not progress)]
+    embedded = []
+    for checkpoint in tqdm(checkpoints, desc="fold models", unit="model", file=sys.stderr, disable=not progress):
+        embedded.append(MetricExtractor(device=device).load(checkpoint).embed(images))
+    return torch.stack(embedded), records
+
+
+def save_fold_embeddings(path: Path, embeddings: torch.Tensor, records: Sequence[SignatureRecord], folds: list[list[str]],
+                         checkpoints: Sequence[str | Path]) -> None:
+    """One safetensors file (fp16 embeddings) whose metadata names the records, folds and checkpoints."""
+    from signver_torch.checkpoints import read_card, resolve_checkpoint
+
+    cards = [read_card(resolve_checkpoint(c)) for c in checkpoints]
+    metadata = {
+        "folds": json.dumps(folds),
+        "writers": json.dumps([r.writer for r in records]),
+        "forged": json.dumps([bool(r.forged) for r in records]),
+        "paths": json.dumps([r.path.name for r in records]),
+        "checkpoints": json.dumps([{"path": str(c), "sha256": card.get("sha256"), "recipe_command": card.get("recipe_command"),
+                                    "hardware": card.get("hardware"), "wall_time_seconds": card.get("wall_time_seconds"),
+                                    "epochs": card.get("training", {}).get("epochs")} for c, card in zip(checkpoints, cards)]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"embeddings": embeddings.half().contiguous()}, str(path), metadata=metadata)
+
+
+def load_fold_embeddings(path: str | Path) -> dict[str, Any]:
+    """What :func:`save_fold_embeddings` wrote: embeddings (float32), writers, forged flags, folds, checkpoints."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+        found = {key: json.loads(metadata[key]) for key in ("folds", "writers", "forged", "paths", "checkpoints")}
+    except (OSError, KeyError, ValueError) as error:  # safetensors raises its own errors as OSError/ValueError subclasses
+        raise SignVerError(f"{path}: not a cross-validation embeddings file ({error})") from error
+    return {"embeddings": tensors["embeddings"].float(), **found}
+
+
+def out_of_fold_report(
+    embeddings: torch.Tensor,
+    writers: Sequence[str],
+    forged: Sequence[bool],
+    folds: list[list[str]],
+    references: int | None = None,
+    thresholds: dict[str, float] | None = None,
+    resamples: int = RESAMPLES,
+) -> dict[str, Any]:
+    """Single pairs and (with ``references``) the gallery protocol, each writer scored by the fold
+    model that did not train on it; random forgeries pair writers of one fold only (one model)."""
+    from signver_torch.matcher.evaluation import claim_scores, protocol_report
+
+    writers_arr, forged_arr = np.asarray(writers), np.asarray(forged, bool)
+    positive: dict[str, torch.Tensor] = {}
+    skilled: dict[str, torch.Tensor] = {}
+    random_pairs, per_fold, claims = [], [], {}
+    for i, fold in enumerate(folds):
+        chosen = np.flatnonzero(np.isin(writers_arr, fold))
+        space = embeddings[i]
+        for writer in fold:
+            mine = chosen[writers_arr[chosen] == writer]
+            pairs = writer_protocol_distances(space[mine], [writer] * len(mine), forged_arr[mine].tolist())
+            positive[writer], skilled[writer] = pairs["positive"], pairs["skilled"]
+        random_pairs.append(writer_protocol_distances(space[chosen], writers_arr[chosen].tolist(), forged_arr[chosen].tolist())["random"])
+        per_fold.append({"writers": compact_writers(fold), "n_writers": len(fold),
+                         "eer": verification_metrics(torch.cat([positive[w] for w in fold]), torch.cat([skilled[w] for w in fold]))["eer"]})
+        if references is not None:
+            background_rows = np.flatnonzero(~np.isin(writers_arr, fold) & ~forged_arr)
+            found = claim_scores(space[chosen].numpy(), writers_arr[chosen].tolist(), forged_arr[chosen].tolist(), references,
+                                 space[background_rows].numpy())
+            for rule, entry in found.items():
+                merged = claims.setdefault(rule, {"positive": [], "negative": [], "writers": []})
+                for key in merged:
+                    merged[key] += entry[key]
+
+    def pairs_report(chosen_writers: list[str]) -> dict[str, Any]:
+        pos, neg = [positive[w] for w in chosen_writers], [skilled[w] for w in chosen_writers]
+        metrics = verification_metrics(torch.cat(pos), torch.cat(neg), (thresholds or {}).get("pairs"))
+        return {**metrics, "eer_ci": list(bootstrap_eer_interval(pos, neg, resamples)), "n_writers": len(chosen_writers)}
+
+    everyone = [w for fold in folds for w in fold]
+    report: dict[str, Any] = {"pairs": pairs_report(everyone)}
+    report["pairs"]["eer_random"] = verification_metrics(torch.cat([positive[w] for w in everyone]), torch.cat(random_pairs))["eer"]
+    sources = sorted({source_of_writer(w) for w in everyone})
+    if len(sources) > 1:
+        report["pairs"]["per_source"] = {s: pairs_report([w for w in everyone if source_of_writer(w) == s]) for s in sources}
+    report["per_fold"] = per_fold
+    if references is not None:
+        report["references"] = {"k": references, "background": "the genuine signatures of each fold model's training writers",
+                                "rules": protocol_report(claims, thresholds, {w: source_of_writer(w) for w in everyone})}
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m signver_torch.extractor.crossval", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    folds = commands.add_parser("folds", help="print the folds (JSON: writers and recipe overrides per fold)")
+    folds.add_argument("--data", nargs="+", required=True)
+    folds.add_argument("--folds", type=int, default=5)
+    folds.add_argument("--fixed", help="writers that make the last fold (the recipes' validation writers)")
+    embed = commands.add_parser("embed", help="embed every fold's writers with every fold's checkpoint")
+    embed.add_argument("--data", nargs="+", required=True)
+    embed.add_argument("--folds", type=Path, required=True, help="the JSON printed by `folds`")
+    embed.add_argument("--checkpoints", nargs="+", required=True, help="one per fold, in fold order")
+    embed.add_argument("--out", type=Path, required=True)
+    embed.add_argument("--device")
+    report = commands.add_parser("report", help="the out-of-fold report of an embeddings file (JSON)")
+    report.add_argument("embeddings", type=Path)
+    report.add_argument("--references", type=int)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "folds":
+            groups = writer_folds(discover_signatures(args.data), args.folds, args.fixed)
+            print(json.dumps({"folds": groups, "overrides": fold_specs(groups)}, indent=1))
+        elif args.command == "embed":
+            groups = json.loads(args.folds.read_text())["folds"]
+            embedded, records = embed_folds(args.data, groups, args.checkpoints, args.device)
+            save_fold_embeddings(args.out, embedded, records, groups, args.checkpoints)
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            found = load_fold_embeddings(args.embeddings)
+            result = out_of_fold_report(found["embeddings"], found["writers"], found["forged"], found["folds"], args.references)
+            print(json.dumps({**result, "checkpoints": found["checkpoints"]}, indent=1))
+    except SignVerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

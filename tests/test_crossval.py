@@ -1,0 +1,71 @@
+"""Writer-grouped cross-validation: folds, fold embeddings and the out-of-fold report on the real fixture."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from signver_torch.checkpoints import resolve_checkpoint
+from signver_torch.data.signatures import discover_signatures, parse_writers
+from signver_torch.errors import DataError
+from signver_torch.extractor.crossval import (
+    embed_folds,
+    fold_specs,
+    load_fold_embeddings,
+    out_of_fold_report,
+    save_fold_embeddings,
+    writer_folds,
+)
+from signver_torch.metrics import writer_protocol_metrics
+
+
+def test_folds_keep_writers_whole_deal_every_source_and_end_with_the_fixed_writers(small_data: Path) -> None:
+    records = discover_signatures([small_data / "cedar", small_data / "dutch"])
+    folds = writer_folds(records, 3, "cedar:39,dutch:044")
+    assert folds[-1] == ["cedar:39", "dutch:044"]
+    everyone = [w for fold in folds for w in fold]
+    assert sorted(everyone) == sorted({r.writer for r in records}) and len(everyone) == len(set(everyone))
+    for fold in folds[:-1]:
+        assert {w.split(":")[0] for w in fold} == {"cedar", "dutch"}
+    for i, spec in enumerate(fold_specs(folds)):
+        assert parse_writers(spec["val_writers"]) == folds[i]
+        assert set(parse_writers(spec["train_writers"])) == set(everyone) - set(folds[i])
+    with pytest.raises(DataError, match="at least 2 writers"):
+        writer_folds(records, 9)
+
+
+def test_out_of_fold_report_pools_each_writer_from_its_own_fold(small_data: Path, tmp_path: Path) -> None:
+    roots = [small_data / "cedar", small_data / "dutch"]
+    records = discover_signatures(roots)
+    folds = writer_folds(records, 2, "cedar:35-37,dutch:040")
+    shipped = resolve_checkpoint("default")
+    embeddings, embedded = embed_folds(roots, folds, [shipped, shipped], progress=False)
+    assert embeddings.shape == (2, len(records), 256)
+    torch.testing.assert_close(embeddings[0], embeddings[1])  # one model twice: the same embedding
+    path = tmp_path / "folds.safetensors"
+    save_fold_embeddings(path, embeddings, embedded, folds, [shipped, shipped])
+    found = load_fold_embeddings(path)
+    assert found["folds"] == folds and found["writers"] == [r.writer for r in embedded]
+    report = out_of_fold_report(found["embeddings"], found["writers"], found["forged"], found["folds"], references=2, resamples=50)
+    # the same model in every fold: the pooled skilled EER is the whole set's (pairs never cross writers)
+    whole = writer_protocol_metrics(found["embeddings"][0], found["writers"], found["forged"])
+    assert report["pairs"]["eer"] == pytest.approx(whole["eer"], abs=1e-6)
+    assert report["pairs"]["n_writers"] == len(folds[0]) + len(folds[1])
+    assert set(report["pairs"]["per_source"]) == {"cedar", "dutch"}
+    low, high = report["pairs"]["eer_ci"]
+    assert low <= report["pairs"]["eer"] <= high
+    assert [f["n_writers"] for f in report["per_fold"]] == [len(f) for f in folds]
+    assert set(report["references"]["rules"]) == {"mean", "spread", "svm"}
+
+
+def test_report_command_prints_json_and_names_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "not.safetensors"
+    bad.write_bytes(b"nonsense")
+    done = subprocess.run([sys.executable, "-m", "signver_torch.extractor.crossval", "report", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert str(bad) in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
