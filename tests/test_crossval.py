@@ -42,7 +42,7 @@ def test_out_of_fold_report_pools_each_writer_from_its_own_fold(small_data: Path
     roots = [small_data / "cedar", small_data / "dutch"]
     records = discover_signatures(roots)
     folds = writer_folds(records, 2, "cedar:35-37,dutch:040")
-    shipped = resolve_checkpoint("default")
+    shipped = resolve_checkpoint("extractor", "default").weights
     embeddings, embedded = embed_folds(roots, folds, [shipped, shipped], progress=False)
     assert embeddings.shape == (2, len(records), 256)
     torch.testing.assert_close(embeddings[0], embeddings[1])  # one model twice: the same embedding

@@ -97,9 +97,9 @@ def embed_folds(data: DataRoots, folds: list[list[str]], checkpoints: Sequence[s
 def save_fold_embeddings(path: Path, embeddings: torch.Tensor, records: Sequence[SignatureRecord], folds: list[list[str]],
                          checkpoints: Sequence[str | Path]) -> None:
     """One safetensors file (fp16 embeddings) whose metadata names the records, folds and checkpoints."""
-    from signver_torch.checkpoints import read_card, resolve_checkpoint
+    from signver_torch.checkpoints import resolve_checkpoint
 
-    cards = [read_card(resolve_checkpoint(c)) for c in checkpoints]
+    cards = [resolve_checkpoint("extractor", c).card() for c in checkpoints]
     metadata = {
         "folds": json.dumps(folds),
         "writers": json.dumps([r.writer for r in records]),
@@ -115,14 +115,14 @@ def save_fold_embeddings(path: Path, embeddings: torch.Tensor, records: Sequence
 
 def load_fold_embeddings(path: str | Path) -> dict[str, Any]:
     """What :func:`save_fold_embeddings` wrote: embeddings (float32), writers, forged flags, folds, checkpoints."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))
         found = {key: json.loads(metadata[key]) for key in ("folds", "writers", "forged", "paths", "checkpoints")}
-    except (OSError, KeyError, ValueError) as error:  # safetensors raises its own errors as OSError/ValueError subclasses
+    except (SafetensorError, OSError, KeyError, ValueError) as error:
         raise SignVerError(f"{path}: not a cross-validation embeddings file ({error})") from error
     return {"embeddings": tensors["embeddings"].float(), **found}
 
