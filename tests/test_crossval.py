@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,14 @@ import torch
 
 from signver_torch.checkpoints import resolve_checkpoint
 from signver_torch.data.signatures import discover_signatures, parse_writers
-from signver_torch.errors import DataError
+from signver_torch.errors import DataError, SignVerError
 from signver_torch.extractor.crossval import (
     embed_folds,
+    fold_cards_summary,
     fold_specs,
     load_fold_embeddings,
     out_of_fold_report,
+    record_summary,
     save_fold_embeddings,
     writer_folds,
 )
@@ -69,3 +72,40 @@ def test_report_command_prints_json_and_names_a_bad_file(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert str(bad) in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_fold_cards_summary_weights_each_fold_by_its_writers(tmp_path: Path) -> None:
+    shipped = resolve_checkpoint("extractor", "default").card()
+    for config, eers in (("a", (0.10, 0.40)), ("b", (0.20, 0.20))):
+        for fold, (eer, writers) in enumerate(zip(eers, (30, 10)), start=1):
+            card = json.loads(json.dumps(shipped))
+            card["metrics"].update(eer=eer, n_writers=writers)
+            folder = tmp_path / config / f"fold{fold}"
+            folder.mkdir(parents=True)
+            (folder / "model.json").write_text(json.dumps(card))
+    summary = fold_cards_summary(tmp_path)
+    assert summary["a"]["mean_eer"] == pytest.approx((0.10 * 30 + 0.40 * 10) / 40)
+    assert summary["b"]["mean_eer"] == pytest.approx(0.20)
+    assert [f["fold"] for f in summary["a"]["folds"]] == ["fold1", "fold2"]
+    assert set(summary["a"]["mean_eer_per_source"]) == set(shipped["metrics"]["per_source"])
+    with pytest.raises(SignVerError, match="no <config>/fold<N>/model.json"):
+        fold_cards_summary(tmp_path / "a" / "fold1")
+
+
+def test_cards_record_only_into_the_last_fold_model(tmp_path: Path) -> None:
+    shipped = resolve_checkpoint("extractor", "default")
+    card = shipped.card()
+    for fold, sha in ((1, "0" * 64), (2, card["sha256"])):
+        folder = tmp_path / "run" / "r18" / f"fold{fold}"
+        folder.mkdir(parents=True)
+        (folder / "model.json").write_text(json.dumps({**card, "sha256": sha}))
+    copy = tmp_path / "model.safetensors"
+    copy.write_bytes(shipped.weights.read_bytes())
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    summary = fold_cards_summary(tmp_path / "run")
+    record_summary(summary, "r18", copy, "writer_crossval", "python -m signver_torch.extractor.crossval cards run")
+    recorded = resolve_checkpoint("extractor", copy).card()["extra_metrics"]["writer_crossval"]
+    assert recorded["metrics"]["mean_eer"] == pytest.approx(summary["r18"]["mean_eer"])
+    summary["r18"]["folds"][-1]["trained_sha256"] = "f" * 64
+    with pytest.raises(SignVerError, match="not the last-fold model"):
+        record_summary(summary, "r18", copy, "writer_crossval", "cmd")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -181,6 +182,55 @@ def out_of_fold_report(
     return report
 
 
+def fold_cards_summary(run_dir: str | Path) -> dict[str, Any]:
+    """What each fold's training export measured on its held-out writers (``<config>/fold<N>/model.json``),
+    and per configuration the writer-weighted mean of the fold EERs, overall and per source."""
+    from signver_torch.checkpoints import read_card
+
+    summary: dict[str, Any] = {}
+    for card_path in sorted(Path(run_dir).glob("*/fold*/model.json"), key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]))):
+        card = read_card(card_path.with_suffix(".safetensors"))
+        metrics = card.get("metrics", {})
+        entry = summary.setdefault(card_path.parent.parent.name, {"folds": []})
+        entry["folds"].append({
+            "fold": card_path.parent.name, "val_writers": card["training"]["val_writers"], "n_writers": metrics["n_writers"],
+            "eer": metrics["eer"], "eer_ci": metrics.get("eer_ci"), "eer_random": metrics.get("eer_random"),
+            "per_source": {name: {"eer": found["eer"], "n_writers": found["n_writers"]} for name, found in metrics.get("per_source", {}).items()},
+            "epochs": card["training"]["epochs"], "wall_time_seconds": card["wall_time_seconds"], "hardware": card["hardware"],
+            "recipe_command": card["recipe_command"], "sha256": card["sha256"],
+            "trained_sha256": card.get("projection", {}).get("trained_sha256", card["sha256"]),
+        })
+    if not summary:
+        raise SignVerError(f"{run_dir}: no <config>/fold<N>/model.json cards found")
+    for entry in summary.values():
+        folds = entry["folds"]
+        entry["mean_eer"] = _weighted([(f["eer"], f["n_writers"]) for f in folds])
+        sources = sorted({name for f in folds for name in f["per_source"]})
+        entry["mean_eer_per_source"] = {name: _weighted([(f["per_source"][name]["eer"], f["per_source"][name]["n_writers"])
+                                                         for f in folds if name in f["per_source"]]) for name in sources}
+    return summary
+
+
+def record_summary(summary: dict[str, Any], config: str, checkpoint: str | Path, name: str, command: str) -> None:
+    """File ``config``'s cross-validation under ``extra_metrics[name]`` of ``checkpoint``'s card, which must
+    be that configuration's last-fold model (the recipes' training writers), as trained or recalibrated."""
+    from signver_torch.checkpoints import resolve_checkpoint, update_card
+
+    if config not in summary:
+        raise SignVerError(f"no configuration {config!r} in the run (found: {', '.join(summary)})")
+    found = resolve_checkpoint("extractor", checkpoint)
+    card = found.card()
+    last = summary[config]["folds"][-1]["trained_sha256"]
+    if last not in (card.get("sha256"), card.get("projection", {}).get("trained_sha256")):
+        raise SignVerError(f"{found.weights}: not the last-fold model of {config!r} (sha256 {last[:12]}…): not recorded")
+    update_card(found.weights, extra_metrics={**card.get("extra_metrics", {}), name: {
+        "metrics": summary[config], "command": command, "data_command": "bash recipes/extractor/gpu_crossval.sh"}})
+
+
+def _weighted(values: list[tuple[float, int]]) -> float:
+    return sum(value * weight for value, weight in values) / sum(weight for _, weight in values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m signver_torch.extractor.crossval", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = commands.add_parser("report", help="the out-of-fold report of an embeddings file (JSON)")
     report.add_argument("embeddings", type=Path)
     report.add_argument("--references", type=int)
+    cards = commands.add_parser("cards", help="summarise the fold cards of a run folder (<config>/fold<N>/model.json), JSON")
+    cards.add_argument("run_dir", type=Path)
+    cards.add_argument("--record-as", metavar="NAME", help="write CONFIG's summary into CHECKPOINT's card, extra_metrics[NAME]")
+    cards.add_argument("--config", help="with --record-as: the configuration whose last-fold model CHECKPOINT is")
+    cards.add_argument("--checkpoint", help="with --record-as: the checkpoint (name or path)")
     args = parser.parse_args(argv)
     try:
         if args.command == "folds":
@@ -207,6 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             embedded, records = embed_folds(args.data, groups, args.checkpoints, args.device)
             save_fold_embeddings(args.out, embedded, records, groups, args.checkpoints)
             print(f"wrote {args.out}", file=sys.stderr)
+        elif args.command == "cards":
+            summary = fold_cards_summary(args.run_dir)
+            if args.record_as:
+                if not (args.config and args.checkpoint):
+                    raise SignVerError("--record-as needs --config and --checkpoint")
+                command = "python -m signver_torch.extractor.crossval " + shlex.join(sys.argv[1:] if argv is None else argv)
+                record_summary(summary, args.config, args.checkpoint, args.record_as, command)
+            print(json.dumps(summary, indent=1))
         else:
             found = load_fold_embeddings(args.embeddings)
             result = out_of_fold_report(found["embeddings"], found["writers"], found["forged"], found["folds"], args.references)
