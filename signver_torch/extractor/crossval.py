@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from signver_torch.data.signatures import (
     DataRoots,
@@ -121,11 +121,11 @@ def load_fold_embeddings(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
+            embeddings = handle.get_tensor("embeddings").float()
         found = {key: json.loads(metadata[key]) for key in ("folds", "writers", "forged", "paths", "checkpoints")}
     except (SafetensorError, OSError, KeyError, ValueError) as error:
         raise SignVerError(f"{path}: not a cross-validation embeddings file ({error})") from error
-    return {"embeddings": tensors["embeddings"].float(), **found}
+    return {"embeddings": embeddings, **found}
 
 
 def out_of_fold_report(
@@ -134,7 +134,6 @@ def out_of_fold_report(
     forged: Sequence[bool],
     folds: list[list[str]],
     references: int | None = None,
-    thresholds: dict[str, float] | None = None,
     resamples: int = RESAMPLES,
 ) -> dict[str, Any]:
     """Single pairs and (with ``references``) the gallery protocol, each writer scored by the fold
@@ -166,7 +165,7 @@ def out_of_fold_report(
 
     def pairs_report(chosen_writers: list[str]) -> dict[str, Any]:
         pos, neg = [positive[w] for w in chosen_writers], [skilled[w] for w in chosen_writers]
-        metrics = verification_metrics(torch.cat(pos), torch.cat(neg), (thresholds or {}).get("pairs"))
+        metrics = verification_metrics(torch.cat(pos), torch.cat(neg))
         return {**metrics, "eer_ci": list(bootstrap_eer_interval(pos, neg, resamples)), "n_writers": len(chosen_writers)}
 
     everyone = [w for fold in folds for w in fold]
@@ -178,7 +177,7 @@ def out_of_fold_report(
     report["per_fold"] = per_fold
     if references is not None:
         report["references"] = {"k": references, "background": "the genuine signatures of each fold model's training writers",
-                                "rules": protocol_report(claims, thresholds, {w: source_of_writer(w) for w in everyone})}
+                                "rules": protocol_report(claims, None, {w: source_of_writer(w) for w in everyone})}
     return report
 
 
