@@ -64,6 +64,24 @@ def test_out_of_fold_report_pools_each_writer_from_its_own_fold(small_data: Path
     assert [f["n_writers"] for f in report["per_fold"]] == [len(f) for f in folds]
     assert set(report["references"]["rules"]) == {"mean", "spread", "svm"}
 
+    # one file per fold, as each fold's run writes it, joins into the same cross-validation
+    for number in (1, 0):
+        one, _ = embed_folds(roots, folds, [shipped], progress=False, fold_numbers=[number])
+        save_fold_embeddings(tmp_path / f"fold{number + 1}.safetensors", one, embedded, folds, [shipped], [number])
+    joined = load_fold_embeddings([tmp_path / "fold2.safetensors", tmp_path / "fold1.safetensors"])
+    torch.testing.assert_close(joined["embeddings"], found["embeddings"])
+    assert joined["writers"] == found["writers"] and len(joined["checkpoints"]) == 2
+    with pytest.raises(SignVerError, match=r"folds \[2\] missing"):
+        load_fold_embeddings([tmp_path / "fold1.safetensors"])
+    with pytest.raises(SignVerError, match="fold 1 is given twice"):
+        load_fold_embeddings([tmp_path / "fold1.safetensors", path])
+    other = tmp_path / "other.safetensors"
+    save_fold_embeddings(other, embeddings, embedded, [folds[1], folds[0]], [shipped, shipped])
+    with pytest.raises(SignVerError, match="another cross-validation"):
+        load_fold_embeddings([path, other])
+    with pytest.raises(SignVerError, match="one checkpoint per fold"):
+        embed_folds(roots, folds, [shipped], progress=False)
+
 
 def test_report_command_prints_json_and_names_a_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "not.safetensors"

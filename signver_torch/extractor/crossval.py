@@ -12,6 +12,8 @@ the pairs and claims scored by the model that never saw that writer (out of fold
     python -m signver_torch.extractor.crossval embed --data ... --folds folds.json \\
         --checkpoints fold1/model.safetensors ... --out embeddings.safetensors
     python -m signver_torch.extractor.crossval report embeddings.safetensors [--references 5]
+    (or ``embed --fold N --checkpoints foldN/model.safetensors --out foldN.safetensors`` as each fold
+    finishes, then ``report fold1.safetensors ... fold5.safetensors``)
 """
 
 from __future__ import annotations
@@ -75,17 +77,21 @@ def fold_specs(folds: list[list[str]]) -> list[dict[str, str]]:
 
 
 def embed_folds(data: DataRoots, folds: list[list[str]], checkpoints: Sequence[str | Path], device: str | None = None,
-                progress: bool = True) -> tuple[torch.Tensor, list[SignatureRecord]]:
-    """Every signature of ``folds``' writers embedded by each fold's checkpoint: ``(folds, N, D)``.
+                progress: bool = True, fold_numbers: Sequence[int] | None = None) -> tuple[torch.Tensor, list[SignatureRecord]]:
+    """Every signature of ``folds``' writers embedded by each checkpoint: ``(len(checkpoints), N, D)``.
 
-    The scans are decoded once and kept in memory; each checkpoint replays its own preprocessing.
+    ``checkpoints`` are the models of ``fold_numbers`` (0-based; default: every fold, in order), so one
+    fold's model can be embedded as soon as it is trained. The scans are decoded once and kept in
+    memory; each checkpoint replays its own preprocessing.
     """
     from tqdm.auto import tqdm
 
     from signver_torch.extractor.api import MetricExtractor
 
-    if len(checkpoints) != len(folds):
-        raise SignVerError(f"{len(folds)} folds but {len(checkpoints)} checkpoints: give one checkpoint per fold, in fold order")
+    numbers = list(range(len(folds))) if fold_numbers is None else list(fold_numbers)
+    if len(checkpoints) != len(numbers) or not set(numbers) <= set(range(len(folds))):
+        raise SignVerError(f"{len(checkpoints)} checkpoints for folds {[n + 1 for n in numbers]} of {len(folds)}: "
+                           "give one checkpoint per fold, in fold order")
     writers = [w for fold in folds for w in fold]
     records = discover_signatures(data, writers)
     images = [image for image, _ in tqdm(SignatureImages(records), desc="decoding", unit="img", file=sys.stderr, disable=not progress)]
@@ -96,13 +102,15 @@ def embed_folds(data: DataRoots, folds: list[list[str]], checkpoints: Sequence[s
 
 
 def save_fold_embeddings(path: Path, embeddings: torch.Tensor, records: Sequence[SignatureRecord], folds: list[list[str]],
-                         checkpoints: Sequence[str | Path]) -> None:
-    """One safetensors file (fp16 embeddings) whose metadata names the records, folds and checkpoints."""
+                         checkpoints: Sequence[str | Path], fold_numbers: Sequence[int] | None = None) -> None:
+    """One safetensors file (fp16 embeddings) whose metadata names the records, folds, which folds'
+    models it holds (``fold_numbers``, 0-based; default all) and their checkpoints."""
     from signver_torch.checkpoints import resolve_checkpoint
 
     cards = [resolve_checkpoint("extractor", c).card() for c in checkpoints]
     metadata = {
         "folds": json.dumps(folds),
+        "fold_numbers": json.dumps(list(range(len(folds))) if fold_numbers is None else list(fold_numbers)),
         "writers": json.dumps([r.writer for r in records]),
         "forged": json.dumps([bool(r.forged) for r in records]),
         "paths": json.dumps([r.path.name for r in records]),
@@ -114,18 +122,45 @@ def save_fold_embeddings(path: Path, embeddings: torch.Tensor, records: Sequence
     save_file({"embeddings": embeddings.half().contiguous()}, str(path), metadata=metadata)
 
 
-def load_fold_embeddings(path: str | Path) -> dict[str, Any]:
-    """What :func:`save_fold_embeddings` wrote: embeddings (float32), writers, forged flags, folds, checkpoints."""
+#: What every part of one cross-validation must agree on.
+_SHARED_KEYS = ("folds", "writers", "forged", "paths")
+
+
+def load_fold_embeddings(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    """What :func:`save_fold_embeddings` wrote, from one file or from several (one per fold, say), put
+    together in fold order: embeddings ``(folds, N, D)`` (float32), writers, forged flags, folds, checkpoints.
+
+    Raises:
+        SignVerError: a file that is not such a file, files of different cross-validations, or a fold
+            missing or given twice.
+    """
     from safetensors import SafetensorError, safe_open
 
-    try:
-        with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata() or {}
-            embeddings = handle.get_tensor("embeddings").float()
-        found = {key: json.loads(metadata[key]) for key in ("folds", "writers", "forged", "paths", "checkpoints")}
-    except (SafetensorError, OSError, KeyError, ValueError) as error:
-        raise SignVerError(f"{path}: not a cross-validation embeddings file ({error})") from error
-    return {"embeddings": embeddings, **found}
+    parts = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        try:
+            with safe_open(str(path), "pt") as handle:
+                metadata = handle.metadata() or {}
+                embeddings = handle.get_tensor("embeddings").float()
+            found = {key: json.loads(metadata[key]) for key in (*_SHARED_KEYS, "fold_numbers", "checkpoints")}
+        except (SafetensorError, OSError, KeyError, ValueError) as error:
+            raise SignVerError(f"{path}: not a cross-validation embeddings file ({error})") from error
+        if parts and any(found[key] != parts[0][1][key] for key in _SHARED_KEYS):
+            raise SignVerError(f"{path}: another cross-validation (folds or signatures differ from {parts[0][0]})")
+        parts.append((path, found, embeddings))
+    by_fold: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
+    for path, found, embeddings in parts:
+        for number, space, checkpoint in zip(found["fold_numbers"], embeddings, found["checkpoints"]):
+            if number in by_fold:
+                raise SignVerError(f"{path}: fold {number + 1} is given twice")
+            by_fold[number] = (space, checkpoint)
+    first = parts[0][1]
+    missing = [n + 1 for n in range(len(first["folds"])) if n not in by_fold]
+    if missing:
+        raise SignVerError(f"folds {missing} missing: give the embeddings of every fold's model")
+    order = sorted(by_fold)
+    return {"embeddings": torch.stack([by_fold[n][0] for n in order]), **{key: first[key] for key in _SHARED_KEYS},
+            "checkpoints": [by_fold[n][1] for n in order]}
 
 
 def out_of_fold_report(
@@ -240,11 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     embed = commands.add_parser("embed", help="embed every fold's writers with every fold's checkpoint")
     embed.add_argument("--data", nargs="+", required=True)
     embed.add_argument("--folds", type=Path, required=True, help="the JSON printed by `folds`")
-    embed.add_argument("--checkpoints", nargs="+", required=True, help="one per fold, in fold order")
+    embed.add_argument("--checkpoints", nargs="+", required=True, help="one per fold, in fold order (one with --fold)")
+    embed.add_argument("--fold", type=int, help="embed with this fold's model only (1-based): one file per fold, joined by report")
     embed.add_argument("--out", type=Path, required=True)
     embed.add_argument("--device")
     report = commands.add_parser("report", help="the out-of-fold report of an embeddings file (JSON)")
-    report.add_argument("embeddings", type=Path)
+    report.add_argument("embeddings", type=Path, nargs="+", help="one file of every fold's models, or one file per fold")
     report.add_argument("--references", type=int)
     cards = commands.add_parser("cards", help="summarise the fold cards of a run folder (<config>/fold<N>/model.json), JSON")
     cards.add_argument("run_dir", type=Path)
@@ -258,8 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"folds": groups, "overrides": fold_specs(groups)}, indent=1))
         elif args.command == "embed":
             groups = json.loads(args.folds.read_text())["folds"]
-            embedded, records = embed_folds(args.data, groups, args.checkpoints, args.device)
-            save_fold_embeddings(args.out, embedded, records, groups, args.checkpoints)
+            numbers = None if args.fold is None else [args.fold - 1]
+            embedded, records = embed_folds(args.data, groups, args.checkpoints, args.device, fold_numbers=numbers)
+            save_fold_embeddings(args.out, embedded, records, groups, args.checkpoints, numbers)
             print(f"wrote {args.out}", file=sys.stderr)
         elif args.command == "cards":
             summary = fold_cards_summary(args.run_dir)
