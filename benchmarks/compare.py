@@ -5,7 +5,8 @@
 
 Rows are model × mode × precision × path (compiled runs apart from eager) × what was timed: the recipe
 whose module, loss and batch the step ran (records since 2026-12-03), or "generic step" for the first
-harness's records (its own losses at the CPU recipes' sizes, not the recipes' training step); columns are
+harness's records (its own losses at the CPU recipes' sizes, not the recipes' training step), marked
+"channels-last" where the networks were stored so (CPU records since 2026-12-04); columns are
 the devices measured (one per accelerator and device name) in images/s, plus the HPU/GPU ratio where
 both were measured. A GPU or HPU that no
 record covers is shown as "not measured": nothing is estimated.
@@ -37,6 +38,8 @@ def build_table(records: list[dict]) -> str:
     for record in sorted(records, key=lambda r: r["date"]):
         path = record["path"] + (" + compile" if record.get("compile") else "")
         timed = Path(record["recipe"]).name if record.get("recipe") else "generic step"
+        if record.get("memory_format") == "channels_last":
+            timed += ", channels-last"
         row = (record["model"], record["mode"], record["precision"], path, timed)
         latest[row + (record["accelerator"], record["device_name"])] = record
     devices = sorted({key[5:] for key in latest}, key=lambda d: ("cpu", "gpu", "hpu").index(d[0]))

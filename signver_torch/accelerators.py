@@ -49,6 +49,24 @@ def compile_backend(device_type: str) -> str:
     return COMPILE_BACKENDS.get(device_type, DEFAULT_COMPILE_BACKEND)
 
 
+#: Memory layout of the networks per device type, for training and inference alike. Channels-last
+#: lets oneDNN's convolutions skip their layout conversions on CPU (gains measured in
+#: docs/benchmarks.md); devices not listed keep PyTorch's default, as nothing was measured there.
+MEMORY_FORMATS = {"cpu": torch.channels_last}
+
+
+def memory_format(device_type: str) -> torch.memory_format:
+    """The layout networks are stored in on ``device_type`` (their outputs are the same either way)."""
+    return MEMORY_FORMATS.get(device_type, torch.preserve_format)
+
+
+def prepare_modules(module: torch.nn.Module, compiled: list[torch.nn.Module], setting: bool | str, device_type: str) -> str | None:
+    """Ready a LightningModule for ``device_type``: its weights in the device's :func:`memory_format`,
+    then its ``compiled`` parts compiled as :func:`compile_modules` does; returns the backend."""
+    module.to(memory_format=memory_format(device_type))
+    return compile_modules(compiled, setting, device_type)
+
+
 def compile_modules(modules: list[torch.nn.Module], setting: bool | str, device_type: str) -> str | None:
     """Compile ``modules`` in place (``nn.Module.compile``: state-dict keys unchanged) as a recipe's
     ``compile`` asks: ``false`` none, ``true`` the device's backend, or a backend by name; returns it."""

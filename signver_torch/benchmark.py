@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from signver_torch.accelerators import compile_modules, hpu_lazy_mode, installed_version, resolve_accelerator
+from signver_torch.accelerators import hpu_lazy_mode, installed_version, memory_format, prepare_modules, resolve_accelerator
 from signver_torch.errors import SignVerError
 from signver_torch.tasks import get_task, training_tasks
 
@@ -63,6 +63,8 @@ class Record:
     batch_size: int
     input_shape: list[int]
     compile: bool
+    #: the networks' layout on the device (``accelerators.memory_format``); records before 2026-12-04 lack it
+    memory_format: str
     steps: int
     warmup: int
     images_per_second: float
@@ -203,7 +205,7 @@ def measure_raw(setup: Setup, mode: str, accelerator: str, steps: int, warmup: i
     device = device_of(accelerator)
     sync = sync or synchronizer(accelerator)
     module = setup.build().to(device)
-    compile_modules(module.compiled_parts(), compile_model, device.type)
+    prepare_modules(module, module.compiled_parts(), compile_model, device.type)
     mark_step = step_marker(accelerator)
     warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer to log to: the loss is what is timed
     if mode == "train":
@@ -363,7 +365,8 @@ def run_benchmarks(
                 yield Record(
                     model=model, mode=mode, path=path, recipe=str(Path(setup.recipe.parent.name) / setup.recipe.name),
                     accelerator=accelerator, device_name=name_of_device, precision=setup.precision,
-                    batch_size=setup.batch_size, input_shape=setup.input_shape, compile=compile_model, steps=len(times),
+                    batch_size=setup.batch_size, input_shape=setup.input_shape, compile=compile_model,
+                    memory_format=str(memory_format(device_of(accelerator).type)).removeprefix("torch."), steps=len(times),
                     warmup=warmup, images_per_second=setup.batch_size / median, step_ms_median=median * 1000,
                     step_ms_p90=statistics.quantiles(times, n=10)[-1] * 1000, peak_memory_mb=peak_memory_mb(accelerator),
                     data_images_per_second=loading, versions=versions(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

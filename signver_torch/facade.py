@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from signver_torch.accelerators import inference_device
+from signver_torch.accelerators import inference_device, memory_format
 from signver_torch.checkpoints import load_model, resolve_checkpoint
 from signver_torch.errors import CheckpointError
 
@@ -48,7 +48,7 @@ class ModelFacade:
         """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path."""
         model, card = load_model(self.module, name_or_path, self._build)
         self._configure(card, name_or_path)  # refuses a card it cannot use before anything changes
-        self.model = model.eval().to(self.device)
+        self.model = model.eval().to(self.device, memory_format=memory_format(self.device.type))
         self.card = card
         self.weights = resolve_checkpoint(self.module, name_or_path).weights
         return self

@@ -11,7 +11,14 @@ import pytest
 import torch
 from lightning_habana import HPUAccelerator, HPUDDPStrategy, HPUPrecisionPlugin, SingleHPUStrategy
 
-from signver_torch.accelerators import compile_backend, compile_modules, habana_status, resolve_accelerator, trainer_kwargs
+from signver_torch.accelerators import (
+    compile_backend,
+    compile_modules,
+    habana_status,
+    prepare_modules,
+    resolve_accelerator,
+    trainer_kwargs,
+)
 from signver_torch.errors import AcceleratorUnavailableError, SignVerError
 
 from mock_devices import cuda_gpus, hpus
@@ -121,6 +128,19 @@ def test_several_cpu_devices_are_ddp_processes_and_compile_picks_the_device_back
     torch.testing.assert_close(model(torch.ones(1, 3)), torch.nn.functional.linear(torch.ones(1, 3), model.weight, model.bias))
     with hpus(1), pytest.raises(AcceleratorUnavailableError, match="not supported on HPU"):
         trainer_kwargs("hpu", precision="64-true")
+
+
+def test_prepared_modules_are_channels_last_on_cpu_only() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    images = torch.rand(2, 1, 9, 11)
+    expected = net(images)
+    for device_type in ("hpu", "cuda"):  # nothing measured there: PyTorch's default layout stays
+        assert prepare_modules(net, [], False, device_type) is None and net[0].weight.is_contiguous()
+    assert prepare_modules(net, [net[2]], "eager", "cpu") == "eager"
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in (net[0], net[2]))
+    assert net[2]._compiled_call_impl is not None  # then compiled, as compile_modules does
+    torch.testing.assert_close(net(images), expected)
 
 
 def test_habana_status_on_this_machine_reports_installed_without_hpu() -> None:

@@ -64,6 +64,20 @@ def test_torch_layout_batches_match_signver_layout(extractor: MetricExtractor, s
         extractor.extract(Image.open(cedar_file(small_data, 37, 1)))  # type: ignore[arg-type]
 
 
+def test_cpu_networks_are_channels_last_with_unchanged_embeddings(extractor: MetricExtractor, small_data: Path) -> None:
+    """The facade stores conv weights channels-last on CPU (faster oneDNN kernels); the embeddings of
+    real scans must equal those of the same network in PyTorch's default layout."""
+    assert extractor.device.type == "cpu"
+    convs = [m.weight for m in extractor.loaded_model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(w.is_contiguous() for w in convs)  # (a 1-channel or 1x1 kernel is both)
+    files = [cedar_file(small_data, 35, n) for n in (1, 2)] + [cedar_file(small_data, 35, 3, forged=True)]
+    fast = extractor.extract(files)
+    default_layout = MetricExtractor(device="cpu").load("default")
+    default_layout.loaded_model.to(memory_format=torch.contiguous_format)
+    assert np.allclose(fast, default_layout.extract(files), atol=1e-5)
+
+
 def test_genuine_signatures_are_closer_than_skilled_forgeries(extractor: MetricExtractor, small_data: Path) -> None:
     """On the fixture's held-out writers, a writer's genuine pairs are nearer than genuine-forgery pairs."""
     wins = 0

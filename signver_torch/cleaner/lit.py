@@ -8,7 +8,7 @@ import lightning
 import torch
 import torch.nn.functional as F
 
-from signver_torch.accelerators import compile_modules
+from signver_torch.accelerators import prepare_modules
 from signver_torch.cleaner.model import CLEANER_VARIANTS, build_cleaner
 from signver_torch.metrics import cleaning_metrics
 from signver_torch.optim import adamw_one_cycle
@@ -61,7 +61,7 @@ class CleanerModule(lightning.LightningModule):
         return [self.model]
 
     def configure_model(self) -> None:
-        compile_modules(self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
+        prepare_modules(self, self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def forward(self, page: torch.Tensor) -> torch.Tensor:
         return self.model(page)

@@ -7,7 +7,7 @@ from typing import Any
 import lightning
 import torch
 
-from signver_torch.accelerators import compile_modules
+from signver_torch.accelerators import prepare_modules
 from signver_torch.checkpoints import load_checkpoint, load_model
 from signver_torch.data.detection import CLASS_NAMES
 from signver_torch.detector.model import build_detector, detect_with_host_postprocessing, detector_from_card, load_extractor_backbone
@@ -66,7 +66,7 @@ class DetectorModule(lightning.LightningModule):
         return [self.model.backbone, self.model.head]
 
     def configure_model(self) -> None:
-        compile_modules(self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
+        prepare_modules(self, self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def setup(self, stage: str) -> None:
         data_size = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("image_size")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from signver_torch.accelerators import compile_modules
+from signver_torch.accelerators import prepare_modules
 from signver_torch.checkpoints import load_model
 from signver_torch.data.signatures import decode_labels
 from signver_torch.errors import CheckpointError
@@ -206,7 +206,7 @@ class ExtractorModule(lightning.LightningModule):
         return [self.model]
 
     def configure_model(self) -> None:
-        compile_modules(self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
+        prepare_modules(self, self.compiled_parts(), self.hparams.compile, self.trainer.strategy.root_device.type)
 
     def setup(self, stage: str) -> None:
         expected = self.init_card.get("preprocessing")
