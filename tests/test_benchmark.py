@@ -92,7 +92,7 @@ def test_cpu_benchmark_writes_records_and_the_table(tmp_path: Path) -> None:
     import compare
 
     table = compare.build_table(records)
-    assert "not measured" in table and "| cleaner | train | fp32 | lightning | cpu.yaml |" in table
+    assert "not measured" in table and "| cleaner | train | fp32 | lightning | cpu.yaml, channels-last |" in table
     assert all(record["recipe"] in ("cleaner/cpu.yaml", "extractor/cpu.yaml") for record in records)
     assert table.count("\n") == 1 + 8  # header, rule, one row per configuration
 
