@@ -611,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "signatures are the writer-dependent SVMs' background, shipped beside the weights (never --val-writers)")
     calibrate.add_argument("--rule", choices=RULES, help="extractor, with --references: this rule "
                            "instead of the one of lowest EER")
+    calibrate.add_argument("--out-of-fold", nargs="+", metavar="FILE", help="extractor, for a model trained on every "
+                           "writer: take the thresholds from a cross-validation of its recipe (the `crossval embed` files), "
+                           "instead of from --val-writers")
     calibrate.add_argument("--pairs", type=int, help="cleaner: number of synthetic pairs (default 256)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     calibrate.set_defaults(handler=cmd_calibrate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from signver_torch.checkpoints import resolve_checkpoint
-from signver_torch.data.signatures import discover_signatures, parse_writers
+from signver_torch.data.signatures import compact_writers, discover_signatures, parse_writers
 from signver_torch.errors import DataError, SignVerError
 from signver_torch.extractor.crossval import (
     embed_folds,
@@ -127,3 +128,47 @@ def test_cards_record_only_into_the_last_fold_model(tmp_path: Path) -> None:
     summary["r18"]["folds"][-1]["trained_sha256"] = "f" * 64
     with pytest.raises(SignVerError, match="not the last-fold model"):
         record_summary(summary, "r18", copy, "writer_crossval", "cmd")
+
+
+def test_calibrate_out_of_fold_takes_the_pooled_thresholds(small_data: Path, tmp_path: Path) -> None:
+    """A model trained on every writer has no held-out writers: `signver calibrate extractor
+    --out-of-fold` sets its pair threshold and per-person rule from a cross-validation's embeddings,
+    the same figures `crossval report` computes from them."""
+    roots = [small_data / "cedar", small_data / "dutch"]
+    folds = writer_folds(discover_signatures(roots), 2, "cedar:35-37,dutch:040")
+    shipped = resolve_checkpoint("extractor", "default").weights
+    embeddings, embedded = embed_folds(roots, folds, [shipped, shipped], progress=False)
+    oof = tmp_path / "folds.safetensors"
+    save_fold_embeddings(oof, embeddings, embedded, folds, [shipped, shipped])
+    found = load_fold_embeddings(oof)  # as stored (fp16), which is what calibrate reads
+    report = out_of_fold_report(found["embeddings"], found["writers"], found["forged"], folds, references=2, resamples=10)
+    model = tmp_path / "all-writers.safetensors"
+    shutil.copy(shipped, model)
+    shutil.copy(shipped.with_suffix(".json"), model.with_suffix(".json"))
+    everyone = compact_writers([w for fold in folds for w in fold])
+    command = [sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", *map(str, roots), "--quiet",
+               "--references", "2", "--background-writers", everyone, "--checkpoint", str(model)]
+    done = subprocess.run([*command, "--out-of-fold", str(oof)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["threshold"] == pytest.approx(report["pairs"]["threshold_at_eer"], abs=1e-6)
+    assert card["operating_point"]["far"] == pytest.approx(report["pairs"]["far"], abs=1e-6)
+    assert set(card["operating_point"]["per_source"]) == {"cedar", "dutch"}
+    rules = report["references"]["rules"]
+    best = min(rules, key=lambda name: rules[name]["eer"])
+    assert card["decision"]["rule"] == best and card["decision"]["threshold"] == pytest.approx(rules[best]["threshold_at_eer"], abs=1e-6)
+    assert card["decision_thresholds"] == pytest.approx({name: entry["threshold_at_eer"] for name, entry in rules.items()}, abs=1e-6)
+    assert card["out_of_fold"]["n_writers"] == report["pairs"]["n_writers"] and "--out-of-fold" in card["calibration_command"]
+    if best == "svm":  # the bank the shipped rule fits against is this model's, of every writer
+        assert card["decision"]["background"]["n_signatures"] == sum(not r.forged for r in embedded)
+
+    done = subprocess.run([*command, "--out-of-fold", str(oof), "--target-far", "0.1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["operating_point"]["far"] == pytest.approx(0.1, abs=0.01) and "FAR is 0.1" in card["threshold_calibration"]
+    assert card["threshold"] < report["pairs"]["threshold_at_eer"]  # the EER's FAR is higher here
+
+    for extra, message in ((["--out-of-fold", str(oof), "--val-writers", "cedar:35"], "not with --val-writers"),
+                           (["--out-of-fold", str(model)], "not a cross-validation embeddings file")):
+        done = subprocess.run([*command, *extra], capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr and done.stderr.strip().count("\n") == 0

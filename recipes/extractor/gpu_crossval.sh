@@ -8,7 +8,8 @@
 # writers), EPOCHS (60), MAX_MINUTES (a guard per run), ACCELERATOR (gpu), DATA (../shared/data, else .gpu/:
 # copies made by compact_signatures.py). OUT_DIR receives the last fold's model of each configuration
 # (<config>-fixed.safetensors.part-*: `cat` them; its card in runs.tar.gz) and runs.tar.gz (folds, each
-# fold's card with its held-out metrics, <config>-report.json, summary.json, logs).
+# fold's card with its held-out metrics, <config>-report.json, summary.json, logs, and <config>/oof/: the last fold's
+# card and background bank recalibrated from the out-of-fold distances of every writer, `calibrate --out-of-fold`).
 # Measured on an H200 (2026-12-04): 2 configurations x 5 folds side by side, 60 and 100 epochs of batch 128, trained
 # and exported in 481 s; embedding 3,069 signatures then took ~27 s per fold model, one model after another
 # (each fold now embeds as soon as it is trained, side by side). The out-of-fold reports were not reached
@@ -54,14 +55,25 @@ for name in $names; do
 done
 wait
 echo "trained and embedded in $((SECONDS - begin)) s" | tee -a "$work/timing.txt"
+fixed_train=$(override $((folds - 1)) train_writers)
+calibrate_out_of_fold() {  # the last fold's model, its thresholds from every fold's held-out writers (card and bank only)
+  mkdir -p "$work/$1/oof"
+  cp "$work/$1/fold$folds/model.safetensors" "$work/$1/oof/model.safetensors"
+  cp "$work/$1/fold$folds/model.json" "$work/$1/oof/model.json"
+  python3 -m signver_torch calibrate extractor --data "${sources[@]}" --out-of-fold "$work/$1"/fold*/embeddings.safetensors \
+    --references 5 --background-writers "$fixed_train" --checkpoint "$work/$1/oof/model.safetensors" --quiet
+}
 for name in $names; do
   python3 -m signver_torch.extractor.crossval report "$work/$name"/fold*/embeddings.safetensors --references 5 \
     > "$work/$name-report.json" 2> "$work/$name-report.log" &
+  calibrate_out_of_fold "$name" > "$work/$name-oof.log" 2>&1 &
   # a lent machine hands back files of at most 16 MiB: the model comes in parts (cat NAME.part-* > NAME)
   split -b 12m "$work/$name/fold$folds/model.safetensors" "$out/$name-fixed.safetensors.part-"
 done
 wait
 echo "reported in $((SECONDS - begin)) s" | tee -a "$work/timing.txt"
 python3 -m signver_torch.extractor.crossval cards "$work" | tee "$work/summary.json"
-tar -czf "$out/runs.tar.gz" -C "$work" --exclude='*.safetensors' --exclude='*.ckpt' --exclude='lightning_logs' . 2>/dev/null
+# the weights stay out (the last fold's come in parts above); <config>/oof/ keeps its card and background bank
+tar -czf "$out/runs.tar.gz" -C "$work" --exclude='fold*/*.safetensors' --exclude='oof/model.safetensors' --exclude='*.ckpt' \
+  --exclude='lightning_logs' . 2>/dev/null
 ls -la "$out"

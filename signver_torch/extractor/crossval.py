@@ -22,6 +22,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -163,6 +164,55 @@ def load_fold_embeddings(paths: str | Path | Sequence[str | Path]) -> dict[str, 
             "checkpoints": [by_fold[n][1] for n in order]}
 
 
+@dataclass
+class OutOfFoldScores:
+    """What the fold models say about the writers they never saw: per writer its genuine-pair and
+    skilled-forgery distances, per fold its random-forgery distances, and per rule the gallery
+    protocol's claims (each fold's training writers as the svm background)."""
+
+    folds: list[list[str]]
+    positive: dict[str, torch.Tensor]
+    skilled: dict[str, torch.Tensor]
+    random: list[torch.Tensor]
+    claims: dict[str, dict[str, list]]
+
+    @property
+    def writers(self) -> list[str]:
+        return [w for fold in self.folds for w in fold]
+
+    def pairs(self, writers: Sequence[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Genuine-pair and skilled-forgery distances of ``writers``, one tensor per writer."""
+        return [self.positive[w] for w in writers], [self.skilled[w] for w in writers]
+
+
+def out_of_fold_scores(
+    embeddings: torch.Tensor, writers: Sequence[str], forged: Sequence[bool], folds: list[list[str]], references: int | None = None
+) -> OutOfFoldScores:
+    """Every writer's pairs (and with ``references`` its claims) scored by the fold model that did not
+    train on it; random forgeries pair writers of one fold only (one model)."""
+    from signver_torch.matcher.evaluation import claim_scores
+
+    writers_arr, forged_arr = np.asarray(writers), np.asarray(forged, bool)
+    scores = OutOfFoldScores(folds, {}, {}, [], {})
+    for i, fold in enumerate(folds):
+        chosen = np.flatnonzero(np.isin(writers_arr, fold))
+        space = embeddings[i]
+        for writer in fold:
+            mine = chosen[writers_arr[chosen] == writer]
+            pairs = writer_protocol_distances(space[mine], [writer] * len(mine), forged_arr[mine].tolist())
+            scores.positive[writer], scores.skilled[writer] = pairs["positive"], pairs["skilled"]
+        scores.random.append(writer_protocol_distances(space[chosen], writers_arr[chosen].tolist(), forged_arr[chosen].tolist())["random"])
+        if references is not None:
+            background_rows = np.flatnonzero(~np.isin(writers_arr, fold) & ~forged_arr)
+            found = claim_scores(space[chosen].numpy(), writers_arr[chosen].tolist(), forged_arr[chosen].tolist(), references,
+                                 space[background_rows].numpy())
+            for rule, entry in found.items():
+                merged = scores.claims.setdefault(rule, {"positive": [], "negative": [], "writers": []})
+                for key in merged:
+                    merged[key] += entry[key]
+    return scores
+
+
 def out_of_fold_report(
     embeddings: torch.Tensor,
     writers: Sequence[str],
@@ -171,48 +221,28 @@ def out_of_fold_report(
     references: int | None = None,
     resamples: int = RESAMPLES,
 ) -> dict[str, Any]:
-    """Single pairs and (with ``references``) the gallery protocol, each writer scored by the fold
-    model that did not train on it; random forgeries pair writers of one fold only (one model)."""
-    from signver_torch.matcher.evaluation import claim_scores, protocol_report
+    """Single pairs and (with ``references``) the gallery protocol of :func:`out_of_fold_scores`, with
+    intervals over writers, per source and per fold."""
+    from signver_torch.matcher.evaluation import protocol_report
 
-    writers_arr, forged_arr = np.asarray(writers), np.asarray(forged, bool)
-    positive: dict[str, torch.Tensor] = {}
-    skilled: dict[str, torch.Tensor] = {}
-    random_pairs, per_fold, claims = [], [], {}
-    for i, fold in enumerate(folds):
-        chosen = np.flatnonzero(np.isin(writers_arr, fold))
-        space = embeddings[i]
-        for writer in fold:
-            mine = chosen[writers_arr[chosen] == writer]
-            pairs = writer_protocol_distances(space[mine], [writer] * len(mine), forged_arr[mine].tolist())
-            positive[writer], skilled[writer] = pairs["positive"], pairs["skilled"]
-        random_pairs.append(writer_protocol_distances(space[chosen], writers_arr[chosen].tolist(), forged_arr[chosen].tolist())["random"])
-        per_fold.append({"writers": compact_writers(fold), "n_writers": len(fold),
-                         "eer": verification_metrics(torch.cat([positive[w] for w in fold]), torch.cat([skilled[w] for w in fold]))["eer"]})
-        if references is not None:
-            background_rows = np.flatnonzero(~np.isin(writers_arr, fold) & ~forged_arr)
-            found = claim_scores(space[chosen].numpy(), writers_arr[chosen].tolist(), forged_arr[chosen].tolist(), references,
-                                 space[background_rows].numpy())
-            for rule, entry in found.items():
-                merged = claims.setdefault(rule, {"positive": [], "negative": [], "writers": []})
-                for key in merged:
-                    merged[key] += entry[key]
+    scores = out_of_fold_scores(embeddings, writers, forged, folds, references)
 
     def pairs_report(chosen_writers: list[str]) -> dict[str, Any]:
-        pos, neg = [positive[w] for w in chosen_writers], [skilled[w] for w in chosen_writers]
+        pos, neg = scores.pairs(chosen_writers)
         metrics = verification_metrics(torch.cat(pos), torch.cat(neg))
         return {**metrics, "eer_ci": list(bootstrap_eer_interval(pos, neg, resamples)), "n_writers": len(chosen_writers)}
 
-    everyone = [w for fold in folds for w in fold]
+    everyone = scores.writers
     report: dict[str, Any] = {"pairs": pairs_report(everyone)}
-    report["pairs"]["eer_random"] = verification_metrics(torch.cat([positive[w] for w in everyone]), torch.cat(random_pairs))["eer"]
+    report["pairs"]["eer_random"] = verification_metrics(torch.cat(scores.pairs(everyone)[0]), torch.cat(scores.random))["eer"]
     sources = sorted({source_of_writer(w) for w in everyone})
     if len(sources) > 1:
         report["pairs"]["per_source"] = {s: pairs_report([w for w in everyone if source_of_writer(w) == s]) for s in sources}
-    report["per_fold"] = per_fold
+    report["per_fold"] = [{"writers": compact_writers(fold), "n_writers": len(fold),
+                           "eer": verification_metrics(*map(torch.cat, scores.pairs(fold)))["eer"]} for fold in folds]
     if references is not None:
         report["references"] = {"k": references, "background": "the genuine signatures of each fold model's training writers",
-                                "rules": protocol_report(claims, None, {w: source_of_writer(w) for w in everyone})}
+                                "rules": protocol_report(scores.claims, None, {w: source_of_writer(w) for w in everyone})}
     return report
 
 

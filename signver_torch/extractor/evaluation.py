@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,11 +15,21 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import background_path, encode_background, read_card, resolve_checkpoint, save_checkpoint, write_card
-from signver_torch.data.signatures import DataRoots, SignatureImages, SignatureRecord, data_roots, data_text, discover_signatures, writers_text
+from signver_torch.data.signatures import (
+    DataRoots,
+    SignatureImages,
+    SignatureRecord,
+    compact_writers,
+    data_roots,
+    data_text,
+    discover_signatures,
+    source_of_writer,
+    writers_text,
+)
 from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.extractor.api import MetricExtractor
 from signver_torch.extractor.model import principal_projection
-from signver_torch.metrics import writer_protocol_distances, writer_protocol_metrics
+from signver_torch.metrics import verification_metrics, writer_protocol_distances, writer_protocol_metrics
 
 
 def embed_records(
@@ -47,16 +57,13 @@ def embed_records(
 BOOTSTRAP_RESAMPLES = 1000
 
 
-def _operating_point(embeddings: torch.Tensor, records: Sequence[SignatureRecord], threshold: float) -> dict[str, Any]:
-    """FAR and FRR of ``records`` at ``threshold``, overall and per source."""
-    def rates(chosen: list[int]) -> dict[str, Any]:
-        report = writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen], [records[i].forged for i in chosen], threshold)
-        return {key: report[key] for key in ("far", "frr", "eer", "negatives", "n_writers")}
-
-    point = {"threshold": threshold, **rates(list(range(len(records))))}
-    sources = sorted({r.source for r in records})
+def _operating_point(writers: Sequence[str], rates: Callable[[list[str]], dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """FAR and FRR at ``threshold`` of ``writers``, overall and per source; ``rates`` measures a group of writers."""
+    writers = list(dict.fromkeys(writers))
+    point = {"threshold": threshold, **rates(writers)}
+    sources = sorted({source_of_writer(w) for w in writers})
     if len(sources) > 1:
-        point["per_source"] = {source: rates([i for i, r in enumerate(records) if r.source == source]) for source in sources}
+        point["per_source"] = {source: rates([w for w in writers if source_of_writer(w) == source]) for source in sources}
     return point
 
 
@@ -128,6 +135,7 @@ def calibrate_extractor(
     references: int | None = None,
     background_writers: str | Sequence[str] | None = None,
     rule: str | None = None,
+    out_of_fold: Sequence[str | os.PathLike] | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -142,16 +150,26 @@ def calibrate_extractor(
     With ``references=K``, the per-person decision is calibrated as well (:func:`calibrate_decision`):
     the rule of lowest gallery-protocol EER on ``val_writers`` (or ``rule``), its threshold the same
     way, and for the ``svm`` rule a background bank of the genuine signatures of ``background_writers``
-    written beside the weights. The checkpoint is rewritten atomically (its card loses the old metrics:
+    written beside the weights.
+
+    With ``out_of_fold`` (the embeddings files of a cross-validation of this checkpoint's recipe,
+    :mod:`~signver_torch.extractor.crossval`), a model trained on every writer takes its thresholds
+    from the distances and claims of the writers each fold model never saw, instead of from
+    ``val_writers`` (there are none); the background bank is still embedded by this checkpoint.
+    The checkpoint is rewritten atomically (its card loses the old metrics:
     rerun the evaluate command); the backbone is untouched, so running it twice changes nothing.
     """
     if target_far is not None and not 0 < target_far < 1:
         raise SignVerError(f"--target-far must be between 0 and 1, not {target_far}")
     if references is None and (background_writers is not None or rule is not None):
         raise SignVerError("--background-writers and --rule calibrate the per-person decision: give --references K too")
+    if out_of_fold is not None and val_writers is not None:
+        raise SignVerError("--out-of-fold takes the thresholds from a cross-validation's held-out writers: not with --val-writers")
+    if references is not None:
+        _check_decision_options(references, rule)
     weights = resolve_checkpoint("extractor", checkpoint).weights
     extractor = MetricExtractor(device=device).load(weights)
-    held_out = discover_signatures(data_dir, val_writers)
+    held_out = discover_signatures(data_dir, val_writers) if out_of_fold is None else []
     card = dict(extractor.card)
     if writers is not None:
         train = discover_signatures(data_dir, writers)
@@ -175,32 +193,59 @@ def calibrate_extractor(
             # the file as trained, whose backbone this checkpoint keeps (the detector recipe names it)
             "trained_sha256": card.get("projection", {}).get("trained_sha256", extractor.sha256),
         }
-    embeddings, _ = embed_records(extractor, held_out, progress)
-    held_writers, held_forged = [r.writer for r in held_out], [r.forged for r in held_out]
-    calibration = writer_protocol_metrics(embeddings, held_writers, held_forged)
-    held = writers_text(val_writers) or "all"
-    if target_far is None:
-        threshold = calibration["threshold_at_eer"]
-        described = f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers {held}"
+    if out_of_fold is None:
+        embeddings, _ = embed_records(extractor, held_out, progress)
+        held_writers, held_forged = [r.writer for r in held_out], [r.forged for r in held_out]
+        held = writers_text(val_writers) or "all"
+        distances = writer_protocol_distances(embeddings, held_writers, held_forged)
+        negatives_kind = "skilled" if distances["skilled"].numel() else "random"  # genuine-only folders: random forgeries
+        positive, negatives = distances["positive"], distances[negatives_kind]
+        described = f"({negatives_kind} forgeries) of the held-out writers {held}"
+
+        def rates(group: list[str]) -> dict[str, Any]:
+            chosen = [i for i, w in enumerate(held_writers) if w in group]
+            report = writer_protocol_metrics(embeddings[chosen], [held_writers[i] for i in chosen], [held_forged[i] for i in chosen], threshold)
+            return {key: report[key] for key in ("far", "frr", "eer", "negatives", "n_writers")}
     else:
-        negatives = writer_protocol_distances(embeddings, held_writers, held_forged)[calibration["negatives"]]
+        from signver_torch.extractor.crossval import load_fold_embeddings, out_of_fold_scores
+
+        found = load_fold_embeddings(out_of_fold)
+        oof = out_of_fold_scores(found["embeddings"], found["writers"], found["forged"], found["folds"], references)
+        held_writers, negatives_kind = oof.writers, "skilled"
+        positive, negatives = (torch.cat(part) for part in oof.pairs(held_writers))
+        held = f"out of fold ({len(held_writers)} writers of {len(found['folds'])} folds)"
+        described = f"(skilled forgeries) pooled out of fold: {len(held_writers)} writers, each scored by the fold model that never saw it"
+
+        def rates(group: list[str]) -> dict[str, Any]:
+            report = verification_metrics(*(torch.cat(part) for part in oof.pairs(group)), threshold)
+            return {**{key: report[key] for key in ("far", "frr", "eer")}, "negatives": "skilled", "n_writers": len(group)}
+    if target_far is None:
+        threshold = verification_metrics(positive, negatives)["threshold_at_eer"]
+        described = "cosine distance at the EER " + described
+    else:
         threshold = float(negatives.quantile(target_far, interpolation="lower"))
-        described = f"cosine distance where the FAR ({calibration['negatives']} forgeries) of writers {held} is {target_far:g}"
+        described = f"cosine distance where the FAR is {target_far:g} " + described
     command = ["calibrate", "extractor", "--data", *map(str, data_roots(data_dir))]
     command += [*(["--writers", writers_text(writers)] if writers is not None else []),
                 *(["--val-writers", held] if val_writers is not None else []),
                 *(["--target-far", f"{target_far:g}"] if target_far is not None else []),
                 *(["--references", str(references)] if references is not None else []),
                 *(["--background-writers", writers_text(background_writers)] if background_writers is not None else []),
-                *(["--rule", rule] if rule is not None else []), "--checkpoint", str(weights)]
+                *(["--rule", rule] if rule is not None else []),
+                *(["--out-of-fold", *map(str, out_of_fold)] if out_of_fold is not None else []), "--checkpoint", str(weights)]
     background = None
     if references is not None:
         bank = [r for r in discover_signatures(data_dir, background_writers) if not r.forged] if background_writers is not None else []
-        if {r.writer for r in bank} & set(held_writers):
+        if out_of_fold is None and {r.writer for r in bank} & set(held_writers):  # out of fold, claims met each fold's own bank
             raise SignVerError("--background-writers and --val-writers share writers: the background must be other people")
         bank_embeddings = embed_records(extractor, bank, progress)[0] if bank else None
-        card["decision"], background = calibrate_decision(
-            embeddings.numpy(), held_out, references, bank_embeddings, rule, target_far)
+        if out_of_fold is None:
+            card["decision"], background = calibrate_decision(
+                embeddings.numpy(), held_out, references, bank_embeddings, rule, target_far)
+        else:
+            card["decision"], background = decision_from_scores(
+                oof.claims, {w: source_of_writer(w) for w in held_writers}, references, bank_embeddings, rule, target_far,
+                "the pooled out-of-fold claims")
         if "background" in card["decision"]:
             card["decision"]["background"].update(file=background_path(weights).name, writers=writers_text(background_writers),
                                                   data=data_text(data_dir))
@@ -212,8 +257,15 @@ def calibrate_extractor(
         "threshold": threshold,
         "threshold_calibration": described + (", after the projection was fitted" if writers is not None else ""),
         "calibration_command": "signver " + shlex.join(command),
-        "operating_point": _operating_point(embeddings, held_out, threshold),
+        "operating_point": _operating_point(held_writers, rates, threshold),
     })
+    if out_of_fold is not None:
+        card["out_of_fold"] = {"files": [str(path) for path in out_of_fold], "n_writers": len(held_writers),
+                               "folds": [compact_writers(fold) for fold in found["folds"]],
+                               "fold_checkpoints": [{key: entry.get(key) for key in ("sha256", "recipe_command", "hardware")}
+                                                    for entry in found["checkpoints"]]}
+    else:
+        card.pop("out_of_fold", None)
     if writers is not None:
         card["projection"]["command"] = card["calibration_command"]
     # the old metrics described the old head or threshold: rerun the evaluate command for the new ones
@@ -243,21 +295,42 @@ def calibrate_decision(
     bank's bytes.
     """
     from signver_torch.matcher.decisions import RULES
-    from signver_torch.matcher.evaluation import claim_scores, protocol_report
+    from signver_torch.matcher.evaluation import claim_scores
+
+    _check_decision_options(references, rule)
+    bank = None if background is None else background.numpy()
+    measured = [name for name in RULES if name != "svm" or bank is not None]
+    scores = claim_scores(embeddings, [r.writer for r in records], [r.forged for r in records], references, bank, measured)
+    return decision_from_scores(scores, {r.writer: r.source for r in records}, references, background, rule, target_far)
+
+
+def _check_decision_options(references: int, rule: str | None) -> None:
+    from signver_torch.matcher.decisions import RULES
 
     if references < 1:
         raise SignVerError(f"--references must be at least 1, not {references}")
     if rule is not None and rule not in RULES:
         raise SignVerError(f"--rule must be one of {', '.join(RULES)}, not {rule!r}")
+
+
+def decision_from_scores(
+    scores: dict[str, dict[str, list]],
+    source_of: dict[str, str],
+    references: int,
+    background: torch.Tensor | None,
+    rule: str | None = None,
+    target_far: float | None = None,
+    measured_on: str = "the held-out writers",
+) -> tuple[dict[str, Any], bytes | None]:
+    """The card's ``decision`` entry from gallery-protocol ``scores`` (:func:`~signver_torch.matcher.evaluation.claim_scores`,
+    per rule): see :func:`calibrate_decision`. The ``svm`` rule is chosen only with a ``background`` to ship."""
+    from signver_torch.matcher.evaluation import protocol_report
+
     if rule == "svm" and background is None:
         raise SignVerError("--rule svm needs --background-writers (the genuine signatures it learns each person against)")
-    writers, forged = [r.writer for r in records], [r.forged for r in records]
-    bank = None if background is None else background.numpy()
-    measured = [name for name in RULES if name != "svm" or bank is not None]
-    scores = claim_scores(embeddings, writers, forged, references, bank, measured)
-    source_of = {r.writer: r.source for r in records}
     compared = protocol_report(scores, None, source_of)
-    chosen = rule or min(compared, key=lambda name: compared[name]["eer"])  # min keeps the first of equals
+    shippable = [name for name in compared if name != "svm" or background is not None]
+    chosen = rule or min(shippable, key=lambda name: compared[name]["eer"])  # min keeps the first of equals
     thresholds = {name: entry["threshold_at_eer"] for name, entry in compared.items()}
     if target_far is not None:
         negatives = torch.from_numpy(np.concatenate(scores[chosen]["negative"]))
@@ -266,7 +339,7 @@ def calibrate_decision(
     decision: dict[str, Any] = {
         "rule": chosen,
         "threshold": thresholds[chosen],
-        "threshold_from": "EER of the held-out writers" if target_far is None else f"FAR {target_far:g} on the held-out writers' forgeries",
+        "threshold_from": f"EER of {measured_on}" if target_far is None else f"FAR {target_far:g} on the forgeries of {measured_on}",
         "min_references": references,
         "chosen_by": "lowest EER of the rules compared" if rule is None else "--rule",
         "rules_compared": {name: {"eer": entry["eer"], "eer_ci": entry["eer_ci"]} for name, entry in compared.items()},

@@ -97,11 +97,12 @@ def calibrate(args: Any) -> str:
     from signver_torch.errors import SignVerError
     from signver_torch.extractor.evaluation import calibrate_extractor
 
-    if args.writers and not args.val_writers:
-        raise SignVerError("calibrate extractor with --writers needs --val-writers: held-out writers to set the threshold on")
+    if args.writers and not (args.val_writers or args.out_of_fold):
+        raise SignVerError("calibrate extractor with --writers needs --val-writers (held-out writers to set the threshold on) "
+                           "or --out-of-fold (a cross-validation's embeddings)")
     card = calibrate_extractor(args.data, args.writers, args.val_writers, args.checkpoint, target_far=args.target_far,
                                references=args.references, background_writers=args.background_writers, rule=args.rule,
-                               progress=not args.quiet)
+                               out_of_fold=args.out_of_fold, progress=not args.quiet)
     point = card["operating_point"]
     fitted = (f"projection fitted on {card['projection']['fitted_on']['n_images']} signatures of writers {args.writers}; "
               if args.writers else "projection kept; ")
@@ -166,7 +167,8 @@ TASK = register_task(TrainingTask(
     export=export_extractor,
     summary=summary,
     evaluate=ModuleCommand(evaluate, ("writers", "threshold", "references", "background_writers")),
-    calibrate=ModuleCommand(calibrate, ("writers", "val_writers", "target_far", "references", "background_writers", "rule")),
+    calibrate=ModuleCommand(calibrate, ("writers", "val_writers", "target_far", "references", "background_writers", "rule",
+                                        "out_of_fold")),
     benchmark=BenchmarkSpec(benchmark_batch, benchmark_batch_size, lambda data: [1, int(data["height"]), int(data["width"])],
                             prepare_benchmark, loading_rate),
 ))
