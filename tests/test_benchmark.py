@@ -86,7 +86,7 @@ def test_cpu_benchmark_writes_records_and_the_table(tmp_path: Path) -> None:
     assert len(records) == 2 * 2 * 2  # models x modes x paths
     for record in records:
         assert set(record) == set(RECORD_FIELDS)
-        assert record["accelerator"] == "cpu" and record["images_per_second"] > 0
+        assert record["accelerator"] == "cpu" and record["images_per_second"] > 0 and record["memory_format"] == "channels_last"
         assert record["step_ms_p90"] >= record["step_ms_median"] > 0 and record["versions"]["torch"]
     sys.path.insert(0, str(REPO / "benchmarks"))
     import compare
