@@ -92,3 +92,17 @@ def convert(raw: Mapping[str, Any], where: str = "card") -> dict[str, Any]:
             }
         card["schema"] = 2
     return card
+
+
+def verification_threshold(card: Mapping[str, Any], where: str = "card") -> float:
+    """An extractor card's distance threshold; ``null`` until calibrated, which a model trained on every
+    writer (none held out) is only by ``signver calibrate extractor --out-of-fold``."""
+    value = card.get("threshold")
+    if value is None:
+        raise CheckpointError(f"{where}: no distance threshold yet (trained on every writer, none held out): set it with "
+                              "`signver calibrate extractor --out-of-fold FILES`, a cross-validation of its recipe")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: the card's threshold {value!r} is not a number") from error
+

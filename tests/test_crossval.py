@@ -13,7 +13,7 @@ import torch
 
 from signver_torch.checkpoints import resolve_checkpoint
 from signver_torch.data.signatures import compact_writers, discover_signatures, parse_writers
-from signver_torch.errors import DataError, SignVerError
+from signver_torch.errors import CheckpointError, DataError, SignVerError
 from signver_torch.extractor.crossval import (
     embed_folds,
     fold_cards_summary,
@@ -24,6 +24,8 @@ from signver_torch.extractor.crossval import (
     save_fold_embeddings,
     writer_folds,
 )
+from signver_torch.extractor.api import MetricExtractor
+from signver_torch.matcher.api import Matcher
 from signver_torch.metrics import writer_protocol_metrics
 
 
@@ -172,3 +174,39 @@ def test_calibrate_out_of_fold_takes_the_pooled_thresholds(small_data: Path, tmp
                            (["--out-of-fold", str(model)], "not a cross-validation embeddings file")):
         done = subprocess.run([*command, *extra], capture_output=True, text=True)
         assert done.returncode != 0 and message in done.stderr and done.stderr.strip().count("\n") == 0
+
+
+def test_a_model_trained_on_every_writer_waits_for_its_out_of_fold_thresholds(small_data: Path, tmp_path: Path) -> None:
+    """`--val-writers none` trains on every writer; its card has no threshold (a clear error, not a
+    guess from writers it trained on) until `calibrate --out-of-fold` sets one."""
+    roots = [small_data / "cedar", small_data / "dutch"]
+    records = discover_signatures(roots)
+    everyone = compact_writers(sorted({r.writer for r in records}))
+    out = tmp_path / "all-writers"
+    trained = subprocess.run(
+        [sys.executable, "-m", "signver_torch", "train", "extractor", "--data", *map(str, roots), "--init", "default",
+         "--train-writers", everyone, "--val-writers", "none", "--max-epochs", "1", "--run-dir", str(tmp_path / "run"),
+         "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["threshold"] is None and card["training"]["val_writers"] == "none" and "metrics" not in card
+    assert card["training"]["n_train_images"] == len(records) and "--out-of-fold" in card["threshold_calibration"]
+    model = MetricExtractor().load(out)
+    assert model.extract([records[0].path]).shape == (1, 256)  # it embeds; it cannot decide yet
+    with pytest.raises(CheckpointError, match="no distance threshold yet.*--out-of-fold"):
+        model.threshold
+    with pytest.raises(CheckpointError, match="no distance threshold yet"):
+        Matcher(checkpoint=out.with_suffix(".safetensors")).threshold
+
+    folds = writer_folds(records, 2, "cedar:35-37,dutch:040")
+    shipped = resolve_checkpoint("extractor", "default").weights  # stands in for the recipe's fold models
+    embeddings, embedded = embed_folds(roots, folds, [shipped, shipped], progress=False)
+    oof = tmp_path / "folds.safetensors"
+    save_fold_embeddings(oof, embeddings, embedded, folds, [shipped, shipped])
+    found = load_fold_embeddings(oof)
+    report = out_of_fold_report(found["embeddings"], found["writers"], found["forged"], folds, resamples=10)
+    done = subprocess.run([sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", *map(str, roots), "--quiet",
+                           "--out-of-fold", str(oof), "--checkpoint", str(out.with_suffix(".safetensors"))],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert MetricExtractor().load(out).threshold == pytest.approx(report["pairs"]["threshold_at_eer"], abs=1e-6)

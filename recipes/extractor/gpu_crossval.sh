@@ -6,7 +6,9 @@
 #   bash recipes/extractor/gpu_crossval.sh [OUT_DIR]
 # Environment: CONFIGS (names below; default all), FOLDS (5; the last is the recipes' fixed validation
 # writers), EPOCHS (60), MAX_MINUTES (a guard per run), ACCELERATOR (gpu), DATA (../shared/data, else .gpu/:
-# copies made by compact_signatures.py). OUT_DIR receives the last fold's model of each configuration
+# copies made by compact_signatures.py), ALL=1 (also train each configuration on every writer, `--val-writers
+# none`, then fit its projection on them and its thresholds out of fold: <config>-all.safetensors.part-*; a
+# lent machine returns at most 8 files, so give one configuration in CONFIGS with it). OUT_DIR receives the last fold's model of each configuration
 # (<config>-fixed.safetensors.part-*: `cat` them; its card in runs.tar.gz) and runs.tar.gz (folds, each
 # fold's card with its held-out metrics, <config>-report.json, summary.json, logs, and <config>/oof/: the last fold's
 # card and background bank recalibrated from the out-of-fold distances of every writer, `calibrate --out-of-fold`).
@@ -36,7 +38,7 @@ names=${CONFIGS:-${!configs[@]}}
 [ "${ACCELERATOR:-gpu}" = gpu ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$work/nvidia-smi.csv"
 python3 -m signver_torch.extractor.crossval folds --data "${sources[@]}" --folds "$folds" --fixed cedar:33-40,dutch:037-048 \
   > "$work/folds.json" || exit 1
-runs=$(( $(wc -w <<< "$names") * folds ))
+runs=$(( $(wc -w <<< "$names") * (folds + ${ALL:-0}) ))
 export OMP_NUM_THREADS=$(( $(nproc) / runs > 0 ? $(nproc) / runs : 1 ))
 override() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['overrides'][int(sys.argv[2])][sys.argv[3]])" "$work/folds.json" "$1" "$2"; }
 embed_fold() {  # this fold's model embeds every signature as soon as it is trained (name, fold)
@@ -53,6 +55,17 @@ for name in $names; do
         --out "$work/$name/fold$i/model" --run-dir "$work/$name/fold$i/run" && embed_fold "$name" "$i"; } > "$work/$name-fold$i.log" 2>&1 &
   done
 done
+everyone=$(python3 -c "import json, sys; from signver_torch.data.signatures import compact_writers
+print(compact_writers([w for fold in json.load(open(sys.argv[1]))['folds'] for w in fold]))" "$work/folds.json")
+if [ "${ALL:-0}" = 1 ]; then  # beside the folds: each configuration on every writer, none held out
+  for name in $names; do
+    # shellcheck disable=SC2086
+    python3 -m signver_torch train extractor --config recipes/extractor/gpu_two_sources.yaml --data "${sources[@]}" \
+      --train-writers "$everyone" --val-writers none --max-epochs "${EPOCHS:-60}" --accelerator "${ACCELERATOR:-gpu}" \
+      ${configs[$name]} --trainer.max_time="00:00:$(printf %02d "${MAX_MINUTES:-6}"):00" \
+      --out "$work/$name/all/model" --run-dir "$work/$name/all/run" > "$work/$name-all.log" 2>&1 &
+  done
+fi
 wait
 echo "trained and embedded in $((SECONDS - begin)) s" | tee -a "$work/timing.txt"
 fixed_train=$(override $((folds - 1)) train_writers)
@@ -67,6 +80,12 @@ for name in $names; do
   python3 -m signver_torch.extractor.crossval report "$work/$name"/fold*/embeddings.safetensors --references 5 \
     > "$work/$name-report.json" 2> "$work/$name-report.log" &
   calibrate_out_of_fold "$name" > "$work/$name-oof.log" 2>&1 &
+  if [ "${ALL:-0}" = 1 ]; then  # its projection on every writer, its thresholds out of fold
+    { python3 -m signver_torch calibrate extractor --data "${sources[@]}" --writers "$everyone" \
+        --out-of-fold "$work/$name"/fold*/embeddings.safetensors --references 5 --background-writers "$everyone" \
+        --checkpoint "$work/$name/all/model.safetensors" --quiet \
+      && split -b 12m "$work/$name/all/model.safetensors" "$out/$name-all.safetensors.part-"; } >> "$work/$name-all.log" 2>&1 &
+  fi
   # a lent machine hands back files of at most 16 MiB: the model comes in parts (cat NAME.part-* > NAME)
   split -b 12m "$work/$name/fold$folds/model.safetensors" "$out/$name-fixed.safetensors.part-"
 done
@@ -74,6 +93,6 @@ wait
 echo "reported in $((SECONDS - begin)) s" | tee -a "$work/timing.txt"
 python3 -m signver_torch.extractor.crossval cards "$work" | tee "$work/summary.json"
 # the weights stay out (the last fold's come in parts above); <config>/oof/ keeps its card and background bank
-tar -czf "$out/runs.tar.gz" -C "$work" --exclude='fold*/*.safetensors' --exclude='oof/model.safetensors' --exclude='*.ckpt' \
+tar -czf "$out/runs.tar.gz" -C "$work" --exclude='fold*/*.safetensors' --exclude='oof/model.safetensors' --exclude='all/model.safetensors' --exclude='*.ckpt' \
   --exclude='lightning_logs' . 2>/dev/null
 ls -la "$out"

@@ -198,6 +198,11 @@ def holdout_writers(
     return writers[:-held_out], writers[-held_out:]
 
 
+#: ``val_writers`` of a run that trains on every writer and holds none out: its thresholds come from a
+#: cross-validation of the same recipe afterwards (``signver calibrate extractor --out-of-fold``).
+NO_VALIDATION = "none"
+
+
 class SignatureDataModule(lightning.LightningDataModule):
     """Train/validation signatures from one folder or several (sources: CEDAR or writer folders, writers
     then named ``source:id``), split by writer; batches draw writers of every source alike.
@@ -232,15 +237,20 @@ class SignatureDataModule(lightning.LightningDataModule):
         hp = self.hparams
         records = discover_signatures(hp.data_dir)
         train_writers, val_writers = hp.train_writers, hp.val_writers
-        if train_writers is None or val_writers is None:
-            train_writers, val_writers = holdout_writers(records, train_writers, val_writers, hp.val_fraction)
-        train, val = writer_split(records, train_writers, val_writers)
-        if len({r.writer for r in val}) < 2:
-            raise DataError("validation needs at least 2 held-out writers (to measure and calibrate verification)")
+        if val_writers == NO_VALIDATION:
+            train, val = writer_split(records, train_writers)[0], []
+        else:
+            if train_writers is None or val_writers is None:
+                train_writers, val_writers = holdout_writers(records, train_writers, val_writers, hp.val_fraction)
+            train, val = writer_split(records, train_writers, val_writers)
+            if len({r.writer for r in val}) < 2:
+                raise DataError("validation needs at least 2 held-out writers (to measure and calibrate verification), "
+                                f"or --val-writers {NO_VALIDATION} to train on every writer")
         self.train_records, self.val_records = train, val
         device = preprocessing_device(self.trainer)
         self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures", device=device))
-        self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures", device=device))
+        if val:
+            self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures", device=device))
         self.num_classes = int(self.train_set.tensors[1].max()) + 1  # 2 per writer: genuine, forged
 
     def train_dataloader(self) -> DataLoader:
@@ -252,8 +262,10 @@ class SignatureDataModule(lightning.LightningDataModule):
         # the sampler yields whole batches of indices: batch_size=None hands each to TensorDataset at once
         return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=self.hparams.num_workers)
 
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "call setup() first"
+    def val_dataloader(self) -> DataLoader | list:
+        assert self.train_set is not None, "call setup() first"
+        if self.val_set is None:  # every writer trains (NO_VALIDATION): Lightning skips validation
+            return []
         return DataLoader(self.val_set, batch_size=self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
 
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from signver_torch.cards import verification_threshold
 from signver_torch.checkpoints import read_background
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
@@ -50,7 +51,10 @@ class MetricExtractor(ModelFacade):
     def _configure(self, card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
         try:
             preprocessor = SignaturePreprocessor(PreprocessConfig(**card["preprocessing"]))
-            float(card["threshold"])
+            if "threshold" not in card:
+                raise KeyError("threshold")
+            if card["threshold"] is not None:  # null: trained on every writer, calibrated later (out of fold)
+                float(card["threshold"])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{name_or_path}: model card lacks a valid preprocessing or threshold ({error})") from error
         self.preprocessor = preprocessor.to(self.device)
@@ -61,7 +65,7 @@ class MetricExtractor(ModelFacade):
         """Calibrated cosine-distance threshold (accept as the same writer when distance <= threshold)."""
         if not self.card:
             raise CheckpointError("no checkpoint loaded (call load() first)")
-        return float(self.card["threshold"])
+        return verification_threshold(self.card, str(self.weights))
 
     @property
     def decision(self) -> "DecisionPolicy | None":

@@ -14,6 +14,12 @@ METRIC_KEYS = (
 )
 
 
+#: The card of a run without held-out writers until ``calibrate --out-of-fold`` sets its thresholds.
+UNCALIBRATED = ("none yet: trained on every writer, none held out; fit the projection and set the thresholds with "
+                "`signver calibrate extractor --writers <the training writers> --out-of-fold <crossval embed files of "
+                "this recipe>`")
+
+
 def export_extractor(
     module: Any, data: Any, trainer: Any, seconds: float, config: Path, out: Path, argv: Sequence[str] | None
 ) -> tuple[Path, dict[str, Any]]:
@@ -21,35 +27,39 @@ def export_extractor(
     threshold on the held-out ones (:func:`~signver_torch.extractor.evaluation.calibrate_extractor`), evaluate."""
     import torch
 
-    from signver_torch.checkpoints import update_card
+    from signver_torch.checkpoints import read_card, update_card
+    from signver_torch.data.datamodule import NO_VALIDATION
     from signver_torch.data.signatures import compact_writers, data_roots, data_text, decode_labels, writer_sort_key
     from signver_torch.extractor.evaluation import calibrate_extractor, evaluate_extractor
     from signver_torch.metrics import writer_protocol_metrics
     from signver_torch.training import export_checkpoint, recipe_command, run_record
 
-    canvases, labels = data.val_set.tensors
     model = module.export_model.eval().cpu()
-    with torch.inference_mode():
-        embeddings = torch.cat([model(chunk.float() / 255) for chunk in canvases.split(128)])
-    calibration = writer_protocol_metrics(embeddings, *decode_labels(labels))
     train_writers = sorted({r.writer for r in data.train_records}, key=writer_sort_key)
     val_writers = sorted({r.writer for r in data.val_records}, key=writer_sort_key)
+    if val_writers:
+        canvases, labels = data.val_set.tensors
+        with torch.inference_mode():
+            embeddings = torch.cat([model(chunk.float() / 255) for chunk in canvases.split(128)])
+        calibration = writer_protocol_metrics(embeddings, *decode_labels(labels))
+        threshold = calibration["threshold_at_eer"]
+        described = (f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers "
+                     f"{compact_writers(val_writers)}, final epoch weights")
+    else:
+        threshold, described = None, UNCALIBRATED
     card = {
         "module": "extractor",
         "architecture": module.architecture,
         "preprocessing": data.preprocessor.config(),
         "input": "grayscale crop of any size, dark ink on light paper; preprocessing above is applied",
-        "threshold": calibration["threshold_at_eer"],
-        "threshold_calibration": (
-            f"cosine distance at the EER ({calibration['negatives']} forgeries) of the held-out writers "
-            f"{compact_writers(val_writers)}, final epoch weights"
-        ),
+        "threshold": threshold,
+        "threshold_calibration": described,
         "training": {
             "data": data_text(data.hparams.data_dir),
             "train_writers": compact_writers(train_writers),
-            "val_writers": compact_writers(val_writers),
+            "val_writers": compact_writers(val_writers) or NO_VALIDATION,
             "n_train_images": len(data.train_set),  # after blank scans were dropped
-            "n_val_images": len(data.val_set),
+            "n_val_images": len(data.val_set) if data.val_set is not None else 0,
             "init": module.hparams.init,
             "init_sha256": module.init_card.get("sha256"),
             "loss": module.hparams.loss,
@@ -59,6 +69,8 @@ def export_extractor(
         **run_record(trainer, seconds, argv),
     }
     weights = export_checkpoint(out, model, card)
+    if not val_writers:  # the projection and thresholds wait for the cross-validation: UNCALIBRATED says how
+        return weights, read_card(weights)
     if len(data.train_set) > model.embedding_dim:
         calibrate_extractor(data.hparams.data_dir, card["training"]["train_writers"], card["training"]["val_writers"], weights)
     else:  # a small fine-tuning set: too few signatures for the principal axes, the trained head stays
@@ -76,6 +88,8 @@ def export_extractor(
 
 
 def summary(card: dict[str, Any]) -> str:
+    if "metrics" not in card:
+        return f"trained on every writer, none held out: {card['threshold_calibration']}"
     metrics = card["metrics"]
     return (f"held-out writers {card['training']['val_writers']}: "
             f"EER {metrics['eer']:.2%} ({metrics['negatives']} forgeries), AUC {metrics['auc']:.3f}, "

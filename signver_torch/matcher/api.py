@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from signver_torch.cards import verification_threshold
 from signver_torch.checkpoints import read_card, resolve_checkpoint
 from signver_torch.errors import SignVerError
 
@@ -46,8 +47,8 @@ class Matcher:
     @property
     def threshold(self) -> float:
         if self._threshold is None:
-            card = read_card(resolve_checkpoint("extractor", self.checkpoint).weights)
-            self._threshold = float(card["threshold"])
+            weights = resolve_checkpoint("extractor", self.checkpoint).weights
+            self._threshold = verification_threshold(read_card(weights), str(weights))
         return self._threshold
 
     @staticmethod
