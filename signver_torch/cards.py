@@ -105,4 +105,3 @@ def verification_threshold(card: Mapping[str, Any], where: str = "card") -> floa
         return float(value)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: the card's threshold {value!r} is not a number") from error
-

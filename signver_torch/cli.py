@@ -551,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "folders; with several, writers are named by source, e.g. cedar:1-32,dutch:001-036)")
     train.add_argument("--train-writers", help="training writers, e.g. 1-32 (default: the recipe's)")
     train.add_argument("--val-writers", help="held-out writers for validation and threshold calibration; extractor: \"none\" "
-                       "trains on every writer (then `signver calibrate extractor --out-of-fold` sets its thresholds)")
+                       "holds none out, training on --train-writers (name every writer there; then `signver calibrate "
+                       "extractor --out-of-fold` sets its thresholds)")
     train.add_argument("--init", help="start from this checkpoint (name or path): fine-tuning")
     train.add_argument("--out", help="where to write the exported checkpoint (.safetensors + .json)")
     train.add_argument("--run-dir", help="folder for Lightning checkpoints and logs (default: runs/<module>-<time>)")

@@ -136,7 +136,7 @@ def test_prepared_modules_are_channels_last_on_cpu_only() -> None:
     images = torch.rand(2, 1, 9, 11)
     expected = net(images)
     for device_type in ("hpu", "cuda"):  # nothing measured there: PyTorch's default layout stays
-        assert prepare_modules(net, [], False, device_type) is None and net[0].weight.is_contiguous()
+        assert prepare_modules(net, [], False, device_type) is None and net[2].weight.is_contiguous()  # (4 channels in)
     assert prepare_modules(net, [net[2]], "eager", "cpu") == "eager"
     assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in (net[0], net[2]))
     assert net[2]._compiled_call_impl is not None  # then compiled, as compile_modules does

@@ -161,13 +161,14 @@ def test_calibrate_out_of_fold_takes_the_pooled_thresholds(small_data: Path, tmp
     assert card["decision"]["rule"] == best and card["decision"]["threshold"] == pytest.approx(rules[best]["threshold_at_eer"], abs=1e-6)
     assert card["decision_thresholds"] == pytest.approx({name: entry["threshold_at_eer"] for name, entry in rules.items()}, abs=1e-6)
     assert card["out_of_fold"]["n_writers"] == report["pairs"]["n_writers"] and "--out-of-fold" in card["calibration_command"]
-    if best == "svm":  # the bank the shipped rule fits against is this model's, of every writer
-        assert card["decision"]["background"]["n_signatures"] == sum(not r.forged for r in embedded)
 
-    done = subprocess.run([*command, "--out-of-fold", str(oof), "--target-far", "0.1"], capture_output=True, text=True)
+    done = subprocess.run([*command, "--out-of-fold", str(oof), "--target-far", "0.1", "--rule", "svm"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["operating_point"]["far"] == pytest.approx(0.1, abs=0.01) and "FAR is 0.1" in card["threshold_calibration"]
+    # the bank the shipped svm fits against is this model's own embeddings of every writer's genuine signatures
+    assert card["decision"]["rule"] == "svm" and card["decision"]["background"]["n_signatures"] == sum(not r.forged for r in embedded)
+    assert card["decision"]["threshold_from"] == "FAR 0.1 on the out-of-fold writers' forgeries"
     assert card["threshold"] < report["pairs"]["threshold_at_eer"]  # the EER's FAR is higher here
 
     for extra, message in ((["--out-of-fold", str(oof), "--val-writers", "cedar:35"], "not with --val-writers"),
@@ -197,6 +198,11 @@ def test_a_model_trained_on_every_writer_waits_for_its_out_of_fold_thresholds(sm
         model.threshold
     with pytest.raises(CheckpointError, match="no distance threshold yet"):
         Matcher(checkpoint=out.with_suffix(".safetensors")).threshold
+
+    refused = subprocess.run([sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", *map(str, roots),
+                              "--quiet", "--checkpoint", str(out.with_suffix(".safetensors"))], capture_output=True, text=True)
+    assert refused.returncode != 0 and "none held out: its thresholds need --out-of-fold" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0
 
     folds = writer_folds(records, 2, "cedar:35-37,dutch:040")
     shipped = resolve_checkpoint("extractor", "default").weights  # stands in for the recipe's fold models

@@ -143,6 +143,7 @@ def test_calibrate_sets_the_operating_point_on_a_users_writers(small_data: Path,
     point = card["operating_point"]
     assert point["far"] <= 0.1 and point["threshold"] == card["threshold"] and set(point["per_source"]) == {"cedar", "dutch"}
     assert "--target-far 0.1" in card["calibration_command"] and "metrics" not in card
+    assert card["threshold_calibration"] == f"cosine distance where the FAR (skilled forgeries) of writers {FIXTURE_WRITERS} is 0.1"
     evaluated = subprocess.run(
         [sys.executable, "-m", "signver_torch", "evaluate", "extractor", "--data", str(small_data / "cedar"),
          str(small_data / "dutch"), "--writers", FIXTURE_WRITERS, "--checkpoint", str(target), "--json", "--quiet"],

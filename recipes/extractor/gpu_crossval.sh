@@ -38,7 +38,8 @@ names=${CONFIGS:-${!configs[@]}}
 [ "${ACCELERATOR:-gpu}" = gpu ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$work/nvidia-smi.csv"
 python3 -m signver_torch.extractor.crossval folds --data "${sources[@]}" --folds "$folds" --fixed cedar:33-40,dutch:037-048 \
   > "$work/folds.json" || exit 1
-runs=$(( $(wc -w <<< "$names") * (folds + ${ALL:-0}) ))
+all_writers=0; [ "${ALL:-0}" = 1 ] && all_writers=1
+runs=$(( $(wc -w <<< "$names") * (folds + all_writers) ))
 export OMP_NUM_THREADS=$(( $(nproc) / runs > 0 ? $(nproc) / runs : 1 ))
 override() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['overrides'][int(sys.argv[2])][sys.argv[3]])" "$work/folds.json" "$1" "$2"; }
 embed_fold() {  # this fold's model embeds every signature as soon as it is trained (name, fold)
@@ -57,7 +58,7 @@ for name in $names; do
 done
 everyone=$(python3 -c "import json, sys; from signver_torch.data.signatures import compact_writers
 print(compact_writers([w for fold in json.load(open(sys.argv[1]))['folds'] for w in fold]))" "$work/folds.json")
-if [ "${ALL:-0}" = 1 ]; then  # beside the folds: each configuration on every writer, none held out
+if [ "$all_writers" = 1 ]; then  # beside the folds: each configuration on every writer, none held out
   for name in $names; do
     # shellcheck disable=SC2086
     python3 -m signver_torch train extractor --config recipes/extractor/gpu_two_sources.yaml --data "${sources[@]}" \
@@ -80,7 +81,7 @@ for name in $names; do
   python3 -m signver_torch.extractor.crossval report "$work/$name"/fold*/embeddings.safetensors --references 5 \
     > "$work/$name-report.json" 2> "$work/$name-report.log" &
   calibrate_out_of_fold "$name" > "$work/$name-oof.log" 2>&1 &
-  if [ "${ALL:-0}" = 1 ]; then  # its projection on every writer, its thresholds out of fold
+  if [ "$all_writers" = 1 ]; then  # its projection on every writer, its thresholds out of fold
     { python3 -m signver_torch calibrate extractor --data "${sources[@]}" --writers "$everyone" \
         --out-of-fold "$work/$name"/fold*/embeddings.safetensors --references 5 --background-writers "$everyone" \
         --checkpoint "$work/$name/all/model.safetensors" --quiet \

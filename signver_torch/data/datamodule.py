@@ -198,8 +198,9 @@ def holdout_writers(
     return writers[:-held_out], writers[-held_out:]
 
 
-#: ``val_writers`` of a run that trains on every writer and holds none out: its thresholds come from a
-#: cross-validation of the same recipe afterwards (``signver calibrate extractor --out-of-fold``).
+#: ``val_writers`` of a run that holds no writer out (it trains on ``train_writers``: name every writer
+#: there): its thresholds come from a cross-validation of the same recipe afterwards
+#: (``signver calibrate extractor --out-of-fold``).
 NO_VALIDATION = "none"
 
 

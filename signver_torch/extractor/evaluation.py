@@ -169,6 +169,13 @@ def calibrate_extractor(
         _check_decision_options(references, rule)
     weights = resolve_checkpoint("extractor", checkpoint).weights
     extractor = MetricExtractor(device=device).load(weights)
+    if extractor.card.get("threshold") is None and out_of_fold is None and val_writers is None:
+        raise SignVerError(f"{weights}: trained on every writer, none held out: its thresholds need --out-of-fold "
+                           "(a cross-validation of its recipe) or --val-writers it never trained on")
+    if out_of_fold is not None:  # read (and refuse a bad file) before any embedding
+        from signver_torch.extractor.crossval import load_fold_embeddings, out_of_fold_scores
+
+        found = load_fold_embeddings(out_of_fold)
     held_out = discover_signatures(data_dir, val_writers) if out_of_fold is None else []
     card = dict(extractor.card)
     if writers is not None:
@@ -200,31 +207,28 @@ def calibrate_extractor(
         distances = writer_protocol_distances(embeddings, held_writers, held_forged)
         negatives_kind = "skilled" if distances["skilled"].numel() else "random"  # genuine-only folders: random forgeries
         positive, negatives = distances["positive"], distances[negatives_kind]
-        described = f"({negatives_kind} forgeries) of the held-out writers {held}"
+        at_eer = f"cosine distance at the EER ({negatives_kind} forgeries) of the held-out writers {held}"
+        at_far = f"cosine distance where the FAR ({negatives_kind} forgeries) of writers {held} is {target_far:g}"
 
         def rates(group: list[str]) -> dict[str, Any]:
             chosen = [i for i, w in enumerate(held_writers) if w in group]
             report = writer_protocol_metrics(embeddings[chosen], [held_writers[i] for i in chosen], [held_forged[i] for i in chosen], threshold)
             return {key: report[key] for key in ("far", "frr", "eer", "negatives", "n_writers")}
     else:
-        from signver_torch.extractor.crossval import load_fold_embeddings, out_of_fold_scores
-
-        found = load_fold_embeddings(out_of_fold)
         oof = out_of_fold_scores(found["embeddings"], found["writers"], found["forged"], found["folds"], references)
         held_writers, negatives_kind = oof.writers, "skilled"
         positive, negatives = (torch.cat(part) for part in oof.pairs(held_writers))
         held = f"out of fold ({len(held_writers)} writers of {len(found['folds'])} folds)"
-        described = f"(skilled forgeries) pooled out of fold: {len(held_writers)} writers, each scored by the fold model that never saw it"
+        pooled = f"(skilled forgeries) pooled out of fold: {len(held_writers)} writers, each scored by the fold model that never saw it"
+        at_eer, at_far = f"cosine distance at the EER {pooled}", f"cosine distance where the FAR is {target_far:g} {pooled}"
 
         def rates(group: list[str]) -> dict[str, Any]:
             report = verification_metrics(*(torch.cat(part) for part in oof.pairs(group)), threshold)
             return {**{key: report[key] for key in ("far", "frr", "eer")}, "negatives": "skilled", "n_writers": len(group)}
     if target_far is None:
-        threshold = verification_metrics(positive, negatives)["threshold_at_eer"]
-        described = "cosine distance at the EER " + described
+        threshold, described = verification_metrics(positive, negatives)["threshold_at_eer"], at_eer
     else:
-        threshold = float(negatives.quantile(target_far, interpolation="lower"))
-        described = f"cosine distance where the FAR is {target_far:g} " + described
+        threshold, described = float(negatives.quantile(target_far, interpolation="lower")), at_far
     command = ["calibrate", "extractor", "--data", *map(str, data_roots(data_dir))]
     command += [*(["--writers", writers_text(writers)] if writers is not None else []),
                 *(["--val-writers", held] if val_writers is not None else []),
@@ -245,7 +249,7 @@ def calibrate_extractor(
         else:
             card["decision"], background = decision_from_scores(
                 oof.claims, {w: source_of_writer(w) for w in held_writers}, references, bank_embeddings, rule, target_far,
-                "the pooled out-of-fold claims")
+                "the out-of-fold writers")
         if "background" in card["decision"]:
             card["decision"]["background"].update(file=background_path(weights).name, writers=writers_text(background_writers),
                                                   data=data_text(data_dir))
@@ -323,14 +327,14 @@ def decision_from_scores(
     measured_on: str = "the held-out writers",
 ) -> tuple[dict[str, Any], bytes | None]:
     """The card's ``decision`` entry from gallery-protocol ``scores`` (:func:`~signver_torch.matcher.evaluation.claim_scores`,
-    per rule): see :func:`calibrate_decision`. The ``svm`` rule is chosen only with a ``background`` to ship."""
+    per rule): see :func:`calibrate_decision`. The ``svm`` rule is compared only with a ``background`` to ship."""
     from signver_torch.matcher.evaluation import protocol_report
 
     if rule == "svm" and background is None:
         raise SignVerError("--rule svm needs --background-writers (the genuine signatures it learns each person against)")
+    scores = {name: found for name, found in scores.items() if name != "svm" or background is not None}  # no bank, no svm
     compared = protocol_report(scores, None, source_of)
-    shippable = [name for name in compared if name != "svm" or background is not None]
-    chosen = rule or min(shippable, key=lambda name: compared[name]["eer"])  # min keeps the first of equals
+    chosen = rule or min(compared, key=lambda name: compared[name]["eer"])  # min keeps the first of equals
     thresholds = {name: entry["threshold_at_eer"] for name, entry in compared.items()}
     if target_far is not None:
         negatives = torch.from_numpy(np.concatenate(scores[chosen]["negative"]))
@@ -339,7 +343,7 @@ def decision_from_scores(
     decision: dict[str, Any] = {
         "rule": chosen,
         "threshold": thresholds[chosen],
-        "threshold_from": f"EER of {measured_on}" if target_far is None else f"FAR {target_far:g} on the forgeries of {measured_on}",
+        "threshold_from": f"EER of {measured_on}" if target_far is None else f"FAR {target_far:g} on {measured_on}' forgeries",
         "min_references": references,
         "chosen_by": "lowest EER of the rules compared" if rule is None else "--rule",
         "rules_compared": {name: {"eer": entry["eer"], "eer_ci": entry["eer_ci"]} for name, entry in compared.items()},

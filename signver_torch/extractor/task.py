@@ -89,7 +89,7 @@ def export_extractor(
 
 def summary(card: dict[str, Any]) -> str:
     if "metrics" not in card:
-        return f"trained on every writer, none held out: {card['threshold_calibration']}"
+        return f"threshold: {card['threshold_calibration']}"
     metrics = card["metrics"]
     return (f"held-out writers {card['training']['val_writers']}: "
             f"EER {metrics['eer']:.2%} ({metrics['negatives']} forgeries), AUC {metrics['auc']:.3f}, "
