@@ -255,6 +255,8 @@ def fold_cards_summary(run_dir: str | Path) -> dict[str, Any]:
     for card_path in sorted(Path(run_dir).glob("*/fold*/model.json"), key=lambda p: (p.parent.parent.name, int(p.parent.name[4:]))):
         card = read_card(card_path.with_suffix(".safetensors"))
         metrics = card.get("metrics", {})
+        if "n_writers" not in metrics:
+            raise SignVerError(f"{card_path}: no held-out metrics (did that fold's export fail? its log says)")
         entry = summary.setdefault(card_path.parent.parent.name, {"folds": []})
         entry["folds"].append({
             "fold": card_path.parent.name, "val_writers": card["training"]["val_writers"], "n_writers": metrics["n_writers"],

@@ -208,7 +208,7 @@ def calibrate_extractor(
         negatives_kind = "skilled" if distances["skilled"].numel() else "random"  # genuine-only folders: random forgeries
         positive, negatives = distances["positive"], distances[negatives_kind]
         at_eer = f"cosine distance at the EER ({negatives_kind} forgeries) of the held-out writers {held}"
-        at_far = f"cosine distance where the FAR ({negatives_kind} forgeries) of writers {held} is {target_far:g}"
+        at_far = "cosine distance where the FAR ({kind} forgeries) of writers {held} is {far:g}".format  # (kind, held, far)
 
         def rates(group: list[str]) -> dict[str, Any]:
             chosen = [i for i, w in enumerate(held_writers) if w in group]
@@ -220,7 +220,7 @@ def calibrate_extractor(
         positive, negatives = (torch.cat(part) for part in oof.pairs(held_writers))
         held = f"out of fold ({len(held_writers)} writers of {len(found['folds'])} folds)"
         pooled = f"(skilled forgeries) pooled out of fold: {len(held_writers)} writers, each scored by the fold model that never saw it"
-        at_eer, at_far = f"cosine distance at the EER {pooled}", f"cosine distance where the FAR is {target_far:g} {pooled}"
+        at_eer, at_far = f"cosine distance at the EER {pooled}", f"cosine distance where the FAR is {{far:g}} {pooled}".format
 
         def rates(group: list[str]) -> dict[str, Any]:
             report = verification_metrics(*(torch.cat(part) for part in oof.pairs(group)), threshold)
@@ -228,7 +228,8 @@ def calibrate_extractor(
     if target_far is None:
         threshold, described = verification_metrics(positive, negatives)["threshold_at_eer"], at_eer
     else:
-        threshold, described = float(negatives.quantile(target_far, interpolation="lower")), at_far
+        threshold = float(negatives.quantile(target_far, interpolation="lower"))
+        described = at_far(kind=negatives_kind, held=held, far=target_far)
     command = ["calibrate", "extractor", "--data", *map(str, data_roots(data_dir))]
     command += [*(["--writers", writers_text(writers)] if writers is not None else []),
                 *(["--val-writers", held] if val_writers is not None else []),
