@@ -111,6 +111,10 @@ def test_fold_cards_summary_weights_each_fold_by_its_writers(tmp_path: Path) -> 
     assert set(summary["a"]["mean_eer_per_source"]) == set(shipped["metrics"]["per_source"])
     with pytest.raises(SignVerError, match="no <config>/fold<N>/model.json"):
         fold_cards_summary(tmp_path / "a" / "fold1")
+    failed = {key: value for key, value in shipped.items() if key != "metrics"}  # a fold whose export failed
+    (tmp_path / "b" / "fold2" / "model.json").write_text(json.dumps(failed))
+    with pytest.raises(SignVerError, match=r"b/fold2/model.json: no held-out metrics"):
+        fold_cards_summary(tmp_path)
 
 
 def test_cards_record_only_into_the_last_fold_model(tmp_path: Path) -> None:
