@@ -42,49 +42,44 @@ all_writers=0; [ "${ALL:-0}" = 1 ] && all_writers=1
 runs=$(( $(wc -w <<< "$names") * (folds + all_writers) ))
 export OMP_NUM_THREADS=$(( $(nproc) / runs > 0 ? $(nproc) / runs : 1 ))
 override() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['overrides'][int(sys.argv[2])][sys.argv[3]])" "$work/folds.json" "$1" "$2"; }
+train_run() {  # configuration, training writers, validation writers, folder
+  # shellcheck disable=SC2086
+  python3 -m signver_torch train extractor --config recipes/extractor/gpu_two_sources.yaml --data "${sources[@]}" \
+    --train-writers "$2" --val-writers "$3" --max-epochs "${EPOCHS:-60}" --accelerator "${ACCELERATOR:-gpu}" ${configs[$1]} \
+    --trainer.max_time="00:00:$(printf %02d "${MAX_MINUTES:-6}"):00" --out "$4/model" --run-dir "$4/run"
+}
 embed_fold() {  # this fold's model embeds every signature as soon as it is trained (name, fold)
   python3 -m signver_torch.extractor.crossval embed --fold "$2" --data "${sources[@]}" --folds "$work/folds.json" \
     --checkpoints "$work/$1/fold$2/model.safetensors" --out "$work/$1/fold$2/embeddings.safetensors"
 }
 for name in $names; do
   for ((i = 1; i <= folds; i++)); do
-    # shellcheck disable=SC2086
-    { python3 -m signver_torch train extractor --config recipes/extractor/gpu_two_sources.yaml --data "${sources[@]}" \
-        --train-writers "$(override $((i - 1)) train_writers)" --val-writers "$(override $((i - 1)) val_writers)" \
-        --max-epochs "${EPOCHS:-60}" --accelerator "${ACCELERATOR:-gpu}" ${configs[$name]} \
-        --trainer.max_time="00:00:$(printf %02d "${MAX_MINUTES:-6}"):00" \
-        --out "$work/$name/fold$i/model" --run-dir "$work/$name/fold$i/run" && embed_fold "$name" "$i"; } > "$work/$name-fold$i.log" 2>&1 &
+    { train_run "$name" "$(override $((i - 1)) train_writers)" "$(override $((i - 1)) val_writers)" "$work/$name/fold$i" \
+        && embed_fold "$name" "$i"; } > "$work/$name-fold$i.log" 2>&1 &
   done
 done
 everyone=$(python3 -c "import json, sys; from signver_torch.data.signatures import compact_writers
 print(compact_writers([w for fold in json.load(open(sys.argv[1]))['folds'] for w in fold]))" "$work/folds.json")
 if [ "$all_writers" = 1 ]; then  # beside the folds: each configuration on every writer, none held out
   for name in $names; do
-    # shellcheck disable=SC2086
-    python3 -m signver_torch train extractor --config recipes/extractor/gpu_two_sources.yaml --data "${sources[@]}" \
-      --train-writers "$everyone" --val-writers none --max-epochs "${EPOCHS:-60}" --accelerator "${ACCELERATOR:-gpu}" \
-      ${configs[$name]} --trainer.max_time="00:00:$(printf %02d "${MAX_MINUTES:-6}"):00" \
-      --out "$work/$name/all/model" --run-dir "$work/$name/all/run" > "$work/$name-all.log" 2>&1 &
+    train_run "$name" "$everyone" none "$work/$name/all" > "$work/$name-all.log" 2>&1 &
   done
 fi
 wait
 echo "trained and embedded in $((SECONDS - begin)) s" | tee -a "$work/timing.txt"
 fixed_train=$(override $((folds - 1)) train_writers)
-calibrate_out_of_fold() {  # the last fold's model, its thresholds from every fold's held-out writers (card and bank only)
-  mkdir -p "$work/$1/oof"
-  cp "$work/$1/fold$folds/model.safetensors" "$work/$1/oof/model.safetensors"
-  cp "$work/$1/fold$folds/model.json" "$work/$1/oof/model.json"
+calibrate_out_of_fold() {  # configuration, checkpoint, background writers, more options: thresholds from every fold's held-out writers
   python3 -m signver_torch calibrate extractor --data "${sources[@]}" --out-of-fold "$work/$1"/fold*/embeddings.safetensors \
-    --references 5 --background-writers "$fixed_train" --checkpoint "$work/$1/oof/model.safetensors" --quiet
+    --references 5 --background-writers "$3" --checkpoint "$2" --quiet "${@:4}"
 }
 for name in $names; do
   python3 -m signver_torch.extractor.crossval report "$work/$name"/fold*/embeddings.safetensors --references 5 \
     > "$work/$name-report.json" 2> "$work/$name-report.log" &
-  calibrate_out_of_fold "$name" > "$work/$name-oof.log" 2>&1 &
+  # the last fold's model recalibrated out of fold (a copy: card and bank only)
+  mkdir -p "$work/$name/oof" && cp "$work/$name/fold$folds"/model.{safetensors,json} "$work/$name/oof/"
+  calibrate_out_of_fold "$name" "$work/$name/oof/model.safetensors" "$fixed_train" > "$work/$name-oof.log" 2>&1 &
   if [ "$all_writers" = 1 ]; then  # its projection on every writer, its thresholds out of fold
-    { python3 -m signver_torch calibrate extractor --data "${sources[@]}" --writers "$everyone" \
-        --out-of-fold "$work/$name"/fold*/embeddings.safetensors --references 5 --background-writers "$everyone" \
-        --checkpoint "$work/$name/all/model.safetensors" --quiet \
+    { calibrate_out_of_fold "$name" "$work/$name/all/model.safetensors" "$everyone" --writers "$everyone" \
       && split -b 12m "$work/$name/all/model.safetensors" "$out/$name-all.safetensors.part-"; } >> "$work/$name-all.log" 2>&1 &
   fi
   # a lent machine hands back files of at most 16 MiB: the model comes in parts (cat NAME.part-* > NAME)

@@ -51,8 +51,6 @@ class MetricExtractor(ModelFacade):
     def _configure(self, card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
         try:
             preprocessor = SignaturePreprocessor(PreprocessConfig(**card["preprocessing"]))
-            if "threshold" not in card:
-                raise KeyError("threshold")
             if card["threshold"] is not None:  # null: trained on every writer, calibrated later (out of fold)
                 float(card["threshold"])
         except (KeyError, TypeError, ValueError) as error:

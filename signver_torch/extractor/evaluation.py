@@ -207,29 +207,30 @@ def calibrate_extractor(
         distances = writer_protocol_distances(embeddings, held_writers, held_forged)
         negatives_kind = "skilled" if distances["skilled"].numel() else "random"  # genuine-only folders: random forgeries
         positive, negatives = distances["positive"], distances[negatives_kind]
-        at_eer = f"cosine distance at the EER ({negatives_kind} forgeries) of the held-out writers {held}"
-        at_far = "cosine distance where the FAR ({kind} forgeries) of writers {held} is {far:g}".format  # (kind, held, far)
+        described = (f"cosine distance at the EER ({negatives_kind} forgeries) of the held-out writers {held}" if target_far is None
+                     else f"cosine distance where the FAR ({negatives_kind} forgeries) of writers {held} is {target_far:g}")
 
         def rates(group: list[str]) -> dict[str, Any]:
-            chosen = [i for i, w in enumerate(held_writers) if w in group]
+            members = set(group)
+            chosen = [i for i, w in enumerate(held_writers) if w in members]
             report = writer_protocol_metrics(embeddings[chosen], [held_writers[i] for i in chosen], [held_forged[i] for i in chosen], threshold)
             return {key: report[key] for key in ("far", "frr", "eer", "negatives", "n_writers")}
     else:
         oof = out_of_fold_scores(found["embeddings"], found["writers"], found["forged"], found["folds"], references)
-        held_writers, negatives_kind = oof.writers, "skilled"
+        held_writers = oof.writers
         positive, negatives = (torch.cat(part) for part in oof.pairs(held_writers))
         held = f"out of fold ({len(held_writers)} writers of {len(found['folds'])} folds)"
         pooled = f"(skilled forgeries) pooled out of fold: {len(held_writers)} writers, each scored by the fold model that never saw it"
-        at_eer, at_far = f"cosine distance at the EER {pooled}", f"cosine distance where the FAR is {{far:g}} {pooled}".format
+        described = (f"cosine distance at the EER {pooled}" if target_far is None
+                     else f"cosine distance where the FAR is {target_far:g} {pooled}")
 
         def rates(group: list[str]) -> dict[str, Any]:
             report = verification_metrics(*(torch.cat(part) for part in oof.pairs(group)), threshold)
             return {**{key: report[key] for key in ("far", "frr", "eer")}, "negatives": "skilled", "n_writers": len(group)}
     if target_far is None:
-        threshold, described = verification_metrics(positive, negatives)["threshold_at_eer"], at_eer
+        threshold = verification_metrics(positive, negatives)["threshold_at_eer"]
     else:
         threshold = float(negatives.quantile(target_far, interpolation="lower"))
-        described = at_far(kind=negatives_kind, held=held, far=target_far)
     command = ["calibrate", "extractor", "--data", *map(str, data_roots(data_dir))]
     command += [*(["--writers", writers_text(writers)] if writers is not None else []),
                 *(["--val-writers", held] if val_writers is not None else []),
@@ -299,13 +300,11 @@ def calibrate_decision(
     ``thresholds``: every rule's, for ``evaluate --references``) and, for ``svm``, the background
     bank's bytes.
     """
-    from signver_torch.matcher.decisions import RULES
     from signver_torch.matcher.evaluation import claim_scores
 
     _check_decision_options(references, rule)
-    bank = None if background is None else background.numpy()
-    measured = [name for name in RULES if name != "svm" or bank is not None]
-    scores = claim_scores(embeddings, [r.writer for r in records], [r.forged for r in records], references, bank, measured)
+    bank = None if background is None else background.numpy()  # without one, claim_scores leaves svm out
+    scores = claim_scores(embeddings, [r.writer for r in records], [r.forged for r in records], references, bank)
     return decision_from_scores(scores, {r.writer: r.source for r in records}, references, background, rule, target_far)
 
 
