@@ -252,6 +252,27 @@ def update_card(weights: str | os.PathLike, **fields: Any) -> dict[str, Any]:
     return card
 
 
+def record_metrics(module: str, checkpoint: str | os.PathLike, report: Mapping[str, Any], command: str,
+                   record_as: str | None = None, data_command: str | None = None) -> dict[str, Any]:
+    """File what ``signver evaluate`` measured in the checkpoint's card, without the report's
+    provenance (``checkpoint``, ``checkpoint_sha256``): as its ``metrics``, with the ``command`` that
+    measured them (what shipped cards hold), or with ``record_as`` under ``extra_metrics[record_as]``,
+    with the command and the one that made the data (``data_command``) when known. Returns the card.
+
+    Raises:
+        CheckpointError: the weights changed while they were evaluated.
+    """
+    found = resolve_checkpoint(module, checkpoint)
+    card = found.card()
+    if report.get("checkpoint_sha256", card.get("sha256")) != card.get("sha256"):
+        raise CheckpointError(f"{found.weights}: changed while it was evaluated; not recorded")
+    metrics = {key: value for key, value in report.items() if key not in ("checkpoint", "checkpoint_sha256")}
+    if not record_as:
+        return update_card(found.weights, metrics=metrics, metrics_command=command)
+    return update_card(found.weights, extra_metrics={**card.get("extra_metrics", {}), record_as: {
+        "metrics": metrics, "command": command, "data_command": data_command}})
+
+
 def write_card(weights: str | os.PathLike, card: Mapping[str, Any], background: bytes | None = None) -> None:
     """Replace the card of ``weights`` with ``card`` (atomically; the weights are untouched), and its
     background bank with ``background`` when given."""

@@ -144,6 +144,23 @@ def writer_protocol_metrics(
     return report
 
 
+def labelled_summary(labelled: list[tuple[bool, float]], threshold: float) -> dict[str, float | int]:
+    """EER/AUC of labelled verdicts' ``(genuine, score)`` (both kinds needed), and FAR and FRR at the
+    ``threshold`` the verdicts used: what ``signver verify --pairs`` prints after a labelled file."""
+    positive = torch.tensor([distance for label, distance in labelled if label], dtype=torch.double)
+    negative = torch.tensor([distance for label, distance in labelled if not label], dtype=torch.double)
+    summary: dict[str, float | int] = {"n_labelled": len(labelled), "n_genuine": len(positive), "n_forged": len(negative),
+                                       "threshold": threshold}
+    if len(positive) and len(negative):
+        metrics = verification_metrics(positive, negative, threshold)
+        summary.update({key: metrics[key] for key in ("eer", "auc", "threshold_at_eer", "far", "frr")})
+    elif len(negative):
+        summary["far"] = float((negative <= threshold).double().mean())
+    elif len(positive):
+        summary["frr"] = float((positive > threshold).double().mean())
+    return summary
+
+
 def ink_mask(pages: torch.Tensor) -> torch.Tensor:
     """Binarise ``(N, 1, H, W)`` pages in ``[0, 1]`` (dark ink on light paper) by Otsu, each on its own."""
     from kornia.filters import otsu_threshold

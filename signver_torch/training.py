@@ -11,6 +11,7 @@ checkpoint with its JSON card at ``--out``.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
@@ -155,6 +156,16 @@ def resolve_recipe(module: str, config: str | None, fine_tune: bool) -> Path:
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
     return recipes_root() / module / f"{config}.yaml"
+
+
+def shared_run_dir(module: str) -> str:
+    """A new ``runs/<module>-<time>`` folder, the same for every rank of a multi-device run: Lightning
+    relaunches ``signver train`` once per extra rank (``LOCAL_RANK`` set), and those processes inherit
+    rank 0's choice through ``SIGNVER_RUN_DIR`` instead of stamping their own."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("SIGNVER_RUN_DIR"):
+        return os.environ["SIGNVER_RUN_DIR"]
+    os.environ["SIGNVER_RUN_DIR"] = f"runs/{module}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return os.environ["SIGNVER_RUN_DIR"]
 
 
 def train(
