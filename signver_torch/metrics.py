@@ -161,6 +161,64 @@ def labelled_summary(labelled: list[tuple[bool, float]], threshold: float) -> di
     return summary
 
 
+def same_text_distances(
+    embeddings: torch.Tensor,
+    writers: Sequence[str],
+    texts: Sequence[str],
+    media: Sequence[str | None] | None = None,
+    pairing: str = "any",
+    positive_texts: str = "same",
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per writer, the same-text protocol's pair distances: ``positive`` = the writer's own pairs of
+    the same text, ``negative`` = the writer's signatures against other writers' signatures of the
+    same text (content-matched impostors: the same name in another hand).
+
+    ``pairing`` restricts pairs by medium: ``"any"``, ``"same"`` (both on one medium) or ``"cross"``
+    (two different media); ``media`` gives each signature's. ``positive_texts="any"`` takes every pair
+    of the writer's as a positive (within one medium a name is often written once, so a writer's pairs
+    there are of different names). Returns two lists indexed by writer, for :func:`bootstrap_eer_interval`.
+    """
+    if positive_texts not in ("same", "any"):
+        raise ValueError(f"positive_texts must be same or any, not {positive_texts!r}")
+    if pairing not in ("any", "same", "cross"):
+        raise ValueError(f"pairing must be any, same or cross, not {pairing!r}")
+    distance = cosine_distance_matrix(embeddings)
+    writer_ids, text_ids = _writer_indices(writers), _writer_indices(texts)
+    same_text = text_ids[:, None] == text_ids[None, :]
+    same_writer = writer_ids[:, None] == writer_ids[None, :]
+    allowed = torch.ones_like(same_text)
+    if pairing != "any":
+        medium_ids = _writer_indices([str(m) for m in media]) if media is not None else torch.zeros_like(text_ids)
+        same_medium = medium_ids[:, None] == medium_ids[None, :]
+        allowed = same_medium if pairing == "same" else ~same_medium
+    upper = torch.ones_like(same_text).triu(1)
+    positive_mask = (same_text if positive_texts == "same" else torch.ones_like(same_text)) & same_writer & upper & allowed
+    negative_mask = same_text & ~same_writer & allowed  # both orders: each writer owns its rows
+    positive = [distance[positive_mask & (writer_ids == w)[:, None]] for w in writer_ids.unique()]
+    negative = [distance[negative_mask & (writer_ids == w)[:, None]] for w in writer_ids.unique()]
+    return positive, negative
+
+
+def same_text_metrics(
+    embeddings: torch.Tensor,
+    writers: Sequence[str],
+    texts: Sequence[str],
+    media: Sequence[str | None] | None = None,
+    pairing: str = "any",
+    threshold: float | None = None,
+    resamples: int = 0,
+    positive_texts: str = "same",
+) -> dict[str, float | int | list[float]]:
+    """EER, AUC and FAR/FRR of the same-text protocol (:func:`same_text_distances`), with a 95%
+    bootstrap interval over writers (``eer_ci``) when ``resamples`` is given."""
+    positive, negative = same_text_distances(embeddings, writers, texts, media, pairing, positive_texts)
+    report: dict[str, float | int | list[float]] = dict(verification_metrics(torch.cat(positive), torch.cat(negative), threshold))
+    report["n_writers"] = len(positive)
+    if resamples:
+        report["eer_ci"] = list(bootstrap_eer_interval(positive, negative, resamples))
+    return report
+
+
 def ink_mask(pages: torch.Tensor) -> torch.Tensor:
     """Binarise ``(N, 1, H, W)`` pages in ``[0, 1]`` (dark ink on light paper) by Otsu, each on its own."""
     from kornia.filters import otsu_threshold

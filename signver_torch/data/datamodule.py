@@ -24,8 +24,10 @@ from signver_torch.data.page_transforms import Augmented, Letterboxed, PaddedTar
 from signver_torch.data.pages import PageConfig, SyntheticPages
 from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.data.signatures import (
+    CLASS_KINDS,
     SignatureImages,
     SignatureRecord,
+    class_labels,
     discover_signatures,
     parse_writers,
     writer_split,
@@ -40,13 +42,14 @@ def preprocess_records(
     batch_size: int = 64,
     description: str = "preprocessing",
     device: torch.device | str = "cpu",
+    classes: str = "writer",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases (on the CPU) and their labels;
-    the preprocessing itself runs on ``device``.
+    """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases (on the CPU) and their labels
+    (:func:`~signver_torch.data.signatures.class_labels` of ``classes``); the preprocessing itself runs on ``device``.
 
     Blank scans (no ink found) are dropped with a warning naming them, never trained on as zeros.
     """
-    images = SignatureImages(records)
+    images = SignatureImages(records, classes)
     loader = DataLoader(images, batch_size=batch_size, collate_fn=list)
     canvases = []
     with tqdm(total=len(images), desc=description, unit="img", file=sys.stderr, leave=False) as bar:
@@ -90,12 +93,20 @@ class WriterBatchSampler(RankShare, Sampler[list[int]]):
     rarely meet in a batch; grouping by writer puts every skilled forgery next to the signatures it
     imitates, which is the negative that matters for verification. Writers without forgeries
     contribute genuine signatures only. Classes smaller than ``per_class`` are drawn with replacement.
+
+    With ``texts`` (the declared text of each class, ``None`` where there is none), classes of the same
+    text are batched together: a batch then holds several writers writing the same name, the
+    content-matched impostors a set without forgeries offers. Classes without a text are batched as before,
+    each group's batches repeated within a pass in proportion to its signatures, so that every group's
+    signatures are drawn at the same rate whatever the size of its classes.
+
     It yields whole batches, so it is the DataLoader's ``sampler`` with ``batch_size=None`` (where
     Lightning finds its ``set_epoch``); an epoch is rounded up to a multiple of ``world_size`` batches.
     """
 
     def __init__(
-        self, labels: torch.Tensor, writers_per_batch: int, per_class: int, seed: int = 0, rank: int = 0, world_size: int = 1
+        self, labels: torch.Tensor, writers_per_batch: int, per_class: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+        texts: Sequence[str | None] | None = None,
     ) -> None:
         super().__init__(seed, rank, world_size)
         self.by_class = {int(c): (labels == c).nonzero().flatten() for c in labels.unique()}
@@ -104,22 +115,45 @@ class WriterBatchSampler(RankShare, Sampler[list[int]]):
             raise DataError("training needs at least 2 writers")
         self.writers_per_batch = min(writers_per_batch, len(self.writers))
         self.per_class = per_class
+        groups: dict[str | None, list[int]] = {}
+        for writer in self.writers:
+            groups.setdefault(texts[writer] if texts is not None else None, []).append(writer)
+        self.groups = list(groups.values())
+        # each group's share of its signatures that one pass over its batches draws; the groups drawn
+        # least are repeated until every group's signatures are drawn at about the same rate
+        coverage = [math.ceil(len(group) / self.writers_per_batch) * self.writers_per_batch * per_class
+                    * sum(label in self.by_class for w in group for label in (2 * w, 2 * w + 1)) / len(group)
+                    / sum(len(self.by_class.get(label, ())) for w in group for label in (2 * w, 2 * w + 1))
+                    for group in self.groups]
+        self.repeats = [max(1, round(max(coverage) / share)) for share in coverage]
         epoch_batches = max(1, math.ceil(len(labels) / (self.writers_per_batch * 2 * per_class)))
         self.batches = math.ceil(epoch_batches / world_size)  # per rank
 
     def __len__(self) -> int:
         return self.batches
 
+    def _chunks(self, generator: torch.Generator) -> list[list[int]]:
+        """One pass over every class: each group (a text, or the classes without one) shuffled and cut
+        into full batches of ``writers_per_batch`` (the last one filled from a fresh shuffle of its
+        group), the batches in random order."""
+        size, chunks = self.writers_per_batch, []
+        for group, repeats in zip(self.groups, self.repeats):
+            wanted = math.ceil(len(group) / size) * repeats
+            stream: list[int] = []
+            while len(stream) < wanted * size:
+                stream += [group[i] for i in torch.randperm(len(group), generator=generator)]
+            chunks += [stream[i * size : (i + 1) * size] for i in range(wanted)]
+        return [chunks[i] for i in torch.randperm(len(chunks), generator=generator)]
+
     def __iter__(self) -> Iterator[list[int]]:
         generator = self.generator()
-        order: list[int] = []
+        chunks: list[list[int]] = []
         batches: list[list[int]] = []
         for _ in range(self.batches * self.world_size):
-            if len(order) < self.writers_per_batch:
-                order += [self.writers[i] for i in torch.randperm(len(self.writers), generator=generator)]
-            chosen, order = order[: self.writers_per_batch], order[self.writers_per_batch :]
+            if not chunks:
+                chunks = self._chunks(generator)
             batch: list[int] = []
-            for writer in chosen:
+            for writer in chunks.pop():
                 for label in (2 * writer, 2 * writer + 1):
                     members = self.by_class.get(label)
                     if members is None:
@@ -208,6 +242,10 @@ class SignatureDataModule(lightning.LightningDataModule):
     """Train/validation signatures from one folder or several (sources: CEDAR or writer folders, writers
     then named ``source:id``), split by writer; batches draw writers of every source alike.
 
+    ``classes="writer_text"`` makes each (writer, declared text) a class of its own
+    (:func:`~signver_torch.data.signatures.class_key`), and ``same_text_batches`` fills a batch with
+    writers of the same text (:class:`WriterBatchSampler`); validation always groups by writer.
+
     Images are decoded and preprocessed once in ``setup`` (a few seconds for CEDAR) and kept as uint8
     canvases; augmentation happens on the device in the LightningModule.
     """
@@ -225,8 +263,14 @@ class SignatureDataModule(lightning.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         val_fraction: float = 0.2,
+        classes: str = "writer",
+        same_text_batches: bool = False,
     ) -> None:
         super().__init__()
+        if classes not in CLASS_KINDS:
+            raise DataError(f"classes must be one of {', '.join(CLASS_KINDS)}, not {classes!r}")
+        if same_text_batches and classes != "writer_text":
+            raise DataError("same_text_batches groups (writer, text) classes by their text: set classes to writer_text")
         self.save_hyperparameters()
         self.preprocessor = SignaturePreprocessor(PreprocessConfig(height=height, width=width))
         self.train_set: TensorDataset | None = None
@@ -249,16 +293,19 @@ class SignatureDataModule(lightning.LightningDataModule):
                                 f"or --val-writers {NO_VALIDATION} to train on every writer")
         self.train_records, self.val_records = train, val
         device = preprocessing_device(self.trainer)
-        self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures", device=device))
+        self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures", device=device,
+                                                           classes=hp.classes))
+        keys = class_labels(train, hp.classes)[1]
+        self.class_texts = [key.partition("/")[2] or None for key in keys] if hp.classes == "writer_text" else None
         if val:
             self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures", device=device))
-        self.num_classes = int(self.train_set.tensors[1].max()) + 1  # 2 per writer: genuine, forged
+        self.num_classes = int(self.train_set.tensors[1].max()) + 1  # 2 per class: genuine, forged
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
         sampler = WriterBatchSampler(
             self.train_set.tensors[1], self.hparams.writers_per_batch, self.hparams.per_class, self.hparams.seed,
-            *rank_and_world(self.trainer),
+            *rank_and_world(self.trainer), texts=self.class_texts if self.hparams.same_text_batches else None,
         )
         # the sampler yields whole batches of indices: batch_size=None hands each to TensorDataset at once
         return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=self.hparams.num_workers)

@@ -12,6 +12,10 @@ name them the same way (``cedar:1-32,dutch:001-036``).
 
 Each writer owns two classes, genuine and skilled-forged (``2 * i`` and ``2 * i + 1``), so metric
 learning pushes a writer's forgeries away from the writer's genuine signatures.
+
+A writer-folder file named ``n<NN>_<medium>`` (``n03_paper.png``) declares the text it writes (``n03``)
+and the medium it was written on (``paper``): other writers' signatures of the same text are then
+content-matched impostors (the same name in another hand), and classes may be (writer, text).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from signver_torch.errors import DataError
 from signver_torch.io import IMAGE_SUFFIXES, load_image_tensor
 
 _CEDAR_NAME = re.compile(r"^(original|forgeries)_(\d+)_(\d+)$")
+_TEXT_NAME = re.compile(r"^(n\d+)_(.+)$")
 
 
 #: One data folder or several (sources): a path, or a sequence of paths.
@@ -46,6 +51,18 @@ class SignatureRecord:
     def source(self) -> str:
         """The source the writer comes from (``""`` when a single folder was read)."""
         return source_of_writer(self.writer)
+
+    @property
+    def text(self) -> str | None:
+        """The text the file declares by its name (``n03_paper.png`` → ``n03``), else ``None``."""
+        match = _TEXT_NAME.match(self.path.stem)
+        return match.group(1) if match else None
+
+    @property
+    def medium(self) -> str | None:
+        """The medium the file declares by its name (``n03_paper.png`` → ``paper``), else ``None``."""
+        match = _TEXT_NAME.match(self.path.stem)
+        return match.group(2) if match else None
 
 
 def source_of_writer(writer: str) -> str:
@@ -228,12 +245,30 @@ def writer_split(
     return [[r for r in records if r.writer in writers] for writers in chosen]
 
 
-def class_labels(records: Sequence[SignatureRecord]) -> tuple[torch.Tensor, list[str]]:
-    """Labels ``2 * writer_index + forged`` and the writer order they index."""
-    writers = sorted({r.writer for r in records}, key=writer_sort_key)
-    index = {w: i for i, w in enumerate(writers)}
-    labels = torch.tensor([2 * index[r.writer] + int(r.forged) for r in records], dtype=torch.long)
-    return labels, writers
+#: What a training class is: a writer, or a writer writing one declared text (:attr:`SignatureRecord.text`).
+CLASS_KINDS = ("writer", "writer_text")
+
+
+def class_key(record: SignatureRecord, classes: str = "writer") -> str:
+    """The class ``record`` belongs to: its writer, or with ``classes="writer_text"`` its writer and
+    declared text (``chinese:003/n05``; records without a declared text keep the writer)."""
+    if classes not in CLASS_KINDS:
+        raise DataError(f"classes must be one of {', '.join(CLASS_KINDS)}, not {classes!r}")
+    return f"{record.writer}/{record.text}" if classes == "writer_text" and record.text else record.writer
+
+
+def class_labels(records: Sequence[SignatureRecord], classes: str = "writer") -> tuple[torch.Tensor, list[str]]:
+    """Labels ``2 * class_index + forged`` and the class order they index (writers, or (writer, text)
+    keys with ``classes="writer_text"``, :func:`class_key`)."""
+    keys = sorted({class_key(r, classes) for r in records}, key=_class_sort_key)
+    index = {k: i for i, k in enumerate(keys)}
+    labels = torch.tensor([2 * index[class_key(r, classes)] + int(r.forged) for r in records], dtype=torch.long)
+    return labels, keys
+
+
+def _class_sort_key(key: str) -> tuple[tuple[str, int, str], str]:
+    writer, _, text = key.partition("/")
+    return writer_sort_key(writer), text
 
 
 def decode_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,11 +279,11 @@ def decode_labels(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class SignatureImages(Dataset):
     """Grayscale ``(1, H, W)`` tensors of ``records`` at their own size, with their class labels."""
 
-    def __init__(self, records: Sequence[SignatureRecord]) -> None:
+    def __init__(self, records: Sequence[SignatureRecord], classes: str = "writer") -> None:
         if not records:
             raise DataError("no signatures selected")
         self.records = list(records)
-        self.labels, self.writers = class_labels(self.records)
+        self.labels, self.writers = class_labels(self.records, classes)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -29,7 +29,7 @@ from signver_torch.data.signatures import (
 from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.extractor.api import MetricExtractor
 from signver_torch.extractor.model import principal_projection
-from signver_torch.metrics import verification_metrics, writer_protocol_distances, writer_protocol_metrics
+from signver_torch.metrics import same_text_metrics, verification_metrics, writer_protocol_distances, writer_protocol_metrics
 
 
 def embed_records(
@@ -67,6 +67,29 @@ def _operating_point(writers: Sequence[str], rates: Callable[[list[str]], dict[s
     return point
 
 
+def same_text_report(embeddings: torch.Tensor, records: Sequence[SignatureRecord], threshold: float | None) -> dict[str, Any]:
+    """The same-text protocol of genuine signatures that declare their text (``n<NN>_<medium>`` files).
+
+    Impostors are always other writers' signatures of the same text. ``same_text``: positives are a
+    writer's pairs of the same text, on any media. Where several media are declared, also
+    ``same_text_cross_media`` (both kinds of pair across two different media) and ``same_text_by_medium``
+    (both signatures on one medium; a writer's positives there are all their pairs on it, since each
+    name is usually written once per medium)."""
+    writers, texts, media = [r.writer for r in records], [r.text for r in records], [r.medium for r in records]
+
+    def measured(pairing: str, chosen: list[int] | None = None, positive_texts: str = "same") -> dict[str, Any]:
+        chosen = list(range(len(records))) if chosen is None else chosen
+        return same_text_metrics(embeddings[chosen], [writers[i] for i in chosen], [texts[i] for i in chosen],
+                                 [media[i] for i in chosen], pairing, threshold, BOOTSTRAP_RESAMPLES, positive_texts)
+
+    report: dict[str, Any] = {"same_text": measured("any")}
+    kinds = sorted({m for m in media if m is not None})
+    if len(kinds) > 1:
+        report["same_text_by_medium"] = {kind: measured("same", [i for i, m in enumerate(media) if m == kind], "any") for kind in kinds}
+        report["same_text_cross_media"] = measured("cross")
+    return report
+
+
 def evaluate_extractor(
     data_dir: DataRoots,
     writers: str | Sequence[str] | None = None,
@@ -82,7 +105,8 @@ def evaluate_extractor(
     writer folders).
 
     Per writer, positives are all genuine–genuine pairs and negatives all genuine–skilled-forgery
-    pairs; one global threshold. FAR/FRR are at ``threshold``, by default the checkpoint's calibrated
+    pairs; one global threshold. Where files declare their text, the same-text protocol is added
+    (:func:`same_text_report`). FAR/FRR are at ``threshold``, by default the checkpoint's calibrated
     one. ``eer_ci`` is a 95% bootstrap interval over writers; with several sources, ``per_source``
     holds the same report for each. With ``references=K``, ``references`` adds the gallery protocol
     (:mod:`signver_torch.matcher.evaluation`) for each decision rule; the writer-dependent SVMs use
@@ -94,8 +118,12 @@ def evaluate_extractor(
     operating = extractor.threshold if threshold is None else threshold
 
     def report_of(chosen: list[int]) -> dict[str, Any]:
-        return writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen],
-                                       [records[i].forged for i in chosen], operating, BOOTSTRAP_RESAMPLES)
+        report = writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen],
+                                         [records[i].forged for i in chosen], operating, BOOTSTRAP_RESAMPLES)
+        texts = [i for i in chosen if records[i].text is not None and not records[i].forged]
+        if texts:
+            report.update(same_text_report(embeddings[texts], [records[i] for i in texts], operating))
+        return report
 
     report = report_of(list(range(len(records))))
     sources = sorted({record.source for record in records})

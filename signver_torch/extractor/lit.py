@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from typing import Any, Union
 
 import kornia.augmentation as K
@@ -90,33 +91,64 @@ def build_loss(loss: LossSpec, miner: LossSpec | None = None, num_classes: int =
 
 
 class StrokeWidthJitter(nn.Module):
-    """Thicken strokes of a random half of the batch by blending in a 3x3 max-pool (pen width varies)."""
+    """Thicken strokes of a random part of the batch by blending in a 3x3 max-pool, and with
+    ``thin_p`` thin those of another part by blending in a 3x3 min-pool (pen, pencil and scanner all
+    change stroke width; the writer stays the same).
 
-    def __init__(self, p: float = 0.5, max_strength: float = 0.8) -> None:
+    Shapes: ``(N, 1, H, W)`` ink canvases in ``[0, 1]`` (ink bright on a zero background) → the same.
+    """
+
+    def __init__(self, p: float = 0.5, max_strength: float = 0.8, thin_p: float = 0.0) -> None:
         super().__init__()
-        self.p, self.max_strength = p, max_strength
+        self.p, self.max_strength, self.thin_p = p, max_strength, thin_p
 
     def forward(self, ink: torch.Tensor) -> torch.Tensor:
         n = ink.shape[0]
         strength = torch.rand(n, 1, 1, 1, device=ink.device) * self.max_strength
-        strength = strength * (torch.rand(n, 1, 1, 1, device=ink.device) < self.p)
+        draw = torch.rand(n, 1, 1, 1, device=ink.device)
         thick = F.max_pool2d(ink, 3, stride=1, padding=1)
-        return torch.maximum(ink, strength * thick)
+        out = torch.maximum(ink, strength * (draw < self.p) * thick)
+        if self.thin_p > 0:
+            thin = -F.max_pool2d(-ink, 3, stride=1, padding=1)
+            thinning = ((draw >= self.p) & (draw < self.p + self.thin_p)).to(ink.dtype) * strength
+            out = out + thinning * (thin - out)
+        return out
+
+
+class InkGamma(nn.Module):
+    """Raise the ink of each canvas to a random power in ``gamma`` (log-uniform): faint pencil, dark
+    felt pen and thresholded tablet strokes have the same shape at other tones.
+
+    Shapes: ``(N, 1, H, W)`` in ``[0, 1]`` → the same.
+    """
+
+    def __init__(self, gamma: tuple[float, float] = (0.5, 2.0), p: float = 0.5) -> None:
+        super().__init__()
+        self.low, self.high, self.p = math.log(gamma[0]), math.log(gamma[1]), p
+
+    def forward(self, ink: torch.Tensor) -> torch.Tensor:
+        n = ink.shape[0]
+        exponent = torch.empty(n, 1, 1, 1, device=ink.device).uniform_(self.low, self.high).exp()
+        exponent = torch.where(torch.rand(n, 1, 1, 1, device=ink.device) < self.p, exponent, torch.ones_like(exponent))
+        return ink.clamp_min(0).pow(exponent)
 
 
 class SignatureAugment(nn.Module):
-    """Batched, on-device augmentation of ink canvases: affine, elastic, stroke width, ink intensity."""
+    """Batched, on-device augmentation of ink canvases: affine, elastic, stroke width, ink intensity;
+    ``robust_ink`` adds stroke thinning and ink tone changes (pen, pencil, tablet, faint scans)."""
 
-    def __init__(self, degrees: float = 5.0, translate: float = 0.05, shear: float = 6.0, elastic_p: float = 0.3) -> None:
+    def __init__(self, degrees: float = 5.0, translate: float = 0.05, shear: float = 6.0, elastic_p: float = 0.3,
+                 robust_ink: bool = False) -> None:
         super().__init__()
         self.geometry = K.AugmentationSequential(
             K.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(0.85, 1.1), shear=(-shear, shear), p=0.9),
             K.RandomElasticTransform(kernel_size=(31, 31), sigma=(8.0, 8.0), alpha=(0.4, 0.4), p=elastic_p),
         )
-        self.stroke = StrokeWidthJitter()
+        self.stroke = StrokeWidthJitter(p=0.4, thin_p=0.3) if robust_ink else StrokeWidthJitter()
+        self.tone = InkGamma() if robust_ink else nn.Identity()
 
     def forward(self, ink: torch.Tensor) -> torch.Tensor:
-        ink = self.stroke(self.geometry(ink))
+        ink = self.tone(self.stroke(self.geometry(ink)))
         gain = torch.empty(ink.shape[0], 1, 1, 1, device=ink.device).uniform_(0.75, 1.15)
         return (ink * gain).clamp(0, 1)
 
@@ -155,6 +187,8 @@ class ExtractorModule(lightning.LightningModule):
             "backbone.layer1", "backbone.layer2"]``): their weights get no gradient and their batch-norm
             statistics stay, so fine-tuning on few writers adapts the later layers without unlearning
             the early ones. Names are those of ``model.named_modules()``.
+        robust_ink: augment stroke width both ways and ink tone (:class:`SignatureAugment`), so ink
+            darkness and pen width weigh less in the verdict.
         compile: ``true`` wraps the network in ``torch.compile`` with the device's backend (``hpu_backend``
             on HPU, inductor elsewhere), a backend name picks one, ``false`` (default) runs eagerly.
     """
@@ -173,6 +207,7 @@ class ExtractorModule(lightning.LightningModule):
         ema_decay: float = 0.0,
         freeze: list[str] | None = None,
         compile: bool | str = False,
+        robust_ink: bool = False,
     ) -> None:
         super().__init__()
         self.init_card: dict[str, Any] = {}
@@ -197,7 +232,7 @@ class ExtractorModule(lightning.LightningModule):
         )
         # proxy losses are sized by the training classes, known once the datamodule is set up
         self.loss_fn, self.miner = (None, None) if needs_classes(loss) else build_loss(loss, miner)
-        self.augment = SignatureAugment() if augment else nn.Identity()
+        self.augment = SignatureAugment(robust_ink=robust_ink) if augment else nn.Identity()
         self._val_embeddings: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
 

@@ -30,6 +30,9 @@ CEDAR = {
 }
 #: Dutch SigComp 2011 writers from the validation range (037-048): first genuine and forged files.
 DUTCH = {"037": (5, 4), "040": (5, 4), "044": (5, 4)}
+#: Cross-media Chinese writers from the validation range (055-075) -> the names they wrote (each on four media).
+CHINESE = {"070": ("n01", "n02", "n03"), "071": ("n01", "n02", "n03"), "072": ("n01", "n02", "n03")}
+CHINESE_MEDIA = ("paper", "ipad", "phone-hand", "phone-table")
 #: Real pages: the first 12 of the shipped detector's held-out pages (every 3rd by file name), so
 #: the shipped checkpoint never trained on any of them.
 DOCUMENT_PAGES = 12
@@ -47,11 +50,12 @@ writers) use `../shared/data` or `$SIGNVER_DATA` and are skipped, with the reaso
 |---|---|---|
 | `cedar/full_org`, `cedar/full_forg` | CEDAR writers {cedar_writers}: genuine and skilled forgeries ({cedar_files} PNGs, modes L, P and RGBA) | CEDAR signature database (University at Buffalo), for research use; redistributed by the original SignVer repository (fastforwardlabs/signver), from whose history these copies come |
 | `dutch/<writer>/{{genuine,forged}}` | Dutch SigComp 2011 writers {dutch_writers} ({dutch_files} grey PNGs) | ICDAR 2011 SigComp (Kaggle "sign_data" copies on GitHub), for research use |
+| `chinese/<writer>/genuine/n<NN>_<medium>.png` | cross-media Chinese writers {chinese_writers}: names {chinese_names} on paper, iPad and phone ({chinese_files} grey PNGs, longest side 256 px) | dishangti/Cross-media-Signatures (Luo et al. 2023), MIT |
 | `documents/images`, `documents/labels` | {n_pages} real scanned pages (mostly Tobacco-800), 640x640, YOLO labels (class 0 = signature); all are held-out pages of the shipped detector | mapo80/signature-detection (dataset1), licence unstated |
 | `samples/` | {samples} | victordibia/signver and EnzoSeason/signature_detection, MIT |
 
 CEDAR writers 1-2 are training writers of the shipped models; 35-39 and the Dutch writers were held out
-of the shipped extractor's training.
+of the shipped extractor's training. The Chinese writers are validation writers of the three-source recipes.
 """
 
 
@@ -69,6 +73,9 @@ def selection(source: Path) -> list[tuple[Path, str]]:
         for kind, count in (("genuine", n_genuine), ("forged", n_forged)):
             for path in sorted((source / "dutch" / writer / kind).glob("*.png"))[:count]:
                 chosen.append((path, f"dutch/{writer}/{kind}/{path.name}"))
+    for writer, names in CHINESE.items():
+        chosen += [(source / "chinese" / writer / "genuine" / f"{name}_{medium}.png", f"chinese/{writer}/genuine/{name}_{medium}.png")
+                   for name in names for medium in CHINESE_MEDIA]
     pages = sorted((source / "documents" / "images").iterdir(), key=lambda p: p.name)[2::3][:DOCUMENT_PAGES]
     for page in pages:
         chosen.append((page, f"documents/images/{page.name}"))
@@ -87,7 +94,7 @@ def main() -> None:
     missing = [str(src) for src, _ in files if not src.is_file()]
     if missing:
         raise SystemExit(f"make_fixture: {len(missing)} source files missing, e.g. {missing[0]}")
-    for folder in ("cedar", "dutch", "documents", "samples"):
+    for folder in ("cedar", "dutch", "chinese", "documents", "samples"):
         shutil.rmtree(HERE / folder, ignore_errors=True)
     manifest = {}
     for src, rel in files:
@@ -99,6 +106,8 @@ def main() -> None:
     (HERE / "README.md").write_text(README.format(
         cedar_writers=", ".join(map(str, CEDAR)), cedar_files=sum(r.startswith("cedar/") for r in manifest),
         dutch_writers=", ".join(DUTCH), dutch_files=sum(r.startswith("dutch/") for r in manifest),
+        chinese_writers=", ".join(CHINESE), chinese_names=", ".join(sorted({n for names in CHINESE.values() for n in names})),
+        chinese_files=sum(r.startswith("chinese/") for r in manifest),
         n_pages=DOCUMENT_PAGES, samples=", ".join(f"`{name}`" for name in SAMPLES)))
     size = sum((HERE / rel).stat().st_size for rel in manifest)
     print(f"wrote {len(manifest)} files ({size / 2**20:.1f} MiB) to {HERE}")

@@ -1,0 +1,102 @@
+"""A third source whose files declare their text: (writer, text) classes, same-text batches, the
+same-text impostor protocol, and augmentation against ink darkness and stroke width."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from signver_torch.data.datamodule import WriterBatchSampler
+from signver_torch.data.signatures import class_key, class_labels, discover_signatures
+from signver_torch.errors import DataError
+from signver_torch.extractor.evaluation import evaluate_extractor
+from signver_torch.extractor.lit import InkGamma, StrokeWidthJitter
+from signver_torch.metrics import same_text_distances, same_text_metrics
+
+CHINESE_WRITERS = ["070", "071", "072"]
+
+
+def test_file_names_declare_text_and_medium(small_data: Path) -> None:
+    records = discover_signatures(small_data / "chinese")
+    assert sorted({r.writer for r in records}) == CHINESE_WRITERS and len(records) == 36
+    first = records[0]
+    assert first.path.name == "n01_ipad.png" and (first.text, first.medium) == ("n01", "ipad")
+    assert {r.medium for r in records} == {"paper", "ipad", "phone-hand", "phone-table"}
+    cedar = discover_signatures(small_data / "cedar")
+    assert all(r.text is None and r.medium is None for r in cedar), "CEDAR names declare no text"
+    assert class_key(first, "writer_text") == "070/n01" and class_key(cedar[0], "writer_text") == cedar[0].writer
+    with pytest.raises(DataError, match="classes must be one of"):
+        class_key(first, "text")
+
+
+def test_writer_text_classes_and_same_text_batches(small_data: Path) -> None:
+    records = discover_signatures([small_data / "cedar", small_data / "chinese"])
+    labels, keys = class_labels(records, "writer_text")
+    assert len(keys) == 6 + 9 and "chinese:071/n02" in keys and "cedar:35" in keys
+    assert (labels % 2 == 1).sum() == sum(r.forged for r in records)
+    texts = [key.partition("/")[2] or None for key in keys]
+    sampler = WriterBatchSampler(labels, writers_per_batch=3, per_class=2, seed=3, texts=texts)
+    batches = [batch for epoch in range(6) for batch in (sampler.set_epoch(epoch), list(sampler))[1]]
+    drawn: Counter[str] = Counter()
+    for batch in batches:
+        classes = {keys[int(label) // 2] for label in labels[batch]}
+        batch_texts = {key.partition("/")[2] for key in classes}
+        if "" not in batch_texts:  # a same-text batch: three writers writing one name
+            assert len(batch_texts) == 1 and len({key.partition("/")[0] for key in classes}) == 3
+        else:
+            assert batch_texts == {""}, "classes with and without a text never share a batch"
+        drawn.update(records[i].source for i in batch)
+    # every group's signatures are drawn at about the same rate, however small its classes
+    sizes = Counter(r.source for r in records)
+    assert 0.6 < (drawn["chinese"] / sizes["chinese"]) / (drawn["cedar"] / sizes["cedar"]) < 1.6, drawn
+
+
+def test_same_text_protocol_counts_and_separates() -> None:
+    # 3 writers x 2 names x 2 media; a perfect writer code, then a pure content code
+    writers = [w for w in "abc" for _ in range(4)]
+    texts = ["n01", "n01", "n02", "n02"] * 3
+    media = ["paper", "ipad"] * 6
+    writer_code = torch.eye(3).repeat_interleave(4, 0) + 0.01 * torch.randn(12, 3)
+    positive, negative = same_text_distances(writer_code, writers, texts, media)
+    assert sum(p.numel() for p in positive) == 3 * 2  # per writer and name: one pair
+    assert sum(n.numel() for n in negative) == 12 * 2 * 2  # each signature against 2 writers x 2 copies of its name
+    assert same_text_metrics(writer_code, writers, texts, media)["eer"] == 0.0
+    content_code = torch.tensor([[1.0, 0.0] if t == "n01" else [0.0, 1.0] for t in texts]) + 0.01 * torch.randn(12, 2)
+    assert same_text_metrics(content_code, writers, texts, media)["eer"] >= 0.4
+    cross = same_text_distances(writer_code, writers, texts, media, pairing="cross")
+    assert sum(n.numel() for n in cross[1]) == 12 * 2  # impostors on the other medium only
+    same = same_text_distances(writer_code, writers, texts, media, pairing="same", positive_texts="any")
+    assert sum(p.numel() for p in same[0]) == 3 * 2  # a writer's two names on one medium
+    with pytest.raises(ValueError, match="pairing"):
+        same_text_distances(writer_code, writers, texts, media, pairing="both")
+
+
+def test_evaluate_reports_same_text_figures_per_medium(small_data: Path) -> None:
+    report = evaluate_extractor([small_data / "dutch", small_data / "chinese"], progress=False)
+    assert "same_text" not in report["per_source"]["dutch"]
+    chinese = report["per_source"]["chinese"]
+    assert chinese["negatives"] == "random" and chinese["n_writers"] == 3
+    same = chinese["same_text"]
+    assert same["n_pos"] == 3 * 3 * 6 and same["n_neg"] == 36 * 2 * 4
+    assert 0 <= same["eer_ci"][0] <= same["eer"] <= same["eer_ci"][1] <= 1
+    assert set(chinese["same_text_by_medium"]) == {"paper", "ipad", "phone-hand", "phone-table"}
+    assert chinese["same_text_cross_media"]["n_pos"] == same["n_pos"]  # a name is written once per medium
+    json.dumps(report)  # the --json contract
+
+
+def test_stroke_and_tone_augmentation_keep_the_shape_of_the_ink() -> None:
+    torch.manual_seed(0)
+    ink = torch.zeros(64, 1, 24, 24)
+    ink[:, :, 6:18, 10:14] = 0.8
+    thin_only = StrokeWidthJitter(p=0.0, thin_p=1.0, max_strength=1.0)(ink)
+    thick_only = StrokeWidthJitter(p=1.0, thin_p=0.0, max_strength=1.0)(ink)
+    assert (thin_only.sum((1, 2, 3)) <= ink.sum((1, 2, 3)) + 1e-5).all() and thin_only.sum() < ink.sum()
+    assert (thick_only.sum((1, 2, 3)) >= ink.sum((1, 2, 3)) - 1e-5).all() and thick_only.sum() > ink.sum()
+    assert (thin_only[:, :, :6] == 0).all(), "thinning never draws ink where there was none"
+    toned = InkGamma(p=1.0)(ink)
+    assert (toned[ink == 0] == 0).all() and toned.max() <= 1
+    assert toned[:, :, 10, 11].unique().numel() > 10, "each canvas gets its own tone"
