@@ -89,9 +89,9 @@ def test_out_of_fold_report_pools_each_writer_from_its_own_fold(small_data: Path
 def test_report_command_prints_json_and_names_a_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "not.safetensors"
     bad.write_bytes(b"nonsense")
-    done = subprocess.run([sys.executable, "-m", "signver_torch.extractor.crossval", "report", str(bad)],
+    done = subprocess.run([sys.executable, "-m", "signver_torch", "crossval", "report", str(bad)],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
+    assert done.returncode == 1 and done.stderr.startswith("signver: error:")
     assert str(bad) in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
@@ -128,7 +128,7 @@ def test_cards_record_only_into_the_last_fold_model(tmp_path: Path) -> None:
     copy.write_bytes(shipped.weights.read_bytes())
     copy.with_suffix(".json").write_text(json.dumps(card))
     summary = fold_cards_summary(tmp_path / "run")
-    record_summary(summary, "r18", copy, "writer_crossval", "python -m signver_torch.extractor.crossval cards run")
+    record_summary(summary, "r18", copy, "writer_crossval", "signver crossval cards run")
     recorded = resolve_checkpoint("extractor", copy).card()["extra_metrics"]["writer_crossval"]
     assert recorded["metrics"]["mean_eer"] == pytest.approx(summary["r18"]["mean_eer"])
     summary["r18"]["folds"][-1]["trained_sha256"] = "f" * 64

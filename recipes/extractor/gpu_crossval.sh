@@ -36,7 +36,7 @@ declare -A configs=(
 )
 names=${CONFIGS:-${!configs[@]}}
 [ "${ACCELERATOR:-gpu}" = gpu ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$work/nvidia-smi.csv"
-python3 -m signver_torch.extractor.crossval folds --data "${sources[@]}" --folds "$folds" --fixed cedar:33-40,dutch:037-048 \
+python3 -m signver_torch crossval folds --data "${sources[@]}" --folds "$folds" --fixed cedar:33-40,dutch:037-048 \
   > "$work/folds.json" || exit 1
 all_writers=0; [ "${ALL:-0}" = 1 ] && all_writers=1
 runs=$(( $(wc -w <<< "$names") * (folds + all_writers) ))
@@ -49,7 +49,7 @@ train_run() {  # configuration, training writers, validation writers, folder
     --trainer.max_time="00:00:$(printf %02d "${MAX_MINUTES:-6}"):00" --out "$4/model" --run-dir "$4/run"
 }
 embed_fold() {  # this fold's model embeds every signature as soon as it is trained (name, fold)
-  python3 -m signver_torch.extractor.crossval embed --fold "$2" --data "${sources[@]}" --folds "$work/folds.json" \
+  python3 -m signver_torch crossval embed --fold "$2" --data "${sources[@]}" --folds "$work/folds.json" \
     --checkpoints "$work/$1/fold$2/model.safetensors" --out "$work/$1/fold$2/embeddings.safetensors"
 }
 for name in $names; do
@@ -73,7 +73,7 @@ calibrate_out_of_fold() {  # configuration, checkpoint, background writers, more
     --references 5 --background-writers "$3" --checkpoint "$2" --quiet "${@:4}"
 }
 for name in $names; do
-  python3 -m signver_torch.extractor.crossval report "$work/$name"/fold*/embeddings.safetensors --references 5 \
+  python3 -m signver_torch crossval report "$work/$name"/fold*/embeddings.safetensors --references 5 \
     > "$work/$name-report.json" 2> "$work/$name-report.log" &
   # the last fold's model recalibrated out of fold (a copy: card and bank only)
   mkdir -p "$work/$name/oof" && cp "$work/$name/fold$folds"/model.{safetensors,json} "$work/$name/oof/"
@@ -87,7 +87,7 @@ for name in $names; do
 done
 wait
 echo "reported in $((SECONDS - begin)) s" | tee -a "$work/timing.txt"
-python3 -m signver_torch.extractor.crossval cards "$work" | tee "$work/summary.json"
+python3 -m signver_torch crossval cards "$work" | tee "$work/summary.json"
 # the weights stay out (the last fold's come in parts above); <config>/oof/ keeps its card and background bank
 tar -czf "$out/runs.tar.gz" -C "$work" --exclude='fold*/*.safetensors' --exclude='oof/model.safetensors' --exclude='all/model.safetensors' --exclude='*.ckpt' \
   --exclude='lightning_logs' . 2>/dev/null

@@ -7,20 +7,18 @@ validation writers; one model is trained per fold (``signver train extractor`` w
 every signature is embedded by every fold's model (``embed``), and the report pools, for each writer,
 the pairs and claims scored by the model that never saw that writer (out of fold).
 
-    python -m signver_torch.extractor.crossval folds --data ../shared/data/cedar ../shared/data/dutch \\
+    signver crossval folds --data ../shared/data/cedar ../shared/data/dutch \\
         --folds 5 --fixed cedar:33-40,dutch:037-048 > folds.json
-    python -m signver_torch.extractor.crossval embed --data ... --folds folds.json \\
+    signver crossval embed --data ... --folds folds.json \\
         --checkpoints fold1/model.safetensors ... --out embeddings.safetensors
-    python -m signver_torch.extractor.crossval report embeddings.safetensors [--references 5]
+    signver crossval report embeddings.safetensors [--references 5]
     (or ``embed --fold N --checkpoints foldN/model.safetensors --out foldN.safetensors`` as each fold
     finishes, then ``report fold1.safetensors ... fold5.safetensors``)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,57 +294,3 @@ def record_summary(summary: dict[str, Any], config: str, checkpoint: str | Path,
 def _weighted(values: list[tuple[float, int]]) -> float:
     return sum(value * weight for value, weight in values) / sum(weight for _, weight in values)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m signver_torch.extractor.crossval", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    folds = commands.add_parser("folds", help="print the folds (JSON: writers and recipe overrides per fold)")
-    folds.add_argument("--data", nargs="+", required=True)
-    folds.add_argument("--folds", type=int, default=5)
-    folds.add_argument("--fixed", help="writers that make the last fold (the recipes' validation writers)")
-    embed = commands.add_parser("embed", help="embed every fold's writers with every fold's checkpoint")
-    embed.add_argument("--data", nargs="+", required=True)
-    embed.add_argument("--folds", type=Path, required=True, help="the JSON printed by `folds`")
-    embed.add_argument("--checkpoints", nargs="+", required=True, help="one per fold, in fold order (one with --fold)")
-    embed.add_argument("--fold", type=int, help="embed with this fold's model only (1-based): one file per fold, joined by report")
-    embed.add_argument("--out", type=Path, required=True)
-    embed.add_argument("--device")
-    report = commands.add_parser("report", help="the out-of-fold report of an embeddings file (JSON)")
-    report.add_argument("embeddings", type=Path, nargs="+", help="one file of every fold's models, or one file per fold")
-    report.add_argument("--references", type=int)
-    cards = commands.add_parser("cards", help="summarise the fold cards of a run folder (<config>/fold<N>/model.json), JSON")
-    cards.add_argument("run_dir", type=Path)
-    cards.add_argument("--record-as", metavar="NAME", help="write CONFIG's summary into CHECKPOINT's card, extra_metrics[NAME]")
-    cards.add_argument("--config", help="with --record-as: the configuration whose last-fold model CHECKPOINT is")
-    cards.add_argument("--checkpoint", help="with --record-as: the checkpoint (name or path)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "folds":
-            groups = writer_folds(discover_signatures(args.data), args.folds, args.fixed)
-            print(json.dumps({"folds": groups, "overrides": fold_specs(groups)}, indent=1))
-        elif args.command == "embed":
-            groups = json.loads(args.folds.read_text())["folds"]
-            numbers = None if args.fold is None else [args.fold - 1]
-            embedded, records = embed_folds(args.data, groups, args.checkpoints, args.device, fold_numbers=numbers)
-            save_fold_embeddings(args.out, embedded, records, groups, args.checkpoints, numbers)
-            print(f"wrote {args.out}", file=sys.stderr)
-        elif args.command == "cards":
-            summary = fold_cards_summary(args.run_dir)
-            if args.record_as:
-                if not (args.config and args.checkpoint):
-                    raise SignVerError("--record-as needs --config and --checkpoint")
-                command = "python -m signver_torch.extractor.crossval " + shlex.join(sys.argv[1:] if argv is None else argv)
-                record_summary(summary, args.config, args.checkpoint, args.record_as, command)
-            print(json.dumps(summary, indent=1))
-        else:
-            found = load_fold_embeddings(args.embeddings)
-            result = out_of_fold_report(found["embeddings"], found["writers"], found["forged"], found["folds"], args.references)
-            print(json.dumps({**result, "checkpoints": found["checkpoints"]}, indent=1))
-    except SignVerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

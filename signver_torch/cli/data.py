@@ -1,0 +1,140 @@
+"""``signver synthesize``, ``signver detect`` and ``signver clean``: pages made, marks found, crops cleaned."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+from signver_torch.cli.options import checkpoint_option, device_option, quiet_flag
+from signver_torch.errors import SignVerError
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    """Draw seeded synthetic pages (all four classes) into a YOLO folder the evaluate command reads."""
+    from signver_torch.data.detection import SYNTHESIS_RECORD
+    from signver_torch.data.dirt import load_ink_maps
+    from signver_torch.data.pages import YOLO_CLASS_MAP, PageConfig, SyntheticPages, write_yolo_pages
+    from signver_torch.data.signatures import discover_signatures
+
+    if args.pages < 1:
+        raise SignVerError(f"--pages must be at least 1, not {args.pages}")
+    records = discover_signatures(args.data, args.writers or None)
+    pages = SyntheticPages(load_ink_maps(records, progress=not args.quiet), args.pages, args.seed, PageConfig(size=args.size))
+    root = write_yolo_pages(pages, args.out, progress=not args.quiet)
+    (root / SYNTHESIS_RECORD).write_text(json.dumps({"command": "signver " + shlex.join(args.argv)}) + "\n")
+    print(f"wrote {args.pages} pages to {root}; score them with: signver evaluate detector --data {root} --class-map {YOLO_CLASS_MAP}")
+    return 0
+
+
+def synthesis_command(data: str | list[str]) -> str | None:
+    """The ``signver synthesize`` command that made a data folder (of several, the last that says), if one did."""
+    from signver_torch.data.detection import SYNTHESIS_RECORD
+
+    made_by = None
+    for folder in [data] if isinstance(data, str) else data:
+        record = Path(folder) / SYNTHESIS_RECORD
+        if record.is_file():
+            made_by = json.loads(record.read_text()).get("command")
+    return made_by
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Clean crops and write ``<stem>.png`` per input into ``--out``."""
+    from PIL import Image
+
+    from signver_torch.cleaner.api import Cleaner
+    from signver_torch.io import load_image_tensor
+
+    out = Path(args.out)
+    names = [Path(path).stem for path in args.images]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise SignVerError(f"inputs share output names ({', '.join(duplicates)}.png): clean them into separate --out folders")
+    pages = [load_image_tensor(path, "L") for path in args.images]
+    cleaner = Cleaner(device=args.device).load(args.checkpoint)
+    cleaned = cleaner.clean_pages(pages, progress=not args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, page in zip(names, cleaned):
+        target = out / f"{name}.png"
+        Image.fromarray((page[0].numpy() * 255).round().astype("uint8")).save(target)
+        print(target)
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Annotated PNG and JSON per page into ``--out``; ``--summary`` prints what each page holds."""
+    from signver_torch.data.detection import CLASS_NAMES
+    from signver_torch.detector.api import Detector, draw_detections, summarize
+    from signver_torch.io import load_image
+
+    out = Path(args.out)
+    detector = Detector(device=args.device).load(args.checkpoint)
+    for path in args.pages:
+        page = load_image(path)
+        [found] = detector.predict([page], score_threshold=args.threshold)
+        out.mkdir(parents=True, exist_ok=True)  # only once a page has been read: a bad first page leaves nothing behind
+        summary = summarize(found)
+        record = {
+            "page": str(path),
+            "size": list(page.size),
+            "detections": [
+                {"box_xyxy": [round(v, 1) for v in box], "score": round(score, 4), "label": label,
+                 "class": CLASS_NAMES[label]}
+                for box, score, label in zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist())
+            ],
+            "summary": summary,
+        }
+        stem = Path(path).stem
+        draw_detections(page, found).save(out / f"{stem}.png")
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
+        if args.summary:
+            flags = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in summary.items() if isinstance(v, bool))
+            print(f"{path}: {flags}")
+        else:
+            print(out / f"{stem}.png")
+    return 0
+
+
+def add_synthesize(commands: argparse._SubParsersAction) -> None:
+    synthesize = commands.add_parser(
+        "synthesize",
+        help="draw seeded synthetic pages (signatures, initials, redactions, dates) into a YOLO folder",
+    )
+    synthesize.add_argument("kind", choices=("pages",))
+    synthesize.add_argument("--data", required=True, help="signatures to paste: CEDAR or writer-folder layout")
+    synthesize.add_argument("--writers", help="whose signatures, e.g. 33-40 (default: all)")
+    synthesize.add_argument("--pages", type=int, default=64, help="number of pages (default 64)")
+    synthesize.add_argument("--seed", type=int, default=20261126, help="page i is fixed by (seed, i) (default 20261126)")
+    synthesize.add_argument("--size", type=int, default=640, help="page side in pixels (default 640, as the real pages)")
+    synthesize.add_argument("--out", required=True, help="new or empty folder for images/ and labels/")
+    quiet_flag(synthesize)
+    synthesize.set_defaults(handler=cmd_synthesize)
+
+
+def add_detect(commands: argparse._SubParsersAction) -> None:
+    detect = commands.add_parser(
+        "detect", help="find signatures, initials, redactions and dates on pages",
+        description="Detect on pages; writes OUT/<name>.png (boxes drawn) and OUT/<name>.json per page.",
+    )
+    detect.add_argument("pages", nargs="+", metavar="PAGE", help="page images (any format)")
+    detect.add_argument("--out", required=True, help="folder for annotated PNGs and JSON")
+    detect.add_argument("--summary", action="store_true", help="print per page whether it is signed, initialled, redacted, dated")
+    detect.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
+    checkpoint_option(detect)
+    device_option(detect)
+    detect.set_defaults(handler=cmd_detect)
+
+
+def add_clean(commands: argparse._SubParsersAction) -> None:
+    clean = commands.add_parser(
+        "clean", help="remove lines, text and noise from signature crops",
+        description="Clean signature crops; writes OUT/<name>.png for each input (white paper, the ink kept).",
+    )
+    clean.add_argument("images", nargs="+", metavar="IMAGE", help="signature crops (any image format)")
+    clean.add_argument("--out", required=True, help="folder for the cleaned PNGs")
+    checkpoint_option(clean)
+    device_option(clean)
+    quiet_flag(clean)
+    clean.set_defaults(handler=cmd_clean)
