@@ -84,25 +84,30 @@ def bootstrap_eer_interval(
     return low, high
 
 
-def cosine_distance_matrix(embeddings: torch.Tensor) -> torch.Tensor:
+def cosine_distance_matrix(embeddings: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:
+    """``1 - cos`` between every row of ``embeddings`` and every row of ``others`` (default: itself), in float64."""
     normalised = torch.nn.functional.normalize(embeddings.double(), dim=1)
-    return (1 - normalised @ normalised.T).clamp_min(0)
+    columns = normalised if others is None else torch.nn.functional.normalize(others.double(), dim=1)
+    return (1 - normalised @ columns.T).clamp_min(0)
 
 
 def writer_protocol_distances(
-    embeddings: torch.Tensor, writers: Sequence[str] | torch.Tensor, forged: Sequence[bool] | torch.Tensor
+    embeddings: torch.Tensor, writers: Sequence[str] | torch.Tensor, forged: Sequence[bool] | torch.Tensor,
+    queries: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pair distances of the writer-independent protocol.
 
     Per writer: ``positive`` = all genuine–genuine pairs, ``skilled`` = all genuine–forgery pairs.
-    ``random`` = genuine pairs across different writers.
+    ``random`` = genuine pairs across different writers. With ``queries`` (another embedding of each
+    signature, e.g. of an altered scan), every pair compares a signature as in ``embeddings`` (the
+    reference) with another as in ``queries`` (the query), both orders of each pair.
     """
-    distance = cosine_distance_matrix(embeddings)
+    distance = cosine_distance_matrix(embeddings, queries)
     writer_ids = _writer_indices(writers)
     forged_mask = torch.as_tensor(forged, dtype=torch.bool)
     same_writer = writer_ids[:, None] == writer_ids[None, :]
     genuine = ~forged_mask
-    upper = torch.ones_like(distance, dtype=torch.bool).triu(1)
+    upper = torch.ones_like(distance, dtype=torch.bool).triu(1) if queries is None else ~torch.eye(len(distance), dtype=torch.bool)
     return {
         "positive": distance[same_writer & upper & genuine[:, None] & genuine[None, :]],
         "skilled": distance[same_writer & genuine[:, None] & forged_mask[None, :]],
@@ -123,6 +128,7 @@ def writer_protocol_metrics(
     forged: Sequence[bool] | torch.Tensor,
     threshold: float | None = None,
     resamples: int = 0,
+    queries: torch.Tensor | None = None,
 ) -> dict[str, float | str | None | list[float]]:
     """docs/design.md's extractor report: skilled-forgery EER/AUC/FAR/FRR plus ``eer_random``, and with
     ``resamples`` a 95% bootstrap interval of the EER over writers (``eer_ci``).
@@ -130,7 +136,7 @@ def writer_protocol_metrics(
     Data without forgeries (genuine-only writer folders) falls back to random forgeries as the
     negatives; ``negatives`` in the report says which were used.
     """
-    pairs = writer_protocol_distances(embeddings, writers, forged)
+    pairs = writer_protocol_distances(embeddings, writers, forged, queries)
     negatives = "skilled" if pairs["skilled"].numel() else "random"
     report: dict[str, float | str | None | list[float]] = dict(verification_metrics(pairs["positive"], pairs[negatives], threshold))
     report["negatives"] = negatives
@@ -138,7 +144,8 @@ def writer_protocol_metrics(
     writer_ids = _writer_indices(writers)
     report["n_writers"] = int(writer_ids.unique().numel())
     if resamples and negatives == "skilled":
-        by_writer = [writer_protocol_distances(embeddings[writer_ids == w], writer_ids[writer_ids == w], torch.as_tensor(forged)[writer_ids == w])
+        by_writer = [writer_protocol_distances(embeddings[writer_ids == w], writer_ids[writer_ids == w], torch.as_tensor(forged)[writer_ids == w],
+                                               None if queries is None else queries[writer_ids == w])
                      for w in writer_ids.unique()]
         report["eer_ci"] = list(bootstrap_eer_interval([d["positive"] for d in by_writer], [d["skilled"] for d in by_writer], resamples))
     return report
@@ -168,6 +175,7 @@ def same_text_distances(
     media: Sequence[str | None] | None = None,
     pairing: str = "any",
     positive_texts: str = "same",
+    queries: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per writer, the same-text protocol's pair distances: ``positive`` = the writer's own pairs of
     the same text, ``negative`` = the writer's signatures against other writers' signatures of the
@@ -176,13 +184,15 @@ def same_text_distances(
     ``pairing`` restricts pairs by medium: ``"any"``, ``"same"`` (both on one medium) or ``"cross"``
     (two different media); ``media`` gives each signature's. ``positive_texts="any"`` takes every pair
     of the writer's as a positive (within one medium a name is often written once, so a writer's pairs
-    there are of different names). Returns two lists indexed by writer, for :func:`bootstrap_eer_interval`.
+    there are of different names). ``queries`` compares references as in ``embeddings`` with queries
+    as in ``queries``, as :func:`writer_protocol_distances` does. Returns two lists indexed by writer,
+    for :func:`bootstrap_eer_interval`.
     """
     if positive_texts not in ("same", "any"):
         raise ValueError(f"positive_texts must be same or any, not {positive_texts!r}")
     if pairing not in ("any", "same", "cross"):
         raise ValueError(f"pairing must be any, same or cross, not {pairing!r}")
-    distance = cosine_distance_matrix(embeddings)
+    distance = cosine_distance_matrix(embeddings, queries)
     writer_ids, text_ids = _writer_indices(writers), _writer_indices(texts)
     same_text = text_ids[:, None] == text_ids[None, :]
     same_writer = writer_ids[:, None] == writer_ids[None, :]
@@ -191,7 +201,7 @@ def same_text_distances(
         medium_ids = _writer_indices([str(m) for m in media]) if media is not None else torch.zeros_like(text_ids)
         same_medium = medium_ids[:, None] == medium_ids[None, :]
         allowed = same_medium if pairing == "same" else ~same_medium
-    upper = torch.ones_like(same_text).triu(1)
+    upper = torch.ones_like(same_text).triu(1) if queries is None else ~torch.eye(len(distance), dtype=torch.bool)
     positive_mask = (same_text if positive_texts == "same" else torch.ones_like(same_text)) & same_writer & upper & allowed
     negative_mask = same_text & ~same_writer & allowed  # both orders: each writer owns its rows
     positive = [distance[positive_mask & (writer_ids == w)[:, None]] for w in writer_ids.unique()]
@@ -208,10 +218,11 @@ def same_text_metrics(
     threshold: float | None = None,
     resamples: int = 0,
     positive_texts: str = "same",
+    queries: torch.Tensor | None = None,
 ) -> dict[str, float | int | list[float]]:
     """EER, AUC and FAR/FRR of the same-text protocol (:func:`same_text_distances`), with a 95%
     bootstrap interval over writers (``eer_ci``) when ``resamples`` is given."""
-    positive, negative = same_text_distances(embeddings, writers, texts, media, pairing, positive_texts)
+    positive, negative = same_text_distances(embeddings, writers, texts, media, pairing, positive_texts, queries)
     report: dict[str, float | int | list[float]] = dict(verification_metrics(torch.cat(positive), torch.cat(negative), threshold))
     report["n_writers"] = len(positive)
     if resamples:
