@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from signver_torch.errors import DataError
+from signver_torch.matcher.distance import cosine_distances
 
 
 def verification_metrics(
@@ -86,9 +87,7 @@ def bootstrap_eer_interval(
 
 def cosine_distance_matrix(embeddings: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:
     """``1 - cos`` between every row of ``embeddings`` and every row of ``others`` (default: itself), in float64."""
-    normalised = torch.nn.functional.normalize(embeddings.double(), dim=1)
-    columns = normalised if others is None else torch.nn.functional.normalize(others.double(), dim=1)
-    return (1 - normalised @ columns.T).clamp_min(0)
+    return cosine_distances(embeddings.double(), None if others is None else others.double(), normalise=True, clamp=(0, None))
 
 
 def writer_protocol_distances(

@@ -16,6 +16,7 @@ import torch
 from signver_torch.cards import verification_threshold
 from signver_torch.checkpoints import read_card, resolve_checkpoint
 from signver_torch.errors import SignVerError
+from signver_torch.matcher.distance import cosine_distances
 
 #: How several references of one person combine into one distance.
 Combine = Literal["mean", "min"]
@@ -57,7 +58,7 @@ class Matcher:
         left, right = _as_matrix(a, "a"), _as_matrix(b, "b")
         if left.shape[1] != right.shape[1]:
             raise SignVerError(f"embedding sizes differ: {left.shape[1]} and {right.shape[1]}")
-        distances = (1 - left @ right.T).clamp(0, 2).numpy()
+        distances = cosine_distances(left, right, clamp=(0, 2)).numpy()
         return float(distances[0, 0]) if distances.size == 1 and np.ndim(a) == 1 and np.ndim(b) == 1 else distances
 
     def verify(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, threshold: float | None = None) -> bool:

@@ -26,16 +26,12 @@ from typing import Literal
 import numpy as np
 
 from signver_torch.errors import SignVerError
+from signver_torch.matcher.distance import cosine_distances
 
 Rule = Literal["mean", "spread", "svm"]
 RULES: tuple[Rule, ...] = ("mean", "spread", "svm")
 #: Spreads below this (near-identical references) are clamped, so a score never divides by ~0.
 MIN_SPREAD = 0.02
-
-
-def cosine_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """``(Q, R)`` cosine distances between L2-normalised embeddings."""
-    return 1.0 - np.atleast_2d(queries) @ np.atleast_2d(references).T
 
 
 def reference_spread(references: np.ndarray) -> float:
