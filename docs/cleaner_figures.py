@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from signver_torch.cleaner.api import Cleaner  # noqa: E402
-from signver_torch.data.dirt import EVAL_SEED, DirtyPairs, load_ink_maps  # noqa: E402
+from signver_torch.cleaner.data import EVAL_SEED, DirtyPairs  # noqa: E402
+from signver_torch.data.ink import load_ink_maps  # noqa: E402
 from signver_torch.data.signatures import discover_signatures  # noqa: E402
 from signver_torch.io import load_image_tensor  # noqa: E402
 from signver_torch.metrics import cleaning_metrics, ink_f1  # noqa: E402

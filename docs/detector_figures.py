@@ -17,10 +17,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from signver_torch.data.detection import read_detection_dataset, split_pages
-from signver_torch.data.dirt import load_ink_maps
-from signver_torch.data.pages import PageConfig, SyntheticPages
+from signver_torch.data.ink import load_ink_maps
 from signver_torch.data.signatures import discover_signatures, writer_split
 from signver_torch.detector.api import CLASS_COLOURS, Detector, draw_detections
+from signver_torch.detector.data import SyntheticPages
+from signver_torch.detector.pages import PageConfig
 
 DOCS = Path(__file__).resolve().parent
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from signver_torch.data.dirt import load_ink_maps
-from signver_torch.data.pages import PageConfig, PageSynthesizer
+from signver_torch.data.ink import load_ink_maps
 from signver_torch.data.signatures import discover_signatures, writer_split
+from signver_torch.detector.pages import PageConfig, PageSynthesizer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -229,18 +229,12 @@ def same_text_metrics(
     return report
 
 
-def ink_mask(pages: torch.Tensor) -> torch.Tensor:
-    """Binarise ``(N, 1, H, W)`` pages in ``[0, 1]`` (dark ink on light paper) by Otsu, each on its own."""
-    from kornia.filters import otsu_threshold
-
-    darkness = (1.0 - pages.float()).clamp(0, 1)
-    mask, _ = otsu_threshold(darkness, return_mask=True)
-    return mask & (darkness > 0.05)  # a page with no ink has no Otsu split worth keeping
-
-
 def ink_f1(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-page F1 of the ink pixels of ``predicted`` against ``target``, both binarised by :func:`ink_mask`."""
-    pred, true = ink_mask(predicted).flatten(1), ink_mask(target).flatten(1)
+    """Per-page F1 of the ink pixels of ``predicted`` against ``target`` (``(N, 1, H, W)`` pages in ``[0, 1]``,
+    dark ink on light paper), each page binarised on its own by :func:`~signver_torch.data.ink.ink_mask`."""
+    from signver_torch.data.ink import ink_mask
+
+    pred, true = (ink_mask((1.0 - pages.float()).clamp(0, 1)).flatten(1) for pages in (predicted, target))
     hits = (pred & true).sum(1).float()
     return 2 * hits / (pred.sum(1) + true.sum(1)).float().clamp_min(1)
 

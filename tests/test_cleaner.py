@@ -15,11 +15,13 @@ from PIL import Image
 import shutil
 
 from signver_torch.checkpoints import read_card, sha256_file
-from signver_torch.cleaner.api import Cleaner, apply_tone_curve
+from signver_torch.cleaner.api import Cleaner
 from signver_torch.cleaner.evaluation import calibrate_cleaner, evaluate_cleaner, fit_tone_curve
 from signver_torch.cleaner.lit import CleanerModule, soft_dice_loss
+from signver_torch.cleaner.data import DirtConfig, DirtyPairs
 from signver_torch.cleaner.model import UNet, build_cleaner
-from signver_torch.data.dirt import DirtConfig, DirtyPairs, ink_only, load_ink_maps
+from signver_torch.cleaner.transforms import apply_tone_curve
+from signver_torch.data.ink import ink_only, load_ink_maps
 from signver_torch.data.signatures import discover_signatures, writer_split
 from signver_torch.errors import CheckpointError, DataError, ImageLoadError, SignVerError
 from signver_torch.io import load_image, load_image_tensor

@@ -22,14 +22,15 @@ from signver_torch.data.detection import (
     read_yolo,
     split_pages,
 )
-from signver_torch.data.dirt import load_ink_maps
-from signver_torch.data.page_transforms import Augmented, Letterboxed, letterbox
-from signver_torch.data.pages import INK_LEVEL, YOLO_CLASS_MAP, PageConfig, PageSynthesizer, SyntheticPages, write_yolo_pages
+from signver_torch.data.ink import load_ink_maps
 from signver_torch.data.signatures import discover_signatures, writer_split
 from signver_torch.data.detection import parse_class_map
 from signver_torch.detector.api import Detector, summarize
+from signver_torch.detector.data import YOLO_CLASS_MAP, Augmented, Letterboxed, SyntheticPages, write_yolo_pages
 from signver_torch.detector.evaluation import evaluate_detector
 from signver_torch.detector.model import build_detector
+from signver_torch.detector.pages import INK_LEVEL, PageConfig, PageSynthesizer
+from signver_torch.detector.transforms import letterbox
 from signver_torch.errors import CheckpointError, DataError, ImageLoadError, SignVerError
 from signver_torch.metrics import DetectionMetrics
 
@@ -295,7 +296,7 @@ def test_batched_loss_equals_torchvisions_per_page_loss(documents: Path, ink_map
 def test_padded_batch_loss_equals_the_unpadded_one(documents: Path, ink_maps: list[np.ndarray]) -> None:
     """Boxes padded on the host to a fixed count (with a zero-area box the collate drops) give the
     losses and gradients of torchvision's list-of-targets forward, a page without boxes included."""
-    from signver_torch.data.page_transforms import PaddedTargets
+    from signver_torch.detector.data import PaddedTargets
 
     records = read_detection_dataset(documents)
     real = Letterboxed(DetectionPages([r for r in records if r.boxes][:2] + [r for r in records if not r.boxes][:1]), 256)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from signver_torch.errors import DataError
-from signver_torch.extractor.lit import ExtractorModule, SignatureAugment
+from signver_torch.extractor.data import SignatureAugment
+from signver_torch.extractor.lit import ExtractorModule
 from signver_torch.extractor.model import SiameseVerifier, build_extractor, principal_projection
 from signver_torch.metrics import verification_metrics, writer_protocol_distances, writer_protocol_metrics
 

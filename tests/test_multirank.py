@@ -14,8 +14,9 @@ from unittest import mock
 import pytest
 import torch
 
-from signver_torch.data.datamodule import ShuffledSampler, StreamSampler, WriterBatchSampler
+from signver_torch.data.samplers import ShuffledSampler, StreamSampler
 from signver_torch.doctor import check_mode, check_versions
+from signver_torch.extractor.data import WriterBatchSampler
 
 SMALL_SLICE = ["--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1"]
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from signver_torch.data.datamodule import WriterBatchSampler
 from signver_torch.data.signatures import class_key, class_labels, discover_signatures
 from signver_torch.errors import DataError
+from signver_torch.extractor.data import InkGamma, StrokeWidthJitter, WriterBatchSampler
 from signver_torch.extractor.evaluation import evaluate_extractor
-from signver_torch.extractor.lit import InkGamma, StrokeWidthJitter
 from signver_torch.metrics import same_text_distances, same_text_metrics
 
 CHINESE_WRITERS = ["070", "071", "072"]

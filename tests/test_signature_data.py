@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from signver_torch.data.datamodule import WriterBatchSampler, holdout_writers
-from signver_torch.data.preprocess import SignaturePreprocessor
 from signver_torch.data.signatures import (
     SignatureImages,
     class_labels,
@@ -18,6 +16,8 @@ from signver_torch.data.signatures import (
     writer_split,
 )
 from signver_torch.errors import BlankSignatureError, DataError, SignVerError
+from signver_torch.extractor.data import WriterBatchSampler, holdout_writers
+from signver_torch.extractor.transforms import SignaturePreprocessor
 from signver_torch.io import load_image_tensor
 
 

@@ -16,10 +16,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
-from signver_torch.data.dirt import otsu_level
+from signver_torch.data.ink import ink_mask
 from signver_torch.data.signatures import discover_signatures
 from signver_torch.errors import DataError
 from signver_torch.io import load_image
@@ -28,7 +29,7 @@ from signver_torch.io import load_image
 def compact(source: Path, target: Path, max_side: int = 640, margin: int = 10) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     gray = np.asarray(load_image(source).convert("L"))
-    ink = gray <= otsu_level(gray)
+    ink = ink_mask(torch.from_numpy(255 - gray), floor=None, levels=256).numpy()
     rows, cols = np.nonzero(ink)
     top, bottom = max(rows.min() - margin, 0), rows.max() + margin + 1
     left, right = max(cols.min() - margin, 0), cols.max() + margin + 1

@@ -13,20 +13,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from signver_torch.cleaner.model import UNet, cleaner_from_card
+from signver_torch.cleaner.transforms import apply_tone_curve
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.facade import ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 
 #: Smallest crop side the cleaner accepts: below it there is no stroke to tell from a line.
 MIN_SIDE = 8
-
-
-def apply_tone_curve(images: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
-    """``images`` in [0, 1] through ``curve`` (values at evenly spaced levels), linearly interpolated."""
-    curve = curve.to(images.device, images.dtype)
-    position = images.clamp(0, 1) * (len(curve) - 1)
-    low = position.floor().long().clamp(max=len(curve) - 2)
-    return torch.lerp(curve[low], curve[low + 1], position - low)
 
 
 class Cleaner(ModelFacade):

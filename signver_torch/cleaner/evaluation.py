@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from signver_torch.checkpoints import resolve_checkpoint, update_card
 from signver_torch.cleaner.api import Cleaner
-from signver_torch.data.dirt import CALIBRATION_SEED, EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
+from signver_torch.cleaner.data import CALIBRATION_SEED, EVAL_SEED, DirtConfig, DirtyPairs
+from signver_torch.data.ink import load_ink_maps
 from signver_torch.data.signatures import SignatureRecord, discover_signatures, writers_text
 from signver_torch.errors import SignVerError
 from signver_torch.metrics import cleaning_metrics

@@ -98,7 +98,8 @@ def benchmark_batch(data: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
 def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float:
     """Pairs/s of the synthetic dirt generator on real signatures' ink."""
     from signver_torch.benchmark import items_per_second, loading_records
-    from signver_torch.data.dirt import DirtConfig, DirtyPairs, load_ink_maps
+    from signver_torch.cleaner.data import DirtConfig, DirtyPairs
+    from signver_torch.data.ink import load_ink_maps
 
     maps = load_ink_maps(loading_records(data_dir)[:8], progress=False)
     return items_per_second(DirtyPairs(maps, batch_size * 5, config=DirtConfig(height=int(data["height"]), width=int(data["width"]))))
@@ -107,7 +108,7 @@ def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float
 TASK = register_task(TrainingTask(
     name="cleaner",
     lightning_module="signver_torch.cleaner.lit:CleanerModule",
-    data_module="signver_torch.data.datamodule:CleanerDataModule",
+    data_module="signver_torch.cleaner.data:CleanerDataModule",
     export=export_cleaner,
     summary=summary,
     fine_tunable=False,

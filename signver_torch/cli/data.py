@@ -14,9 +14,10 @@ from signver_torch.errors import SignVerError
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """Draw seeded synthetic pages (all four classes) into a YOLO folder the evaluate command reads."""
     from signver_torch.data.detection import SYNTHESIS_RECORD
-    from signver_torch.data.dirt import load_ink_maps
-    from signver_torch.data.pages import YOLO_CLASS_MAP, PageConfig, SyntheticPages, write_yolo_pages
+    from signver_torch.data.ink import load_ink_maps
     from signver_torch.data.signatures import discover_signatures
+    from signver_torch.detector.data import YOLO_CLASS_MAP, SyntheticPages, write_yolo_pages
+    from signver_torch.detector.pages import PageConfig
 
     if args.pages < 1:
         raise SignVerError(f"--pages must be at least 1, not {args.pages}")

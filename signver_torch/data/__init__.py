@@ -1,1 +1,1 @@
-"""Loaders, splits, preprocessing, synthetic generators and LightningDataModules."""
+"""What several modules share: readers of signature folders and labelled pages, ink maps, form printing, samplers."""

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from signver_torch.data.detection import CLASS_NAMES
-from signver_torch.data.page_transforms import letterbox
 from signver_torch.detector.model import detector_from_card
+from signver_torch.detector.transforms import letterbox
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.facade import ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor

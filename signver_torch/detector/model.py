@@ -71,7 +71,7 @@ class SignatureRetinaNet(RetinaNet):
         self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, present: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """The training losses of ``(B, 3, S, S)`` pages (already letterboxed to the model's size) whose
-        boxes come padded to a fixed count (:class:`~signver_torch.data.page_transforms.PaddedTargets`).
+        boxes come padded to a fixed count (:class:`~signver_torch.detector.data.PaddedTargets`).
 
         The same values as ``model(list(images), targets)`` (tested), without what reads the device
         back inside the step: torchvision's per-page degenerate-box check, the per-page anchor

@@ -74,7 +74,7 @@ def benchmark_batch(data: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
     (``PaddedTargets``), else torchvision's lists, as ``PageDataModule`` yields them."""
     import torch
 
-    from signver_torch.data.page_transforms import PaddedTargets
+    from signver_torch.detector.data import PaddedTargets
 
     size = int(data["image_size"])
     generator = torch.Generator().manual_seed(0)
@@ -90,8 +90,9 @@ def benchmark_batch(data: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
 def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float:
     """Pages/s of the synthetic page generator at the recipe's size, on real signatures' ink."""
     from signver_torch.benchmark import items_per_second, loading_records
-    from signver_torch.data.dirt import load_ink_maps
-    from signver_torch.data.pages import PageConfig, SyntheticPages
+    from signver_torch.data.ink import load_ink_maps
+    from signver_torch.detector.data import SyntheticPages
+    from signver_torch.detector.pages import PageConfig
 
     maps = load_ink_maps(loading_records(data_dir)[:8], progress=False)
     return items_per_second(SyntheticPages(maps, batch_size * 5, config=PageConfig(size=int(data["image_size"]))))
@@ -100,7 +101,7 @@ def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float
 TASK = register_task(TrainingTask(
     name="detector",
     lightning_module="signver_torch.detector.lit:DetectorModule",
-    data_module="signver_torch.data.datamodule:PageDataModule",
+    data_module="signver_torch.detector.data:PageDataModule",
     export=export_detector,
     summary=summary,
     data_argument="real_dir",

@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 
 from signver_torch.cards import verification_threshold
 from signver_torch.checkpoints import read_background
-from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, extractor_from_card
+from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
 from signver_torch.facade import ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 

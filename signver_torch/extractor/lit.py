@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 from typing import Any, Union
 
-import kornia.augmentation as K
 import lightning
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -18,6 +15,7 @@ from signver_torch.accelerators import prepare_modules
 from signver_torch.checkpoints import load_model
 from signver_torch.data.signatures import decode_labels
 from signver_torch.errors import CheckpointError
+from signver_torch.extractor.data import SignatureAugment
 from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor, extractor_from_card
 from signver_torch.metrics import writer_protocol_metrics
 from signver_torch.optim import adamw_one_cycle
@@ -88,69 +86,6 @@ def build_loss(loss: LossSpec, miner: LossSpec | None = None, num_classes: int =
     miner_spec = preset_miner if miner is None else LOSS_PRESETS[miner][1] if isinstance(miner, str) else miner
     built_loss = instantiate(loss_spec, num_classes=num_classes, embedding_size=embedding_dim)
     return built_loss, None if miner_spec is None else instantiate(miner_spec)
-
-
-class StrokeWidthJitter(nn.Module):
-    """Thicken strokes of a random part of the batch by blending in a 3x3 max-pool, and with
-    ``thin_p`` thin those of another part by blending in a 3x3 min-pool (pen, pencil and scanner all
-    change stroke width; the writer stays the same).
-
-    Shapes: ``(N, 1, H, W)`` ink canvases in ``[0, 1]`` (ink bright on a zero background) → the same.
-    """
-
-    def __init__(self, p: float = 0.5, max_strength: float = 0.8, thin_p: float = 0.0) -> None:
-        super().__init__()
-        self.p, self.max_strength, self.thin_p = p, max_strength, thin_p
-
-    def forward(self, ink: torch.Tensor) -> torch.Tensor:
-        n = ink.shape[0]
-        strength = torch.rand(n, 1, 1, 1, device=ink.device) * self.max_strength
-        draw = torch.rand(n, 1, 1, 1, device=ink.device)
-        thick = F.max_pool2d(ink, 3, stride=1, padding=1)
-        out = torch.maximum(ink, strength * (draw < self.p) * thick)
-        if self.thin_p > 0:
-            thin = -F.max_pool2d(-ink, 3, stride=1, padding=1)
-            thinning = ((draw >= self.p) & (draw < self.p + self.thin_p)).to(ink.dtype) * strength
-            out = out + thinning * (thin - out)
-        return out
-
-
-class InkGamma(nn.Module):
-    """Raise the ink of each canvas to a random power in ``gamma`` (log-uniform): faint pencil, dark
-    felt pen and thresholded tablet strokes have the same shape at other tones.
-
-    Shapes: ``(N, 1, H, W)`` in ``[0, 1]`` → the same.
-    """
-
-    def __init__(self, gamma: tuple[float, float] = (0.5, 2.0), p: float = 0.5) -> None:
-        super().__init__()
-        self.low, self.high, self.p = math.log(gamma[0]), math.log(gamma[1]), p
-
-    def forward(self, ink: torch.Tensor) -> torch.Tensor:
-        n = ink.shape[0]
-        exponent = torch.empty(n, 1, 1, 1, device=ink.device).uniform_(self.low, self.high).exp()
-        exponent = torch.where(torch.rand(n, 1, 1, 1, device=ink.device) < self.p, exponent, torch.ones_like(exponent))
-        return ink.clamp_min(0).pow(exponent)
-
-
-class SignatureAugment(nn.Module):
-    """Batched, on-device augmentation of ink canvases: affine, elastic, stroke width, ink intensity;
-    ``robust_ink`` adds stroke thinning and ink tone changes (pen, pencil, tablet, faint scans)."""
-
-    def __init__(self, degrees: float = 5.0, translate: float = 0.05, shear: float = 6.0, elastic_p: float = 0.3,
-                 robust_ink: bool = False) -> None:
-        super().__init__()
-        self.geometry = K.AugmentationSequential(
-            K.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(0.85, 1.1), shear=(-shear, shear), p=0.9),
-            K.RandomElasticTransform(kernel_size=(31, 31), sigma=(8.0, 8.0), alpha=(0.4, 0.4), p=elastic_p),
-        )
-        self.stroke = StrokeWidthJitter(p=0.4, thin_p=0.3) if robust_ink else StrokeWidthJitter()
-        self.tone = InkGamma() if robust_ink else nn.Identity()
-
-    def forward(self, ink: torch.Tensor) -> torch.Tensor:
-        ink = self.tone(self.stroke(self.geometry(ink)))
-        gain = torch.empty(ink.shape[0], 1, 1, 1, device=ink.device).uniform_(0.75, 1.15)
-        return (ink * gain).clamp(0, 1)
 
 
 def frozen_modules(model: nn.Module, names: list[str]) -> list[nn.Module]:

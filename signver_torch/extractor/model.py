@@ -1,7 +1,7 @@
 """Signature embedding networks: a ResNet, any timm backbone or SigNet + projection head + L2 normalisation.
 
 Plain ``nn.Module``s and builders, no Lightning and no I/O: the input is the preprocessed ink canvas
-``(N, 1, H, W)`` from :class:`~signver_torch.data.preprocess.SignaturePreprocessor`.
+``(N, 1, H, W)`` from :class:`~signver_torch.extractor.transforms.SignaturePreprocessor`.
 """
 
 from __future__ import annotations

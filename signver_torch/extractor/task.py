@@ -28,7 +28,7 @@ def export_extractor(
     import torch
 
     from signver_torch.checkpoints import read_card, update_card
-    from signver_torch.data.datamodule import NO_VALIDATION
+    from signver_torch.extractor.data import NO_VALIDATION
     from signver_torch.data.signatures import compact_writers, data_roots, data_text, decode_labels, writer_sort_key
     from signver_torch.extractor.evaluation import calibrate_extractor, evaluate_extractor
     from signver_torch.metrics import writer_protocol_metrics
@@ -164,8 +164,8 @@ def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float
     import time
 
     from signver_torch.benchmark import loading_records
-    from signver_torch.data.datamodule import preprocess_records
-    from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
+    from signver_torch.extractor.data import preprocess_records
+    from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
 
     chosen = loading_records(data_dir)[: batch_size * 2]
     preprocessor = SignaturePreprocessor(PreprocessConfig(height=int(data["height"]), width=int(data["width"])))
@@ -177,7 +177,7 @@ def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float
 TASK = register_task(TrainingTask(
     name="extractor",
     lightning_module="signver_torch.extractor.lit:ExtractorModule",
-    data_module="signver_torch.data.datamodule:SignatureDataModule",
+    data_module="signver_torch.extractor.data:SignatureDataModule",
     export=export_extractor,
     summary=summary,
     evaluate=ModuleCommand(evaluate, ("writers", "threshold", "references", "background_writers")),

@@ -1,4 +1,5 @@
-"""Signature preprocessing: one batched torch/kornia implementation for training and inference.
+"""The extractor's transforms, shared by training and inference: signature preprocessing, one batched
+torch/kornia implementation.
 
 Sigver-style (Hafemann et al.): grayscale → Otsu background removal → ink polarity (ink bright on a
 zero background) → tight crop around the ink → aspect-preserving resize onto a fixed canvas, centred
@@ -13,9 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
-from kornia.filters import gaussian_blur2d, otsu_threshold
+from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import crop_and_resize
 
+from signver_torch.data.ink import ink_mask
 from signver_torch.errors import BlankSignatureError, SignVerError
 
 
@@ -104,8 +106,7 @@ class SignaturePreprocessor(torch.nn.Module):
         """Otsu-split ink from paper; return ink intensity (paper = 0) and a per-item blank flag."""
         darkness = 1.0 - gray
         smooth = gaussian_blur2d(darkness, (5, 5), (1.0, 1.0), border_type="replicate")
-        mask, _ = otsu_threshold(smooth, return_mask=True)
-        mask = mask & (smooth > 0.05)
+        mask = ink_mask(smooth)
         ink_fraction = mask.flatten(1).float().mean(1)
         paper_level = (darkness * ~mask).flatten(1).sum(1) / (~mask).flatten(1).sum(1).clamp_min(1)
         ink_level = (darkness * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)

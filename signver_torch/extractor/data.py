@@ -1,8 +1,9 @@
-"""The LightningDataModules that train each module: the extractor's writer-disjoint, writer-grouped
-batches, the cleaner's dirty/clean pairs and the detector's pages.
+"""The extractor's training data: signatures preprocessed once into canvases, writer-grouped batches,
+the LightningDataModule (writer-disjoint splits) and the on-device augmentation the LightningModule
+applies to each batch.
 
-Only training imports this file (it imports Lightning); the readers, synthesizers and preprocessing
-that inference uses live in the other ``data`` files.
+Only training imports this file (it imports Lightning); the preprocessing inference shares with
+training is in :mod:`~signver_torch.extractor.transforms`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import kornia.augmentation as K
 import lightning
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, TensorDataset
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
-from signver_torch.data.detection import DetectionPages, PageRecord, read_detection_dataset, split_pages
-from signver_torch.data.dirt import EVAL_SEED, DirtConfig, DirtyPairs, load_ink_maps
-from signver_torch.data.page_transforms import Augmented, Letterboxed, PaddedTargets, collate_pages
-from signver_torch.data.pages import PageConfig, SyntheticPages
-from signver_torch.data.preprocess import PreprocessConfig, SignaturePreprocessor
+from signver_torch.data.samplers import RankShare, preprocessing_device, rank_and_world
 from signver_torch.data.signatures import (
     CLASS_KINDS,
     SignatureImages,
@@ -33,6 +33,7 @@ from signver_torch.data.signatures import (
     writer_split,
 )
 from signver_torch.errors import DataError
+from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
 
 
 def preprocess_records(
@@ -63,27 +64,6 @@ def preprocess_records(
         blank = [str(records[i].path) for i in (~has_ink).nonzero().flatten().tolist()]
         warnings.warn(f"skipping {len(blank)} blank signature image(s): {', '.join(blank)}", stacklevel=2)
     return canvas[has_ink], images.labels[has_ink]
-
-
-class RankShare:
-    """One rank's share of an epoch: every rank draws the same epoch from a seed shared by all ranks
-    and ``set_epoch`` (Lightning calls it on ``DataLoader.sampler`` each epoch), then keeps items
-    ``rank, rank + world_size, ...``. The ranks' shares are disjoint and together make the epoch, so
-    N devices split an epoch's work instead of each repeating it."""
-
-    def __init__(self, seed: int, rank: int, world_size: int) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside a world of {world_size}")
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
-
-    def share(self, items: list) -> list:
-        return items[self.rank :: self.world_size]
 
 
 class WriterBatchSampler(RankShare, Sampler[list[int]]):
@@ -165,49 +145,6 @@ class WriterBatchSampler(RankShare, Sampler[list[int]]):
                     batch += picks.tolist()
             batches.append(batch)
         yield from self.share(batches)
-
-
-class StreamSampler(RankShare, Sampler[int]):
-    """``num_samples`` indices a epoch drawn from ``range(length)`` (with replacement: the cleaner's
-    pair stream is practically unbounded, so an epoch never repeats another), this rank's share."""
-
-    def __init__(self, length: int, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(seed, rank, world_size)
-        self.length, self.num_samples = length, num_samples - num_samples % world_size
-
-    def __len__(self) -> int:
-        return self.num_samples // self.world_size
-
-    def __iter__(self) -> Iterator[int]:
-        yield from self.share(torch.randint(self.length, (self.num_samples,), generator=self.generator()).tolist())
-
-
-class ShuffledSampler(RankShare, Sampler[int]):
-    """A fresh permutation of ``range(length)`` each epoch, this rank's share (the tail that does not
-    divide by ``world_size`` is left out of that epoch, like ``DistributedSampler(drop_last=True)``)."""
-
-    def __init__(self, length: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(seed, rank, world_size)
-        self.length, self.kept = length, length - length % world_size
-
-    def __len__(self) -> int:
-        return self.kept // self.world_size
-
-    def __iter__(self) -> Iterator[int]:
-        yield from self.share(torch.randperm(self.length, generator=self.generator())[: self.kept].tolist())
-
-
-def preprocessing_device(trainer: lightning.Trainer | None) -> torch.device:
-    """Where ``setup`` preprocesses the scans: the run's CUDA device (per-image kornia work, which on a
-    GPU host with several runs side by side would otherwise queue on shared CPU cores), else the CPU
-    (an HPU would compile a graph for every image size)."""
-    device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-    return device if device.type == "cuda" else torch.device("cpu")
-
-
-def rank_and_world(trainer: lightning.Trainer | None) -> tuple[int, int]:
-    """This process's rank and the number of ranks (0 and 1 outside a Trainer)."""
-    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
 
 def holdout_writers(
@@ -317,124 +254,64 @@ class SignatureDataModule(lightning.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
 
 
-#: Size of the index stream training pairs are drawn from (each index is a distinct pair).
-STREAM_LENGTH = 2**31 - 1
+class StrokeWidthJitter(nn.Module):
+    """Thicken strokes of a random part of the batch by blending in a 3x3 max-pool, and with
+    ``thin_p`` thin those of another part by blending in a 3x3 min-pool (pen, pencil and scanner all
+    change stroke width; the writer stays the same).
 
-
-class CleanerDataModule(lightning.LightningDataModule):
-    """Dirty/clean pairs drawn on the fly from the training writers' signatures, fixed pairs from the held-out ones.
-
-    Each epoch draws ``samples_per_epoch`` fresh pairs, shared out among the ranks (indices sampled
-    from an unbounded stream, so no two epochs repeat); validation uses ``val_pairs`` pairs fixed by
-    :data:`EVAL_SEED`, the same pairs ``signver evaluate cleaner`` builds from the same writers.
+    Shapes: ``(N, 1, H, W)`` ink canvases in ``[0, 1]`` (ink bright on a zero background) → the same.
     """
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        train_writers: str | Sequence[str] | None = "1-32",
-        val_writers: str | Sequence[str] | None = "33-40",
-        height: int = 128,
-        width: int = 256,
-        batch_size: int = 16,
-        samples_per_epoch: int = 2048,
-        val_pairs: int = 256,
-        seed: int = 0,
-        num_workers: int = 0,
-    ) -> None:
+    def __init__(self, p: float = 0.5, max_strength: float = 0.8, thin_p: float = 0.0) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.dirt = DirtConfig(height=height, width=width)
-        self.train_set: DirtyPairs | None = None
-        self.val_set: DirtyPairs | None = None
+        self.p, self.max_strength, self.thin_p = p, max_strength, thin_p
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        records = discover_signatures(hp.data_dir)
-        train, val = writer_split(records, hp.train_writers, hp.val_writers)
-        self.train_records, self.val_records = train, val
-        self.train_set = DirtyPairs(load_ink_maps(train), STREAM_LENGTH, hp.seed, self.dirt)
-        self.val_set = DirtyPairs(load_ink_maps(val), hp.val_pairs, EVAL_SEED, self.dirt)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        sampler = StreamSampler(STREAM_LENGTH, self.hparams.samples_per_epoch, self.hparams.seed, *rank_and_world(self.trainer))
-        return DataLoader(
-            self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
-            drop_last=True, persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "call setup() first"
-        return DataLoader(self.val_set, self.hparams.batch_size * 2, num_workers=self.hparams.num_workers)
+    def forward(self, ink: torch.Tensor) -> torch.Tensor:
+        n = ink.shape[0]
+        strength = torch.rand(n, 1, 1, 1, device=ink.device) * self.max_strength
+        draw = torch.rand(n, 1, 1, 1, device=ink.device)
+        thick = F.max_pool2d(ink, 3, stride=1, padding=1)
+        out = torch.maximum(ink, strength * (draw < self.p) * thick)
+        if self.thin_p > 0:
+            thin = -F.max_pool2d(-ink, 3, stride=1, padding=1)
+            thinning = ((draw >= self.p) & (draw < self.p + self.thin_p)).to(ink.dtype) * strength
+            out = out + thinning * (thin - out)
+        return out
 
 
-class PageDataModule(lightning.LightningDataModule):
-    """Synthetic pages (all four classes, signatures from the training writers) plus, optionally, the
-    real labelled pages of ``real_dir`` not held out. Validation: the held-out real pages (every
-    ``held_out_every``-th by file name) and fixed synthetic pages from the validation writers.
+class InkGamma(nn.Module):
+    """Raise the ink of each canvas to a random power in ``gamma`` (log-uniform): faint pencil, dark
+    felt pen and thresholded tablet strokes have the same shape at other tones.
 
-    ``max_boxes`` pads every training page's boxes to that many on the host
-    (:class:`~signver_torch.data.page_transforms.PaddedTargets`): batches of one shape, which the
-    detector's loss reads without a host sync; ``None`` keeps torchvision's list of targets.
+    Shapes: ``(N, 1, H, W)`` in ``[0, 1]`` → the same.
     """
 
-    def __init__(
-        self,
-        signatures_dir: str | Path,
-        train_writers: str = "1-32",
-        val_writers: str = "33-40",
-        real_dir: str | Path | None = None,
-        held_out_every: int = 3,
-        real_repeat: int = 2,
-        synthetic_pages: int = 1000,
-        val_synthetic_pages: int = 64,
-        image_size: int = 640,
-        batch_size: int = 4,
-        seed: int = 0,
-        num_workers: int = 0,
-        max_boxes: int | None = None,
-    ) -> None:
+    def __init__(self, gamma: tuple[float, float] = (0.5, 2.0), p: float = 0.5) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.train_collate = PaddedTargets(max_boxes) if max_boxes else collate_pages
-        self.train_set: Dataset | None = None
-        self.val_sets: list[Dataset] = []
-        self.real_train: list[PageRecord] = []
-        self.real_val: list[PageRecord] = []
+        self.low, self.high, self.p = math.log(gamma[0]), math.log(gamma[1]), p
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        records = discover_signatures(hp.signatures_dir)
-        train_writers, val_writers = writer_split(records, hp.train_writers, hp.val_writers)
-        config = PageConfig(size=hp.image_size)
-        parts: list[Dataset] = [SyntheticPages(load_ink_maps(train_writers), hp.synthetic_pages, hp.seed, config)]
-        if hp.real_dir is not None:
-            self.real_train, self.real_val = split_pages(read_detection_dataset(hp.real_dir), hp.held_out_every)
-            parts += [Letterboxed(DetectionPages(self.real_train), hp.image_size)] * hp.real_repeat
-            self.val_sets.append(Letterboxed(DetectionPages(self.real_val), hp.image_size))
-        self.train_set = Augmented(ConcatDataset(parts), hp.seed)
-        self.val_sets.append(SyntheticPages(load_ink_maps(val_writers), hp.val_synthetic_pages, hp.seed + 10_000, config))
+    def forward(self, ink: torch.Tensor) -> torch.Tensor:
+        n = ink.shape[0]
+        exponent = torch.empty(n, 1, 1, 1, device=ink.device).uniform_(self.low, self.high).exp()
+        exponent = torch.where(torch.rand(n, 1, 1, 1, device=ink.device) < self.p, exponent, torch.ones_like(exponent))
+        return ink.clamp_min(0).pow(exponent)
 
-    @property
-    def val_names(self) -> list[str]:
-        return (["real"] if self.hparams.real_dir is not None else []) + ["synthetic"]
 
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "call setup() first"
-        self.train_set.epoch = self.trainer.current_epoch if self.trainer is not None else 0  # type: ignore[attr-defined]
-        sampler = ShuffledSampler(len(self.train_set), self.hparams.seed, *rank_and_world(self.trainer))
-        return DataLoader(
-            self.train_set, self.hparams.batch_size, sampler=sampler, drop_last=True,
-            collate_fn=self.train_collate, num_workers=self.hparams.num_workers,
+class SignatureAugment(nn.Module):
+    """Batched, on-device augmentation of ink canvases: affine, elastic, stroke width, ink intensity;
+    ``robust_ink`` adds stroke thinning and ink tone changes (pen, pencil, tablet, faint scans)."""
+
+    def __init__(self, degrees: float = 5.0, translate: float = 0.05, shear: float = 6.0, elastic_p: float = 0.3,
+                 robust_ink: bool = False) -> None:
+        super().__init__()
+        self.geometry = K.AugmentationSequential(
+            K.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(0.85, 1.1), shear=(-shear, shear), p=0.9),
+            K.RandomElasticTransform(kernel_size=(31, 31), sigma=(8.0, 8.0), alpha=(0.4, 0.4), p=elastic_p),
         )
+        self.stroke = StrokeWidthJitter(p=0.4, thin_p=0.3) if robust_ink else StrokeWidthJitter()
+        self.tone = InkGamma() if robust_ink else nn.Identity()
 
-    def val_dataloader(self) -> list[DataLoader]:
-        return [
-            DataLoader(dataset, self.hparams.batch_size, collate_fn=collate_pages, num_workers=self.hparams.num_workers)
-            for dataset in self.val_sets
-        ]
+    def forward(self, ink: torch.Tensor) -> torch.Tensor:
+        ink = self.tone(self.stroke(self.geometry(ink)))
+        gain = torch.empty(ink.shape[0], 1, 1, 1, device=ink.device).uniform_(0.75, 1.15)
+        return (ink * gain).clamp(0, 1)

@@ -1,8 +1,8 @@
-"""Synthetic document pages with exact boxes for all four detector classes.
+"""The detector's synthetic document pages, with exact boxes for all four classes.
 
 A page is drawn like the real scans the detector meets (letters, forms and contracts resized to a
 square): printed paragraphs, headings, tables and form fields; **signatures** pasted from real
-training-writer signatures (their ink maps, see :func:`~signver_torch.data.dirt.ink_only`);
+training-writer signatures (their ink maps, see :func:`~signver_torch.data.ink.ink_only`);
 **initials** (the first stroke group of a real signature, small, beside text or in a margin);
 handwritten **dates** (digits and separators drawn with a slanted, wobbling pen); **redactions**
 (filled black or grey bars over text); and scan effects over the whole page. Each box is the tight
@@ -13,21 +13,14 @@ Item ``i`` of a seed is fixed by ``numpy.random.default_rng((seed, i))``, like t
 
 from __future__ import annotations
 
-import os
 import string
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from signver_torch.data.detection import CLASS_NAMES
-from signver_torch.data.dirt import FORM_WORDS, DirtSynthesizer
+from signver_torch.data.forms import FORM_WORDS, FormPrinter
 from signver_torch.errors import DataError
 
 SIGNATURE, INITIALS, REDACTION, DATE = 1, 2, 3, 4
@@ -79,7 +72,7 @@ class PageSynthesizer:
 
     def __init__(self, config: PageConfig | None = None) -> None:
         self.config = config or PageConfig()
-        self._dirt = DirtSynthesizer()  # its bundled-font cache and its stamps, shared with the cleaner's pairs
+        self._printer = FormPrinter()  # the bundled font and the stamps the cleaner's pairs draw too
 
     def __call__(
         self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None
@@ -133,7 +126,7 @@ class PageSynthesizer:
         for _ in range(int(rng.integers(0, self.config.max_dates + 1))):
             self._paste(handwriting, self._handwritten_date(rng), rng.uniform(50, 160), rng, DATE, boxes, labels, occupied)
         if rng.random() < 0.2:
-            self._dirt.stamp(printed, rng, size, size // 4)
+            self._printer.stamp(printed, rng, size, size // 4)
         return PageLayers(
             np.asarray(printed, np.float32) / 255, handwriting,
             np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), notes,
@@ -149,7 +142,7 @@ class PageSynthesizer:
         y = int(rng.integers(10, 60))
         margin = int(rng.integers(20, 80))
         font_size = int(rng.integers(7, 13))
-        font = self._dirt.font(font_size)
+        font = self._printer.font(font_size)
         while y < size - 20:
             kind = rng.choice(["paragraph", "paragraph", "field", "heading", "gap", "table"])
             if kind == "gap":
@@ -159,7 +152,7 @@ class PageSynthesizer:
                 y = self._signature_block(draw, rng, size, margin, y, font, places)
                 continue
             if kind == "heading":
-                heading = self._dirt.font(int(rng.integers(12, 22)))
+                heading = self._printer.font(int(rng.integers(12, 22)))
                 text = " ".join(_word(rng).upper() for _ in range(int(rng.integers(1, 4))))
                 draw.text((margin + int(rng.integers(0, 150)), y), text, fill=255, font=heading)
                 y += int(heading.size * 1.6)
@@ -321,12 +314,12 @@ class PageSynthesizer:
             f"{month}/{day}/{year % 100:02d}", f"{day}.{month:02d}.{year}", f"{day}/{month}/{year}",
             f"{MONTHS[month - 1]} {day}, {year}", f"{day}-{MONTHS[month - 1]}-{year % 100:02d}", f"{year}-{month:02d}-{day:02d}",
         ]))
-        font = self._dirt.font(int(rng.integers(16, 28)))
+        font = self._printer.font(int(rng.integers(16, 28)))
         canvas = Image.new("L", (int(font.size * len(text) * 0.8) + 20, int(font.size * 1.8)), 0)
         draw = ImageDraw.Draw(canvas)
         x = 6.0
         for char in text:  # each glyph its own baseline wobble and size
-            glyph_font = self._dirt.font(max(8, int(font.size * rng.uniform(0.85, 1.15))))
+            glyph_font = self._printer.font(max(8, int(font.size * rng.uniform(0.85, 1.15))))
             draw.text((x, 4 + rng.normal(0, font.size * 0.06)), char, fill=255, font=glyph_font)
             x += draw.textlength(char, font=glyph_font) * rng.uniform(0.95, 1.25)
         shear = rng.uniform(0.1, 0.45)
@@ -386,50 +379,3 @@ def _overlaps(a: tuple[float, ...], b: tuple[float, ...], pad: float = 4) -> boo
 
 def _word(rng: np.random.Generator) -> str:
     return "".join(rng.choice(list(string.ascii_lowercase), int(rng.integers(2, 10))))
-
-
-class SyntheticPages(Dataset):
-    """``length`` synthetic pages as detection samples: ``(3, S, S)`` image and a torchvision target."""
-
-    def __init__(self, ink_maps: Sequence[np.ndarray], length: int, seed: int = 0, config: PageConfig | None = None) -> None:
-        if not ink_maps:
-            raise DataError("no signatures to paste on synthetic pages")
-        self.ink_maps = list(ink_maps)
-        self.length = length
-        self.seed = seed
-        self.synthesizer = PageSynthesizer(config)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor | str]]:
-        page, boxes, labels = self.synthesizer(self.ink_maps, np.random.default_rng((self.seed, index)))
-        image = torch.from_numpy(page)[None].expand(3, -1, -1).contiguous()
-        return image, {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "image_id": f"synthetic-{self.seed}-{index}"}
-
-
-#: ``--class-map`` that reads :func:`write_yolo_pages` folders back as SignVer labels.
-YOLO_CLASS_MAP = "0:1,1:2,2:3,3:4"
-
-
-def write_yolo_pages(pages: SyntheticPages, root: str | os.PathLike, progress: bool = True) -> Path:
-    """Save synthetic pages as a YOLO folder (``images/*.png``, ``labels/*.txt``, YOLO class = SignVer
-    label − 1), so the evaluate command scores all four classes on them:
-    ``signver evaluate detector --data ROOT --class-map 0:1,1:2,2:3,3:4``."""
-    root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        raise DataError(f"{root}: exists and is not empty; choose a new folder for the pages")
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "labels").mkdir(exist_ok=True)
-    for index in tqdm(range(len(pages)), desc="drawing pages", unit="page", file=sys.stderr, disable=not progress):
-        image, target = pages[index]
-        name = f"page-{pages.seed}-{index:05d}"
-        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(root / "images" / f"{name}.png")
-        height, width = image.shape[-2:]
-        lines = [
-            f"{int(label) - 1} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
-            for (x0, y0, x1, y1), label in zip(target["boxes"].tolist(), target["labels"].tolist())
-        ]
-        (root / "labels" / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
-    (root / "classes.txt").write_text("".join(f"{CLASS_NAMES[label]}\n" for label in sorted(CLASS_NAMES)))
-    return root

@@ -1,4 +1,5 @@
-"""Synthetic dirty/clean signature pairs for the cleaner, built from real signatures.
+"""The cleaner's training data: synthetic dirty/clean signature pairs built from real signatures, and
+its LightningDataModule.
 
 A real signature (its paper made pure white, so only the ink is left) is placed on a patch; the patch
 then gets what crops cut from real pages carry: ruled and signature lines (solid, dashed, dotted,
@@ -14,60 +15,21 @@ from __future__ import annotations
 
 import io
 import string
-import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
+import lightning
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from PIL import Image, ImageDraw, ImageFilter
+from torch.utils.data import DataLoader, Dataset
 
-from signver_torch.data.signatures import SignatureRecord
+from signver_torch.data.forms import FORM_WORDS, FormPrinter
+from signver_torch.data.ink import load_ink_maps
+from signver_torch.data.samplers import StreamSampler, rank_and_world
+from signver_torch.data.signatures import discover_signatures, writer_split
 from signver_torch.errors import DataError
-from signver_torch.io import load_image
-
-#: Words printed on forms near signatures.
-FORM_WORDS = (
-    "Signature", "Signed", "Date", "Name", "Print name", "Authorized by", "Witness", "Approved",
-    "Title", "Initials", "Received by", "Customer", "Applicant", "Employee", "Notary Public",
-    "For and on behalf of", "X", "Sign here", "Page 1 of 2", "Confidential", "Total", "USD",
-)
-STAMP_WORDS = ("APPROVED", "RECEIVED", "PAID", "COPY", "VERIFIED", "NOTARY", "ORIGINAL", "FILED")
-
-
-def otsu_level(gray: np.ndarray) -> int:
-    """The 8-bit gray level that best splits ``gray`` into ink and paper (Otsu, 1979)."""
-    probability = np.bincount(gray.ravel(), minlength=256) / gray.size
-    weight = np.cumsum(probability)
-    mean = np.cumsum(probability * np.arange(256))
-    between = (mean[-1] * weight - mean) ** 2 / (weight * (1 - weight) + 1e-12)
-    return int(np.argmax(between))
-
-
-def ink_only(image: Image.Image, max_side: int = 640, margin: int = 4) -> np.ndarray:
-    """A scan's ink as darkness in ``[0, 1]`` (paper exactly 0), cropped to the ink, at most ``max_side``."""
-    gray = np.asarray(image.convert("L"))
-    level = otsu_level(gray)
-    ink = gray <= level
-    if not ink.any() or ink.all():
-        raise DataError("no ink found (blank or uniform image)")
-    paper = float(np.median(gray[~ink]))
-    darkness = np.where(ink, np.clip((paper - gray) / max(paper, 1.0), 0, 1), 0).astype(np.float32)
-    rows, cols = np.nonzero(ink)
-    darkness = darkness[
-        max(rows.min() - margin, 0) : rows.max() + margin + 1, max(cols.min() - margin, 0) : cols.max() + margin + 1
-    ]
-    # saturate: the body of every stroke fully dark, only its edges soft. The target is "ink on white"
-    # (what the extractor wants), not the scan's pen pressure and contrast, which no model could recover
-    # from a dirty page anyway.
-    darkness = np.clip(darkness / max(float(np.median(darkness[darkness > 0])), 1e-3), 0, 1)
-    scale = max_side / max(darkness.shape)
-    if scale < 1:
-        size = (max(1, round(darkness.shape[1] * scale)), max(1, round(darkness.shape[0] * scale)))
-        darkness = np.asarray(Image.fromarray(darkness).resize(size, Image.BILINEAR))
-    return darkness
 
 
 @dataclass(frozen=True)
@@ -93,17 +55,12 @@ class DirtConfig:
     p_salt_pepper: float = 0.3
 
 
-class DirtSynthesizer:
-    """Draws one dirty/clean pair from an ink map (``ink_only`` output) and a random generator."""
+class DirtSynthesizer(FormPrinter):
+    """Draws one dirty/clean pair from an ink map (:func:`~signver_torch.data.ink.ink_only` output) and a random generator."""
 
     def __init__(self, config: DirtConfig | None = None) -> None:
+        super().__init__()
         self.config = config or DirtConfig()
-        self._fonts: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
-
-    def font(self, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-        if size not in self._fonts:
-            self._fonts[size] = ImageFont.load_default(size)  # Pillow's bundled font: nothing fetched
-        return self._fonts[size]
 
     def __call__(self, ink: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(dirty, clean)`` grayscale float32 arrays in ``[0, 1]``, paper light, ink dark."""
@@ -195,28 +152,6 @@ class DirtSynthesizer:
         position = (int(rng.integers(-width // 4, width)), int(rng.integers(-size // 2, height)))
         draw.text(position, words, fill=darkness, font=self.font(size))
 
-    def stamp(self, dirt: Image.Image, rng: np.random.Generator, width: int, height: int) -> None:
-        """A rubber stamp: a ring or box with a word, faint or strong, rotated, over the ink."""
-        size = int(rng.integers(height // 2, height + height // 2))
-        stamp = Image.new("L", (size * 2, size), 0)
-        draw = ImageDraw.Draw(stamp)
-        darkness = int(rng.uniform(0.2, 0.7) * 255)
-        thickness = int(rng.integers(1, 4))
-        if rng.random() < 0.5:
-            draw.ellipse([2, 2, size * 2 - 3, size - 3], outline=darkness, width=thickness)
-        else:
-            draw.rectangle([2, 2, size * 2 - 3, size - 3], outline=darkness, width=thickness)
-        font = self.font(max(8, size // 3))
-        word = str(rng.choice(STAMP_WORDS))
-        box = draw.textbbox((0, 0), word, font=font)
-        draw.text(((size * 2 - (box[2] - box[0])) / 2, (size - (box[3] - box[1])) / 2 - box[1]), word, fill=darkness, font=font)
-        stamp = stamp.rotate(rng.uniform(-30, 30), expand=True, resample=Image.BILINEAR)
-        position = (int(rng.integers(-stamp.width // 2, width - stamp.width // 2)),
-                    int(rng.integers(-stamp.height // 2, height - stamp.height // 2)))
-        layer = Image.new("L", dirt.size, 0)
-        layer.paste(stamp, position)
-        dirt.paste(Image.fromarray(np.maximum(np.asarray(dirt), np.asarray(layer))))
-
     @staticmethod
     def _paper(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         """Paper brightness with a smooth illumination gradient (uneven scanner light)."""
@@ -251,17 +186,6 @@ def _rotate(array: np.ndarray, degrees: float) -> np.ndarray:
     return np.asarray(image.rotate(degrees, resample=Image.BILINEAR, fillcolor=1.0), np.float32)
 
 
-def load_ink_maps(records: Sequence[SignatureRecord], max_side: int = 640, progress: bool = True) -> list[np.ndarray]:
-    """Ink maps of ``records``' scans; a scan without ink is an error naming the file."""
-    maps = []
-    for record in tqdm(records, desc="signature ink", unit="img", file=sys.stderr, disable=not progress, leave=False):
-        try:
-            maps.append(ink_only(load_image(record.path), max_side))
-        except DataError as error:
-            raise DataError(f"{record.path}: {error}") from error
-    return maps
-
-
 class DirtyPairs(Dataset):
     """``length`` dirty/clean pairs as ``(1, H, W)`` float tensors, item ``i`` fixed by ``(seed, i)``."""
 
@@ -289,3 +213,57 @@ class DirtyPairs(Dataset):
 EVAL_SEED = 20261126
 #: Seed of the training writers' pairs that fit a cleaner's tone curve (``signver calibrate cleaner``).
 CALIBRATION_SEED = 20261127
+
+
+#: Size of the index stream training pairs are drawn from (each index is a distinct pair).
+STREAM_LENGTH = 2**31 - 1
+
+
+class CleanerDataModule(lightning.LightningDataModule):
+    """Dirty/clean pairs drawn on the fly from the training writers' signatures, fixed pairs from the held-out ones.
+
+    Each epoch draws ``samples_per_epoch`` fresh pairs, shared out among the ranks (indices sampled
+    from an unbounded stream, so no two epochs repeat); validation uses ``val_pairs`` pairs fixed by
+    :data:`EVAL_SEED`, the same pairs ``signver evaluate cleaner`` builds from the same writers.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        train_writers: str | Sequence[str] | None = "1-32",
+        val_writers: str | Sequence[str] | None = "33-40",
+        height: int = 128,
+        width: int = 256,
+        batch_size: int = 16,
+        samples_per_epoch: int = 2048,
+        val_pairs: int = 256,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.dirt = DirtConfig(height=height, width=width)
+        self.train_set: DirtyPairs | None = None
+        self.val_set: DirtyPairs | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        records = discover_signatures(hp.data_dir)
+        train, val = writer_split(records, hp.train_writers, hp.val_writers)
+        self.train_records, self.val_records = train, val
+        self.train_set = DirtyPairs(load_ink_maps(train), STREAM_LENGTH, hp.seed, self.dirt)
+        self.val_set = DirtyPairs(load_ink_maps(val), hp.val_pairs, EVAL_SEED, self.dirt)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        sampler = StreamSampler(STREAM_LENGTH, self.hparams.samples_per_epoch, self.hparams.seed, *rank_and_world(self.trainer))
+        return DataLoader(
+            self.train_set, self.hparams.batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
+            drop_last=True, persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(self.val_set, self.hparams.batch_size * 2, num_workers=self.hparams.num_workers)
