@@ -22,14 +22,12 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from signver_torch.data.detection import CLASS_NAMES
+from signver_torch.detector.marks import TAGS, Detection, Mark, detections
 from signver_torch.errors import NotFoundError, SignVerError
 from signver_torch.io import DEFAULT_MAX_PAGES, IMAGE_SUFFIXES, PDF_DPI, load_pages
 from signver_torch.matcher.gallery import Backend, SearchIndex, resolve_backend
 from signver_torch.store import EmbeddingStore, now
 
-#: The tags a page (and a document, when any of its pages has it) can carry.
-TAGS = ("signed", "initialled", "redacted", "dated")
 #: The file kinds ``signver index`` picks up in a folder.
 DOCUMENT_SUFFIXES = (*IMAGE_SUFFIXES, ".pdf")
 #: Longest side of a stored page thumbnail, in pixels.
@@ -143,10 +141,8 @@ class DocumentLibrary(EmbeddingStore):
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (document, number, *reading.image.size, *(int(bool(reading.tags[tag])) for tag in TAGS),
                      png_bytes(reading.image, THUMBNAIL_SIZE))).lastrowid
-                found = reading.detections
                 self._db.executemany("INSERT INTO marks (page_id, label, score, x0, y0, x1, y1) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                     ((page, label, score, *box) for box, score, label in
-                                      zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist())))
+                                     ((page, int(mark.mark), mark.score, *mark.box) for mark in detections(reading.detections)))
                 self._db.executemany(
                     "INSERT INTO signatures (page_id, score, x0, y0, x1, y1, embedding, crop, cleaned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     ((page, score, *box, np.asarray(embedding, np.float32).tobytes(), png_bytes(crop), png_bytes(clean))
@@ -185,10 +181,10 @@ class DocumentLibrary(EmbeddingStore):
         for page_id, number, width, height, *flags in self._db.execute(
                 f"SELECT id, number, width, height, {', '.join(TAGS)} FROM pages WHERE document_id = ? ORDER BY number",
                 (document_id,)).fetchall():
-            marks = [{"class": CLASS_NAMES[label], "score": round(score, 4), "box_xyxy": [round(v, 1) for v in box]}
+            marks = [Detection(tuple(box), Mark(label), score).as_dict(("class", "score", "box_xyxy"))
                      for label, score, *box in self._db.execute(
                          "SELECT label, score, x0, y0, x1, y1 FROM marks WHERE page_id = ? ORDER BY score DESC", (page_id,))]
-            signatures = [{"id": sid, "score": round(score, 4), "box_xyxy": [round(v, 1) for v in box]}
+            signatures = [{"id": sid, **Detection(tuple(box), Mark.SIGNATURE, score).as_dict(("score", "box_xyxy"))}
                           for sid, score, *box in self._db.execute(
                               "SELECT id, score, x0, y0, x1, y1 FROM signatures WHERE page_id = ? ORDER BY id", (page_id,))]
             pages.append({"id": page_id, "number": number, "size": [width, height],

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.ops import box_iou, nms
 
+from signver_torch.detector.marks import Mark
 from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.io import ImageSource, load_image, load_image_tensor
 from signver_torch.matcher.api import Combine, Matcher
@@ -385,14 +386,12 @@ class SignVer:
 
     def report_picture(self, report: DocumentReport, page: ImageSource) -> Image.Image:
         """The page with each signature's box and verdict, and each crop beside its cleaned version."""
-        from signver_torch.detector.api import CLASS_COLOURS
-
         image = load_image(page).convert("RGB")
         scale = 900 / max(image.size)
         shown = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
         draw = ImageDraw.Draw(shown)
         font = ImageFont.load_default(15)
-        green, red = (20, 150, 40), CLASS_COLOURS[1]
+        green, red = (20, 150, 40), Mark.SIGNATURE.colour
         rows = []
         for number, verdict in enumerate(report.signatures, start=1):
             colour = green if verdict.match else red
@@ -423,7 +422,7 @@ def _signatures_not_outscored(found: dict[str, torch.Tensor]) -> torch.Tensor:
     """Which detections are signatures to verify: the detector's NMS works per class, so a handwritten
     date can also come out as a weaker signature box; a signature box that a more confident box of
     another class covers (IoU >= 0.5) is that other mark and is not verified."""
-    signature = found["labels"] == 1
+    signature = found["labels"] == Mark.SIGNATURE
     other = ~signature
     if other.any():
         covered = box_iou(found["boxes"], found["boxes"][other]) >= 0.5

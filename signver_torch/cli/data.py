@@ -66,8 +66,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """Annotated PNG and JSON per page into ``--out``; ``--summary`` prints what each page holds."""
-    from signver_torch.data.detection import CLASS_NAMES
     from signver_torch.detector.api import Detector, draw_detections, summarize
+    from signver_torch.detector.marks import detections
     from signver_torch.io import load_image
 
     out = Path(args.out)
@@ -80,11 +80,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         record = {
             "page": str(path),
             "size": list(page.size),
-            "detections": [
-                {"box_xyxy": [round(v, 1) for v in box], "score": round(score, 4), "label": label,
-                 "class": CLASS_NAMES[label]}
-                for box, score, label in zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist())
-            ],
+            "detections": [detection.as_dict() for detection in detections(found)],
             "summary": summary,
         }
         stem = Path(path).stem

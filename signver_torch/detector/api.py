@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from signver_torch.data.detection import CLASS_NAMES
+from signver_torch.detector.marks import Mark, detections
 from signver_torch.detector.model import detector_from_card
 from signver_torch.detector.transforms import letterbox
 from signver_torch.errors import CheckpointError, SignVerError
@@ -87,8 +87,8 @@ class Detector(ModelFacade):
         return normalised.astype(np.float32), found["scores"].numpy(), found["labels"].numpy().astype(np.int64), len(boxes)
 
 
-#: Box colours per class in pictures (signature, initials, redaction, date).
-CLASS_COLOURS = {1: (220, 30, 30), 2: (30, 90, 220), 3: (20, 150, 40), 4: (230, 140, 0)}
+#: Box colours per class in pictures (signature, initials, redaction, date): each :class:`Mark`'s colour.
+CLASS_COLOURS = {int(mark): mark.colour for mark in Mark}
 
 
 def draw_detections(page: Image.Image, found: Mapping[str, torch.Tensor]) -> Image.Image:
@@ -97,10 +97,10 @@ def draw_detections(page: Image.Image, found: Mapping[str, torch.Tensor]) -> Ima
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 400))
     font = ImageFont.load_default(max(10, round(max(canvas.size) / 60)))
-    for box, score, label in zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist()):
-        colour = CLASS_COLOURS.get(int(label), (0, 0, 0))
+    for detection in detections(found):
+        box, colour = list(detection.box), detection.mark.colour
         draw.rectangle(box, outline=colour, width=width)
-        text = f"{CLASS_NAMES.get(int(label), label)} {score:.2f}"
+        text = f"{detection.mark.class_name} {detection.score:.2f}"
         left, top = box[0], max(0, box[1] - font.size - 4)
         draw.rectangle(draw.textbbox((left, top), text, font=font), fill=colour)
         draw.text((left, top), text, fill=(255, 255, 255), font=font)
@@ -110,10 +110,6 @@ def draw_detections(page: Image.Image, found: Mapping[str, torch.Tensor]) -> Ima
 def summarize(found: Mapping[str, torch.Tensor]) -> dict[str, bool | int]:
     """Whether a page is signed, initialled, redacted, dated (and how many of each were found)."""
     labels = found["labels"].tolist()
-    summary: dict[str, bool | int] = {}
-    for label, name in CLASS_NAMES.items():
-        summary[f"n_{name}"] = labels.count(label)
-    summary.update(
-        signed=labels.count(1) > 0, initialled=labels.count(2) > 0, redacted=labels.count(3) > 0, dated=labels.count(4) > 0
-    )
+    summary: dict[str, bool | int] = {f"n_{mark.class_name}": labels.count(mark) for mark in Mark}
+    summary.update({mark.tag: labels.count(mark) > 0 for mark in Mark})
     return summary

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from signver_torch.data.detection import CLASS_NAMES, DetectionPages, read_detection_dataset, split_pages
 from signver_torch.detector.api import Detector, draw_detections
+from signver_torch.detector.marks import Detection, Mark
 from signver_torch.errors import SignVerError
 from signver_torch.metrics import DetectionMetrics
 
@@ -44,14 +45,14 @@ def page_errors(
     best_for_mark = F.pad(overlap.where(found["scores"] >= MISS_SCORE, 0.0), (0, 1)).amax(1)
     best_for_detection = F.pad(overlap, (0, 0, 0, 1)).amax(0)
     missed = [
-        {"box": [round(v, 1) for v in boxes[i].tolist()], "class": CLASS_NAMES[int(labels[i])], "best_iou": round(float(best_for_mark[i]), 3)}
+        {**Detection(tuple(boxes[i].tolist()), Mark(int(labels[i]))).as_dict(("box", "class")), "best_iou": round(float(best_for_mark[i]), 3)}
         for i in (best_for_mark < 0.5).nonzero().flatten().tolist()
     ]
     labelled = torch.isin(found["labels"], torch.tensor(sorted(classes), dtype=found["labels"].dtype))
     confident = (found["scores"] >= FALSE_POSITIVE_SCORE) & labelled & (best_for_detection < 0.5)
     false_positives = [
-        {"box": [round(v, 1) for v in found["boxes"][i].tolist()], "class": CLASS_NAMES[int(found["labels"][i])],
-         "score": round(float(found["scores"][i]), 3), "best_iou": round(float(best_for_detection[i]), 3)}
+        {**Detection(tuple(found["boxes"][i].tolist()), Mark(int(found["labels"][i])), float(found["scores"][i])).as_dict(
+            ("box", "class", "score"), score_digits=3), "best_iou": round(float(best_for_detection[i]), 3)}
         for i in confident.nonzero().flatten().tolist()
     ]
     return {"missed": missed, "false_positives": false_positives}

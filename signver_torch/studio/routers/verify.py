@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from PIL import Image
 
-from signver_torch.library import TAGS
 from signver_torch.pipeline import DocumentReport
 from signver_torch.studio.dependencies import LockedStudio, StudioDep
 from signver_torch.studio.settings import StudioError, StudioSettings
@@ -126,16 +125,16 @@ def scan(studio: StudioDep, page: Annotated[UploadFile, File()],
 @router.post("/api/detect", summary="signatures, initials, redactions and dates on each page, and the page's tags")
 def detect(asked: Annotated[Scan, Depends(scan)], studio: LockedStudio) -> dict[str, Any]:
     """Each page's marks by class, and the tags the document library would store for it."""
-    from signver_torch.data.detection import CLASS_NAMES
     from signver_torch.detector.api import summarize
+    from signver_torch.detector.marks import TAGS, Mark, detections
 
     found = studio.models["detector"].predict(asked.pages, score_threshold=asked.threshold)
     answer_pages = []
-    for number, (image, detections) in enumerate(zip(asked.pages, found), start=1):
-        boxes: dict[str, list[dict[str, Any]]] = {name: [] for name in CLASS_NAMES.values()}
-        for box, score, kind in zip(detections["boxes"].tolist(), detections["scores"].tolist(), detections["labels"].tolist()):
-            boxes[CLASS_NAMES[kind]].append({"box_xyxy": [round(v, 1) for v in box], "score": round(score, 4)})
-        summary = summarize(detections)
+    for number, (image, marks) in enumerate(zip(asked.pages, found), start=1):
+        boxes: dict[str, list[dict[str, Any]]] = {mark.class_name: [] for mark in Mark}
+        for detection in detections(marks):
+            boxes[detection.mark.class_name].append(detection.as_dict(("box_xyxy", "score")))
+        summary = summarize(marks)
         answer_pages.append({"page": number, "size": list(image.size), "boxes": boxes,
                              "tags": {tag: summary[tag] for tag in TAGS}})
     return {"document": asked.name, "pages": answer_pages}
