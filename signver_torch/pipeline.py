@@ -3,31 +3,33 @@
 ``SignVer`` loads the three models lazily (a gallery command never loads the detector) and keeps
 queries and references on the same path: both are cleaned (unless ``clean=False``) and embedded by
 the same extractor, whose calibrated threshold decides.
+
+Claims and their verdicts live in ``claims.py``, a document's report and its picture in ``report.py``;
+their names are importable from here too.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib
-import io
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torchvision.ops import box_iou, nms
 
+from signver_torch.claims import Claim, ClaimFailure, ClaimVerdicts, Verdict, read_claims
 from signver_torch.detector.marks import Mark
 from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.io import ImageSource, load_image, load_image_tensor
 from signver_torch.matcher.api import Combine, Matcher
 from signver_torch.matcher.decisions import DecisionPolicy, WriterModel
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
+from signver_torch.report import DocumentReport, SignatureVerdict, report_picture
 
 #: Where each model's facade lives: (module, class).
 FACADES = {
@@ -41,57 +43,6 @@ EMBEDDING_CACHE_SIZE = 256
 SIGNATURE_OVERLAP = 0.3
 #: Margin added around a detected signature box before cropping (fraction of its size).
 CROP_MARGIN = 0.08
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A query signature said to be someone's: compared with reference images or an enrolled person."""
-
-    query: str
-    references: tuple[str, ...] = ()
-    person: str | None = None
-    label: bool | None = None  # the truth, where it is known: genuine (True) or not
-
-    def __post_init__(self) -> None:
-        if (self.person is None) == (not self.references):
-            raise SignVerError("a claim names either reference images or an enrolled person")
-
-
-@dataclass
-class SignatureVerdict:
-    """One signature found on a page and what the matcher made of it."""
-
-    box: list[float]  # xyxy pixels on the page
-    score: float  # detector confidence
-    distance: float
-    threshold: float  # the threshold on ``decision_score``
-    match: bool
-    rule: str  # what decided: "distance" (the pair threshold) or the checkpoint's per-person rule
-    decision_score: float
-    crop: np.ndarray = field(repr=False)  # (H, W) grayscale in [0, 1]
-    cleaned: np.ndarray = field(repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"box_xyxy": [round(v, 1) for v in self.box], "detector_score": round(self.score, 4),
-                "distance": round(self.distance, 4), "rule": self.rule, "score": round(self.decision_score, 4),
-                "threshold": round(self.threshold, 4), "match": self.match}
-
-
-@dataclass
-class DocumentReport:
-    page: str
-    claimed: str  # the person id, or the reference files
-    signatures: list[SignatureVerdict]
-
-    @property
-    def verdict(self) -> str:
-        if not self.signatures:
-            return "no signature found"
-        return "signed by the claimed person" if any(s.match for s in self.signatures) else "not signed by the claimed person"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"page": self.page, "claimed": self.claimed, "verdict": self.verdict,
-                "match": any(s.match for s in self.signatures), "signatures": [s.as_dict() for s in self.signatures]}
 
 
 @dataclass
@@ -160,19 +111,17 @@ class SignVer:
 
     def decide(
         self, query: np.ndarray, references: np.ndarray, writer_model: Callable[[], WriterModel | None] | None = None
-    ) -> dict[str, Any]:
+    ) -> Verdict:
         """A claim's verdict: the per-person rule where it applies (enough references), else the
         combined distance against the pair threshold. ``writer_model`` gives a stored svm model (a
         gallery's); without it the model is fitted on the spot."""
         match, distance = self.matcher.verify_references(query, references, combine=self.combine)
         policy = self.decision
         if policy is None or not policy.applies(len(references)):
-            return {"match": match, "distance": distance, "rule": "distance", "score": distance,
-                    "threshold": self.extractor.threshold, "combine": self.combine}
+            return Verdict(match, distance, "distance", distance, self.extractor.threshold, combine=self.combine)
         model = writer_model() if writer_model is not None and policy.needs_model else None
         score = policy.score(query, references, model)
-        return {"match": score <= policy.threshold, "distance": distance, "rule": policy.rule, "score": score,
-                "threshold": policy.threshold}
+        return Verdict(score <= policy.threshold, distance, policy.rule, score, policy.threshold)
 
     def embed(self, signatures: Sequence[ImageSource]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Clean (unless disabled) and embed signature crops; returns embeddings and the cleaned crops."""
@@ -246,19 +195,19 @@ class SignVer:
 
     def verify_many(
         self, claims: Sequence[Claim], gallery: str | os.PathLike | None = None, batch_size: int = 32
-    ) -> Iterator[dict[str, Any]]:
-        """Verify each claim with one model load, yielding its verdict in order (the fields of
-        :meth:`verify_references` or :meth:`verify_claim`, plus ``query``) or ``{"query", "error"}``.
+    ) -> Iterator[Verdict | ClaimFailure]:
+        """Verify each claim with one model load, yielding its verdict in order (with ``query``, and
+        ``person`` and ``n_references`` or ``references``) or the :class:`ClaimFailure` it came to.
 
         Claims are embedded ``batch_size`` at a time and every image is embedded once, however many
         claims name it; a person's references are read from ``gallery`` once.
         """
         embedded: dict[str, np.ndarray | SignVerError] = {}
-        enrolled: dict[str, Any] = {}  # person -> references or the error reading them, and "model:" + person -> model
         against_people = any(claim.person is not None for claim in claims)
         if against_people and gallery is None:
             raise SignVerError("claims against enrolled people need a gallery")
         store = self.gallery(gallery) if against_people else None  # type: ignore[arg-type]
+        verdict = ClaimVerdicts(self.decide, store)
         try:
             for start in range(0, len(claims), batch_size):
                 chunk = claims[start : start + batch_size]
@@ -267,40 +216,10 @@ class SignVer:
                 if new:
                     embedded.update(zip(new, self.embed_each(new)))
                 for claim in chunk:
-                    yield self._verdict(claim, embedded, enrolled, store)
+                    yield verdict(claim, embedded)
         finally:
             if store is not None:
                 store.close()
-
-    def _verdict(self, claim: Claim, embedded: dict[str, Any], enrolled: dict[str, Any], store: Gallery | None) -> dict[str, Any]:
-        query = embedded[claim.query]
-        if claim.person is not None and store is not None:
-            if claim.person not in enrolled:
-                try:
-                    enrolled[claim.person] = store.references(claim.person)
-                except SignVerError as error:
-                    enrolled[claim.person] = error
-            references = enrolled[claim.person]
-            against: dict[str, Any] = {"person": claim.person}
-        else:
-            failed = [embedded[source] for source in claim.references if isinstance(embedded[source], SignVerError)]
-            references = failed[0] if failed else np.stack([embedded[source] for source in claim.references])
-            against = {"references": list(claim.references)}
-        for outcome in (query, references):
-            if isinstance(outcome, SignVerError):
-                return {"query": claim.query, **against, "error": _one_line(outcome)}
-
-        def writer_model() -> WriterModel | None:
-            key = f"model:{claim.person}"
-            if key not in enrolled:
-                enrolled[key] = store.writer_model(claim.person)  # type: ignore[union-attr, arg-type]
-            return enrolled[key]
-
-        verdict = {**self.decide(query, references, writer_model if store is not None and claim.person is not None else None),
-                   **against, "query": claim.query}
-        if claim.person is not None:
-            verdict["n_references"] = len(references)
-        return verdict
 
     def gallery(self, path: str | os.PathLike, create: bool = False) -> Gallery:
         """The gallery at ``path``, keeping writer models when the extractor's rule needs them."""
@@ -322,17 +241,17 @@ class SignVer:
             embeddings, _ = self.embed([signature])
             return store.search(embeddings[0], k)
 
-    def verify_claim(self, gallery: str | os.PathLike, person: str, signature: ImageSource) -> dict[str, Any]:
+    def verify_claim(self, gallery: str | os.PathLike, person: str, signature: ImageSource) -> Verdict:
         embeddings, _ = self.embed([signature])
         with self.gallery(gallery) as store:
             references = store.references(person)
             verdict = self.decide(embeddings[0], references, lambda: store.writer_model(person))
-        return {**verdict, "person": person, "n_references": len(references)}
+        return replace(verdict, person=person, n_references=len(references))
 
-    def verify_references(self, references: Sequence[ImageSource], signature: ImageSource) -> dict[str, Any]:
+    def verify_references(self, references: Sequence[ImageSource], signature: ImageSource) -> Verdict:
         embeddings, _ = self.embed([signature, *references])
-        return {**self.decide(embeddings[0], embeddings[1:]),
-                "references": [str(r) if isinstance(r, (str, os.PathLike)) else f"reference {i}" for i, r in enumerate(references)]}
+        return replace(self.decide(embeddings[0], embeddings[1:]), references=tuple(
+            str(r) if isinstance(r, (str, os.PathLike)) else f"reference {i}" for i, r in enumerate(references)))
 
     def read_page(self, page: ImageSource, score_threshold: float = 0.3) -> PageReading:
         """Detect every mark on ``page``, tag it, and crop, clean and embed each signature found.
@@ -375,47 +294,15 @@ class SignVer:
                 model = store.writer_model(str(person))
             writer_model = lambda: model  # noqa: E731  (the stored model, read while the gallery was open)
         reading = self.read_page(page, score_threshold)
-        verdicts = []
-        for box, score, crop, clean, embedding in zip(reading.boxes, reading.scores, reading.crops, reading.cleaned,
-                                                       reading.embeddings):
-            verdict = self.decide(embedding, reference_embeddings, writer_model)
-            verdicts.append(SignatureVerdict(box, score, verdict["distance"], verdict["threshold"], verdict["match"],
-                                             verdict["rule"], verdict["score"], crop, clean))
+        verdicts = [SignatureVerdict(box, score, self.decide(embedding, reference_embeddings, writer_model), crop, clean)
+                    for box, score, crop, clean, embedding in zip(reading.boxes, reading.scores, reading.crops,
+                                                                  reading.cleaned, reading.embeddings)]
         name = str(page) if isinstance(page, (str, os.PathLike)) else "page"
         return DocumentReport(name, claimed, verdicts)
 
     def report_picture(self, report: DocumentReport, page: ImageSource) -> Image.Image:
         """The page with each signature's box and verdict, and each crop beside its cleaned version."""
-        image = load_image(page).convert("RGB")
-        scale = 900 / max(image.size)
-        shown = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
-        draw = ImageDraw.Draw(shown)
-        font = ImageFont.load_default(15)
-        green, red = (20, 150, 40), Mark.SIGNATURE.colour
-        rows = []
-        for number, verdict in enumerate(report.signatures, start=1):
-            colour = green if verdict.match else red
-            box = [v * scale for v in verdict.box]
-            draw.rectangle(box, outline=colour, width=3)
-            draw.text((box[0], max(0, box[1] - 18)), f"#{number}", fill=colour, font=font)
-            rows.append((number, verdict, colour))
-        panel_width = 520
-        row_height = 150
-        canvas = Image.new("RGB", (shown.width + panel_width, max(shown.height, 60 + row_height * len(rows))), "white")
-        canvas.paste(shown, (0, 0))
-        draw = ImageDraw.Draw(canvas)
-        draw.text((shown.width + 10, 10), f"{report.verdict}\nclaimed: {report.claimed[:60]}", fill=(0, 0, 0), font=font)
-        for index, (number, verdict, colour) in enumerate(rows):
-            top = 60 + index * row_height
-            for column, array in enumerate((verdict.crop, verdict.cleaned)):
-                tile = Image.fromarray((np.clip(array, 0, 1) * 255).astype(np.uint8)).convert("RGB")
-                tile.thumbnail((240, 90))
-                canvas.paste(tile, (shown.width + 10 + column * 250, top))
-            text = (f"#{number} {'MATCH' if verdict.match else 'NO MATCH'}  {verdict.rule} score "
-                    f"{verdict.decision_score:.3f} (threshold {verdict.threshold:.3f})")
-            draw.text((shown.width + 10, top + 96), "crop                          cleaned", fill=(90, 90, 90), font=font)
-            draw.text((shown.width + 10, top + 116), text, fill=colour, font=font)
-        return canvas
+        return report_picture(report, page)
 
 
 def _signatures_not_outscored(found: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -431,61 +318,12 @@ def _signatures_not_outscored(found: dict[str, torch.Tensor]) -> torch.Tensor:
     return signature
 
 
-#: Spellings of a pair's ``label`` column: genuine (same writer) or not.
-LABELS = {"1": True, "true": True, "genuine": True, "same": True, "yes": True,
-          "0": False, "false": False, "forged": False, "forgery": False, "different": False, "no": False}
-
-
-def read_claims(path: str | os.PathLike) -> list[Claim]:
-    """Claims from a CSV file with a ``query`` column, a ``reference`` column (image paths, several
-    separated by ``;``) or a ``person`` column (enrolled ids), and optionally ``label`` (1/0,
-    genuine/forged, ...). Relative image paths are taken from the CSV file's folder."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SignVerError(f"{path}: cannot read the pairs file ({error})") from error
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [name.strip() for name in reader.fieldnames or []]
-    reader.fieldnames = columns
-    if "query" not in columns or ("reference" in columns) == ("person" in columns):
-        raise SignVerError(f"{path}: needs a header with query and either reference or person (found: {', '.join(columns) or 'nothing'})")
-
-    def image(name: str) -> str:
-        return str(Path(name) if Path(name).is_absolute() else path.parent / name)
-
-    claims = []
-    for line, row in enumerate(reader, start=2):
-        query, label = (row.get("query") or "").strip(), (row.get("label") or "").strip().lower()
-        if not query:
-            raise SignVerError(f"{path}:{line}: empty query")
-        if label and label not in LABELS:
-            raise SignVerError(f"{path}:{line}: label {label!r} is not one of {', '.join(LABELS)}")
-        if "person" in columns:
-            person = (row.get("person") or "").strip()
-            if not person:
-                raise SignVerError(f"{path}:{line}: empty person")
-            claims.append(Claim(image(query), person=person, label=LABELS.get(label)))
-        else:
-            references = tuple(image(name.strip()) for name in (row.get("reference") or "").split(";") if name.strip())
-            if not references:
-                raise SignVerError(f"{path}:{line}: empty reference")
-            claims.append(Claim(image(query), references, label=LABELS.get(label)))
-    if not claims:
-        raise SignVerError(f"{path}: no pairs in the file")
-    return claims
-
-
 def _name(item: ImageSource, index: int) -> str:
     return str(item) if isinstance(item, (str, os.PathLike)) else f"signature {index}"
 
 
 def _load_signature(item: ImageSource, index: int) -> torch.Tensor:
     return load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else _name(item, index))
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
@@ -500,4 +338,4 @@ def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return crop
 
 
-__all__ = ["Claim", "DocumentReport", "PageReading", "SignVer", "SignatureVerdict", "read_claims"]
+__all__ = ["Claim", "ClaimFailure", "DocumentReport", "PageReading", "SignVer", "SignatureVerdict", "Verdict", "read_claims"]

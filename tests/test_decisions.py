@@ -138,7 +138,7 @@ def test_the_shipped_extractor_reads_a_schema_1_gallery(tmp_path: Path, small_da
     signver = SignVer(clean=False, device="cpu")
     query = small_data / "cedar" / "full_org" / "original_35_5.png"
     verdict = signver.verify_claim(path, "cedar-35", query)
-    assert verdict["n_references"] == 3 and verdict["match"], verdict
+    assert verdict.n_references == 3 and verdict.match, verdict
     assert [m.person for m in signver.identify(path, query, k=1)] == ["cedar-35"]
 
 
@@ -223,16 +223,16 @@ def test_verdicts_name_the_rule_that_decided(calibrated: Path, small_data: Path,
     refs = sorted((small_data / "cedar" / "full_org").glob("original_36_[123].png"))
     genuine, forged = small_data / "cedar" / "full_org" / "original_36_5.png", small_data / "cedar" / "full_forg" / "forgeries_36_1.png"
     verdict = signver.verify_references(refs, genuine)
-    assert verdict["rule"] == "svm" and verdict["threshold"] == pytest.approx(read_card(calibrated)["decision"]["threshold"])
-    assert verdict["match"] == (verdict["score"] <= verdict["threshold"])
-    assert signver.verify_references(refs[:2], genuine)["rule"] == "distance"  # under min_references
+    assert verdict.rule == "svm" and verdict.threshold == pytest.approx(read_card(calibrated)["decision"]["threshold"])
+    assert verdict.match == (verdict.score <= verdict.threshold)
+    assert signver.verify_references(refs[:2], genuine).rule == "distance"  # under min_references
     gallery = tmp_path / "people.db"
     signver.enroll(gallery, "writer-36", refs)
     assert stored_models(gallery) == {"writer-36": 3}
     claim = signver.verify_claim(gallery, "writer-36", forged)
-    assert claim["rule"] == "svm" and claim["score"] > signver.verify_claim(gallery, "writer-36", genuine)["score"]
+    assert claim.rule == "svm" and claim.score > signver.verify_claim(gallery, "writer-36", genuine).score
     assert SignVer(extractor=calibrated, clean=False, per_person=False, device="cpu").verify_claim(
-        gallery, "writer-36", genuine)["rule"] == "distance"
+        gallery, "writer-36", genuine).rule == "distance"
     result = subprocess.run([sys.executable, "-m", "signver_torch.cli", "verify", "--gallery", str(gallery), "--person",
                              "writer-36", "--query", str(genuine), str(forged), "--extractor", str(calibrated), "--no-clean",
                              "--json"], capture_output=True, text=True, timeout=300)

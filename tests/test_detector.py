@@ -28,6 +28,7 @@ from signver_torch.data.detection import parse_class_map
 from signver_torch.detector.api import Detector, summarize
 from signver_torch.detector.data import YOLO_CLASS_MAP, Augmented, Letterboxed, SyntheticPages, write_yolo_pages
 from signver_torch.detector.evaluation import evaluate_detector
+from signver_torch.detector.marks import TAGS, Mark, detections
 from signver_torch.detector.model import build_detector
 from signver_torch.detector.pages import INK_LEVEL, PageConfig, PageSynthesizer
 from signver_torch.detector.transforms import letterbox
@@ -502,3 +503,15 @@ def test_fine_tune_command_records_where_it_started(small_checkpoint: Path, docu
     moved = [key for key in before if before[key].is_floating_point()
              and not torch.allclose(before[key], after[key].to(before[key].dtype), atol=1e-2)]
     assert moved, "the fine-tune changed no weight beyond fp16 rounding"  # it trained
+
+
+def test_marks_name_tag_and_serialise_detections() -> None:
+    assert [(int(mark), mark.class_name, mark.tag) for mark in Mark] == [
+        (1, "signature", "signed"), (2, "initials", "initialled"), (3, "redaction", "redacted"), (4, "date", "dated")]
+    assert TAGS == ("signed", "initialled", "redacted", "dated") and {mark: CLASS_NAMES[mark] for mark in Mark} == CLASS_NAMES
+    found = {"boxes": torch.tensor([[10.04, 20.0, 30.06, 40.0]]), "scores": torch.tensor([0.912345]), "labels": torch.tensor([4])}
+    [date] = detections(found)
+    assert date.mark is Mark.DATE and json.dumps(date.as_dict()) == (
+        '{"box_xyxy": [10.0, 20.0, 30.1, 40.0], "score": 0.9123, "label": 4, "class": "date"}')
+    assert date.as_dict(("class", "box"), score_digits=3) == {"class": "date", "box": [10.0, 20.0, 30.1, 40.0]}
+    assert summarize(found)["dated"] is True and summarize(found)["n_date"] == 1 and not summarize(found)["signed"]

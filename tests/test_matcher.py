@@ -70,8 +70,8 @@ def test_matcher_keeps_signvers_calls() -> None:
 
 def claim_rates(signver: SignVer, gallery: Path, cedar: dict, genuine: slice, forged: slice) -> tuple[float, float]:
     """Share of genuine claims accepted and of skilled-forgery claims rejected."""
-    accepted = [signver.verify_claim(gallery, f"writer-{w}", q)["match"] for w in cedar for q in cedar[w]["genuine"][genuine]]
-    rejected = [not signver.verify_claim(gallery, f"writer-{w}", q)["match"] for w in cedar for q in cedar[w]["forged"][forged]]
+    accepted = [signver.verify_claim(gallery, f"writer-{w}", q).match for w in cedar for q in cedar[w]["genuine"][genuine]]
+    rejected = [not signver.verify_claim(gallery, f"writer-{w}", q).match for w in cedar for q in cedar[w]["forged"][forged]]
     return sum(accepted) / len(accepted), sum(rejected) / len(rejected)
 
 

@@ -28,14 +28,16 @@ def test_example_page_is_signed_by_its_writer_and_the_forgery_is_not(signver: Si
     genuine = signver.verify_document(EXAMPLES / "contract.png", references=REFERENCES)
     forged = signver.verify_document(EXAMPLES / "contract_forged.png", references=REFERENCES)
     assert len(genuine.signatures) == 1 and len(forged.signatures) == 1  # each page has one signature (and a dated line)
-    best_genuine = min(s.distance for s in genuine.signatures)
-    best_forged = min(s.distance for s in forged.signatures)
+    best_genuine = min(s.verdict.distance for s in genuine.signatures)
+    best_forged = min(s.verdict.distance for s in forged.signatures)
     assert best_genuine < best_forged
     assert genuine.verdict == "signed by the claimed person" and genuine.as_dict()["match"] is True
     assert forged.verdict == "not signed by the claimed person" and forged.as_dict()["match"] is False
-    assert best_genuine <= genuine.signatures[0].threshold < best_forged
+    assert best_genuine <= genuine.signatures[0].verdict.threshold < best_forged
     [first] = genuine.signatures[:1]
-    assert first.cleaned.shape == first.crop.shape and first.threshold == signver.extractor.threshold
+    assert first.cleaned.shape == first.crop.shape and first.verdict.threshold == signver.extractor.threshold
+    assert first.as_dict()["detector_score"] == round(first.detector_score, 4)  # the detector's score and the rule's, apart
+    assert first.as_dict()["score"] == round(first.verdict.score, 4) and first.match is first.verdict.match
 
 
 def _signver(*args: str) -> subprocess.CompletedProcess:

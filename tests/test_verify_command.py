@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from signver_torch.pipeline import Claim, SignVer, read_claims
+from signver_torch.pipeline import Claim, ClaimFailure, SignVer, Verdict, read_claims
 from signver_torch.errors import SignVerError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,8 +50,8 @@ def test_many_queries_stream_a_line_each_and_a_bad_file_does_not_stop_the_rest(
     for query, line in zip(queries, lines):  # the batched verdicts are those of one query at a time
         if "error" not in line:
             alone = model.verify_references(references, query)
-            assert line["distance"] == pytest.approx(alone["distance"], abs=1e-5) and line["match"] == alone["match"]
-            assert line["references"] == references and line["threshold"] == alone["threshold"]
+            assert line["distance"] == pytest.approx(alone.distance, abs=1e-5) and line["match"] == alone.match
+            assert line["references"] == references and line["threshold"] == alone.threshold
     assert lines[0]["match"] is True and lines[2]["match"] is False  # genuine accepted, skilled forgery refused
 
 
@@ -152,3 +152,13 @@ def test_embed_each_reports_every_bad_item_and_embeds_the_rest_as_alone(small_da
     np.testing.assert_allclose(results[3], results[0])
     with pytest.raises(SignVerError, match="need a gallery"):
         next(model.verify_many([Claim(good[0], person="ann")]))
+
+
+def test_a_verdict_writes_the_fields_of_a_verify_line_in_order() -> None:
+    verdict = Verdict(True, 0.1, "distance", 0.1, 0.36, combine="mean", person="ann", query="q.png", n_references=3)
+    assert list(verdict.as_dict()) == ["match", "distance", "rule", "score", "threshold", "combine", "person", "query", "n_references"]
+    by_rule = Verdict(False, 0.5, "svm", 0.7, -0.08, references=("r1.png", "r2.png"), query="q.png")
+    assert by_rule.as_dict() == {"match": False, "distance": 0.5, "rule": "svm", "score": 0.7, "threshold": -0.08,
+                                 "references": ["r1.png", "r2.png"], "query": "q.png"}
+    assert ClaimFailure("q.png", "gone", references=("r.png",)).as_dict() == {"query": "q.png", "references": ["r.png"], "error": "gone"}
+    assert list(ClaimFailure("q.png", "gone", person="ann").as_dict()) == ["query", "person", "error"]

@@ -9,12 +9,17 @@ import argparse
 import contextlib
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from signver_torch.cli.options import EXIT_ERROR, PROGRESS_FROM, json_flag, models, quiet_flag
 from signver_torch.errors import SignVerError
 
+if TYPE_CHECKING:
+    from signver_torch.claims import Claim, ClaimFailure, Verdict
+    from signver_torch.pipeline import SignVer
 
-def signver_from_args(args: argparse.Namespace) -> "SignVer":  # noqa: F821 (imported lazily)
+
+def signver_from_args(args: argparse.Namespace) -> SignVer:
     """The pipeline that ``options.models`` describes (with ``--detector`` where the command has it)."""
     from signver_torch.pipeline import SignVer
 
@@ -36,8 +41,8 @@ def _check_claim(args: argparse.Namespace, command: str) -> None:
         raise SignVerError(f"{command} against a gallery needs both --gallery and --person")
 
 
-def _claims(args: argparse.Namespace) -> list["Claim"]:  # noqa: F821 (imported lazily)
-    from signver_torch.pipeline import Claim, read_claims
+def _claims(args: argparse.Namespace) -> list[Claim]:
+    from signver_torch.claims import Claim, read_claims
 
     if args.pairs:
         if args.query or args.reference or args.person:
@@ -60,6 +65,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Verify one or many queries with one model load: a verdict per line (JSON lines with --json)."""
     from tqdm.auto import tqdm
 
+    from signver_torch.claims import ClaimFailure
+
     claims = _claims(args)
     signver = signver_from_args(args)
     if args.person:  # the one claim shared by every query must hold before any query is checked
@@ -73,11 +80,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with contextlib.closing(verdicts), tqdm(total=len(claims), desc="verifying", unit="query", file=sys.stderr,
                                              disable=args.quiet or len(claims) < PROGRESS_FROM) as bar:
         for claim, result in zip(claims, verdicts):
-            if "error" in result:
-                failures.append(result["error"])
+            if isinstance(result, ClaimFailure):
+                failures.append(result.error)
             elif claim.label is not None:  # summed up per rule: scores of two rules are not comparable
-                labelled.setdefault((result["rule"], result["threshold"]), []).append((claim.label, result["score"]))
-            bar.write(json.dumps(result) if args.json else _verdict_line(result), file=sys.stdout)
+                labelled.setdefault((result.rule, result.threshold), []).append((claim.label, result.score))
+            bar.write(json.dumps(result.as_dict()) if args.json else _verdict_line(result), file=sys.stdout)
             sys.stdout.flush()  # a verdict per line as it comes, also through a pipe
             bar.update()
     if labelled:
@@ -100,14 +107,16 @@ def _print_summaries(labelled: dict[tuple[str, float], list[tuple[bool, float]]]
                                       for key, value in summary.items()))
 
 
-def _verdict_line(result: dict) -> str:
-    if "error" in result:
-        return f"{result['query']}: ERROR: {result['error']}"
-    against = result.get("person") or ", ".join(result.get("references", []))
-    score = (f"distance {result['distance']:.4f}" if result["rule"] == "distance" else
-             f"{result['rule']} score {result['score']:.4f} (distance {result['distance']:.4f})")
-    return (f"{result['query']}: {'MATCH' if result['match'] else 'NO MATCH'}: {score} "
-            f"{'<=' if result['match'] else '>'} threshold {result['threshold']:.4f} (against {against})")
+def _verdict_line(result: Verdict | ClaimFailure) -> str:
+    from signver_torch.claims import ClaimFailure
+
+    if isinstance(result, ClaimFailure):
+        return f"{result.query}: ERROR: {result.error}"
+    against = result.person or ", ".join(result.references or ())
+    score = (f"distance {result.distance:.4f}" if result.rule == "distance" else
+             f"{result.rule} score {result.score:.4f} (distance {result.distance:.4f})")
+    return (f"{result.query}: {'MATCH' if result.match else 'NO MATCH'}: {score} "
+            f"{'<=' if result.match else '>'} threshold {result.threshold:.4f} (against {against})")
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -134,9 +143,9 @@ def cmd_verify_document(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict()))
     else:
         print(f"{args.page}: {report.verdict}")
-        for number, verdict in enumerate(report.signatures, start=1):
-            box = ", ".join(f"{v:.0f}" for v in verdict.box)
-            print(f"  #{number} [{box}] {verdict.rule} score {verdict.decision_score:.4f} (threshold {verdict.threshold:.4f}): "
+        for number, signature in enumerate(report.signatures, start=1):
+            box, verdict = ", ".join(f"{v:.0f}" for v in signature.box), signature.verdict
+            print(f"  #{number} [{box}] {verdict.rule} score {verdict.score:.4f} (threshold {verdict.threshold:.4f}): "
                   f"{'match' if verdict.match else 'no match'}")
         if args.out:
             print(f"report picture: {args.out}")

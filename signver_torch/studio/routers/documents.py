@@ -86,6 +86,6 @@ def search(asked: Annotated[SearchQuery, Depends(search_query)], studio: LockedS
     for hit in library.search(references, asked.k):
         verdict = studio.signver.decide(library.embedding(hit.signature_id), references,
                                         (lambda: model) if person else None)
-        hits.append({**hit.as_dict(), "match": verdict["match"], "rule": verdict["rule"],
-                     "score": round(verdict["score"], 4), "threshold": round(verdict["threshold"], 4)})
+        hits.append({**hit.as_dict(), "match": verdict.match, "rule": verdict.rule,
+                     "score": round(verdict.score, 4), "threshold": round(verdict.threshold, 4)})
     return {"query": asked.name, "documents": hits}

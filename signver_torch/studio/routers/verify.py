@@ -6,13 +6,13 @@ uploads (PDF rasterisation included) runs beside other requests' model work, not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from PIL import Image
 
-from signver_torch.pipeline import DocumentReport
+from signver_torch.report import DocumentReport
 from signver_torch.studio.dependencies import LockedStudio, StudioDep
 from signver_torch.studio.settings import StudioError, StudioSettings
 from signver_torch.studio.uploads import Files, Text, data_uri, images, label, read_pages
@@ -101,9 +101,8 @@ def verify(asked: Annotated[SignatureClaim, Depends(signature_claim)], studio: L
     if claim.person:
         result = studio.signver.verify_claim(studio.gallery_path(), claim.person, asked.query)
     else:
-        result = studio.signver.verify_references(claim.references, asked.query)
-        result["references"] = claim.names
-    return {**result, "query": asked.name}
+        result = replace(studio.signver.verify_references(claim.references, asked.query), references=tuple(claim.names))
+    return {**result.as_dict(), "query": asked.name}
 
 
 @dataclass
