@@ -1,7 +1,7 @@
 """A searchable collection of documents: every page's detections, tags, signature crops and embeddings.
 
-``signver index DIR --library LIB`` and the service's ``POST /api/library/documents`` fill it; it
-answers "which documents are signed and dated?" and "where does this person (or this example
+``signver index DIR --library LIB`` and the service's ``POST /api/library/documents`` fill it (through
+``indexing.py``); it answers "which documents are signed and dated?" and "where does this person (or this example
 signature) sign?". One SQLite file (WAL): each document is written in one transaction, so a crash or a
 ``kill -9`` while indexing loses only the document being written, never one already committed.
 
@@ -12,24 +12,20 @@ search over the library answers it, exactly (torch) or with FAISS.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from signver_torch.detector.marks import TAGS, Detection, Mark, detections
 from signver_torch.errors import NotFoundError, SignVerError
-from signver_torch.io import DEFAULT_MAX_PAGES, IMAGE_SUFFIXES, PDF_DPI, load_pages
 from signver_torch.matcher.gallery import Backend, SearchIndex, resolve_backend
 from signver_torch.store import EmbeddingStore, now
 
-#: The file kinds ``signver index`` picks up in a folder.
-DOCUMENT_SUFFIXES = (*IMAGE_SUFFIXES, ".pdf")
 #: Longest side of a stored page thumbnail, in pixels.
 THUMBNAIL_SIZE = 320
 
@@ -246,59 +242,13 @@ class DocumentLibrary(EmbeddingStore):
         return np.frombuffer(row[0], np.float32).copy()
 
 
-def document_files(folder: str | os.PathLike) -> list[Path]:
-    """The documents in ``folder`` (recursively), by path."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise LibraryError(f"{root}: not a folder")
-    return sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES)
+#: What moved to ``indexing.py``, still answered here.
+_INDEXING = ("DOCUMENT_SUFFIXES", "Indexed", "document_files", "index_document", "index_files")
 
 
-@dataclass
-class Indexed:
-    """What happened to one document: ``document_id`` when stored, ``skipped`` when already there, else ``error``."""
+def __getattr__(name: str) -> Any:
+    if name in _INDEXING:
+        from signver_torch import indexing
 
-    name: str
-    document_id: int | None = None
-    n_pages: int = 0
-    n_signatures: int = 0
-    skipped: bool = False
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in vars(self).items() if value not in (None, False)}
-
-
-def index_document(signver: Any, library: DocumentLibrary, name: str, data: bytes, *, dpi: int = PDF_DPI,
-                   max_pages: int = DEFAULT_MAX_PAGES) -> Indexed:
-    """Read every page of one document (bytes of an image, a multi-page TIFF or a PDF) and store it.
-    A document that cannot be read is reported in ``error``; nothing of it is stored."""
-    digest = hashlib.sha256(data).hexdigest()
-    existing = library.find(digest)
-    if existing is not None:
-        return Indexed(name, existing, skipped=True)
-    try:
-        readings = [signver.read_page(page) for page in load_pages(data, dpi=dpi, max_pages=max_pages, name=name)]
-        document = library.add(name, digest, readings)
-    except AlreadyIndexedError as error:  # added meanwhile by another writer
-        return Indexed(name, error.document_id, skipped=True)
-    except SignVerError as error:
-        return Indexed(name, error=" ".join(str(error).split()))
-    return Indexed(name, document, len(readings), sum(len(reading.boxes) for reading in readings))
-
-
-def index_files(signver: Any, library: DocumentLibrary, files: Sequence[str | os.PathLike],
-                progress: Callable[[Indexed], None] | None = None, **options: Any) -> list[Indexed]:
-    """Index each file in turn (one transaction each); ``progress`` is told after every file."""
-    results = []
-    for path in files:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            result = Indexed(str(path), error=f"{path}: cannot read ({error.strerror or error})")
-        else:
-            result = index_document(signver, library, str(path), data, **options)
-        results.append(result)
-        if progress is not None:
-            progress(result)
-    return results
+        return getattr(indexing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -312,7 +312,8 @@ def test_a_tiff_page_too_large_is_refused_before_it_is_decoded() -> None:
 
 
 def test_a_document_added_meanwhile_is_skipped_not_an_error(studio, tmp_path: Path) -> None:
-    from signver_torch.library import AlreadyIndexedError, LibraryError, index_document
+    from signver_torch.indexing import index_document
+    from signver_torch.library import AlreadyIndexedError, LibraryError
 
     _, state = studio
     path = tmp_path / "race.db"

@@ -16,7 +16,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     """Index every document in the folders (or files) given into a library, one transaction each."""
     from tqdm.auto import tqdm
 
-    from signver_torch.library import DocumentLibrary, document_files, index_files
+    from signver_torch.indexing import document_files, index_files
+    from signver_torch.library import DocumentLibrary
 
     files = [path for item in args.paths for path in (document_files(item) if Path(item).is_dir() else [Path(item)])]
     if not files:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from signver_torch.library import Indexed, index_document
+from signver_torch.indexing import Indexed, index_document
 
 if TYPE_CHECKING:
     from signver_torch.studio.dependencies import Studio

@@ -1,0 +1,81 @@
+"""Indexing documents into a :class:`~signver_torch.library.DocumentLibrary`: every page of a document
+(an image, a multi-page TIFF or a PDF) read by ``SignVer.read_page`` (detected, tagged, cropped,
+cleaned, embedded) and stored in one transaction per document; a document already there (the same
+bytes) is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from signver_torch.errors import SignVerError
+from signver_torch.io import DEFAULT_MAX_PAGES, IMAGE_SUFFIXES, PDF_DPI, load_pages
+from signver_torch.library import AlreadyIndexedError, DocumentLibrary, LibraryError
+
+#: The file kinds ``signver index`` picks up in a folder.
+DOCUMENT_SUFFIXES = (*IMAGE_SUFFIXES, ".pdf")
+
+
+def document_files(folder: str | os.PathLike) -> list[Path]:
+    """The documents in ``folder`` (recursively), by path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise LibraryError(f"{root}: not a folder")
+    return sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in DOCUMENT_SUFFIXES)
+
+
+@dataclass
+class Indexed:
+    """What happened to one document: ``document_id`` when stored, ``skipped`` when already there, else ``error``."""
+
+    name: str
+    document_id: int | None = None
+    n_pages: int = 0
+    n_signatures: int = 0
+    skipped: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in vars(self).items() if value not in (None, False)}
+
+
+def index_document(signver: Any, library: DocumentLibrary, name: str, data: bytes, *, dpi: int = PDF_DPI,
+                   max_pages: int = DEFAULT_MAX_PAGES) -> Indexed:
+    """Read every page of one document (bytes of an image, a multi-page TIFF or a PDF) and store it.
+    A document that cannot be read is reported in ``error``; nothing of it is stored."""
+    digest = hashlib.sha256(data).hexdigest()
+    existing = library.find(digest)
+    if existing is not None:
+        return Indexed(name, existing, skipped=True)
+    try:
+        readings = [signver.read_page(page) for page in load_pages(data, dpi=dpi, max_pages=max_pages, name=name)]
+        document = library.add(name, digest, readings)
+    except AlreadyIndexedError as error:  # added meanwhile by another writer
+        return Indexed(name, error.document_id, skipped=True)
+    except SignVerError as error:
+        return Indexed(name, error=" ".join(str(error).split()))
+    return Indexed(name, document, len(readings), sum(len(reading.boxes) for reading in readings))
+
+
+def index_files(signver: Any, library: DocumentLibrary, files: Sequence[str | os.PathLike],
+                progress: Callable[[Indexed], None] | None = None, **options: Any) -> list[Indexed]:
+    """Index each file in turn (one transaction each); ``progress`` is told after every file."""
+    results = []
+    for path in files:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            result = Indexed(str(path), error=f"{path}: cannot read ({error.strerror or error})")
+        else:
+            result = index_document(signver, library, str(path), data, **options)
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results
+
+
+__all__ = ["DOCUMENT_SUFFIXES", "Indexed", "document_files", "index_document", "index_files"]
