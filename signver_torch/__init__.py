@@ -7,6 +7,7 @@ or not; identify in an enrolled gallery).
 
 from importlib import metadata as _metadata
 
+from signver_torch.cards import FACADES as _FACADES
 from signver_torch.errors import (
     AcceleratorUnavailableError,
     BlankSignatureError,
@@ -22,12 +23,11 @@ try:
 except _metadata.PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0.0.0+unknown"
 
-#: Public classes imported on first use, so `import signver_torch` stays light (no timm/kornia/lightning).
+#: Public classes imported on first use, so `import signver_torch` stays light (no timm/kornia/lightning):
+#: each module's facade (``cards.FACADES``), the extractor's alias, the matcher and the pipeline.
 _LAZY = {
-    "MetricExtractor": "signver_torch.extractor.api",
-    "Extractor": "signver_torch.extractor.api",
-    "Cleaner": "signver_torch.cleaner.api",
-    "Detector": "signver_torch.detector.api",
+    **{name: module for module, name in _FACADES.values()},
+    "Extractor": _FACADES["extractor"][0],
     "Matcher": "signver_torch.matcher.api",
     "SignVer": "signver_torch.pipeline",
 }

@@ -24,8 +24,16 @@ from typing import Any, Mapping
 from signver_torch.errors import CheckpointError
 
 CARD_SCHEMA = 2
+#: The modules with checkpoints, each with its user facade (module, class): the one list of modules.
+#: Checkpoints and cards exist for these, ``SignVer`` loads these facades, ``signver_torch`` exports
+#: their classes, and each training task (``tasks.py``) is one of them.
+FACADES = {
+    "detector": ("signver_torch.detector.api", "Detector"),
+    "cleaner": ("signver_torch.cleaner.api", "Cleaner"),
+    "extractor": ("signver_torch.extractor.api", "MetricExtractor"),
+}
 #: Modules whose checkpoints have cards.
-MODULES = ("detector", "cleaner", "extractor")
+MODULES = tuple(FACADES)
 
 
 @dataclass

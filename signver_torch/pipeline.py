@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou, nms
 
+from signver_torch.cards import FACADES
 from signver_torch.claims import Claim, ClaimFailure, ClaimVerdicts, Verdict, read_claims
 from signver_torch.detector.marks import Mark
 from signver_torch.errors import BlankSignatureError, SignVerError
@@ -31,12 +32,6 @@ from signver_torch.matcher.decisions import DecisionPolicy, WriterModel
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
 from signver_torch.report import DocumentReport, SignatureVerdict, report_picture
 
-#: Where each model's facade lives: (module, class).
-FACADES = {
-    "detector": ("signver_torch.detector.api", "Detector"),
-    "cleaner": ("signver_torch.cleaner.api", "Cleaner"),
-    "extractor": ("signver_torch.extractor.api", "MetricExtractor"),
-}
 #: How many recently embedded crops ``SignVer`` keeps (their embedding and cleaned version, ~0.3 MB each at most).
 EMBEDDING_CACHE_SIZE = 256
 #: Signature boxes overlapping more than this (IoU) are one signature.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from signver_torch.cards import MODULES
 from signver_torch.errors import SignVerError
 
 #: ``export(module, datamodule, trainer, seconds, recipe, out, argv) -> (weights, card)``; rank 0 only.
@@ -74,6 +75,10 @@ _discovered = False
 
 
 def register_task(task: TrainingTask) -> TrainingTask:
+    """Register ``task``; its name must be a module with checkpoints (``cards.FACADES``): training exports one."""
+    if task.name not in MODULES:
+        raise SignVerError(f"training task {task.name!r} is not a module with checkpoints ({', '.join(MODULES)}): "
+                           "add it with its facade to cards.FACADES")
     _TASKS[task.name] = task
     return task
 
