@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from signver_torch.data.signatures import class_key, class_labels, discover_signatures
-from signver_torch.errors import DataError
+from signver_torch.errors import DataError, SignVerError
 from signver_torch.extractor.data import InkGamma, StrokeWidthJitter, WriterBatchSampler
-from signver_torch.extractor.evaluation import evaluate_extractor
+from signver_torch.extractor.evaluation import INK_VARIANTS, evaluate_extractor, ink_variant
 from signver_torch.metrics import same_text_distances, same_text_metrics
 
 CHINESE_WRITERS = ["070", "071", "072"]
@@ -56,6 +56,7 @@ def test_writer_text_classes_and_same_text_batches(small_data: Path) -> None:
 
 def test_same_text_protocol_counts_and_separates() -> None:
     # 3 writers x 2 names x 2 media; a perfect writer code, then a pure content code
+    torch.manual_seed(0)
     writers = [w for w in "abc" for _ in range(4)]
     texts = ["n01", "n01", "n02", "n02"] * 3
     media = ["paper", "ipad"] * 6
@@ -99,3 +100,28 @@ def test_stroke_and_tone_augmentation_keep_the_shape_of_the_ink() -> None:
     toned = InkGamma(p=1.0)(ink)
     assert (toned[ink == 0] == 0).all() and toned.max() <= 1
     assert toned[:, :, 10, 11].unique().numel() > 10, "each canvas gets its own tone"
+
+
+def test_ink_variants_alter_only_the_ink(small_data: Path) -> None:
+    from signver_torch.io import load_image_tensor
+
+    gray = load_image_tensor(small_data / "cedar" / "full_org" / "original_35_1.png", "L")
+    ink = (gray < 0.5).sum()
+    assert (ink_variant(gray, "thinner") < 0.5).sum() < ink < (ink_variant(gray, "thicker") < 0.5).sum()
+    lighter, darker = ink_variant(gray, "lighter"), ink_variant(gray, "darker")
+    assert lighter.min() > gray.min() and darker.mean() < gray.mean() and lighter.shape == gray.shape
+    white = torch.ones(1, 20, 30)
+    assert all(torch.equal(ink_variant(white, v), white) for v in INK_VARIANTS)
+    with pytest.raises(SignVerError, match="unknown ink variant"):
+        ink_variant(gray, "blurred")
+
+
+def test_evaluate_measures_ink_robustness(small_data: Path) -> None:
+    report = evaluate_extractor([small_data / "cedar", small_data / "chinese"], "cedar:35-37,chinese:070-072",
+                                ink_variants=True, progress=False)
+    robustness = report["ink_robustness"]
+    assert set(robustness) == set(INK_VARIANTS)
+    for variant, measured in robustness.items():
+        assert 0 < measured["self_distance_median"] < 1, variant
+        assert measured["per_source"]["cedar"]["n_pos"] == 2 * report["per_source"]["cedar"]["n_pos"]  # both orders
+        assert "same_text" in measured["per_source"]["chinese"]

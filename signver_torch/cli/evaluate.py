@@ -26,6 +26,8 @@ EVALUATE_OPTIONS: dict[str, dict[str, Any]] = {
                        "each writer, claim the rest and the forgeries, per decision rule"),
     "background_writers": dict(metavar="SPEC", help="with --references: whose genuine signatures are the writer-dependent "
                                "SVMs' background (training writers, e.g. 1-32)"),
+    "ink_variants": dict(action="store_const", const=True, help="also the same protocols with every query lightened, "
+                         "darkened, thinned and thickened (references as scanned), and how far each signature moves"),
     "pairs": dict(type=int, help="number of synthetic pairs (default 256)"),
     "class_map": dict(help="dataset class to SignVer label, e.g. 0:1 (YOLO default)"),
     "held_out_every": dict(type=int, help="score only every Nth page by name (the recipes' held-out pages)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from functools import partial
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -33,10 +34,11 @@ from signver_torch.metrics import same_text_metrics, verification_metrics, write
 
 
 def embed_records(
-    extractor: MetricExtractor, records: Sequence[SignatureRecord], progress: bool = True, pooled: bool = False
+    extractor: MetricExtractor, records: Sequence[SignatureRecord], progress: bool = True, pooled: bool = False,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Embed signature files in batches (bounded memory); returns embeddings (backbone features with
-    ``pooled``) and seconds spent embedding."""
+    ``pooled``) and seconds spent embedding. ``transform`` alters each ``(1, H, W)`` grey scan first."""
     images = SignatureImages(records)
     loader = DataLoader(images, batch_size=extractor.batch_size, collate_fn=list)
     chunks, seconds = [], 0.0
@@ -44,7 +46,7 @@ def embed_records(
         for offset, batch in zip(range(0, len(images), extractor.batch_size), loader):
             start = time.perf_counter()
             try:
-                chunks.append(extractor.embed([image for image, _ in batch], pooled=pooled))
+                chunks.append(extractor.embed([image if transform is None else transform(image) for image, _ in batch], pooled=pooled))
             except BlankSignatureError as error:
                 blank = ", ".join(str(records[offset + i].path) for i in error.indices)
                 raise BlankSignatureError(f"{blank}: no signature ink found (blank or uniform image)") from error
@@ -57,6 +59,26 @@ def embed_records(
 BOOTSTRAP_RESAMPLES = 1000
 
 
+def ink_variant(gray: torch.Tensor, variant: str) -> torch.Tensor:
+    """The scan ``gray`` (``(1, H, W)`` in ``[0, 1]``, dark ink on light paper) as another pen or scanner
+    would give it: ``lighter`` (faint ink, 40% of its darkness), ``darker`` (mid tones darkened, the
+    square root of darkness), ``thinner`` (strokes eroded by a 3x3 maximum filter) or ``thicker``
+    (dilated by a 3x3 minimum filter). Same shape, dtype and device."""
+    if variant == "lighter":
+        return 1 - (1 - gray) * 0.4
+    if variant == "darker":
+        return 1 - (1 - gray).clamp_min(0).sqrt()
+    if variant == "thinner":
+        return torch.nn.functional.max_pool2d(gray[None], 3, stride=1, padding=1)[0]
+    if variant == "thicker":
+        return -torch.nn.functional.max_pool2d(-gray[None], 3, stride=1, padding=1)[0]
+    raise SignVerError(f"unknown ink variant {variant!r}: choose {', '.join(INK_VARIANTS)}")
+
+
+#: What ``--ink-variants`` measures (:func:`ink_variant`).
+INK_VARIANTS = ("lighter", "darker", "thinner", "thicker")
+
+
 def _operating_point(writers: Sequence[str], rates: Callable[[list[str]], dict[str, Any]], threshold: float) -> dict[str, Any]:
     """FAR and FRR at ``threshold`` of ``writers``, overall and per source; ``rates`` measures a group of writers."""
     writers = list(dict.fromkeys(writers))
@@ -67,20 +89,22 @@ def _operating_point(writers: Sequence[str], rates: Callable[[list[str]], dict[s
     return point
 
 
-def same_text_report(embeddings: torch.Tensor, records: Sequence[SignatureRecord], threshold: float | None) -> dict[str, Any]:
+def same_text_report(embeddings: torch.Tensor, records: Sequence[SignatureRecord], threshold: float | None,
+                     queries: torch.Tensor | None = None) -> dict[str, Any]:
     """The same-text protocol of genuine signatures that declare their text (``n<NN>_<medium>`` files).
 
     Impostors are always other writers' signatures of the same text. ``same_text``: positives are a
     writer's pairs of the same text, on any media. Where several media are declared, also
     ``same_text_cross_media`` (both kinds of pair across two different media) and ``same_text_by_medium``
     (both signatures on one medium; a writer's positives there are all their pairs on it, since each
-    name is usually written once per medium)."""
+    name is usually written once per medium). ``queries``: as in :func:`~signver_torch.metrics.writer_protocol_distances`."""
     writers, texts, media = [r.writer for r in records], [r.text for r in records], [r.medium for r in records]
 
     def measured(pairing: str, chosen: list[int] | None = None, positive_texts: str = "same") -> dict[str, Any]:
         chosen = list(range(len(records))) if chosen is None else chosen
         return same_text_metrics(embeddings[chosen], [writers[i] for i in chosen], [texts[i] for i in chosen],
-                                 [media[i] for i in chosen], pairing, threshold, BOOTSTRAP_RESAMPLES, positive_texts)
+                                 [media[i] for i in chosen], pairing, threshold, BOOTSTRAP_RESAMPLES, positive_texts,
+                                 None if queries is None else queries[chosen])
 
     report: dict[str, Any] = {"same_text": measured("any")}
     kinds = sorted({m for m in media if m is not None})
@@ -98,6 +122,7 @@ def evaluate_extractor(
     threshold: float | None = None,
     references: int | None = None,
     background_writers: str | Sequence[str] | None = None,
+    ink_variants: bool = False,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -111,24 +136,43 @@ def evaluate_extractor(
     holds the same report for each. With ``references=K``, ``references`` adds the gallery protocol
     (:mod:`signver_torch.matcher.evaluation`) for each decision rule; the writer-dependent SVMs use
     the genuine signatures of ``background_writers`` (never among ``writers``) as background.
+    With ``ink_variants``, ``ink_robustness`` holds, per :data:`INK_VARIANTS` entry, the same protocols
+    with every query altered so (references as scanned), and how far each signature moves from itself.
     """
     records = discover_signatures(data_dir, writers)
     extractor = MetricExtractor(device=device).load(checkpoint)
     embeddings, seconds = embed_records(extractor, records, progress)
     operating = extractor.threshold if threshold is None else threshold
 
-    def report_of(chosen: list[int]) -> dict[str, Any]:
+    def report_of(chosen: list[int], queries: torch.Tensor | None = None) -> dict[str, Any]:
+        asked = None if queries is None else queries[chosen]
         report = writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen],
-                                         [records[i].forged for i in chosen], operating, BOOTSTRAP_RESAMPLES)
+                                         [records[i].forged for i in chosen], operating, BOOTSTRAP_RESAMPLES, asked)
         texts = [i for i in chosen if records[i].text is not None and not records[i].forged]
         if texts:
-            report.update(same_text_report(embeddings[texts], [records[i] for i in texts], operating))
+            report.update(same_text_report(embeddings[texts], [records[i] for i in texts], operating,
+                                           None if queries is None else queries[texts]))
         return report
 
-    report = report_of(list(range(len(records))))
-    sources = sorted({record.source for record in records})
-    if len(sources) > 1:
-        report["per_source"] = {source: report_of([i for i, r in enumerate(records) if r.source == source]) for source in sources}
+    def by_source(queries: torch.Tensor | None = None) -> dict[str, Any]:
+        report = report_of(list(range(len(records))), queries)
+        sources = sorted({record.source for record in records})
+        if len(sources) > 1:
+            report["per_source"] = {source: report_of([i for i, r in enumerate(records) if r.source == source], queries)
+                                    for source in sources}
+        return report
+
+    report = by_source()
+    if ink_variants:
+        report["ink_robustness"] = {}
+        for variant in INK_VARIANTS:
+            altered, _ = embed_records(extractor, records, progress, transform=partial(ink_variant, variant=variant))
+            moved = 1 - torch.nn.functional.cosine_similarity(embeddings.double(), altered.double())
+            report["ink_robustness"][variant] = {
+                **by_source(altered),
+                "self_distance_median": float(moved.median()),
+                "self_beyond_threshold": float((moved > operating).double().mean()) if operating is not None else None,
+            }
     if references is not None:
         from signver_torch.matcher.evaluation import reference_protocol
 

@@ -98,11 +98,13 @@ def summary(card: dict[str, Any]) -> str:
 
 def evaluate(args: Any) -> dict[str, Any]:
     """``signver evaluate extractor``: the writer protocol (EER with its interval, per source, FAR/FRR at
-    the threshold) and, with ``--references``, the gallery protocol per decision rule."""
+    the threshold), the same-text protocol where files declare their text, with ``--references`` the
+    gallery protocol per decision rule, with ``--ink-variants`` the same under altered ink."""
     from signver_torch.extractor.evaluation import evaluate_extractor
 
     return evaluate_extractor(args.data, args.writers, args.checkpoint, threshold=args.threshold, references=args.references,
-                              background_writers=args.background_writers, progress=not args.quiet)
+                              background_writers=args.background_writers, ink_variants=bool(args.ink_variants),
+                              progress=not args.quiet)
 
 
 def calibrate(args: Any) -> str:
@@ -180,7 +182,7 @@ TASK = register_task(TrainingTask(
     data_module="signver_torch.extractor.data:SignatureDataModule",
     export=export_extractor,
     summary=summary,
-    evaluate=ModuleCommand(evaluate, ("writers", "threshold", "references", "background_writers")),
+    evaluate=ModuleCommand(evaluate, ("writers", "threshold", "references", "background_writers", "ink_variants")),
     calibrate=ModuleCommand(calibrate, ("writers", "val_writers", "target_far", "references", "background_writers", "rule",
                                         "out_of_fold")),
     benchmark=BenchmarkSpec(benchmark_batch, benchmark_batch_size, lambda data: [1, int(data["height"]), int(data["width"])],
