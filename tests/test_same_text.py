@@ -125,3 +125,19 @@ def test_evaluate_measures_ink_robustness(small_data: Path) -> None:
         assert 0 < measured["self_distance_median"] < 1, variant
         assert measured["per_source"]["cedar"]["n_pos"] == 2 * report["per_source"]["cedar"]["n_pos"]  # both orders
         assert "same_text" in measured["per_source"]["chinese"]
+
+
+def test_canvas_cache_gives_the_same_canvases_and_survives_a_bad_entry(small_data: Path, tmp_path: Path) -> None:
+    from signver_torch.extractor.data import canvas_cache_path, preprocess_records
+    from signver_torch.extractor.transforms import SignaturePreprocessor
+
+    records = discover_signatures(small_data / "chinese")[:12]
+    preprocessor = SignaturePreprocessor()
+    fresh = preprocess_records(records, preprocessor)
+    stored = preprocess_records(records, preprocessor, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*/*.safetensors"))) == 12
+    canvas_cache_path(records[3], preprocessor, tmp_path).write_bytes(b"half a file")
+    again = preprocess_records(records[::-1], preprocessor, cache_dir=tmp_path)  # any order, any subset
+    assert torch.equal(stored[0], fresh[0]) and torch.equal(again[0], fresh[0].flip(0))
+    other = SignaturePreprocessor(height=64, width=96)
+    assert canvas_cache_path(records[0], other, tmp_path) != canvas_cache_path(records[0], preprocessor, tmp_path)

@@ -8,7 +8,10 @@ training is in :mod:`~signver_torch.extractor.transforms`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +22,7 @@ import lightning
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, Subset, TensorDataset
 from tqdm.auto import tqdm
 
 from signver_torch.data.samplers import RankShare, preprocessing_device, rank_and_world
@@ -44,26 +47,67 @@ def preprocess_records(
     description: str = "preprocessing",
     device: torch.device | str = "cpu",
     classes: str = "writer",
+    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases (on the CPU) and their labels
     (:func:`~signver_torch.data.signatures.class_labels` of ``classes``); the preprocessing itself runs on ``device``.
 
+    With ``cache_dir``, each canvas is kept there under a key of the preprocessing settings and of its
+    file's path, size and modification time (:func:`canvas_cache_path`), so later runs on any mix of the
+    same scans skip the work; a changed file or setting is a new key, an unreadable entry is rebuilt.
     Blank scans (no ink found) are dropped with a warning naming them, never trained on as zeros.
     """
     images = SignatureImages(records, classes)
-    loader = DataLoader(images, batch_size=batch_size, collate_fn=list)
-    canvases = []
-    with tqdm(total=len(images), desc=description, unit="img", file=sys.stderr, leave=False) as bar:
-        for batch in loader:
-            canvas = preprocessor([image.to(device) for image, _ in batch], strict=False)
-            canvases.append((canvas * 255).round().to(torch.uint8).cpu())
+    cached = [canvas_cache_path(record, preprocessor, cache_dir) for record in records] if cache_dir is not None else None
+    found = [_read_cached(path) for path in cached] if cached is not None else [None] * len(records)
+    missing = [i for i, canvas in enumerate(found) if canvas is None]
+    loader = DataLoader(Subset(images, missing), batch_size=batch_size, collate_fn=list)
+    with tqdm(total=len(missing), desc=description, unit="img", file=sys.stderr, leave=False) as bar:
+        for offset, batch in zip(range(0, len(missing), batch_size), loader):
+            made = (preprocessor([image.to(device) for image, _ in batch], strict=False) * 255).round().to(torch.uint8).cpu()
+            for i, canvas in zip(missing[offset:], made):
+                found[i] = canvas
+                if cached is not None:
+                    _write_cached(cached[i], canvas)
             bar.update(len(batch))
-    canvas = torch.cat(canvases)
+    canvas = torch.stack(found)
     has_ink = canvas.flatten(1).amax(1) > 0
     if not has_ink.all():
         blank = [str(records[i].path) for i in (~has_ink).nonzero().flatten().tolist()]
         warnings.warn(f"skipping {len(blank)} blank signature image(s): {', '.join(blank)}", stacklevel=2)
     return canvas[has_ink], images.labels[has_ink]
+
+
+def canvas_cache_path(record: SignatureRecord, preprocessor: SignaturePreprocessor, cache_dir: str | os.PathLike) -> Path:
+    """Where :func:`preprocess_records` keeps the canvas of ``record``: a folder per preprocessing
+    setting, a file named by the sha256 of the scan's resolved path, size and modification time."""
+    setting = hashlib.sha256(json.dumps(preprocessor.config(), sort_keys=True).encode()).hexdigest()[:16]
+    stat = record.path.stat()
+    key = hashlib.sha256(f"{record.path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    return Path(cache_dir).expanduser() / f"canvases-{setting}" / f"{key}.safetensors"
+
+
+def _read_cached(path: Path) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        canvas = load_file(path)["canvas"]
+    except (SafetensorError, KeyError, OSError, RuntimeError):
+        return None  # rebuilt and rewritten
+    return canvas if canvas.dtype == torch.uint8 and canvas.ndim == 3 else None
+
+
+def _write_cached(path: Path, canvas: torch.Tensor) -> None:
+    """Write under a temporary name, then rename: a crash never leaves a half-written entry."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    save_file({"canvas": canvas.contiguous()}, partial)
+    os.replace(partial, path)
 
 
 class WriterBatchSampler(RankShare, Sampler[list[int]]):
@@ -182,6 +226,7 @@ class SignatureDataModule(lightning.LightningDataModule):
     ``classes="writer_text"`` makes each (writer, declared text) a class of its own
     (:func:`~signver_torch.data.signatures.class_key`), and ``same_text_batches`` fills a batch with
     writers of the same text (:class:`WriterBatchSampler`); validation always groups by writer.
+    ``cache_dir`` keeps the canvases between runs (:func:`preprocess_records`).
 
     Images are decoded and preprocessed once in ``setup`` (a few seconds for CEDAR) and kept as uint8
     canvases; augmentation happens on the device in the LightningModule.
@@ -202,6 +247,7 @@ class SignatureDataModule(lightning.LightningDataModule):
         val_fraction: float = 0.2,
         classes: str = "writer",
         same_text_batches: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if classes not in CLASS_KINDS:
@@ -231,11 +277,12 @@ class SignatureDataModule(lightning.LightningDataModule):
         self.train_records, self.val_records = train, val
         device = preprocessing_device(self.trainer)
         self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures", device=device,
-                                                           classes=hp.classes))
+                                                           classes=hp.classes, cache_dir=hp.cache_dir))
         keys = class_labels(train, hp.classes)[1]
         self.class_texts = [key.partition("/")[2] or None for key in keys] if hp.classes == "writer_text" else None
         if val:
-            self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures", device=device))
+            self.val_set = TensorDataset(*preprocess_records(val, self.preprocessor, description="val signatures", device=device,
+                                                         cache_dir=hp.cache_dir))
         self.num_classes = int(self.train_set.tensors[1].max()) + 1  # 2 per class: genuine, forged
 
     def train_dataloader(self) -> DataLoader:
