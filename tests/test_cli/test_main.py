@@ -1,24 +1,20 @@
-"""The `signver` command as a user runs it: a real subprocess, real exit codes, one-line errors."""
+"""The `signver` command's contract (``cli/__init__.py``) as a user meets it: real exit codes and one-line
+errors of a real subprocess, ``--debug`` tracebacks, a start that imports no training library; ``info``."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-
-def signver(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "signver_torch", *args], capture_output=True, text=True, timeout=300
-    )
+from cli_runner import REPO_ROOT, signver_process
 
 
-def test_info_lists_versions_accelerators_and_checkpoints() -> None:
-    result = signver("info")
+def test_info_lists_versions_accelerators_and_checkpoints(signver_cli) -> None:
+    result = signver_cli("info")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.split()[:2] == ["torch", torch.__version__.split("+")[0]] for line in lines)
@@ -29,8 +25,8 @@ def test_info_lists_versions_accelerators_and_checkpoints() -> None:
     assert "eer=" in shipped
 
 
-def test_info_json_is_one_object() -> None:
-    result = signver("info", "--json")
+def test_info_json_is_one_object(signver_cli) -> None:
+    result = signver_cli("info", "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert set(info["accelerators"]) == {"cpu", "gpu", "hpu"}
@@ -40,37 +36,37 @@ def test_info_json_is_one_object() -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path) -> None:
-    result = signver("--debug", "clean", str(tmp_path / "missing.png"), "--out", str(tmp_path))
+    result = signver_process("--debug", "clean", str(tmp_path / "missing.png"), "--out", str(tmp_path))
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "ImageLoadError" in result.stderr
-    quiet = signver("clean", str(tmp_path / "missing.png"), "--out", str(tmp_path))
+    quiet = signver_process("clean", str(tmp_path / "missing.png"), "--out", str(tmp_path))
     assert quiet.returncode == 1 and "Traceback" not in quiet.stderr and "missing.png" in quiet.stderr
 
 
 def test_usage_errors_exit_non_zero_in_one_line() -> None:
     for args in (["no-such-command"], ["info", "--no-such-flag"], ["evaluate", "extractor"]):
-        result = signver(*args)
+        result = signver_process(*args)
         assert result.returncode == 2, args
         assert result.stderr.count("\n") == 1, result.stderr
-    assert "invalid choice" in signver("no-such-command").stderr
-    assert "--data" in signver("evaluate", "extractor").stderr
+    assert "invalid choice" in signver_process("no-such-command").stderr
+    assert "--data" in signver_process("evaluate", "extractor").stderr
 
 
 def test_resume_without_run_dir_is_refused() -> None:
-    result = signver("train", "extractor", "--resume")
+    result = signver_process("train", "extractor", "--resume")
     assert result.returncode == 1
     assert "--resume needs --run-dir" in result.stderr
 
 
 def test_fine_tuning_the_cleaner_is_refused_before_any_training(tmp_path) -> None:
-    result = signver("train", "cleaner", "--init", "default", "--run-dir", str(tmp_path / "run"))
+    result = signver_process("train", "cleaner", "--init", "default", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "available for the detector and the extractor, not the cleaner" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
 def test_error_pictures_are_refused_outside_the_detector(tmp_path) -> None:
-    result = signver("evaluate", "extractor", "--data", str(tmp_path), "--errors", str(tmp_path / "errors"))
+    result = signver_process("evaluate", "extractor", "--data", str(tmp_path), "--errors", str(tmp_path / "errors"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "--errors is for the detector" in result.stderr and not (tmp_path / "errors").exists()
 
@@ -94,7 +90,7 @@ def test_error_pictures_are_refused_outside_the_detector(tmp_path) -> None:
 )
 def test_each_command_reports_bad_input_in_one_line(tmp_path, args: list[str], names: str) -> None:
     (tmp_path / "not-an-image.png").write_text("this is text")
-    result = signver(*(arg.format(tmp=tmp_path) for arg in args))
+    result = signver_process(*(arg.format(tmp=tmp_path) for arg in args))
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("signver: error:") and names in line and "Traceback" not in result.stderr, line
@@ -119,7 +115,6 @@ assert main(["verify", "--reference", "examples/references/writer39_1.png", "--q
 print(sorted({name.split(".")[0] for name in sys.modules} & {"lightning", "lightning_habana", "timm", "torchmetrics",
                                                             "pytorch_metric_learning", "scipy", "sklearn"}))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
