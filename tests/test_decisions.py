@@ -17,12 +17,22 @@ import pytest
 
 from signver_torch.checkpoints import background_path, read_card
 from signver_torch.data.signatures import discover_signatures
-from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.errors import CheckpointError, DataError, SignVerError
 from signver_torch.extractor.api import MetricExtractor
 from signver_torch.extractor.evaluation import calibrate_extractor
-from signver_torch.matcher.decisions import RULES, DecisionPolicy, WriterModel, fit_writer_model, rule_scores
+from signver_torch.matcher.decisions import (
+    DecisionPolicy,
+    RULES,
+    WriterModel,
+    cosine_distances,
+    fit_writer_model,
+    reference_spread,
+    rule_scores,
+)
+from signver_torch.matcher.evaluation import claim_scores
 from signver_torch.matcher.gallery import Gallery
 from signver_torch.pipeline import SignVer
+
 
 V1_GALLERY = Path(__file__).parent / "data" / "galleries" / "v1.sqlite"
 V1_PEOPLE = [("cedar-35", 3), ("cedar-36", 3), ("dutch-037", 3)]
@@ -266,3 +276,33 @@ def test_evaluate_record_writes_the_report_into_the_card(small_data: Path, tmp_p
     assert card["metrics"] == {k: v for k, v in report.items() if k not in ("checkpoint", "checkpoint_sha256")}
     assert card["metrics_command"] == "signver " + " ".join(command) and card["metrics"]["n_writers"] == 2
     assert MetricExtractor(device="cpu").load(weights).sha256 == card["sha256"]  # the weights still match the card
+
+
+def test_decision_rules_on_real_embeddings(small_data: Path) -> None:
+    from signver_torch.extractor.api import MetricExtractor
+    from signver_torch.extractor.evaluation import embed_records
+
+    records = discover_signatures([small_data / "cedar", small_data / "dutch"])
+    extractor = MetricExtractor(device="cpu").load("default")
+    embeddings = embed_records(extractor, records, progress=False)[0].numpy()
+    writers = [r.writer for r in records]
+    forged = [r.forged for r in records]
+    background = embeddings[[i for i, r in enumerate(records) if r.writer in ("cedar:1", "cedar:2") and not r.forged]]
+    genuine = [i for i, r in enumerate(records) if r.writer == "cedar:35" and not r.forged]
+    references = embeddings[genuine[:3]]
+    model = fit_writer_model(references, background)
+    # the SVM knows its references, and the mean rule is the mean distance
+    assert (model.decision(references) > 0).all() and (model.decision(background) < 0).all()
+    np.testing.assert_allclose(rule_scores("mean", embeddings[genuine[3:]], references),
+                               cosine_distances(embeddings[genuine[3:]], references).mean(1), rtol=1e-6)
+    assert rule_scores("spread", embeddings[genuine[3:]], references) == pytest.approx(
+        rule_scores("mean", embeddings[genuine[3:]], references) / reference_spread(references))
+    held_out = [i for i, r in enumerate(records) if r.writer not in ("cedar:1", "cedar:2")]
+    scores = claim_scores(embeddings[held_out], [writers[i] for i in held_out], [forged[i] for i in held_out], 3, background)
+    assert set(scores) == {"mean", "spread", "svm"} and len(scores["svm"]["writers"]) == 7
+    # each writer's genuine claims score lower (closer) than its forgeries, on the whole, under every rule
+    for rule, found in scores.items():
+        wins = sum(p.mean() < n.mean() for p, n in zip(found["positive"], found["negative"]))
+        assert wins >= 5, (rule, wins)
+    with pytest.raises(DataError, match="more than 5 genuine"):
+        claim_scores(embeddings[held_out], [writers[i] for i in held_out], [forged[i] for i in held_out], 5, None)

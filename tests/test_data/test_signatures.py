@@ -1,4 +1,5 @@
-"""Signature loaders, writer splits, batch sampling and preprocessing on the real CEDAR scans."""
+"""Signature folders (``data/signatures.py``) on the real scans: CEDAR, writer folders and several sources
+at once (namespaced writers), writer specs and disjoint splits, bad layouts."""
 
 from __future__ import annotations
 
@@ -6,19 +7,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from signver_torch.data.signatures import (
     SignatureImages,
     class_labels,
+    compact_writers,
     discover_signatures,
     parse_writers,
     writer_split,
 )
-from signver_torch.errors import BlankSignatureError, DataError, SignVerError
-from signver_torch.extractor.data import WriterBatchSampler, holdout_writers
+from signver_torch.errors import DataError
 from signver_torch.extractor.transforms import SignaturePreprocessor
-from signver_torch.io import load_image_tensor
 
 
 def make_writer_folders(cedar: Path, root: Path, writers: dict[str, int], forged: int = 0) -> Path:
@@ -99,94 +98,36 @@ def test_writer_specs_and_disjoint_splits(small_data: Path) -> None:
         discover_signatures(small_data, "35-39")
 
 
-def test_holdout_takes_the_complement_or_the_last_fifth(small_data: Path) -> None:
-    records = discover_signatures(small_data)
-    train, val = holdout_writers(records, None, None, 0.2)
-    assert val == ["37", "39"] and train == ["1", "2", "35", "36"]  # at least two held out
-    train, val = holdout_writers(records, "1-2,35", None, 0.2)
-    assert val == ["36", "37", "39"]
-    train, val = holdout_writers(records, None, "39", 0.2)
-    assert train == ["1", "2", "35", "36", "37"]
-
-
-def test_writer_batches_put_forgeries_beside_their_genuine(small_data: Path) -> None:
-    records = discover_signatures(small_data)
-    [train] = writer_split(records, "35-37,39")
-    labels, _ = class_labels(train)
-    sampler = WriterBatchSampler(labels, writers_per_batch=2, per_class=3, seed=1)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == 4  # ceil(40 signatures / 12 a batch)
-    for batch in batches:
-        batch_labels = labels[batch]
-        assert len(batch) == 12
-        writers = (batch_labels // 2).unique()
-        assert len(writers) == 2
-        for writer in writers:
-            assert (batch_labels == 2 * writer).sum() == 3 and (batch_labels == 2 * writer + 1).sum() == 3
-    assert list(sampler) == batches, "an epoch is fixed by the seed and the epoch number"
-    sampler.set_epoch(1)
-    assert list(sampler) != batches, "a new epoch draws new batches"
-
-
-@pytest.fixture(scope="module")
-def cedar_pair(small_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Writer 39: a genuine scan and a skilled forgery, both RGBA files."""
-    cedar = small_data / "cedar"
-    return (
-        load_image_tensor(cedar / "full_org" / "original_39_1.png"),
-        load_image_tensor(cedar / "full_forg" / "forgeries_39_1.png"),
-    )
-
-
-def test_preprocessing_gives_ink_on_black_canvas(cedar_pair: tuple[torch.Tensor, torch.Tensor]) -> None:
-    canvas = SignaturePreprocessor(height=96, width=160)(list(cedar_pair))
-    assert canvas.shape == (2, 1, 96, 160)
-    assert canvas.min() == 0 and canvas.max() == 1
-    for item in canvas:
-        assert (item > 0.1).float().mean() < 0.15, "mostly background"
-        assert (item > 0.5).float().mean() > 0.005, "ink kept"
-        border = torch.cat([item[0, :3].flatten(), item[0, -3:].flatten()])
-        assert border.max() < 0.5, "background removed, ink centred away from the edges"
-
-
-def test_paper_tone_does_not_change_the_canvas(cedar_pair: tuple[torch.Tensor, torch.Tensor]) -> None:
-    genuine, _ = cedar_pair
-    darker_paper = genuine * 0.85  # same scan, greyer paper and ink
-    canvases = SignaturePreprocessor()([genuine, darker_paper])
-    assert (canvases[0] - canvases[1]).abs().mean() < 0.01
-
-
-def test_batch_padding_does_not_change_an_item(cedar_pair: tuple[torch.Tensor, torch.Tensor]) -> None:
-    genuine, _ = cedar_pair
-    small = genuine[:, :200, :300]
-    big_white = torch.ones(1, 900, 1400)
-    big_white[:, 100:300, 100:400] = genuine[:, :200, :300]
-    preprocess = SignaturePreprocessor()
-    alone = preprocess([small])
-    together = preprocess([small, big_white], strict=False)
-    assert torch.allclose(alone[0], together[0], atol=1e-4)
-
-
-def test_blank_and_malformed_batches_are_refused(cedar_pair: tuple[torch.Tensor, torch.Tensor]) -> None:
-    preprocess = SignaturePreprocessor()
-    white = torch.ones(1, 120, 300)
-    with pytest.raises(BlankSignatureError, match=r"item\(s\) \[1\]") as caught:
-        preprocess([cedar_pair[0], white])
-    assert caught.value.indices == [1]
-    assert preprocess([white], strict=False).abs().max() == 0
-    with pytest.raises(BlankSignatureError):
-        preprocess([torch.full((1, 50, 50), 0.4)])
-    with pytest.raises(SignVerError, match="empty batch"):
-        preprocess([])
-    with pytest.raises(SignVerError, match="NaN"):
-        preprocess([torch.full((1, 10, 10), float("nan"))])
-    with pytest.raises(SignVerError, match="at least 2x2"):
-        preprocess([torch.zeros(1, 1, 1)])
-
-
 def test_every_training_scan_has_ink(shared_data: Path) -> None:
     records = discover_signatures(shared_data)
     [subset] = writer_split(records, "1-40")
     images = SignatureImages(subset[::4])
     batch = [images[i][0] for i in range(len(images))]
     SignaturePreprocessor()(batch)  # strict: raises BlankSignatureError naming any blank item
+
+
+def test_two_sources_keep_their_writers_apart(small_data: Path, tmp_path: Path) -> None:
+    roots = [small_data / "cedar", small_data / "dutch"]
+    records = discover_signatures(roots)
+    assert {r.source for r in records} == {"cedar", "dutch"}
+    assert len(records) == 52 + 27 and {r.writer for r in records} >= {"cedar:35", "dutch:037"}
+    # the same id in two sources stays two writers: a copy of CEDAR writer 35 as writer folder "35"
+    copy = tmp_path / "other"
+    (copy / "35" / "genuine").mkdir(parents=True)
+    for path in sorted((small_data / "cedar" / "full_org").glob("original_35_*.png")):
+        (copy / "35" / "genuine" / path.name).write_bytes(path.read_bytes())
+    both = discover_signatures([small_data / "cedar", copy])
+    assert {"cedar:35", "other:35"} <= {r.writer for r in both}
+    train, val = writer_split(records, "cedar:1-2,dutch:037", "cedar:35,dutch:040,dutch:044")
+    assert {r.writer for r in train} == {"cedar:1", "cedar:2", "dutch:037"}
+    assert {r.writer for r in val} == {"cedar:35", "dutch:040", "dutch:044"}
+    with pytest.raises(DataError, match="named by source: cedar:ID, dutch:ID"):
+        discover_signatures(roots, "35-37")
+
+
+def test_writer_specs_round_trip_with_sources_and_zero_padding() -> None:
+    assert parse_writers("dutch:001-003,cedar:7") == ["dutch:001", "dutch:002", "dutch:003", "cedar:7"]
+    assert parse_writers("9-11") == ["9", "10", "11"]
+    for writers in (["1", "2", "3", "7"], ["cedar:1", "cedar:2", "dutch:009", "dutch:010", "dutch:012"], ["ann", "4", "5"]):
+        assert sorted(parse_writers(compact_writers(writers))) == sorted(writers)
+    assert compact_writers(["cedar:1", "cedar:2", "cedar:3", "dutch:001", "dutch:002"]) == "cedar:1-3,dutch:001-002"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import torch
 from signver_torch.checkpoints import resolve_checkpoint
 from signver_torch.data.signatures import compact_writers, discover_signatures, parse_writers
 from signver_torch.errors import CheckpointError, DataError, SignVerError
+from signver_torch.extractor.api import MetricExtractor
 from signver_torch.extractor.crossval import (
     embed_folds,
     fold_cards_summary,
@@ -24,9 +23,10 @@ from signver_torch.extractor.crossval import (
     save_fold_embeddings,
     writer_folds,
 )
-from signver_torch.extractor.api import MetricExtractor
 from signver_torch.matcher.api import Matcher
 from signver_torch.metrics import writer_protocol_metrics
+
+from cli_runner import signver_process
 
 
 def test_folds_keep_writers_whole_deal_every_source_and_end_with_the_fixed_writers(small_data: Path) -> None:
@@ -86,15 +86,6 @@ def test_out_of_fold_report_pools_each_writer_from_its_own_fold(small_data: Path
         embed_folds(roots, folds, [shipped], progress=False)
 
 
-def test_report_command_prints_json_and_names_a_bad_file(tmp_path: Path) -> None:
-    bad = tmp_path / "not.safetensors"
-    bad.write_bytes(b"nonsense")
-    done = subprocess.run([sys.executable, "-m", "signver_torch", "crossval", "report", str(bad)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and done.stderr.startswith("signver: error:")
-    assert str(bad) in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-
-
 def test_fold_cards_summary_weights_each_fold_by_its_writers(tmp_path: Path) -> None:
     shipped = resolve_checkpoint("extractor", "default").card()
     for config, eers in (("a", (0.10, 0.40)), ("b", (0.20, 0.20))):
@@ -136,7 +127,7 @@ def test_cards_record_only_into_the_last_fold_model(tmp_path: Path) -> None:
         record_summary(summary, "r18", copy, "writer_crossval", "cmd")
 
 
-def test_calibrate_out_of_fold_takes_the_pooled_thresholds(small_data: Path, tmp_path: Path) -> None:
+def test_calibrate_out_of_fold_takes_the_pooled_thresholds(signver_cli, small_data: Path, tmp_path: Path) -> None:
     """A model trained on every writer has no held-out writers: `signver calibrate extractor
     --out-of-fold` sets its pair threshold and per-person rule from a cross-validation's embeddings,
     the same figures `crossval report` computes from them."""
@@ -152,9 +143,9 @@ def test_calibrate_out_of_fold_takes_the_pooled_thresholds(small_data: Path, tmp
     shutil.copy(shipped, model)
     shutil.copy(shipped.with_suffix(".json"), model.with_suffix(".json"))
     everyone = compact_writers([w for fold in folds for w in fold])
-    command = [sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", *map(str, roots), "--quiet",
+    command = ["calibrate", "extractor", "--data", *map(str, roots), "--quiet",
                "--references", "2", "--background-writers", everyone, "--checkpoint", str(model)]
-    done = subprocess.run([*command, "--out-of-fold", str(oof)], capture_output=True, text=True)
+    done = signver_cli(*command, "--out-of-fold", str(oof))
     assert done.returncode == 0, done.stderr
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["threshold"] == pytest.approx(report["pairs"]["threshold_at_eer"], abs=1e-6)
@@ -166,7 +157,7 @@ def test_calibrate_out_of_fold_takes_the_pooled_thresholds(small_data: Path, tmp
     assert card["decision_thresholds"] == pytest.approx({name: entry["threshold_at_eer"] for name, entry in rules.items()}, abs=1e-6)
     assert card["out_of_fold"]["n_writers"] == report["pairs"]["n_writers"] and "--out-of-fold" in card["calibration_command"]
 
-    done = subprocess.run([*command, "--out-of-fold", str(oof), "--target-far", "0.1", "--rule", "svm"], capture_output=True, text=True)
+    done = signver_cli(*command, "--out-of-fold", str(oof), "--target-far", "0.1", "--rule", "svm")
     assert done.returncode == 0, done.stderr
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["operating_point"]["far"] == pytest.approx(0.1, abs=0.01) and "FAR is 0.1" in card["threshold_calibration"]
@@ -177,21 +168,20 @@ def test_calibrate_out_of_fold_takes_the_pooled_thresholds(small_data: Path, tmp
 
     for extra, message in ((["--out-of-fold", str(oof), "--val-writers", "cedar:35"], "not with --val-writers"),
                            (["--out-of-fold", str(model)], "not a cross-validation embeddings file")):
-        done = subprocess.run([*command, *extra], capture_output=True, text=True)
+        done = signver_process(*command, *extra)
         assert done.returncode != 0 and message in done.stderr and done.stderr.strip().count("\n") == 0
 
 
-def test_a_model_trained_on_every_writer_waits_for_its_out_of_fold_thresholds(small_data: Path, tmp_path: Path) -> None:
+def test_a_model_trained_on_every_writer_waits_for_its_out_of_fold_thresholds(signver_cli, small_data: Path, tmp_path: Path) -> None:
     """`--val-writers none` trains on every writer; its card has no threshold (a clear error, not a
     guess from writers it trained on) until `calibrate --out-of-fold` sets one."""
     roots = [small_data / "cedar", small_data / "dutch"]
     records = discover_signatures(roots)
     everyone = compact_writers(sorted({r.writer for r in records}))
     out = tmp_path / "all-writers"
-    trained = subprocess.run(
-        [sys.executable, "-m", "signver_torch", "train", "extractor", "--data", *map(str, roots), "--init", "default",
-         "--train-writers", everyone, "--val-writers", "none", "--max-epochs", "1", "--run-dir", str(tmp_path / "run"),
-         "--out", str(out)], capture_output=True, text=True, timeout=900)
+    trained = signver_process("train", "extractor", "--data", *map(str, roots), "--init", "default", "--train-writers",
+                              everyone, "--val-writers", "none", "--max-epochs", "1", "--run-dir",
+                              str(tmp_path / "run"), "--out", str(out), timeout=900)
     assert trained.returncode == 0, trained.stderr[-2000:]
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["threshold"] is None and card["training"]["val_writers"] == "none" and "metrics" not in card
@@ -203,8 +193,8 @@ def test_a_model_trained_on_every_writer_waits_for_its_out_of_fold_thresholds(sm
     with pytest.raises(CheckpointError, match="no distance threshold yet"):
         Matcher(checkpoint=out.with_suffix(".safetensors")).threshold
 
-    refused = subprocess.run([sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", *map(str, roots),
-                              "--quiet", "--checkpoint", str(out.with_suffix(".safetensors"))], capture_output=True, text=True)
+    refused = signver_process("calibrate", "extractor", "--data", *map(str, roots), "--quiet", "--checkpoint",
+                              str(out.with_suffix(".safetensors")))
     assert refused.returncode != 0 and "none held out: its thresholds need --out-of-fold" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0
 
@@ -215,8 +205,7 @@ def test_a_model_trained_on_every_writer_waits_for_its_out_of_fold_thresholds(sm
     save_fold_embeddings(oof, embeddings, embedded, folds, [shipped, shipped])
     found = load_fold_embeddings(oof)
     report = out_of_fold_report(found["embeddings"], found["writers"], found["forged"], folds, resamples=10)
-    done = subprocess.run([sys.executable, "-m", "signver_torch", "calibrate", "extractor", "--data", *map(str, roots), "--quiet",
-                           "--out-of-fold", str(oof), "--checkpoint", str(out.with_suffix(".safetensors"))],
-                          capture_output=True, text=True)
+    done = signver_cli("calibrate", "extractor", "--data", *map(str, roots), "--quiet", "--out-of-fold", str(oof),
+                       "--checkpoint", str(out.with_suffix(".safetensors")))
     assert done.returncode == 0, done.stderr
     assert MetricExtractor().load(out).threshold == pytest.approx(report["pairs"]["threshold_at_eer"], abs=1e-6)

@@ -1,0 +1,94 @@
+"""The shipped cleaner as users call it (``cleaner/api.py``): SignVer's shapes, a real ruled line removed,
+bad batches, wrong checkpoints and a malformed tone curve refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from signver_torch.checkpoints import read_card
+from signver_torch.cleaner.api import Cleaner
+from signver_torch.errors import CheckpointError, ImageLoadError, SignVerError
+from signver_torch.io import load_image_tensor
+from signver_torch.metrics import ink_f1
+
+
+@pytest.fixture(scope="module")
+def cleaner() -> Cleaner:
+    return Cleaner(device="cpu").load("default")
+
+
+def test_clean_keeps_the_original_signver_shapes(cleaner: Cleaner, small_data: Path) -> None:
+    crop = load_image_tensor(small_data / "samples" / "test_lines.png", "L")[0, :150, :300].numpy()
+    gray = np.stack([crop, crop[::-1].copy()])
+    cleaned = cleaner.clean(gray)
+    assert cleaned.shape == gray.shape and cleaned.dtype == np.float32
+    assert 0 <= cleaned.min() and cleaned.max() <= 1
+    rgb = cleaner.clean(np.repeat(gray[..., None], 3, axis=-1))
+    assert rgb.shape == (2, 150, 300, 3)
+    np.testing.assert_allclose(rgb[..., 0], cleaned, atol=1e-3)
+    tensor = cleaner.clean(torch.from_numpy(gray))
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == gray.shape
+    # a list of crops of different sizes and kinds: each comes back at its own size
+    path = small_data / "samples" / "original_2_11.png"
+    listed = cleaner.clean([path, Image.open(path), crop])
+    assert [item.shape for item in listed] == [listed[0].shape, listed[0].shape, crop.shape]
+    np.testing.assert_allclose(listed[0], listed[1], atol=1e-5)
+
+
+def test_the_real_ruled_line_is_removed_and_the_signature_kept(cleaner: Cleaner, small_data: Path) -> None:
+    dirty = load_image_tensor(small_data / "samples" / "test_lines.png", "L")
+    truth = load_image_tensor(small_data / "samples" / "original_2_12.png", "L")
+    [cleaned] = cleaner.clean_pages([dirty])
+    # the line is one pixel thin, so the dirty scan already scores high: the line check below is the strict one
+    assert float(ink_f1(cleaned[None], truth[None])) >= 0.9
+    line_row = (truth[0] - dirty[0]).abs().sum(1).argmax()  # the row the real line runs along
+    line_pixels = (truth[0, line_row] > 0.7) & (dirty[0, line_row] < 0.5)
+    assert float(cleaned[0, line_row][line_pixels].mean()) > 0.8  # the line is paper again
+
+
+def test_bad_batches_are_clear_errors(cleaner: Cleaner) -> None:
+    with pytest.raises(SignVerError, match="empty batch"):
+        cleaner.clean(np.zeros((0, 32, 32), np.float32))
+    with pytest.raises(SignVerError, match="empty batch"):
+        cleaner.clean([])
+    with pytest.raises(SignVerError, match=r"shaped \(N, H, W\)"):
+        cleaner.clean(np.ones((32, 32), np.float32))
+    with pytest.raises(SignVerError, match="NaN"):
+        cleaner.clean(np.full((1, 32, 32), np.nan, np.float32))
+    with pytest.raises(SignVerError, match="at least 8x8"):
+        cleaner.clean(np.ones((1, 1, 1), np.float32))
+    with pytest.raises(SignVerError, match=r"values in \[0, 1\]"):
+        cleaner.clean(np.full((1, 32, 32), 255.0, np.float32))
+    with pytest.raises(SignVerError, match="wrap a single crop"):
+        cleaner.clean("crop.png")
+    with pytest.raises(ImageLoadError, match="missing.png"):
+        cleaner.clean(["missing.png"])
+    # 8-bit batches are taken as 0..255
+    assert cleaner.clean(np.full((1, 16, 16), 255, np.uint8)).min() > 0.9
+
+
+def test_wrong_checkpoints_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="extractor"):
+        Cleaner().load("checkpoints/extractor/default.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        Cleaner().load(junk)
+    with pytest.raises(CheckpointError, match="load"):
+        Cleaner().clean_pages([torch.ones(1, 16, 16)])
+
+
+def test_a_malformed_tone_curve_is_refused(tmp_path: Path) -> None:
+    weights = tmp_path / "cleaner.safetensors"
+    shutil.copy("checkpoints/cleaner/default.safetensors", weights)
+    card = read_card(Path("checkpoints/cleaner/default.safetensors"))
+    weights.with_suffix(".json").write_text(json.dumps({**card, "tone_curve": {"values": [0.5]}}))
+    with pytest.raises(CheckpointError, match="tone_curve"):
+        Cleaner().load(weights)

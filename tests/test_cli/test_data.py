@@ -1,0 +1,44 @@
+"""The data commands (``cli/data.py``): ``synthesize pages``, ``detect`` and ``clean`` write what they say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from signver_torch.data.detection import parse_class_map, read_yolo
+from signver_torch.detector.data import YOLO_CLASS_MAP
+
+from cli_runner import signver_process
+
+
+def test_synthesize_command_writes_pages_the_evaluate_command_reads(signver_cli, small_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pages"
+    result = signver_cli("synthesize", "pages", "--data", str(small_data / "cedar"), "--writers", "39", "--pages", "2",
+                         "--size", "256", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"--data {out} --class-map {YOLO_CLASS_MAP}" in result.stdout
+    assert len(read_yolo(out, parse_class_map(YOLO_CLASS_MAP))) == 2
+
+
+def test_detect_command_writes_pictures_and_json(signver_cli, small_checkpoint: Path, small_data: Path, tmp_path: Path) -> None:
+    page = small_data / "samples" / "signdoc.jpg"
+    result = signver_cli("detect", str(page), "--out", str(tmp_path), "--summary", "--checkpoint", str(small_checkpoint),
+                         "--threshold", "0.0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{page}: signed=")
+    record = json.loads((tmp_path / "signdoc.json").read_text())
+    assert record["size"] == list(Image.open(page).size) and "summary" in record
+    assert Image.open(tmp_path / "signdoc.png").size == Image.open(page).size
+
+
+def test_clean_command_writes_pngs(signver_cli, small_data: Path, tmp_path: Path) -> None:
+    source = small_data / "samples" / "test_lines.png"
+    result = signver_cli("clean", str(source), "--out", str(tmp_path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "test_lines.png"
+    assert result.stdout.strip() == str(written)
+    assert Image.open(written).size == Image.open(source).size
+    bad = signver_process("clean", str(tmp_path / "nothing.png"), "--out", str(tmp_path))
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "nothing.png" in bad.stderr

@@ -1,0 +1,17 @@
+"""The detector's tests draw synthetic pages from the ink of the fixture's CEDAR training writers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from signver_torch.data.ink import load_ink_maps
+from signver_torch.data.signatures import discover_signatures, writer_split
+
+
+@pytest.fixture(scope="module")
+def ink_maps(small_data: Path) -> list[np.ndarray]:
+    [records] = writer_split(discover_signatures(small_data / "cedar"), "1-2")
+    return load_ink_maps(records, progress=False)
