@@ -21,6 +21,10 @@ import torch
 from cli_runner import REPO_ROOT, signver_in_process
 
 SMALL_DATA = REPO_ROOT / "tests" / "data"
+#: The README's example: two contracts (signed by CEDAR writer 39, and forged) and the writer's references.
+EXAMPLES = REPO_ROOT / "examples"
+REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
+DOCUMENTS = [EXAMPLES / "contract.png", EXAMPLES / "contract_forged.png"]
 
 
 def full_data_root() -> Path:

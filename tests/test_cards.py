@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,11 @@ import pytest
 from signver_torch.cards import CARD_SCHEMA, ModelCard, convert
 from signver_torch.checkpoints import read_card, resolve_checkpoint, shipped_checkpoints, update_card
 from signver_torch.errors import CheckpointError
+from signver_torch.extractor.api import MetricExtractor
 from signver_torch.training import extend_recipe_chain
 
-from conftest import REPO_ROOT, SMALL_DATA
+from conftest import SMALL_DATA
+
 
 OLD_DETECTOR_CARD = SMALL_DATA / "cards" / "detector-schema1.json"  # the shipped detector card as of 2026-11-26
 
@@ -77,16 +77,14 @@ def test_a_fine_tuned_run_extends_the_recipe_chain(tmp_path: Path) -> None:
     assert [step["step"] for step in fresh["recipe_chain"]] == [1] and fresh["recipe_chain"][0]["init_sha256"] is None
 
 
-def test_evaluate_record_as_files_extra_metrics_with_both_commands(tmp_path: Path) -> None:
+def test_evaluate_record_as_files_extra_metrics_with_both_commands(signver_cli, tmp_path: Path) -> None:
     weights = copy_of_shipped("detector", tmp_path)
     pages = tmp_path / "synthetic"
-    run = [sys.executable, "-m", "signver_torch"]
-    drawn = subprocess.run([*run, "synthesize", "pages", "--data", str(SMALL_DATA / "cedar"), "--pages", "2", "--size", "320",
-                            "--out", str(pages), "--quiet"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    drawn = signver_cli("synthesize", "pages", "--data", str(SMALL_DATA / "cedar"), "--pages", "2", "--size", "320",
+                        "--out", str(pages), "--quiet")
     assert drawn.returncode == 0, drawn.stderr
-    measured = subprocess.run([*run, "evaluate", "detector", "--data", str(pages), "--class-map", "0:1,1:2,2:3,3:4",
-                               "--checkpoint", str(weights), "--record-as", "synthetic", "--json", "--quiet"],
-                              capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    measured = signver_cli("evaluate", "detector", "--data", str(pages), "--class-map", "0:1,1:2,2:3,3:4",
+                           "--checkpoint", str(weights), "--record-as", "synthetic", "--json", "--quiet")
     assert measured.returncode == 0, measured.stderr
     card = read_card(weights)
     entry = card["extra_metrics"]["synthetic"]
@@ -94,3 +92,17 @@ def test_evaluate_record_as_files_extra_metrics_with_both_commands(tmp_path: Pat
     assert entry["command"].startswith("signver evaluate detector") and "--record-as" not in entry["command"]
     assert entry["data_command"].startswith("signver synthesize pages") and "--pages 2" in entry["data_command"]
     assert card["metrics"] == read_card(resolve_checkpoint("detector", "default").weights)["metrics"]  # --record-as leaves them
+
+
+def test_evaluate_record_writes_the_report_into_the_card(signver_cli, small_data: Path, tmp_path: Path) -> None:
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(Path("checkpoints/extractor/default").with_suffix(suffix), tmp_path / f"model{suffix}")
+    weights = tmp_path / "model.safetensors"
+    command = ["evaluate", "extractor", "--data", str(small_data / "cedar"), "--writers", "35,36", "--checkpoint", str(weights),
+               "--json", "--quiet"]
+    result = signver_cli(*command, "--record")
+    assert result.returncode == 0, result.stderr
+    report, card = json.loads(result.stdout), read_card(weights)
+    assert card["metrics"] == {k: v for k, v in report.items() if k not in ("checkpoint", "checkpoint_sha256")}
+    assert card["metrics_command"] == "signver " + " ".join(command) and card["metrics"]["n_writers"] == 2
+    assert MetricExtractor(device="cpu").load(weights).sha256 == card["sha256"]  # the weights still match the card

@@ -1,7 +1,9 @@
-"""The image loader on real files of every mode, and on every kind of bad input."""
+"""The image loader (``io.py``) on real files of every mode, on every kind of bad input, and on documents of
+several pages (TIFF, PDF)."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -12,6 +14,10 @@ import torch
 from PIL import Image
 
 from signver_torch import ImageLoadError, SignVerError, load_image, load_image_tensor
+from signver_torch.io import load_pages
+
+from tests.conftest import EXAMPLES
+
 
 INK, PAPER = 20, 240
 
@@ -213,3 +219,36 @@ def test_empty_bytes_and_unknown_types_are_refused() -> None:
         load_image(b"")
     with pytest.raises(ImageLoadError, match="cannot read an image from list"):
         load_image([[0, 1]])  # type: ignore[arg-type]
+
+
+def two_page(format: str) -> bytes:
+    pages = [Image.open(EXAMPLES / "contract.png").convert("RGB"), Image.open(EXAMPLES / "contract_forged.png").convert("RGB")]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, format=format, save_all=True, append_images=pages[1:], **({"resolution": 100.0} if format == "PDF" else {}))
+    return buffer.getvalue()
+
+
+def test_load_pages_reads_tiff_frames_and_pdf_pages(tmp_path: Path) -> None:
+    pytest.importorskip("pypdfium2", reason="the serve extra is not installed")
+    tiff, pdf = tmp_path / "both.tiff", tmp_path / "both.pdf"
+    tiff.write_bytes(two_page("TIFF"))
+    pdf.write_bytes(two_page("PDF"))
+    frames = load_pages(tiff)
+    assert [page.size for page in frames] == [(900, 900)] * 2 and frames[0].mode == "RGB"
+    rasterised = load_pages(pdf, dpi=100)  # written at 100 dpi: read back at 100 dpi, the pixels' size returns
+    assert len(rasterised) == 2 and all(abs(page.width - 900) <= 1 for page in rasterised)
+    assert load_pages(pdf, dpi=200)[0].width == pytest.approx(1800, abs=2)
+    with pytest.raises(ImageLoadError, match="2 pages, above the limit of 1"):
+        load_pages(pdf, max_pages=1)
+    with pytest.raises(ImageLoadError, match="bad.pdf: not a readable PDF"):
+        load_pages(b"%PDF-1.7 nothing else", name="bad.pdf")
+    with pytest.raises(ImageLoadError, match="file not found"):
+        load_pages(tmp_path / "missing.pdf")
+
+
+def test_a_tiff_page_too_large_is_refused_before_it_is_decoded() -> None:
+    small, huge = Image.new("L", (100, 100), 255), Image.new("L", (4000, 3000), 255)
+    buffer = io.BytesIO()
+    small.save(buffer, format="TIFF", save_all=True, append_images=[huge], compression="tiff_deflate")
+    with pytest.raises(ImageLoadError, match="scan.tiff page 2: image is 4000x3000"):
+        load_pages(buffer.getvalue(), max_pixels=1_000_000, name="scan.tiff")

@@ -1,27 +1,29 @@
-"""The main job end to end on the shipped example: page in, verdict and report picture out."""
+"""SignVer's pipeline (``pipeline.py``) end to end on the shipped example: page in, verdict and report picture
+out; the embedding cache, and each bad item of a batch reported on its own."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from signver_torch.pipeline import SignVer
+from signver_torch.errors import SignVerError
+from signver_torch.pipeline import Claim, SignVer
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
+from tests.conftest import EXAMPLES, REFERENCES
+from tests.test_cli.test_verify import cedar
 
 
 @pytest.fixture(scope="module")
 def signver() -> SignVer:
     return SignVer(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def model() -> SignVer:
+    return SignVer(clean=False, device="cpu")
 
 
 def test_example_page_is_signed_by_its_writer_and_the_forgery_is_not(signver: SignVer) -> None:
@@ -38,38 +40,6 @@ def test_example_page_is_signed_by_its_writer_and_the_forgery_is_not(signver: Si
     assert first.cleaned.shape == first.crop.shape and first.verdict.threshold == signver.extractor.threshold
     assert first.as_dict()["detector_score"] == round(first.detector_score, 4)  # the detector's score and the rule's, apart
     assert first.as_dict()["score"] == round(first.verdict.score, 4) and first.match is first.verdict.match
-
-
-def _signver(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "signver_torch", *args], capture_output=True, text=True, timeout=600, cwd=REPO)
-
-
-def test_verify_document_command_prints_a_verdict_and_draws_the_report(tmp_path: Path) -> None:
-    report = tmp_path / "report.png"
-    result = _signver("verify-document", str(EXAMPLES / "contract.png"), "--reference", *map(str, REFERENCES),
-                      "--out", str(report), "--json")
-    assert result.returncode == 0, result.stderr
-    verdict = json.loads(result.stdout)
-    assert verdict["verdict"] == "signed by the claimed person" and verdict["match"] is True
-    [signature] = verdict["signatures"]
-    assert {"box_xyxy", "distance", "threshold", "match"} <= set(signature) and signature["match"] is True
-    picture = Image.open(report)
-    assert picture.width >= 900 + 500  # the page (900 px) and the panel of crops and verdicts beside it
-
-
-def test_verify_document_against_an_enrolled_person(tmp_path: Path) -> None:
-    gallery = str(tmp_path / "people.db")
-    enrol = _signver("enroll", "--gallery", gallery, "--person", "writer-39", *map(str, REFERENCES))
-    assert enrol.returncode == 0, enrol.stderr
-    verdicts = {}
-    for page in ("contract.png", "contract_forged.png"):
-        result = _signver("verify-document", str(EXAMPLES / page), "--gallery", gallery, "--person", "writer-39", "--json")
-        assert result.returncode == 0, result.stderr
-        verdicts[page] = json.loads(result.stdout)
-    assert verdicts["contract.png"]["claimed"] == "writer-39" and verdicts["contract.png"]["match"] is True
-    assert verdicts["contract_forged.png"]["verdict"] == "not signed by the claimed person"
-    unknown = _signver("verify-document", str(EXAMPLES / "contract.png"), "--gallery", gallery, "--person", "nobody")
-    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "nobody" in unknown.stderr
 
 
 def test_a_page_without_a_signature_says_so(signver: SignVer, small_data: Path) -> None:
@@ -111,3 +81,16 @@ def test_embedding_cache_gives_the_embeddings_computed_afresh(signver: SignVer, 
     cleaned[0][:] = 0  # the caller's copy: the cache keeps its own
     np.testing.assert_allclose(signver.embed(references)[0], first, atol=1e-5)
     assert signver.embed(references)[1][0].max() > 0
+
+
+def test_embed_each_reports_every_bad_item_and_embeds_the_rest_as_alone(small_data: Path, model: SignVer) -> None:
+    good = [cedar(small_data, 37, 1), cedar(small_data, 37, 2)]
+    tiny = np.zeros((1, 1), np.float32)  # too small to preprocess: the batch is refused, then each item alone
+    results = model.embed_each([good[0], tiny, good[1], good[0]])
+    assert isinstance(results[1], SignVerError) and "signature 1" in str(results[1])
+    alone, _ = model.embed(good)
+    np.testing.assert_allclose(results[0], alone[0], atol=1e-5)
+    np.testing.assert_allclose(results[2], alone[1], atol=1e-5)
+    np.testing.assert_allclose(results[3], results[0])
+    with pytest.raises(SignVerError, match="need a gallery"):
+        next(model.verify_many([Claim(good[0], person="ann")]))

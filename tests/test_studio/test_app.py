@@ -7,7 +7,6 @@ were made from CEDAR writer 39, whom no shipped model trained on.
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 import time
 from pathlib import Path
@@ -18,13 +17,11 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from signver_torch.errors import ImageLoadError  # noqa: E402
-from signver_torch.io import load_pages  # noqa: E402
 from signver_torch.library import DocumentLibrary  # noqa: E402
 from signver_torch.studio.app import StudioError, StudioSettings, create_app  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
+from tests.conftest import EXAMPLES, REFERENCES, REPO_ROOT  # noqa: E402
+from tests.test_io import two_page  # noqa: E402
 
 
 def upload(field: str, path: Path, name: str | None = None) -> tuple[str, tuple[str, bytes, str]]:
@@ -50,13 +47,6 @@ def wait_for(client: TestClient, job: dict) -> dict:
         time.sleep(0.2)
         job = client.get(f"/api/library/jobs/{job['id']}").json()
     return job
-
-
-def two_page(format: str) -> bytes:
-    pages = [Image.open(EXAMPLES / "contract.png").convert("RGB"), Image.open(EXAMPLES / "contract_forged.png").convert("RGB")]
-    buffer = io.BytesIO()
-    pages[0].save(buffer, format=format, save_all=True, append_images=pages[1:], **({"resolution": 100.0} if format == "PDF" else {}))
-    return buffer.getvalue()
 
 
 def test_health_names_the_loaded_models(studio) -> None:
@@ -178,23 +168,6 @@ def test_detect_tags_every_page_of_a_multipage_tiff(studio) -> None:
     assert all(page["tags"]["signed"] and page["boxes"]["signature"] for page in answer["pages"])
 
 
-def test_load_pages_reads_tiff_frames_and_pdf_pages(tmp_path: Path) -> None:
-    tiff, pdf = tmp_path / "both.tiff", tmp_path / "both.pdf"
-    tiff.write_bytes(two_page("TIFF"))
-    pdf.write_bytes(two_page("PDF"))
-    frames = load_pages(tiff)
-    assert [page.size for page in frames] == [(900, 900)] * 2 and frames[0].mode == "RGB"
-    rasterised = load_pages(pdf, dpi=100)  # written at 100 dpi: read back at 100 dpi, the pixels' size returns
-    assert len(rasterised) == 2 and all(abs(page.width - 900) <= 1 for page in rasterised)
-    assert load_pages(pdf, dpi=200)[0].width == pytest.approx(1800, abs=2)
-    with pytest.raises(ImageLoadError, match="2 pages, above the limit of 1"):
-        load_pages(pdf, max_pages=1)
-    with pytest.raises(ImageLoadError, match="bad.pdf: not a readable PDF"):
-        load_pages(b"%PDF-1.7 nothing else", name="bad.pdf")
-    with pytest.raises(ImageLoadError, match="file not found"):
-        load_pages(tmp_path / "missing.pdf")
-
-
 def test_library_index_filter_search_and_images(studio) -> None:
     client, state = studio
     job = client.post("/api/library/documents", files=[
@@ -243,40 +216,13 @@ def test_library_index_filter_search_and_images(studio) -> None:
         assert db.execute("SELECT COUNT(*) FROM pages").fetchone() == (4,)
 
 
-def test_cli_serve_refuses_an_open_bind_without_a_token(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from signver_torch.cli import main
-
-    monkeypatch.delenv("SIGNVER_TOKEN", raising=False)
-    assert main(["serve", "--host", "0.0.0.0"]) == 1
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("signver: error: binding to 0.0.0.0") and "--token" in error[0]
-
-
-def test_cli_index_reports_each_document_and_fails_on_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from signver_torch.cli import main
-
-    folder = tmp_path / "docs"
-    (folder / "sub").mkdir(parents=True)
-    (folder / "sub" / "contract.png").write_bytes((EXAMPLES / "contract.png").read_bytes())
-    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
-    (folder / "notes.txt").write_text("not a document: not picked up")
-    assert main(["index", str(folder), "--library", str(tmp_path / "lib.db"), "--quiet", "--json"]) == 1
-    captured = capsys.readouterr()
-    lines = [json.loads(line) for line in captured.out.splitlines()]
-    assert [Path(line["name"]).name for line in lines] == ["broken.pdf", "contract.png"]
-    assert "not a readable PDF" in lines[0]["error"] and lines[1]["n_signatures"] >= 1
-    assert "1 of 2 documents could not be indexed" in captured.err
-    with pytest.raises(SystemExit):  # --library is required
-        main(["index", str(folder)])
-
-
 def test_the_page_and_openapi_are_served_offline(studio) -> None:
     client, _ = studio
     page = client.get("/")
     assert page.status_code == 200 and "SignVer Studio" in page.text and "/static/studio.js" in page.text
     paths = client.get("/openapi.json").json()["paths"]  # the schema; FastAPI's /docs page itself needs a CDN
     assert {"/api/verify-document", "/api/enroll", "/api/library/search", "/api/people/{person}"} <= set(paths)
-    static = Path(__file__).resolve().parent.parent / "signver_torch" / "studio" / "static"
+    static = REPO_ROOT / "signver_torch" / "studio" / "static"
     for asset in static.iterdir():  # nothing fetched from a CDN or any other host
         text = asset.read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, asset.name
@@ -301,14 +247,6 @@ def test_requests_from_other_sites_and_oversized_bodies_are_refused(studio) -> N
     slash = client.post("/api/enroll", data={"person": "team/alice"}, files=files)
     assert slash.status_code == 200 and client.get("/api/people/team/alice").json()["person"] == "team/alice"
     assert client.delete("/api/people/team/alice").json()["removed"] == 1
-
-
-def test_a_tiff_page_too_large_is_refused_before_it_is_decoded() -> None:
-    small, huge = Image.new("L", (100, 100), 255), Image.new("L", (4000, 3000), 255)
-    buffer = io.BytesIO()
-    small.save(buffer, format="TIFF", save_all=True, append_images=[huge], compression="tiff_deflate")
-    with pytest.raises(ImageLoadError, match="scan.tiff page 2: image is 4000x3000"):
-        load_pages(buffer.getvalue(), max_pixels=1_000_000, name="scan.tiff")
 
 
 def test_a_document_added_meanwhile_is_skipped_not_an_error(studio, tmp_path: Path) -> None:

@@ -1,5 +1,4 @@
-"""SignVer Studio on a real socket: concurrent clients, the page in headless Chromium, and a library that
-survives ``kill -9`` of the indexer.
+"""SignVer Studio on a real socket: concurrent clients, the page in headless Chromium, two worker processes.
 
 The browser test drives Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it)
 with Playwright's Python package; ``$SIGNVER_CHROMIUM`` names another executable. Without a Chromium it
@@ -8,11 +7,9 @@ is skipped with that reason.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,9 +22,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from signver_torch.studio.app import StudioSettings  # noqa: E402
 from signver_torch.studio.server import running, verify_documents_under_load  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
-DOCUMENTS = [EXAMPLES / "contract.png", EXAMPLES / "contract_forged.png"]
+from tests.conftest import DOCUMENTS, REFERENCES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +51,7 @@ def chromium() -> str:
     return executable
 
 
+@pytest.mark.browser
 def test_the_page_verifies_the_example_contracts_in_a_real_browser(server: str, tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api", reason="needs Playwright's Python package")
     executable = chromium()
@@ -80,44 +76,6 @@ def test_the_page_verifies_the_example_contracts_in_a_real_browser(server: str, 
         finally:
             browser.close()
     assert Image.open(tmp_path / "studio.png").size == (1400, 900)
-
-
-def test_kill_9_while_indexing_loses_nothing_committed(tmp_path: Path) -> None:
-    folder, library = tmp_path / "documents", tmp_path / "library.db"
-    folder.mkdir()
-    page = Image.open(DOCUMENTS[0]).convert("L")
-    for number in range(8):  # distinct bytes, so none is skipped as already indexed
-        variant = page.copy()
-        variant.putpixel((number, 0), 0)
-        variant.save(folder / f"page{number}.png")
-    command = [sys.executable, "-m", "signver_torch", "index", str(folder), "--library", str(library), "--quiet"]
-    indexer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    committed = 0
-    while committed < 2:  # wait for two committed documents, then kill it mid-way through the next
-        assert indexer.poll() is None, indexer.communicate()
-        assert time.monotonic() < deadline, "indexing did not commit two documents in time"
-        time.sleep(0.2)
-        if library.exists():
-            with contextlib.closing(sqlite3.connect(library, timeout=30)) as db:
-                if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'documents'").fetchone()[0]:
-                    committed = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-    indexer.send_signal(signal.SIGKILL)
-    indexer.wait()
-    with contextlib.closing(sqlite3.connect(library)) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        stored = db.execute("SELECT id, n_pages FROM documents").fetchall()
-        assert 2 <= len(stored) < 8
-        for document, pages in stored:  # every stored document is whole: its pages, marks and signatures
-            assert db.execute("SELECT COUNT(*) FROM pages WHERE document_id = ?", (document,)).fetchone() == (pages,)
-            assert db.execute("SELECT COUNT(*) FROM signatures s JOIN pages p ON s.page_id = p.id "
-                              "WHERE p.document_id = ?", (document,)).fetchone()[0] >= 1
-    rerun = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
-    assert rerun.stdout.count('"skipped": true') == len(stored)
-    with contextlib.closing(sqlite3.connect(library)) as db:
-        assert db.execute("SELECT COUNT(*) FROM documents").fetchone() == (8,)
-
 
 
 def test_serve_with_two_workers_answers_from_each_process(tmp_path: Path) -> None:

@@ -1,29 +1,30 @@
-"""`signver verify` with many queries: one model load, a verdict per line, bad files on their own line, label metrics."""
+"""The verification commands (``cli/verify.py``): ``enroll``, ``verify`` with many queries (one model load,
+a verdict per line, bad files on their own line, label metrics), ``identify`` and ``verify-document``."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from signver_torch.pipeline import Claim, ClaimFailure, SignVer, Verdict, read_claims
 from signver_torch.errors import SignVerError
+from signver_torch.pipeline import Claim, SignVer, read_claims
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def signver(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "signver_torch", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+from cli_runner import signver_process
+from tests.conftest import EXAMPLES, REFERENCES
+from tests.test_matcher.test_gallery import WRITERS, by_writer
 
 
 def cedar(small_data: Path, writer: int, n: int, forged: bool = False) -> str:
     folder, prefix = ("full_forg", "forgeries") if forged else ("full_org", "original")
     return str(small_data / "cedar" / folder / f"{prefix}_{writer}_{n}.png")
+
+
+@pytest.fixture(scope="module")
+def cedar_writers(small_data: Path) -> dict[str, dict[str, list[Path]]]:
+    return by_writer(small_data / "cedar", WRITERS)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_many_queries_stream_a_line_each_and_a_bad_file_does_not_stop_the_rest(
     Image.new("L", (200, 80), 250).save(blank)
     queries = [cedar(small_data, 35, 3), str(tmp_path / "missing.png"), cedar(small_data, 35, 1, forged=True), str(blank),
                cedar(small_data, 36, 1)]
-    result = signver("verify", "--reference", *references, "--query", *queries, "--json", "--no-clean")
+    result = signver_process("verify", "--reference", *references, "--query", *queries, "--json", "--no-clean")
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["query"] for line in lines] == queries
@@ -63,7 +64,7 @@ def test_pairs_with_labels_report_eer_far_frr(small_data: Path, tmp_path: Path) 
         rows += [f"{reference},{cedar(small_data, writer, n, forged=True)},0" for n in (1, 2, 3)]
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("\n".join(rows) + "\n")
-    result = signver("verify", "--pairs", str(pairs), "--json", "--no-clean")
+    result = signver_process("verify", "--pairs", str(pairs), "--json", "--no-clean")
     assert result.returncode == 0, result.stderr
     *verdicts, last = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(verdicts) == 24 and all(len(v["references"]) == 2 for v in verdicts)
@@ -75,31 +76,31 @@ def test_pairs_with_labels_report_eer_far_frr(small_data: Path, tmp_path: Path) 
     assert summary["far"] == pytest.approx(sum(v["match"] for v in forged) / 12)
     assert 0 <= summary["eer"] <= 0.5 and summary["auc"] > 0.5
     assert "verifying" in result.stderr  # 24 queries: a progress bar on stderr
-    text = signver("verify", "--pairs", str(pairs), "--no-clean", "--quiet")
+    text = signver_process("verify", "--pairs", str(pairs), "--no-clean", "--quiet")
     assert text.returncode == 0 and text.stderr == ""
     assert text.stdout.splitlines()[-1].startswith("summary: rule distance, n_labelled 24")
 
 
-def test_pairs_against_enrolled_people_with_paths_from_the_csv_folder(small_data: Path, tmp_path: Path) -> None:
+def test_pairs_against_enrolled_people_with_paths_from_the_csv_folder(signver_cli, small_data: Path, tmp_path: Path) -> None:
     gallery = str(tmp_path / "people.db")
     for writer in (35, 36):
-        enrolled = signver("enroll", "--gallery", gallery, "--person", f"w{writer}",
-                           *(cedar(small_data, writer, n) for n in (1, 2, 3)), "--no-clean")
+        enrolled = signver_cli("enroll", "--gallery", gallery, "--person", f"w{writer}",
+                               *(cedar(small_data, writer, n) for n in (1, 2, 3)), "--no-clean")
         assert enrolled.returncode == 0, enrolled.stderr
     folder = tmp_path / "queries"
     folder.mkdir()
     for name, source in (("a.png", cedar(small_data, 35, 4)), ("b.png", cedar(small_data, 35, 4)), ("c.png", cedar(small_data, 36, 4))):
         (folder / name).write_bytes(Path(source).read_bytes())
     (folder / "pairs.csv").write_text("person,query\nw35,a.png\nw36,b.png\nw36,c.png\nnobody,c.png\n")
-    result = signver("verify", "--pairs", str(folder / "pairs.csv"), "--gallery", gallery, "--json", "--no-clean",
-                     cwd=tmp_path.parent)
+    result = signver_process("verify", "--pairs", str(folder / "pairs.csv"), "--gallery", gallery, "--json", "--no-clean",
+                             cwd=tmp_path.parent)
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line.get("person") for line in lines] == ["w35", "w36", "w36", "nobody"]
     assert lines[0]["match"] is True and lines[1]["match"] is False and lines[2]["match"] is True
     assert lines[0]["n_references"] == 3 and "nobody" in lines[3]["error"]
     assert lines[0]["query"] == str(folder / "a.png")
-    no_gallery = signver("verify", "--pairs", str(folder / "pairs.csv"))
+    no_gallery = signver_process("verify", "--pairs", str(folder / "pairs.csv"))
     assert no_gallery.returncode == 1 and "needs --gallery" in no_gallery.stderr
 
 
@@ -121,44 +122,70 @@ def test_malformed_pairs_files_are_one_line_errors_naming_the_file(tmp_path: Pat
         (("--pairs", str(good), "--query", "q.png"), "without --query"),
         (("--reference", "r.png"), "needs --query"),
     ):
-        result = signver("verify", *args)
+        result = signver_process("verify", *args)
         assert result.returncode == 1 and result.stdout == "", args
         [line] = result.stderr.strip().splitlines()
         assert line.startswith("signver: error:") and message in line, (args, line)
 
 
-def test_queries_against_an_enrolled_person_in_plain_text(small_data: Path, tmp_path: Path) -> None:
+def test_queries_against_an_enrolled_person_in_plain_text(signver_cli, small_data: Path, tmp_path: Path) -> None:
     gallery = str(tmp_path / "people.db")
-    assert signver("enroll", "--gallery", gallery, "--person", "ann", *(cedar(small_data, 36, n) for n in (1, 2, 3)),
-                   "--no-clean").returncode == 0
+    assert signver_cli("enroll", "--gallery", gallery, "--person", "ann", *(cedar(small_data, 36, n) for n in (1, 2, 3)),
+                       "--no-clean").returncode == 0
     queries = [cedar(small_data, 36, 4), cedar(small_data, 36, 1, forged=True)]
-    result = signver("verify", "--gallery", gallery, "--person", "ann", "--query", *queries, "--no-clean")
+    result = signver_cli("verify", "--gallery", gallery, "--person", "ann", "--query", *queries, "--no-clean")
     assert result.returncode == 0, result.stderr
     genuine, forged = result.stdout.splitlines()
     assert genuine.startswith(f"{queries[0]}: MATCH: distance ") and genuine.endswith("(against ann)")
     assert forged.startswith(f"{queries[1]}: NO MATCH: distance ")
-    bad_reference = signver("verify", "--reference", str(tmp_path / "gone.png"), "--query", *queries)
+    bad_reference = signver_process("verify", "--reference", str(tmp_path / "gone.png"), "--query", *queries)
     assert bad_reference.returncode == 1 and bad_reference.stdout == "" and "gone.png" in bad_reference.stderr
 
 
-def test_embed_each_reports_every_bad_item_and_embeds_the_rest_as_alone(small_data: Path, model: SignVer) -> None:
-    good = [cedar(small_data, 37, 1), cedar(small_data, 37, 2)]
-    tiny = np.zeros((1, 1), np.float32)  # too small to preprocess: the batch is refused, then each item alone
-    results = model.embed_each([good[0], tiny, good[1], good[0]])
-    assert isinstance(results[1], SignVerError) and "signature 1" in str(results[1])
-    alone, _ = model.embed(good)
-    np.testing.assert_allclose(results[0], alone[0], atol=1e-5)
-    np.testing.assert_allclose(results[2], alone[1], atol=1e-5)
-    np.testing.assert_allclose(results[3], results[0])
-    with pytest.raises(SignVerError, match="need a gallery"):
-        next(model.verify_many([Claim(good[0], person="ann")]))
+def test_gallery_commands(signver_cli, cedar_writers: dict, tmp_path: Path) -> None:
+    db = str(tmp_path / "cli.db")
+    refs = [str(p) for p in cedar_writers["35"]["genuine"][:3]]
+    enrol = signver_cli("enroll", "--gallery", db, "--person", "carol", *refs, "--no-clean")
+    assert enrol.returncode == 0, enrol.stderr
+    verify = signver_cli("verify", "--gallery", db, "--person", "carol", "--query", str(cedar_writers["35"]["genuine"][4]),
+                         "--json", "--no-clean")
+    assert verify.returncode == 0, verify.stderr
+    result = json.loads(verify.stdout)
+    assert {"match", "distance", "threshold", "person"} <= set(result) and result["person"] == "carol"
+    against = signver_cli("verify", "--reference", *refs, "--query", str(cedar_writers["35"]["forged"][0]), "--json",
+                          "--no-clean")
+    assert against.returncode == 0 and json.loads(against.stdout)["references"] == refs
+    identify = signver_cli("identify", "--gallery", db, "--query", refs[0], "-k", "1", "--json", "--no-clean")
+    assert identify.returncode == 0 and json.loads(identify.stdout)["matches"][0]["person"] == "carol"
+    unknown = signver_process("verify", "--gallery", db, "--person", "dave", "--query", refs[0], "--no-clean")
+    assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1 and "dave" in unknown.stderr
+    both = signver_process("verify", "--gallery", db, "--person", "carol", "--reference", refs[0], "--query", refs[0])
+    assert both.returncode == 1 and "either" in both.stderr
 
 
-def test_a_verdict_writes_the_fields_of_a_verify_line_in_order() -> None:
-    verdict = Verdict(True, 0.1, "distance", 0.1, 0.36, combine="mean", person="ann", query="q.png", n_references=3)
-    assert list(verdict.as_dict()) == ["match", "distance", "rule", "score", "threshold", "combine", "person", "query", "n_references"]
-    by_rule = Verdict(False, 0.5, "svm", 0.7, -0.08, references=("r1.png", "r2.png"), query="q.png")
-    assert by_rule.as_dict() == {"match": False, "distance": 0.5, "rule": "svm", "score": 0.7, "threshold": -0.08,
-                                 "references": ["r1.png", "r2.png"], "query": "q.png"}
-    assert ClaimFailure("q.png", "gone", references=("r.png",)).as_dict() == {"query": "q.png", "references": ["r.png"], "error": "gone"}
-    assert list(ClaimFailure("q.png", "gone", person="ann").as_dict()) == ["query", "person", "error"]
+def test_verify_document_command_prints_a_verdict_and_draws_the_report(signver_cli, tmp_path: Path) -> None:
+    report = tmp_path / "report.png"
+    result = signver_cli("verify-document", str(EXAMPLES / "contract.png"), "--reference", *map(str, REFERENCES),
+                         "--out", str(report), "--json")
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(result.stdout)
+    assert verdict["verdict"] == "signed by the claimed person" and verdict["match"] is True
+    [signature] = verdict["signatures"]
+    assert {"box_xyxy", "distance", "threshold", "match"} <= set(signature) and signature["match"] is True
+    picture = Image.open(report)
+    assert picture.width >= 900 + 500  # the page (900 px) and the panel of crops and verdicts beside it
+
+
+def test_verify_document_against_an_enrolled_person(signver_cli, tmp_path: Path) -> None:
+    gallery = str(tmp_path / "people.db")
+    enrol = signver_cli("enroll", "--gallery", gallery, "--person", "writer-39", *map(str, REFERENCES))
+    assert enrol.returncode == 0, enrol.stderr
+    verdicts = {}
+    for page in ("contract.png", "contract_forged.png"):
+        result = signver_cli("verify-document", str(EXAMPLES / page), "--gallery", gallery, "--person", "writer-39", "--json")
+        assert result.returncode == 0, result.stderr
+        verdicts[page] = json.loads(result.stdout)
+    assert verdicts["contract.png"]["claimed"] == "writer-39" and verdicts["contract.png"]["match"] is True
+    assert verdicts["contract_forged.png"]["verdict"] == "not signed by the claimed person"
+    unknown = signver_process("verify-document", str(EXAMPLES / "contract.png"), "--gallery", gallery, "--person", "nobody")
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "nobody" in unknown.stderr
