@@ -5,8 +5,9 @@
   files written: no interpreter start, no second import of torch.
 * In a subprocess (:func:`signver_process`): ``python -m signver_torch`` as a user runs it. For what only
   a real process shows: a non-zero exit code and the one line on stderr (nothing else printed there),
-  ``--debug`` tracebacks, kills, which libraries a fresh interpreter imports, and training runs (a
-  Trainer sets process-wide state: the run folder's environment variable, seeds, Lightning's logging).
+  ``--debug`` tracebacks, kills, which libraries a fresh interpreter imports, and the commands that run a
+  Lightning Trainer (``train``, ``benchmark``: a Trainer sets process-wide state, the run folder's environment
+  variable, seeds, Lightning's logging).
 
 Both answer a :class:`subprocess.CompletedProcess` (``returncode``, ``stdout``, ``stderr``).
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import json
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -17,6 +16,8 @@ from signver_torch import benchmark
 from signver_torch.benchmark import RECORD_FIELDS, measure_raw, timed_steps
 from signver_torch.accelerators import compile_modules
 from signver_torch.errors import AcceleratorUnavailableError
+
+from cli_runner import signver_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,11 +76,8 @@ def test_hpu_path_builds_habana_pieces_and_fails_clearly_without_hpu() -> None:
 
 
 def test_cpu_benchmark_writes_records_and_the_table(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "signver_torch", "benchmark", "--accelerator", "cpu", "--models", "cleaner", "extractor",
-         "--steps", "2", "--warmup", "1", "--batch-size", "2", "--out", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
+    result = signver_process("benchmark", "--accelerator", "cpu", "--models", "cleaner", "extractor", "--steps", "2",
+                             "--warmup", "1", "--batch-size", "2", "--out", str(tmp_path), "--quiet")
     assert result.returncode == 0, result.stderr
     [written] = tmp_path.glob("*.json")
     records = json.loads(written.read_text())

@@ -28,6 +28,7 @@ def test_evaluate_contract(signver_cli, small_data: Path) -> None:
     assert report["ink_f1"] == pytest.approx(0.922, abs=0.01)
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_cards_figures_on_the_full_data(signver_cli, shared_data: Path) -> None:
     card = read_card(Path("checkpoints/cleaner/default.safetensors"))
     result = signver_cli("evaluate", "cleaner", "--data", str(shared_data / "cedar"), "--writers", "33-40", "--json", "--quiet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from signver_torch.detector.api import Detector
@@ -12,6 +13,7 @@ from signver_torch.detector.api import Detector
 from cli_runner import signver_process
 
 
+@pytest.mark.slow
 def test_fine_tune_command_records_where_it_started(small_checkpoint: Path, documents: Path, small_data: Path, tmp_path: Path) -> None:
     """`signver train detector --init CKPT`: the finetune recipe on real pages, exported with a card
     that names the starting checkpoint (its sha256) and evaluated on the held-out pages."""

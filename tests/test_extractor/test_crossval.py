@@ -127,6 +127,7 @@ def test_cards_record_only_into_the_last_fold_model(tmp_path: Path) -> None:
         record_summary(summary, "r18", copy, "writer_crossval", "cmd")
 
 
+@pytest.mark.slow
 def test_calibrate_out_of_fold_takes_the_pooled_thresholds(signver_cli, small_data: Path, tmp_path: Path) -> None:
     """A model trained on every writer has no held-out writers: `signver calibrate extractor
     --out-of-fold` sets its pair threshold and per-person rule from a cross-validation's embeddings,
@@ -172,6 +173,7 @@ def test_calibrate_out_of_fold_takes_the_pooled_thresholds(signver_cli, small_da
         assert done.returncode != 0 and message in done.stderr and done.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_every_writer_waits_for_its_out_of_fold_thresholds(signver_cli, small_data: Path, tmp_path: Path) -> None:
     """`--val-writers none` trains on every writer; its card has no threshold (a clear error, not a
     guess from writers it trained on) until `calibrate --out-of-fold` sets one."""

@@ -22,6 +22,7 @@ from tests.test_extractor.test_api import cedar_file
 FIXTURE_WRITERS = "cedar:35-37,cedar:39,dutch:037,dutch:040,dutch:044"
 
 
+@pytest.mark.slow
 def test_evaluate_two_sources_reports_per_source_intervals_and_the_gallery_protocol(signver_cli, small_data: Path) -> None:
     result = signver_cli("evaluate", "extractor", "--data", str(small_data / "cedar"), str(small_data / "dutch"),
                          "--writers", FIXTURE_WRITERS, "--references", "3", "--background-writers", "cedar:1-2",
@@ -89,6 +90,7 @@ def test_evaluate_contract_on_held_out_writers(signver_cli, small_data: Path) ->
     assert report["eer_random"] < 0.05
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_cards_figures_on_the_full_data(signver_cli, shared_data: Path) -> None:
     card = json.loads(resolve_checkpoint("extractor", "default").weights.with_suffix(".json").read_text())
     result = signver_cli("evaluate", "extractor", "--data", str(shared_data / "cedar"), "--writers", "33-40", "--json")
@@ -116,6 +118,7 @@ def shipped_copy(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_calibrate_fits_the_projection_and_keeps_the_backbone(signver_cli, shared_data: Path, shipped_copy: Path) -> None:
     """Only the head changes: the principal axes of the training writers' backbone features; the
     threshold moves to the held-out EER; the stale metrics leave the card; a second run is a no-op."""
@@ -141,6 +144,7 @@ def test_calibrate_fits_the_projection_and_keeps_the_backbone(signver_cli, share
     assert torch.allclose(again["head.1.weight"].float(), head, atol=1e-3) and second["threshold"] == pytest.approx(card["threshold"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_calibrate_errors_are_one_line(small_data: Path, shipped_copy: Path) -> None:
     missing = signver_process("calibrate", "extractor", "--data", str(small_data / "cedar"), "--writers", "1-2")
     assert missing.returncode == 1 and "needs --val-writers" in missing.stderr and missing.stderr.strip().count("\n") == 0

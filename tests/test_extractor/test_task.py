@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from signver_torch.extractor.api import MetricExtractor
 
@@ -14,6 +15,7 @@ from tests.test_data.test_signatures import make_writer_folders
 from tests.test_extractor.test_api import cedar_file
 
 
+@pytest.mark.slow
 def test_fine_tuning_on_private_writer_folders(small_data: Path, tmp_path: Path) -> None:
     writers = make_writer_folders(small_data / "cedar", tmp_path / "mine", {"a_35": 5, "b_36": 5, "c_37": 5, "d_39": 5, "e_1": 3})
     out = tmp_path / "finetuned"
