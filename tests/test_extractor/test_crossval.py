@@ -1,4 +1,5 @@
-"""Writer-grouped cross-validation: folds, fold embeddings and the out-of-fold report on the real fixture."""
+"""Writer-grouped cross-validation (``extractor/crossval.py``) on the real fixture: folds, fold embeddings, the
+out-of-fold report, fold cards, and thresholds calibrated out of fold (an all-writer model waits for them)."""
 
 from __future__ import annotations
 

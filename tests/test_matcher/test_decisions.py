@@ -1,6 +1,6 @@
-"""Per-person decisions on real fixture signatures: writer models in the gallery (stored, refitted,
-migrated from schema 1, crash-safe), the calibrated rule in the card and its background bank, and the
-verdicts that name the rule."""
+"""Per-person decisions (``matcher/decisions.py``) on real fixture signatures: the rules on real embeddings,
+writer models in the gallery (stored, refitted, migrated from schema 1, crash-safe), the calibrated rule in the
+card and its background bank, and the verdicts that name the rule."""
 
 from __future__ import annotations
 
