@@ -90,14 +90,18 @@ def cosine_distance_matrix(embeddings: torch.Tensor, others: torch.Tensor | None
     return cosine_distances(embeddings.double(), None if others is None else others.double(), normalise=True, clamp=(0, None))
 
 
-def writer_protocol_distances(
+def writer_protocol_pairs(
     embeddings: torch.Tensor, writers: Sequence[str] | torch.Tensor, forged: Sequence[bool] | torch.Tensor,
-    queries: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Pair distances of the writer-independent protocol.
+    queries: torch.Tensor | None = None, texts: Sequence[str | None] | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """Pair distances of the writer-independent protocol, one tensor per writer (in sorted writer-index
+    order; a pair belongs to the writer of its first signature), for pooling or resampling writers.
 
     Per writer: ``positive`` = all genuine–genuine pairs, ``skilled`` = all genuine–forgery pairs.
-    ``random`` = genuine pairs across different writers. With ``queries`` (another embedding of each
+    ``random`` = genuine pairs across different writers. With ``texts`` (the text each signature
+    declares, ``None`` where none), signatures that declare one are paired by content: their positives
+    are a writer's pairs of the same text, and ``same_text`` holds the content-matched impostors (their
+    text written by another writer, both orders). With ``queries`` (another embedding of each
     signature, e.g. of an altered scan), every pair compares a signature as in ``embeddings`` (the
     reference) with another as in ``queries`` (the query), both orders of each pair.
     """
@@ -106,12 +110,38 @@ def writer_protocol_distances(
     forged_mask = torch.as_tensor(forged, dtype=torch.bool)
     same_writer = writer_ids[:, None] == writer_ids[None, :]
     genuine = ~forged_mask
+    both_genuine = genuine[:, None] & genuine[None, :]
     upper = torch.ones_like(distance, dtype=torch.bool).triu(1) if queries is None else ~torch.eye(len(distance), dtype=torch.bool)
-    return {
-        "positive": distance[same_writer & upper & genuine[:, None] & genuine[None, :]],
-        "skilled": distance[same_writer & genuine[:, None] & forged_mask[None, :]],
-        "random": distance[~same_writer & upper & genuine[:, None] & genuine[None, :]],
+    declared = torch.tensor([t is not None for t in texts]) if texts is not None else torch.zeros(len(distance), dtype=torch.bool)
+    text_ids = _writer_indices([str(t) for t in texts]) if texts is not None else torch.zeros(len(distance), dtype=torch.long)
+    by_content = declared[:, None] & declared[None, :]
+    same_text = by_content & (text_ids[:, None] == text_ids[None, :])
+    masks = {
+        "positive": same_writer & upper & both_genuine & (~by_content | same_text),
+        "skilled": same_writer & genuine[:, None] & forged_mask[None, :],
+        "same_text": ~same_writer & same_text & both_genuine,
+        "random": ~same_writer & upper & both_genuine,
     }
+    rows = [writer_ids == w for w in writer_ids.unique()]
+    return {kind: [distance[mask & row[:, None]] for row in rows] for kind, mask in masks.items()}
+
+
+def writer_protocol_distances(
+    embeddings: torch.Tensor, writers: Sequence[str] | torch.Tensor, forged: Sequence[bool] | torch.Tensor,
+    queries: torch.Tensor | None = None, texts: Sequence[str | None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`writer_protocol_pairs` pooled over writers."""
+    return {kind: torch.cat(parts) for kind, parts in writer_protocol_pairs(embeddings, writers, forged, queries, texts).items()}
+
+
+def protocol_negatives(pairs: dict[str, list[torch.Tensor]]) -> tuple[str, list[torch.Tensor]]:
+    """Which impostors a report uses and each writer's distances to them: skilled forgeries and
+    same-text impostors where there are any (``"skilled"``, ``"same_text"`` or ``"skilled+same_text"``),
+    else random forgeries (other writers' genuine signatures)."""
+    kinds = [kind for kind in ("skilled", "same_text") if any(part.numel() for part in pairs[kind])]
+    if not kinds:
+        return "random", pairs["random"]
+    return "+".join(kinds), [torch.cat([pairs[kind][i] for kind in kinds]) for i in range(len(pairs["positive"]))]
 
 
 def _writer_indices(writers: Sequence[str] | torch.Tensor) -> torch.Tensor:
@@ -128,25 +158,25 @@ def writer_protocol_metrics(
     threshold: float | None = None,
     resamples: int = 0,
     queries: torch.Tensor | None = None,
+    texts: Sequence[str | None] | None = None,
 ) -> dict[str, float | str | None | list[float]]:
     """docs/design.md's extractor report: skilled-forgery EER/AUC/FAR/FRR plus ``eer_random``, and with
     ``resamples`` a 95% bootstrap interval of the EER over writers (``eer_ci``).
 
-    Data without forgeries (genuine-only writer folders) falls back to random forgeries as the
-    negatives; ``negatives`` in the report says which were used.
+    Signatures that declare their ``texts`` are judged against content-matched impostors (the same
+    text by other writers) beside any skilled forgeries; data with neither (genuine-only writer folders)
+    falls back to random forgeries as the negatives; ``negatives`` in the report says which were used.
     """
-    pairs = writer_protocol_distances(embeddings, writers, forged, queries)
-    negatives = "skilled" if pairs["skilled"].numel() else "random"
-    report: dict[str, float | str | None | list[float]] = dict(verification_metrics(pairs["positive"], pairs[negatives], threshold))
+    pairs = writer_protocol_pairs(embeddings, writers, forged, queries, texts)
+    negatives, impostors = protocol_negatives(pairs)
+    positive = torch.cat(pairs["positive"])
+    report: dict[str, float | str | None | list[float]] = dict(verification_metrics(positive, torch.cat(impostors), threshold))
     report["negatives"] = negatives
-    report["eer_random"] = verification_metrics(pairs["positive"], pairs["random"])["eer"] if pairs["random"].numel() else None
-    writer_ids = _writer_indices(writers)
-    report["n_writers"] = int(writer_ids.unique().numel())
-    if resamples and negatives == "skilled":
-        by_writer = [writer_protocol_distances(embeddings[writer_ids == w], writer_ids[writer_ids == w], torch.as_tensor(forged)[writer_ids == w],
-                                               None if queries is None else queries[writer_ids == w])
-                     for w in writer_ids.unique()]
-        report["eer_ci"] = list(bootstrap_eer_interval([d["positive"] for d in by_writer], [d["skilled"] for d in by_writer], resamples))
+    random = torch.cat(pairs["random"])
+    report["eer_random"] = verification_metrics(positive, random)["eer"] if random.numel() else None
+    report["n_writers"] = len(pairs["positive"])
+    if resamples and negatives != "random":
+        report["eer_ci"] = list(bootstrap_eer_interval(pairs["positive"], impostors, resamples))
     return report
 
 

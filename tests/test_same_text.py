@@ -75,16 +75,18 @@ def test_same_text_protocol_counts_and_separates() -> None:
         same_text_distances(writer_code, writers, texts, media, pairing="both")
 
 
-def test_evaluate_reports_same_text_figures_per_medium(small_data: Path) -> None:
+def test_evaluate_judges_declared_texts_against_same_text_impostors(small_data: Path) -> None:
     report = evaluate_extractor([small_data / "dutch", small_data / "chinese"], progress=False)
-    assert "same_text" not in report["per_source"]["dutch"]
-    chinese = report["per_source"]["chinese"]
-    assert chinese["negatives"] == "random" and chinese["n_writers"] == 3
-    same = chinese["same_text"]
-    assert same["n_pos"] == 3 * 3 * 6 and same["n_neg"] == 36 * 2 * 4
-    assert 0 <= same["eer_ci"][0] <= same["eer"] <= same["eer_ci"][1] <= 1
+    dutch, chinese = report["per_source"]["dutch"], report["per_source"]["chinese"]
+    assert dutch["negatives"] == "skilled" and "same_text_cross_media" not in dutch
+    assert chinese["negatives"] == "same_text" and chinese["n_writers"] == 3
+    assert chinese["n_pos"] == 3 * 3 * 6 and chinese["n_neg"] == 36 * 2 * 4  # same name: 6 pairs; 2 other writers x 4
+    assert 0 <= chinese["eer_ci"][0] <= chinese["eer"] <= chinese["eer_ci"][1] <= 1
     assert set(chinese["same_text_by_medium"]) == {"paper", "ipad", "phone-hand", "phone-table"}
-    assert chinese["same_text_cross_media"]["n_pos"] == same["n_pos"]  # a name is written once per medium
+    assert chinese["same_text_cross_media"]["n_pos"] == chinese["n_pos"]  # a name is written once per medium
+    # pooled: Dutch positives and forgeries beside the Chinese same-name pairs and impostors
+    assert report["negatives"] == "skilled+same_text"
+    assert report["n_pos"] == dutch["n_pos"] + chinese["n_pos"] and report["n_neg"] == dutch["n_neg"] + chinese["n_neg"]
     json.dumps(report)  # the --json contract
 
 
@@ -124,7 +126,8 @@ def test_evaluate_measures_ink_robustness(small_data: Path) -> None:
     for variant, measured in robustness.items():
         assert 0 < measured["self_distance_median"] < 1, variant
         assert measured["per_source"]["cedar"]["n_pos"] == 2 * report["per_source"]["cedar"]["n_pos"]  # both orders
-        assert "same_text" in measured["per_source"]["chinese"]
+        assert measured["per_source"]["chinese"]["negatives"] == "same_text"
+        assert "same_text_cross_media" in measured["per_source"]["chinese"]
 
 
 def test_canvas_cache_gives_the_same_canvases_and_survives_a_bad_entry(small_data: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from signver_torch.data.signatures import (
 from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.extractor.api import MetricExtractor
 from signver_torch.extractor.model import principal_projection
-from signver_torch.metrics import same_text_metrics, verification_metrics, writer_protocol_distances, writer_protocol_metrics
+from signver_torch.metrics import protocol_negatives, same_text_metrics, verification_metrics, writer_protocol_metrics, writer_protocol_pairs
 
 
 def embed_records(
@@ -91,11 +91,11 @@ def _operating_point(writers: Sequence[str], rates: Callable[[list[str]], dict[s
 
 def same_text_report(embeddings: torch.Tensor, records: Sequence[SignatureRecord], threshold: float | None,
                      queries: torch.Tensor | None = None) -> dict[str, Any]:
-    """The same-text protocol of genuine signatures that declare their text (``n<NN>_<medium>`` files).
+    """The same-text protocol by medium, for genuine signatures that declare their text and medium
+    (``n<NN>_<medium>`` files); the writer protocol's report already holds it over every medium.
 
-    Impostors are always other writers' signatures of the same text. ``same_text``: positives are a
-    writer's pairs of the same text, on any media. Where several media are declared, also
-    ``same_text_cross_media`` (both kinds of pair across two different media) and ``same_text_by_medium``
+    Impostors are always other writers' signatures of the same text. ``same_text_cross_media``: both
+    kinds of pair across two different media; ``same_text_by_medium``
     (both signatures on one medium; a writer's positives there are all their pairs on it, since each
     name is usually written once per medium). ``queries``: as in :func:`~signver_torch.metrics.writer_protocol_distances`."""
     writers, texts, media = [r.writer for r in records], [r.text for r in records], [r.medium for r in records]
@@ -106,7 +106,7 @@ def same_text_report(embeddings: torch.Tensor, records: Sequence[SignatureRecord
                                  [media[i] for i in chosen], pairing, threshold, BOOTSTRAP_RESAMPLES, positive_texts,
                                  None if queries is None else queries[chosen])
 
-    report: dict[str, Any] = {"same_text": measured("any")}
+    report: dict[str, Any] = {}
     kinds = sorted({m for m in media if m is not None})
     if len(kinds) > 1:
         report["same_text_by_medium"] = {kind: measured("same", [i for i, m in enumerate(media) if m == kind], "any") for kind in kinds}
@@ -146,8 +146,8 @@ def evaluate_extractor(
 
     def report_of(chosen: list[int], queries: torch.Tensor | None = None) -> dict[str, Any]:
         asked = None if queries is None else queries[chosen]
-        report = writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen],
-                                         [records[i].forged for i in chosen], operating, BOOTSTRAP_RESAMPLES, asked)
+        report = writer_protocol_metrics(embeddings[chosen], [records[i].writer for i in chosen], [records[i].forged for i in chosen],
+                                         operating, BOOTSTRAP_RESAMPLES, asked, [records[i].text for i in chosen])
         texts = [i for i in chosen if records[i].text is not None and not records[i].forged]
         if texts:
             report.update(same_text_report(embeddings[texts], [records[i] for i in texts], operating,
@@ -274,18 +274,19 @@ def calibrate_extractor(
         }
     if out_of_fold is None:
         embeddings, _ = embed_records(extractor, held_out, progress)
-        held_writers, held_forged = [r.writer for r in held_out], [r.forged for r in held_out]
+        held_writers, held_forged, held_texts = [r.writer for r in held_out], [r.forged for r in held_out], [r.text for r in held_out]
         held = writers_text(val_writers) or "all"
-        distances = writer_protocol_distances(embeddings, held_writers, held_forged)
-        negatives_kind = "skilled" if distances["skilled"].numel() else "random"  # genuine-only folders: random forgeries
-        positive, negatives = distances["positive"], distances[negatives_kind]
+        pairs = writer_protocol_pairs(embeddings, held_writers, held_forged, texts=held_texts)
+        negatives_kind, impostors = protocol_negatives(pairs)  # genuine-only folders without texts: random forgeries
+        positive, negatives = torch.cat(pairs["positive"]), torch.cat(impostors)
         described = (f"cosine distance at the EER ({negatives_kind} forgeries) of the held-out writers {held}" if target_far is None
                      else f"cosine distance where the FAR ({negatives_kind} forgeries) of writers {held} is {target_far:g}")
 
         def rates(group: list[str]) -> dict[str, Any]:
             members = set(group)
             chosen = [i for i, w in enumerate(held_writers) if w in members]
-            report = writer_protocol_metrics(embeddings[chosen], [held_writers[i] for i in chosen], [held_forged[i] for i in chosen], threshold)
+            report = writer_protocol_metrics(embeddings[chosen], [held_writers[i] for i in chosen], [held_forged[i] for i in chosen], threshold,
+                                             texts=[held_texts[i] for i in chosen])
             return {key: report[key] for key in ("far", "frr", "eer", "negatives", "n_writers")}
     else:
         oof = out_of_fold_scores(found["embeddings"], found["writers"], found["forged"], found["folds"], references)

@@ -219,7 +219,9 @@ class ExtractorModule(lightning.LightningModule):
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of one batch on the device (augmented, mined) and what to log; needs no Trainer."""
         canvas, labels = batch
-        embeddings = self(self.augment(canvas))
+        # the loss in float32: pytorch-metric-learning casts its proxies to the embeddings' dtype, and
+        # under bf16 autocast that would train them in bf16 and break resuming (optimizer state in float32)
+        embeddings = self(self.augment(canvas)).float()
         pairs = self.miner(embeddings, labels) if self.miner is not None else None
         loss = self.loss_fn(embeddings, labels, pairs)
         return loss, {"train_loss": loss}
