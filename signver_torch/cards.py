@@ -18,6 +18,8 @@ Schema history:
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -113,3 +115,12 @@ def verification_threshold(card: Mapping[str, Any], where: str = "card") -> floa
         return float(value)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: the card's threshold {value!r} is not a number") from error
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 a card records of a file (weights, background bank, exported graph)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from signver_torch.cards import MODULES, ModelCard
+from signver_torch.cards import MODULES, ModelCard, sha256_file
 from signver_torch.errors import CheckpointError
 
 #: The suffix of a checkpoint's background bank, beside its weights (never a checkpoint itself).
@@ -116,14 +116,6 @@ def read_card(weights: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{card_path}: unreadable model card ({error})") from error
     return ModelCard.from_dict(card, str(card_path)).to_dict()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -220,9 +212,9 @@ def _replace_with_background(weights: Path, moves: list[tuple[Path, Path]], back
 
 
 def background_path(weights: str | os.PathLike) -> Path:
-    """Where the background bank of checkpoint ``weights`` lives."""
+    """Where the background bank of checkpoint ``weights`` (``.safetensors``, or an exported ``.onnx``) lives."""
     weights = Path(weights)
-    return weights.with_name(weights.name[: -len(".safetensors")] + BACKGROUND_SUFFIX)
+    return weights.with_name(weights.stem + BACKGROUND_SUFFIX)
 
 
 def encode_background(embeddings: torch.Tensor, metadata: Mapping[str, str]) -> tuple[bytes, str]:

@@ -39,3 +39,11 @@ class DataError(SignVerError, ValueError):
 
 class NotFoundError(SignVerError, LookupError):
     """A person, document, page or signature asked for by id is not stored (HTTP 404 in the service)."""
+
+
+class BackendUnavailableError(SignVerError, ImportError):
+    """An inference backend was asked for whose runtime is not installed (the message names the extra)."""
+
+
+class ExportError(SignVerError, RuntimeError):
+    """An exported graph could not be written, read, or does not agree with the torch model it came from."""

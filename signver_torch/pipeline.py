@@ -31,6 +31,7 @@ from signver_torch.matcher.api import Combine, Matcher
 from signver_torch.matcher.decisions import DecisionPolicy, WriterModel
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
 from signver_torch.report import DocumentReport, SignatureVerdict, report_picture
+from signver_torch.runtime import check_backend
 
 #: How many recently embedded crops ``SignVer`` keeps (their embedding and cleaned version, ~0.3 MB each at most).
 EMBEDDING_CACHE_SIZE = 256
@@ -75,16 +76,18 @@ class SignVer:
         combine: Combine = "mean",
         per_person: bool = True,
         device: str | None = None,
+        backend: str = "torch",
     ) -> None:
         self._names = {"detector": detector, "cleaner": cleaner, "extractor": extractor}
         self._models: dict[str, Any] = {}
         self._embedded: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # pixel sha256 -> (embedding, cleaned)
         self.clean, self.combine, self.per_person, self.device = clean, combine, per_person, device
+        self.backend = check_backend(backend)  # each facade's; "onnxruntime" loads exports (or exports checkpoints once)
 
     def _model(self, kind: str) -> Any:
         if kind not in self._models:  # import only the facade needed: a gallery command never pays for the detector
             facade = getattr(importlib.import_module(FACADES[kind][0]), FACADES[kind][1])
-            self._models[kind] = facade(device=self.device).load(self._names[kind])
+            self._models[kind] = facade(device=self.device, backend=self.backend).load(self._names[kind])
         return self._models[kind]
 
     @property

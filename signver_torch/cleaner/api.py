@@ -9,13 +9,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from signver_torch.cleaner.model import UNet, cleaner_from_card
-from signver_torch.cleaner.transforms import apply_tone_curve
+from signver_torch.cleaner.model import InkCleaner, UNet, cleaner_from_card
 from signver_torch.errors import CheckpointError, SignVerError
-from signver_torch.facade import ModelFacade
+from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 
 #: Smallest crop side the cleaner accepts: below it there is no stroke to tell from a line.
@@ -39,9 +39,10 @@ class Cleaner(ModelFacade):
     default_batch_size = 16
     model: UNet | None
 
-    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None) -> None:
-        super().__init__(device, batch_size)
+    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
+        super().__init__(device, batch_size, backend)
         self.tone_curve: torch.Tensor | None = None
+        self.stride = 1  # crops are padded with paper to a multiple of it, the network's output cropped back
 
     def _build(self, card: dict[str, Any]) -> UNet:
         return cleaner_from_card(card)
@@ -55,6 +56,24 @@ class Cleaner(ModelFacade):
         if tone_curve is not None and (tone_curve.ndim != 1 or len(tone_curve) < 2 or not torch.isfinite(tone_curve).all()):
             raise CheckpointError(f"{name_or_path}: the card's tone_curve is not a list of at least two numbers")
         self.tone_curve = tone_curve
+
+    def _torch_network(self, model: torch.nn.Module) -> InkCleaner:
+        self.stride = model.stride  # type: ignore[assignment]
+        return InkCleaner(model, self.tone_curve).eval().to(self.device)  # type: ignore[arg-type]
+
+    def _exported_network(self, network: Any, export_card: dict[str, Any]) -> Any:
+        self.stride = int(export_card["graph"]["multiple"])
+        return network
+
+    def graph(self) -> ExportGraph:
+        """U-Net, clean page and tone curve in one graph; padding to the stride and cropping back stay on the host."""
+        model = self.loaded_model
+        network = self._torch_network(model)
+        return ExportGraph(network, torch.rand(2, 1, 4 * self.stride, 6 * self.stride), "crops", ["cleaned"],
+                           {0: ("batch", 1), 2: ("height", self.stride), 3: ("width", self.stride)},
+                           {"multiple": self.stride, "input": f"(N, 1, H, W) grayscale crops in [0, 1], H and W multiples of "
+                            f"{self.stride} (padded with paper, 1.0)", "output": "(N, 1, H, W) cleaned crops in [0, 1], "
+                            "tone curve applied", "tone_curve": self.tone_curve is not None})
 
     def clean(self, batch: np.ndarray | torch.Tensor | Sequence[ImageSource], progress: bool = False) -> Any:
         """Clean a batch; arrays and tensors come back in their own shape, lists as lists of (H, W) arrays.
@@ -104,7 +123,7 @@ class Cleaner(ModelFacade):
     @torch.inference_mode()
     def clean_pages(self, pages: Sequence[torch.Tensor], progress: bool = False) -> list[torch.Tensor]:
         """Clean ``(1, H, W)`` grayscale tensors in ``[0, 1]``; crops of equal size share a batch."""
-        model = self.loaded_model
+        network = self.loaded_network
         if len(pages) == 0:
             raise SignVerError("empty batch: no crops to clean")
         by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -120,10 +139,9 @@ class Cleaner(ModelFacade):
         groups = [indices[i : i + self.batch_size] for indices in by_size.values() for i in range(0, len(indices), self.batch_size)]
         for group in tqdm(groups, desc="cleaning", unit="batch", file=sys.stderr, disable=not progress, leave=False):
             batch = torch.stack([pages[i] for i in group]).to(self.device, torch.float32)
-            result = 1.0 - torch.sigmoid(model(batch.clamp(0, 1)))
-            if self.tone_curve is not None:
-                result = apply_tone_curve(result, self.tone_curve)
-            result = result.cpu()
+            height, width = batch.shape[-2:]
+            batch = F.pad(batch, (0, -width % self.stride, 0, -height % self.stride), value=1.0)  # paper, as the U-Net pads
+            result = network(batch)[..., :height, :width].cpu()
             for i, page in zip(group, result):
                 cleaned[i] = page
         return cleaned  # type: ignore[return-value]

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from signver_torch.cleaner.transforms import apply_tone_curve
+
 #: Named configurations: slim for CPU inference (the shipped default), wide for GPU/HPU recipes.
 CLEANER_VARIANTS = {"unet_slim": {"channels": 12, "depth": 4}, "unet_wide": {"channels": 32, "depth": 4}}
 
@@ -67,6 +69,21 @@ class UNet(nn.Module):
         for upsample, block in zip(self.upsample, self.decoder):
             x = block(torch.cat([upsample(x), skips.pop()], dim=1))
         return self.head(x)[..., :height, :width]
+
+
+class InkCleaner(nn.Module):
+    """The cleaner as inference runs it (and ``signver export`` exports it): ``(N, 1, H, W)`` dirty crops
+    in ``[0, 1]``, H and W multiples of the U-Net's stride, to clean crops (``1 - sigmoid(logits)``)
+    through the card's tone curve when it has one."""
+
+    def __init__(self, unet: UNet, tone_curve: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.unet = unet
+        self.register_buffer("tone_curve", tone_curve, persistent=False)
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        cleaned = 1.0 - torch.sigmoid(self.unet(crops.clamp(0, 1)))
+        return cleaned if self.tone_curve is None else apply_tone_curve(cleaned, self.tone_curve)
 
 
 def build_cleaner(variant: str = "unet_slim", **overrides: int) -> UNet:

@@ -8,7 +8,7 @@ Exit codes: 0 success (any verdict; also a closed stdout pipe), 1 a ``SignVerErr
 
 Each command group's file holds its parser beside its handlers (``info.py``, ``train.py``,
 ``evaluate.py``, ``crossval.py``, ``data.py``, ``verify.py``, ``library.py``, ``serve.py``,
-``benchmark.py``); ``options.py`` holds the option sets several commands share. The handlers import
+``benchmark.py``, ``export.py``); ``options.py`` holds the option sets several commands share. The handlers import
 torch-heavy code only when they run.
 """
 
@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Sequence
 
-from signver_torch.cli import benchmark, crossval, data, evaluate, info, library, serve, train, verify
+from signver_torch.cli import benchmark, crossval, data, evaluate, export, info, library, serve, train, verify
 from signver_torch.cli.options import EXIT_ERROR
 from signver_torch.errors import SignVerError
 
@@ -31,7 +31,7 @@ COMMANDS = (
     info.add_info, info.add_doctor, train.add_train, evaluate.add_evaluate, evaluate.add_calibrate,
     data.add_synthesize, data.add_detect, verify.add_enroll, verify.add_verify, verify.add_identify,
     verify.add_verify_document, library.add_index, serve.add_serve, benchmark.add_benchmark, data.add_clean,
-    crossval.add_crossval,
+    crossval.add_crossval, export.add_export,
 )
 
 

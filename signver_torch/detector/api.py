@@ -12,10 +12,10 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from signver_torch.detector.marks import Mark, detections
-from signver_torch.detector.model import detector_from_card
+from signver_torch.detector.model import DetectionSelection, RetinaNetGraph, detector_from_card
 from signver_torch.detector.transforms import letterbox
 from signver_torch.errors import CheckpointError, SignVerError
-from signver_torch.facade import ModelFacade
+from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 
 #: Pages smaller than this (either side) hold nothing to detect: an empty result, not an error.
@@ -35,9 +35,10 @@ class Detector(ModelFacade):
     module = "detector"
     default_batch_size = 4
 
-    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None) -> None:
-        super().__init__(device, batch_size)
+    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
+        super().__init__(device, batch_size, backend)
         self.image_size = 640
+        self.selection: DetectionSelection | None = None  # the host's step after the network
 
     def _build(self, card: dict[str, Any]) -> torch.nn.Module:
         return detector_from_card(card)
@@ -48,12 +49,36 @@ class Detector(ModelFacade):
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{name_or_path}: the card's architecture lacks a valid image_size ({error})") from error
 
+    def _torch_network(self, model: torch.nn.Module) -> RetinaNetGraph:
+        network = RetinaNetGraph(model).eval()  # type: ignore[arg-type]
+        with torch.inference_mode():  # one blank page: the pyramid's levels, hence the selection
+            network(torch.ones(1, 3, self.image_size, self.image_size, device=self.device))
+        self.selection = network.selection()
+        return network
+
+    def _exported_network(self, network: Any, export_card: dict[str, Any]) -> Any:
+        try:
+            entry = dict(export_card["graph"]["selection"])
+            self.selection = DetectionSelection(**{**entry, "levels": tuple(entry["levels"])})
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{network.graph.path}: the export card lacks the detector's selection ({error})") from error
+        return network
+
+    def graph(self) -> ExportGraph:
+        """Backbone, FPN, heads, box decoding and class probabilities in one graph; the selection on the host."""
+        network = self._torch_network(self.loaded_model)
+        size = self.image_size
+        return ExportGraph(network, torch.ones(2, 3, size, size), "pages", ["boxes", "scores"], {0: ("batch", 1)},
+                           {"input": f"(N, 3, {size}, {size}) letterboxed pages in [0, 1] (white padding)",
+                            "output": "boxes (N, A, 4) xyxy letterbox pixels, decoded and clipped; scores (N, A, C) class "
+                            "probabilities", "selection": self.selection.as_dict()})  # type: ignore[union-attr]
+
     @torch.inference_mode()
     def predict(
         self, images: Sequence[ImageSource], score_threshold: float = 0.3, progress: bool = False
     ) -> list[dict[str, torch.Tensor]]:
         """Detections per page as torchvision dicts (``boxes`` xyxy in the page's pixels, ``scores``, ``labels``)."""
-        model = self.loaded_model
+        network = self.loaded_network
         if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
             raise SignVerError("predict() takes a list of pages: wrap a single page in a list")
         pages = [
@@ -65,7 +90,8 @@ class Detector(ModelFacade):
         for start in tqdm(starts, desc="detecting", unit="batch", file=sys.stderr, disable=not progress, leave=False):
             group = pages[start : start + self.batch_size]
             boxed = [letterbox(page, self.image_size) for page in group]
-            outputs = model([image.to(self.device) for image, _ in boxed])
+            all_boxes, all_scores = network(torch.stack([image for image, _ in boxed]).to(self.device))
+            outputs = [self.selection(boxes, scores) for boxes, scores in zip(all_boxes.cpu(), all_scores.cpu())]  # type: ignore[misc]
             for page, (_, scale), output in zip(group, boxed, outputs):
                 keep = output["scores"] >= score_threshold
                 if min(page.shape[-2:]) < MIN_PAGE_SIDE:

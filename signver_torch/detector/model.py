@@ -9,6 +9,7 @@ downloaded.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -20,7 +21,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.ops import box_iou, sigmoid_focal_loss
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 #: Object classes plus torchvision's unused label 0.
@@ -218,6 +219,70 @@ def detect_with_host_postprocessing(detector: RetinaNet, images: list[torch.Tens
     split_anchors = [list(anchor.split(per_level)) for anchor in anchors]
     detections = detector.postprocess_detections(split_outputs, split_anchors, batch.image_sizes)
     return detector.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+
+class RetinaNetGraph(nn.Module):
+    """A RetinaNet as inference runs it (and ``signver export`` exports it): letterboxed ``(N, 3, S, S)``
+    pages in ``[0, 1]`` to ``boxes`` ``(N, A, 4)``, every anchor's box decoded and clipped (xyxy, letterbox
+    pixels), and ``scores`` ``(N, A, C)``, its class probabilities. What depends on the page's content
+    (the top candidates per level, NMS) is :class:`DetectionSelection`, on the host."""
+
+    def __init__(self, detector: RetinaNet) -> None:
+        super().__init__()
+        self.detector = detector
+        self.levels: list[int] = []  # anchors per pyramid level, set by each forward
+
+    def forward(self, pages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.detector
+        batch = net.transform.normalize(pages)
+        features = list(net.backbone(batch).values())
+        head = net.head(features)
+        size = (pages.shape[-2], pages.shape[-1])
+        anchors = net.anchor_generator(ImageList(batch[:1], [size]), [feature[:1] for feature in features])[0]
+        per_location = anchors.shape[0] // sum(feature.shape[-2] * feature.shape[-1] for feature in features)
+        self.levels = [feature.shape[-2] * feature.shape[-1] * per_location for feature in features]
+        deltas = head["bbox_regression"]
+        boxes = net.box_coder.decode_single(deltas.reshape(-1, 4), anchors.repeat(pages.shape[0], 1))
+        boxes = clip_boxes_to_image(boxes.reshape(deltas.shape), size)
+        return boxes, torch.sigmoid(head["cls_logits"])
+
+    def selection(self) -> "DetectionSelection":
+        """The host-side selection matching this network (after a forward has set the levels)."""
+        net = self.detector
+        return DetectionSelection(tuple(self.levels), float(net.score_thresh), int(net.topk_candidates),
+                                  float(net.nms_thresh), int(net.detections_per_img))
+
+
+@dataclass(frozen=True)
+class DetectionSelection:
+    """torchvision's RetinaNet post-processing on :class:`RetinaNetGraph`'s outputs: per pyramid level the
+    ``topk_candidates`` best (anchor, class) scores above ``score_thresh``, then class-wise NMS at
+    ``nms_thresh``, the ``detections_per_img`` best kept. Its fields go into an export's card."""
+
+    levels: tuple[int, ...]
+    score_thresh: float
+    topk_candidates: int
+    nms_thresh: float
+    detections_per_img: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "levels": list(self.levels)}
+
+    def __call__(self, boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One page's ``(A, 4)`` boxes and ``(A, C)`` scores to its detections (``boxes``, ``scores``, ``labels``)."""
+        classes = scores.shape[-1]
+        kept_boxes, kept_scores, kept_labels = [], [], []
+        for level_boxes, level_scores in zip(boxes.split(list(self.levels)), scores.split(list(self.levels))):
+            flat = level_scores.flatten()
+            candidates = torch.where(flat > self.score_thresh)[0]
+            top, order = flat[candidates].topk(min(self.topk_candidates, len(candidates)))
+            candidates = candidates[order]
+            kept_boxes.append(level_boxes[torch.div(candidates, classes, rounding_mode="floor")])
+            kept_scores.append(top)
+            kept_labels.append(candidates % classes)
+        found_boxes, found_scores, labels = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
+        keep = batched_nms(found_boxes, found_scores, labels, self.nms_thresh)[: self.detections_per_img]
+        return {"boxes": found_boxes[keep], "scores": found_scores[keep], "labels": labels[keep]}
 
 
 def detector_from_card(card: dict[str, Any]) -> RetinaNet:

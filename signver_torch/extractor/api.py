@@ -16,7 +16,7 @@ from signver_torch.checkpoints import read_background
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.model import SignatureEmbedder, extractor_from_card
 from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
-from signver_torch.facade import ModelFacade
+from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ class MetricExtractor(ModelFacade):
     default_batch_size = 64
     model: SignatureEmbedder | None
 
-    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None) -> None:
-        super().__init__(device, batch_size)
+    def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
+        super().__init__(device, batch_size, backend)
         self.preprocessor: SignaturePreprocessor | None = None
         self._decision: DecisionPolicy | None = None
 
@@ -57,6 +57,14 @@ class MetricExtractor(ModelFacade):
             raise CheckpointError(f"{name_or_path}: model card lacks a valid preprocessing or threshold ({error})") from error
         self.preprocessor = preprocessor.to(self.device)
         self._decision = None
+
+    def graph(self) -> ExportGraph:
+        """The embedding network on the preprocessed canvas (preprocessing runs before it, on the host)."""
+        config = self.preprocessor.cfg  # type: ignore[union-attr]
+        return ExportGraph(self.loaded_model, torch.rand(2, 1, config.height, config.width), "canvas", ["embedding"],
+                           {0: ("batch", 1)}, {"input": f"(N, 1, {config.height}, {config.width}) ink canvases of "
+                                               "SignaturePreprocessor (card: preprocessing), ink 1 on paper 0",
+                                               "output": "(N, 256) L2-normalised embeddings"})
 
     @property
     def threshold(self) -> float:
@@ -97,9 +105,9 @@ class MetricExtractor(ModelFacade):
     def embed(self, images: Sequence[torch.Tensor], progress: bool = False, pooled: bool = False) -> torch.Tensor:
         """Embed ``(C, H, W)`` tensors in ``[0, 1]`` (dark ink on light paper); returns a CPU tensor.
 
-        ``pooled`` returns the backbone's features as the projection head receives them instead.
+        ``pooled`` returns the backbone's features as the projection head receives them instead (torch backend).
         """
-        model = self.loaded_model
+        network = self.loaded_model.features if pooled else self.loaded_network
         if len(images) == 0:
             raise SignVerError("empty batch: no signatures to embed")
         chunks = []
@@ -113,7 +121,6 @@ class MetricExtractor(ModelFacade):
                 raise BlankSignatureError(
                     f"no signature ink found in input item(s) {indices} (blank or uniform crop)", indices
                 ) from error
-            network = model.features if pooled else model
             chunks.append(network(canvas).float().cpu())
         return torch.cat(chunks)
 

@@ -1,0 +1,41 @@
+"""``signver export``: a module's checkpoint as an ONNX graph with its export card (``export.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from signver_torch.cards import MODULES
+from signver_torch.cli.options import quiet_flag
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export, check against torch, write; one line naming the graph and the check it passed."""
+    from signver_torch.export import export_module
+
+    command = "signver " + " ".join(shlex.quote(arg) for arg in args.argv)
+    path = export_module(args.module, args.checkpoint, args.out, args.format, args.check_images, args.opset, command,
+                         progress=None if args.quiet else (lambda text: print(text, file=sys.stderr)))
+    print(f"wrote {path} and {path.with_suffix('.json').name} (checked against torch)")
+    return 0
+
+
+def add_export(commands: argparse._SubParsersAction) -> None:
+    from signver_torch.runtime import FORMATS, OPSET
+
+    sub = commands.add_parser(
+        "export", help="export a module's network for a lean runtime (ONNX, run by onnxruntime)",
+        description="Write <module>.onnx and its export card <module>.json into --out: dynamic batch, the opset and "
+        "shapes stated, the source checkpoint's sha256 and card, this command, and the accuracy check against torch on "
+        "--check-images it passed (a graph that fails it is not written). Load it with backend='onnxruntime'.",
+    )
+    sub.add_argument("module", choices=MODULES)
+    sub.add_argument("--format", default="onnx", choices=tuple(FORMATS))
+    sub.add_argument("--out", required=True, help="folder to write into (other modules' exports in it are kept)")
+    sub.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (default: default)")
+    sub.add_argument("--check-images", nargs="+", metavar="IMG",
+                     help="images the graph is checked on against torch (default: the checkout's tests/data/samples)")
+    sub.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
+    quiet_flag(sub, "no progress on stderr")
+    sub.set_defaults(handler=cmd_export)

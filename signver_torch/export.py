@@ -1,0 +1,181 @@
+"""``signver export``: a checkpoint's network as an ONNX graph, with its export card and an accuracy check.
+
+Each facade declares what it exports (:meth:`~signver_torch.facade.ModelFacade.graph`): the part of
+inference between the host's preprocessing and its last step, with as much of both inside the graph
+as exports cleanly (the cleaner's tone curve, the detector's box decoding and class probabilities).
+The graph is exported with the torch.export-based exporter (``torch.onnx.export(dynamo=True)``), the
+batch dimension dynamic. Before anything is written, the same facade is loaded under the onnxruntime
+backend from the new graph and compared with torch on real images; a graph that disagrees beyond the
+module's tolerance is refused (:class:`~signver_torch.errors.ExportError`) and nothing is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from signver_torch.cards import FACADES, sha256_file
+from signver_torch.checkpoints import background_path, checkout_dir, resolve_checkpoint
+from signver_torch.errors import ExportError, SignVerError
+from signver_torch.facade import ModelFacade
+from signver_torch.runtime import EXPORT_SCHEMA, OPSET, export_files, onnxruntime
+
+#: Agreement each module's graph must reach with torch on the check images (issue 34's tolerances).
+TOLERANCES = {"max_cosine_distance": 1e-3, "min_iou": 0.98, "min_psnr_db": 50.0}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def default_check_images() -> list[Path]:
+    """The checkout's fixture samples (three CEDAR signatures, a crop on ruled lines, two pages)."""
+    folder = checkout_dir("tests")
+    images = sorted(p for p in (folder / "data" / "samples").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder else []
+    if not images:
+        raise SignVerError("no check images: outside a source checkout, give --check-images (signatures and pages)")
+    return images
+
+
+def facade_class(module: str) -> type[ModelFacade]:
+    if module not in FACADES:
+        raise SignVerError(f"unknown module {module!r}; exportable: {', '.join(FACADES)}")
+    path, name = FACADES[module]
+    return getattr(importlib.import_module(path), name)
+
+
+def _agreement(module: str, reference: ModelFacade, exported: ModelFacade, images: Sequence[Path]) -> dict[str, Any]:
+    """How closely the exported backend reproduces torch on ``images``, in the module's own terms."""
+    inputs = [str(path) for path in images]
+    if module == "extractor":
+        first, second = reference.extract(inputs), exported.extract(inputs)  # type: ignore[attr-defined]
+        distance = float((1 - (first * second).sum(1)).max())
+        return {"max_cosine_distance": distance, "n_signatures": len(inputs), "passed": distance <= TOLERANCES["max_cosine_distance"]}
+    if module == "detector":
+        return detection_agreement(reference.predict(inputs), exported.predict(inputs))  # type: ignore[attr-defined]
+    first, second = reference.clean(inputs), exported.clean(inputs)  # type: ignore[attr-defined]
+    psnr = min(psnr_db(a, b) for a, b in zip(first, second))
+    return {"min_psnr_db": psnr, "max_abs_difference": float(max(np.abs(a - b).max() for a, b in zip(first, second))),
+            "n_crops": len(inputs), "passed": psnr >= TOLERANCES["min_psnr_db"]}
+
+
+def psnr_db(first: np.ndarray, second: np.ndarray) -> float:
+    """PSNR of two images in [0, 1] (capped at 100 dB for identical ones)."""
+    mse = float(np.mean((np.asarray(first, np.float64) - np.asarray(second, np.float64)) ** 2))
+    return 100.0 if mse <= 1e-10 else float(10 * np.log10(1.0 / mse))
+
+
+def detection_agreement(reference: Sequence[dict[str, torch.Tensor]], other: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Per page the same number of detections, each torch box matched by a box of its class with IoU >= 0.98."""
+    from torchvision.ops import box_iou
+
+    worst, boxes, counts_equal = 1.0, 0, True
+    for first, second in zip(reference, other):
+        counts_equal &= len(first["boxes"]) == len(second["boxes"])
+        boxes += len(first["boxes"])
+        if len(first["boxes"]) and len(second["boxes"]):
+            same_class = first["labels"][:, None] == second["labels"][None, :]
+            best = (box_iou(first["boxes"], second["boxes"]) * same_class).max(1).values
+            worst = min(worst, float(best.min()))
+        elif len(first["boxes"]):
+            worst = 0.0
+    return {"min_iou": worst, "n_boxes": boxes, "n_pages": len(reference), "same_counts": bool(counts_equal),
+            "passed": bool(counts_equal and worst >= TOLERANCES["min_iou"])}
+
+
+def export_module(
+    module: str,
+    checkpoint: str | os.PathLike = "default",
+    out: str | os.PathLike = "export",
+    fmt: str = "onnx",
+    check_images: Sequence[str | os.PathLike] | None = None,
+    opset: int = OPSET,
+    command: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Export ``module``'s ``checkpoint`` into the folder ``out`` (``<module>.onnx`` and ``<module>.json``);
+    returns the graph's path. ``out`` may hold other modules' exports: only this module's files are replaced.
+
+    Raises:
+        ExportError: the exporter failed, or the graph disagrees with torch on the check images.
+    """
+    if fmt != "onnx":
+        raise SignVerError(f"unknown export format {fmt!r} (this version writes: onnx)")
+    onnxruntime()  # the check runs the graph: refuse before spending a minute exporting
+    say = progress or (lambda message: None)
+    images = [Path(p) for p in check_images] if check_images else default_check_images()
+    for path in images:
+        if not path.is_file():
+            raise SignVerError(f"{path}: check image not found")
+    cls = facade_class(module)
+    source = resolve_checkpoint(module, checkpoint)
+    reference = cls(device="cpu").load(source.weights)
+    graph = reference.graph()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{module}-", dir=out) as staging:
+        onnx_path, card_path = export_files(staging, module)
+        say(f"exporting the {module} ({source.weights.name}) to ONNX opset {opset}")
+        started = time.perf_counter()
+        _torch_export(graph, onnx_path, opset)
+        seconds = time.perf_counter() - started
+        if background_path(source.weights).is_file():  # the extractor's per-person rule reads it beside the graph
+            shutil.copyfile(background_path(source.weights), background_path(onnx_path))
+        card = {
+            "schema": EXPORT_SCHEMA, "module": module, "format": fmt, "file": onnx_path.name, "sha256": sha256_file(onnx_path),
+            "opset": opset, "exporter": "torch.onnx.export(dynamo=True)",
+            "input": {"name": graph.input_name, "dynamic_axes": {str(axis): {"name": name, "multiple": multiple}
+                                                                  for axis, (name, multiple) in graph.dynamic_axes.items()}},
+            "outputs": graph.output_names, "graph": graph.fields,
+            "source": {"checkpoint": str(checkpoint), "sha256": reference.sha256, "card": reference.card},
+            "command": command, "export_seconds": round(seconds, 1),
+            "versions": _versions(), "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        say(f"checking the graph against torch on {len(images)} images")
+        exported = cls(backend="onnxruntime").load(staging)
+        check = _agreement(module, reference, exported, images)
+        check["images"] = [{"file": path.name, "sha256": sha256_file(path)} for path in images]
+        check["tolerances"] = TOLERANCES
+        if not check["passed"]:
+            figures = ", ".join(f"{key} {value}" for key, value in check.items() if key not in ("images", "tolerances"))
+            raise ExportError(f"{module}: the exported graph disagrees with torch on the check images ({figures}); nothing written")
+        card["check"] = check
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        targets = export_files(out, module)
+        for staged in (onnx_path, background_path(onnx_path), card_path):
+            if staged.is_file():
+                os.replace(staged, out / staged.name)
+    return targets[0]
+
+
+def _torch_export(graph: Any, path: Path, opset: int) -> None:
+    from torch.export import Dim
+
+    dims = {axis: (Dim(name, min=1) if multiple == 1 else multiple * Dim(name, min=1, max=4096))
+            for axis, (name, multiple) in graph.dynamic_axes.items()}
+    try:
+        torch.onnx.export(graph.module.eval(), (graph.example,), str(path), dynamo=True, opset_version=opset,
+                          input_names=[graph.input_name], output_names=graph.output_names,
+                          dynamic_shapes=(dims,), external_data=False, verbose=False)
+    except Exception as error:  # the exporter's own error types; one line for the command
+        raise ExportError(f"torch.onnx.export failed ({type(error).__name__}: {str(error).splitlines()[0]})") from error
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__, "onnxruntime": onnxruntime().__version__}
+    try:
+        import onnx
+
+        versions["onnx"] = onnx.__version__
+    except ImportError:
+        pass
+    return versions
