@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from signver_torch.errors import SignVerError
 from signver_torch.io import DEFAULT_MAX_PAGES, IMAGE_SUFFIXES, PDF_DPI, load_pages
-from signver_torch.library import AlreadyIndexedError, DocumentLibrary, LibraryError
+from signver_torch.library import AlreadyIndexedError, DocumentLibrary, LibraryError, PageRecord
 
 #: The file kinds ``signver index`` picks up in a folder.
 DOCUMENT_SUFFIXES = (*IMAGE_SUFFIXES, ".pdf")
@@ -43,22 +43,44 @@ class Indexed:
         return {key: value for key, value in vars(self).items() if value not in (None, False)}
 
 
+def document_digest(data: bytes) -> str:
+    """A document's identity in every library: the sha256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_document(signver: Any, name: str, data: bytes, *, dpi: int = PDF_DPI,
+                  max_pages: int = DEFAULT_MAX_PAGES) -> list[PageRecord | str]:
+    """Every page of one document read by the models (``SignVer.read_page``) in its stored form, or, for a
+    page the models could not read, the one-line reason. A document that cannot be opened raises its
+    :class:`SignVerError`. The one reading both engines (this module and ``distributed.py``) share."""
+    records: list[PageRecord | str] = []
+    for number, page in enumerate(load_pages(data, dpi=dpi, max_pages=max_pages, name=name), start=1):
+        try:
+            records.append(PageRecord.of(signver.read_page(page)))
+        except SignVerError as error:
+            records.append(f"{name}: page {number}: {' '.join(str(error).split())}")
+    return records
+
+
 def index_document(signver: Any, library: DocumentLibrary, name: str, data: bytes, *, dpi: int = PDF_DPI,
                    max_pages: int = DEFAULT_MAX_PAGES) -> Indexed:
     """Read every page of one document (bytes of an image, a multi-page TIFF or a PDF) and store it.
-    A document that cannot be read is reported in ``error``; nothing of it is stored."""
-    digest = hashlib.sha256(data).hexdigest()
+    A document that cannot be read, or one of whose pages cannot, is reported in ``error``; nothing of it is stored."""
+    digest = document_digest(data)
     existing = library.find(digest)
     if existing is not None:
         return Indexed(name, existing, skipped=True)
     try:
-        readings = [signver.read_page(page) for page in load_pages(data, dpi=dpi, max_pages=max_pages, name=name)]
-        document = library.add(name, digest, readings)
+        records = read_document(signver, name, data, dpi=dpi, max_pages=max_pages)
+        failed = [record for record in records if isinstance(record, str)]
+        if failed:
+            return Indexed(name, error=failed[0])
+        document = library.add(name, digest, records)  # type: ignore[arg-type] (no failures left)
     except AlreadyIndexedError as error:  # added meanwhile by another writer
         return Indexed(name, error.document_id, skipped=True)
     except SignVerError as error:
         return Indexed(name, error=" ".join(str(error).split()))
-    return Indexed(name, document, len(readings), sum(len(reading.boxes) for reading in readings))
+    return Indexed(name, document, len(records), sum(len(record.boxes) for record in records))  # type: ignore[union-attr]
 
 
 def index_files(signver: Any, library: DocumentLibrary, files: Sequence[str | os.PathLike],
@@ -78,4 +100,4 @@ def index_files(signver: Any, library: DocumentLibrary, files: Sequence[str | os
     return results
 
 
-__all__ = ["DOCUMENT_SUFFIXES", "Indexed", "document_files", "index_document", "index_files"]
+__all__ = ["DOCUMENT_SUFFIXES", "Indexed", "document_digest", "document_files", "index_document", "index_files", "read_document"]

@@ -74,6 +74,64 @@ def png_bytes(image: Image.Image | np.ndarray, max_side: int | None = None) -> b
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class PageRecord:
+    """One page as every library stores it (the SQLite library and the Parquet shards of
+    ``distributed.py``): size, tags, thumbnail, every mark and each signature's box, score, embedding and PNGs."""
+
+    size: tuple[int, int]
+    tags: dict[str, bool]
+    thumbnail: bytes
+    marks: list[tuple[int, float, list[float]]]  # (label, score, box xyxy) of every detection
+    boxes: list[list[float]]  # the signatures, xyxy page pixels
+    scores: list[float]
+    embeddings: np.ndarray  # (len(boxes), D) float32
+    crops: list[bytes]  # PNGs
+    cleaned: list[bytes]
+
+    @classmethod
+    def of(cls, reading: Any) -> "PageRecord":
+        """The stored form of a :class:`~signver_torch.pipeline.PageReading`."""
+        return cls(tuple(reading.image.size), {tag: bool(reading.tags[tag]) for tag in TAGS},
+                   png_bytes(reading.image, THUMBNAIL_SIZE),
+                   [(int(mark.mark), float(mark.score), list(mark.box)) for mark in detections(reading.detections)],
+                   [list(box) for box in reading.boxes], list(reading.scores),
+                   np.asarray(reading.embeddings, np.float32).reshape(len(reading.boxes), -1),
+                   [png_bytes(crop) for crop in reading.crops], [png_bytes(clean) for clean in reading.cleaned])
+
+
+def tag_filter(tags: Iterable[str]) -> list[tuple[str, bool]]:
+    """``["signed", "not:dated"]`` → ``[("signed", True), ("dated", False)]``: what a document must carry (on any page)."""
+    wanted = []
+    for tag in tags:
+        name = tag.removeprefix("not:")
+        if name not in TAGS:
+            raise LibraryError(f"unknown tag {tag!r}: one of {', '.join(TAGS)}, or not:<tag>")
+        wanted.append((name, tag == name))
+    return wanted
+
+
+def rank_documents(index: SearchIndex, keys: Sequence[tuple[int, str, int, int, list[float]]], references: np.ndarray,
+                   k: int, error: type[SignVerError]) -> list[DocumentHit]:
+    """The ``k`` documents whose closest signature is nearest to ``references`` ``(R, D)`` (one or more
+    embeddings of one writer), by mean cosine distance, best first; ``keys[i]`` names the document, page,
+    signature and box of the index's row ``i``. Shared by every library."""
+    query = np.atleast_2d(np.asarray(references, np.float32))
+    if query.shape[1] != index.dimensions:
+        raise error(f"query has {query.shape[1]} dimensions, the library's embeddings {index.dimensions}")
+    wanted = max(k * 8, 64)
+    while True:  # widen until k documents are found (one document may hold many close signatures) or all are seen
+        order, similarity = index.search(query.mean(0, keepdims=True), wanted)
+        best: dict[int, DocumentHit] = {}
+        for position, score in zip(order.tolist(), similarity.tolist()):
+            document, name, page, signature, box = keys[position]
+            if document not in best:
+                best[document] = DocumentHit(document, name, page, signature, box, 1.0 - float(score))
+        if len(best) >= k or wanted >= index.size:
+            return sorted(best.values(), key=lambda hit: hit.distance)[:k]
+        wanted *= 4
+
+
 class DocumentLibrary(EmbeddingStore):
     """Documents, their pages (tags, thumbnail), every detected mark, and each signature's crops and
     embedding, in one SQLite file built with one extractor checkpoint.
@@ -120,30 +178,29 @@ class DocumentLibrary(EmbeddingStore):
         row = self._db.execute("SELECT id FROM documents WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else int(row[0])
 
-    def add(self, name: str, sha256: str, readings: Sequence[Any]) -> int:
-        """Store one document (its :class:`~signver_torch.pipeline.PageReading` per page) in one
-        transaction; returns its id. ``name`` is a label only, never used as a path."""
-        if not readings:
+    def add(self, name: str, sha256: str, records: Sequence[PageRecord]) -> int:
+        """Store one document (a :class:`PageRecord` per page) in one transaction; returns its id.
+        ``name`` is a label only, never used as a path."""
+        if not records:
             raise LibraryError(f"{name}: a document needs at least one page")
         with self._transaction():  # the check inside the write lock: another process may add the same bytes
             existing = self.find(sha256)
             if existing is not None:
                 raise AlreadyIndexedError(f"{name}: already in the library (document {existing})", existing)
             document = self._db.execute("INSERT INTO documents (name, sha256, n_pages, indexed_at) VALUES (?, ?, ?, ?)",
-                                        (Path(name).name or "document", sha256, len(readings), now())).lastrowid
-            for number, reading in enumerate(readings, start=1):
+                                        (Path(name).name or "document", sha256, len(records), now())).lastrowid
+            for number, record in enumerate(records, start=1):
                 page = self._db.execute(
                     "INSERT INTO pages (document_id, number, width, height, signed, initialled, redacted, dated, thumbnail) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (document, number, *reading.image.size, *(int(bool(reading.tags[tag])) for tag in TAGS),
-                     png_bytes(reading.image, THUMBNAIL_SIZE))).lastrowid
+                    (document, number, *record.size, *(int(record.tags[tag]) for tag in TAGS), record.thumbnail)).lastrowid
                 self._db.executemany("INSERT INTO marks (page_id, label, score, x0, y0, x1, y1) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                     ((page, int(mark.mark), mark.score, *mark.box) for mark in detections(reading.detections)))
+                                     ((page, label, score, *box) for label, score, box in record.marks))
                 self._db.executemany(
                     "INSERT INTO signatures (page_id, score, x0, y0, x1, y1, embedding, crop, cleaned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    ((page, score, *box, np.asarray(embedding, np.float32).tobytes(), png_bytes(crop), png_bytes(clean))
-                     for box, score, embedding, crop, clean in
-                     zip(reading.boxes, reading.scores, reading.embeddings, reading.crops, reading.cleaned)))
+                    ((page, score, *box, embedding.tobytes(), crop, clean)
+                     for box, score, embedding, crop, clean in zip(record.boxes, record.scores, record.embeddings,
+                                                                   record.crops, record.cleaned)))
         return int(document)
 
     def remove(self, document_id: int) -> None:
@@ -154,12 +211,7 @@ class DocumentLibrary(EmbeddingStore):
     def documents(self, tags: Iterable[str] = ()) -> list[dict[str, Any]]:
         """Every document (newest first) with its tags; ``tags`` keeps those carrying all of them
         (``"not:signed"`` keeps those without)."""
-        conditions = []
-        for tag in tags:
-            wanted = tag.removeprefix("not:")
-            if wanted not in TAGS:
-                raise LibraryError(f"unknown tag {tag!r}: one of {', '.join(TAGS)}, or not:<tag>")
-            conditions.append(f"{'' if tag == wanted else 'NOT '}MAX({wanted}) = 1")
+        conditions = [f"{'' if on else 'NOT '}MAX({tag}) = 1" for tag, on in tag_filter(tags)]
         having = f" HAVING {' AND '.join(conditions)}" if conditions else ""
         rows = self._db.execute(
             f"SELECT d.id, d.name, d.n_pages, d.indexed_at, {', '.join(f'MAX({tag})' for tag in TAGS)}, "
@@ -218,22 +270,7 @@ class DocumentLibrary(EmbeddingStore):
         """The ``k`` documents whose closest signature is nearest to ``references`` ``(R, D)`` (one or
         more embeddings of one writer), by mean cosine distance, best first."""
         keys, index = self._search_index()
-        if index is None:
-            return []
-        query = np.atleast_2d(np.asarray(references, np.float32))
-        if query.shape[1] != index.dimensions:
-            raise LibraryError(f"query has {query.shape[1]} dimensions, the library's embeddings {index.dimensions}")
-        wanted = max(k * 8, 64)
-        while True:  # widen until k documents are found (one document may hold many close signatures) or all are seen
-            order, similarity = index.search(query.mean(0, keepdims=True), wanted)
-            best: dict[int, DocumentHit] = {}
-            for position, score in zip(order.tolist(), similarity.tolist()):
-                document, name, page, signature, box = keys[position]
-                if document not in best:
-                    best[document] = DocumentHit(document, name, page, signature, box, 1.0 - float(score))
-            if len(best) >= k or wanted >= index.size:
-                return sorted(best.values(), key=lambda hit: hit.distance)[:k]
-            wanted *= 4
+        return [] if index is None else rank_documents(index, keys, references, k, LibraryError)
 
     def embedding(self, signature_id: int) -> np.ndarray:
         row = self._db.execute("SELECT embedding FROM signatures WHERE id = ?", (signature_id,)).fetchone()

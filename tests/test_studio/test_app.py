@@ -251,13 +251,13 @@ def test_requests_from_other_sites_and_oversized_bodies_are_refused(studio) -> N
 
 def test_a_document_added_meanwhile_is_skipped_not_an_error(studio, tmp_path: Path) -> None:
     from signver_torch.indexing import index_document
-    from signver_torch.library import AlreadyIndexedError, LibraryError
+    from signver_torch.library import AlreadyIndexedError, LibraryError, PageRecord
 
     _, state = studio
     path = tmp_path / "race.db"
     data = (EXAMPLES / "contract.png").read_bytes()
     with DocumentLibrary(path, state.signver.extractor.sha256) as first, DocumentLibrary(path, state.signver.extractor.sha256) as second:
-        reading = state.signver.read_page(EXAMPLES / "contract.png")
+        reading = PageRecord.of(state.signver.read_page(EXAMPLES / "contract.png"))
         digest = __import__("hashlib").sha256(data).hexdigest()
         stored = first.add("contract.png", digest, [reading])
         with pytest.raises(AlreadyIndexedError) as raised:  # the other connection finds it inside its write transaction

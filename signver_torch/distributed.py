@@ -1,0 +1,255 @@
+"""Indexing archives on Ray Data: documents read by actors that load the models once, written as Parquet shards.
+
+``index(paths, library)`` reads the documents with Ray Data's ``read_binary_files`` and maps batches of them
+through :class:`PageReader`, a callable class run by a pool of actors (CPU or GPU), each holding one
+:class:`~signver_torch.pipeline.SignVer`. Every page becomes one Parquet row in the stored form of
+:class:`~signver_torch.library.PageRecord` (the SQLite library's, through ``indexing.read_document``), with the
+three models' sha256 and, for a page or a document that could not be read, its error. The same code runs on a
+laptop (a local Ray started here) and on a cluster (``address``).
+
+Exactly once, resumable: each batch of documents becomes one shard, written by the actor to a temporary file,
+flushed and renamed (a shard is there whole or not at all), named by the documents it holds (a retried batch
+rewrites the same name). The shards are the manifest of done documents: a rerun reads their ``source`` column
+and reads only the documents not there yet. ``shard_library.ShardLibrary`` searches the shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.indexing import Indexed, document_digest, read_document
+from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI
+from signver_torch.library import LibraryError, PageRecord
+from signver_torch.store import now
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: A library folder: ``manifest.json`` and the shards ``shards/part-<digest>.parquet``.
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+SHARD_PATTERN = "part-*.parquet"
+FORMAT = "signver-shards/1"
+
+
+def schema() -> "pa.Schema":
+    """One Parquet row per page (or per document that could not be opened: ``page`` 0 and ``error``)."""
+    import pyarrow as pa
+
+    box = pa.list_(pa.float64())
+    return pa.schema([
+        ("source", pa.string()), ("name", pa.string()), ("document_sha256", pa.string()), ("n_pages", pa.int32()),
+        ("page", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
+        ("signed", pa.bool_()), ("initialled", pa.bool_()), ("redacted", pa.bool_()), ("dated", pa.bool_()),
+        ("mark_labels", pa.list_(pa.int8())), ("mark_scores", pa.list_(pa.float64())), ("mark_boxes", pa.list_(box)),
+        ("signature_scores", pa.list_(pa.float64())), ("signature_boxes", pa.list_(box)),
+        ("embeddings", pa.list_(pa.list_(pa.float32()))), ("crops", pa.list_(pa.binary())),
+        ("cleaned", pa.list_(pa.binary())), ("thumbnail", pa.binary()),
+        ("detector_sha256", pa.string()), ("cleaner_sha256", pa.string()), ("extractor_sha256", pa.string()),
+        ("error", pa.string()), ("indexed_at", pa.string()),
+    ])
+
+
+def page_row(document: dict[str, Any], page: int, record: PageRecord | str) -> dict[str, Any]:
+    """The Parquet row of one page: its :class:`PageRecord`, or the reason it could not be read."""
+    if isinstance(record, str):
+        return {**document, "page": page, "error": record}
+    return {**document, "page": page, "width": record.size[0], "height": record.size[1], **record.tags,
+            "mark_labels": [label for label, _, _ in record.marks], "mark_scores": [score for _, score, _ in record.marks],
+            "mark_boxes": [box for _, _, box in record.marks], "signature_scores": record.scores,
+            "signature_boxes": record.boxes, "embeddings": [row.tolist() for row in record.embeddings],
+            "crops": record.crops, "cleaned": record.cleaned, "thumbnail": record.thumbnail}
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)`` then flush and rename onto ``path``: after a crash ``path`` is whole or absent."""
+    temporary = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+
+
+def shard_files(library: str | os.PathLike) -> list[Path]:
+    """The library's whole shards, by name (temporary files of an interrupted write are not shards)."""
+    return sorted((Path(library) / SHARDS).glob(SHARD_PATTERN))
+
+
+def done_sources(library: str | os.PathLike) -> dict[str, tuple[str, str]]:
+    """``{source: (document sha256, first error or "")}`` of every document already in a shard."""
+    import pyarrow.parquet as pq
+
+    done: dict[str, tuple[str, str]] = {}
+    for shard in shard_files(library):
+        table = pq.read_table(shard, columns=["source", "document_sha256", "error"])
+        for source, digest, error in zip(*(table.column(name).to_pylist() for name in ("source", "document_sha256", "error"))):
+            if source not in done or (error and not done[source][1]):
+                done[source] = (digest, error or "")
+    return done
+
+
+def document_number(digest: str) -> int:
+    """A document's id in a sharded library: the first 52 bits of its sha256 (stable across shards and reruns)."""
+    return int(digest[:13], 16)
+
+
+class PageReader:
+    """Ray Data's callable class: loads the models once per actor, then reads batches of documents
+    (``bytes`` and ``path`` columns) and writes each batch as one shard. Returns one summary row per document."""
+
+    def __init__(self, library: str, models: dict[str, str], clean: bool, device: str | None, dpi: int,
+                 max_pages: int, threads: int | None = None) -> None:
+        import torch
+
+        from signver_torch.pipeline import SignVer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.folder = Path(library) / SHARDS
+        self.signver = SignVer(**models, clean=clean, device=device)
+        loaded = self.signver.load_all()
+        self.shas = {f"{kind}_sha256": loaded[kind].sha256 if kind != "cleaner" or clean else ""
+                     for kind in ("detector", "cleaner", "extractor")}
+        self.dpi, self.max_pages = dpi, max_pages
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = []
+        summary: dict[str, list[Any]] = {"source": [], "document_sha256": [], "n_pages": [], "n_signatures": [], "error": []}
+        for data, source in zip(batch["bytes"], batch["path"]):
+            data, source = bytes(data), str(source)
+            digest = document_digest(data)
+            document = {"source": source, "name": Path(source).name, "document_sha256": digest, **self.shas,
+                        "indexed_at": now()}
+            try:
+                numbered: list[tuple[int, PageRecord | str]] = list(enumerate(
+                    read_document(self.signver, source, data, dpi=self.dpi, max_pages=self.max_pages), start=1))
+            except SignVerError as error:  # the document cannot be opened: one row (page 0) says why
+                numbered = [(0, " ".join(str(error).split()))]
+            document["n_pages"] = sum(1 for number, _ in numbered if number)
+            rows.extend(page_row(document, number, record) for number, record in numbered)
+            records = [record for _, record in numbered]
+            errors = [record for record in records if isinstance(record, str)]
+            summary["source"].append(source)
+            summary["document_sha256"].append(digest)
+            summary["n_pages"].append(document["n_pages"])
+            summary["n_signatures"].append(sum(len(record.boxes) for record in records if isinstance(record, PageRecord)))
+            summary["error"].append(errors[0] if errors else "")
+        name = hashlib.sha256("\n".join(sorted(summary["source"])).encode()).hexdigest()[:32]
+        table = pa.Table.from_pylist(rows, schema=schema())
+        write_atomically(self.folder / f"part-{name}.parquet", lambda path: pq.write_table(table, path))
+        return summary
+
+
+def open_manifest(library: str | os.PathLike, extractor_sha256: str) -> dict[str, Any]:
+    """The library folder's manifest, created when missing; a library of another extractor is refused."""
+    folder = Path(library)
+    if folder.is_file():
+        raise LibraryError(f"{folder}: is a file (an SQLite library?); the ray engine writes a folder of Parquet shards")
+    path = folder / MANIFEST
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise LibraryError(f"{path}: not a readable library manifest ({error})") from error
+        if manifest.get("format") != FORMAT:
+            raise LibraryError(f"{path}: not a sharded signver library (format {manifest.get('format')!r})")
+        if manifest.get("extractor_sha256") != extractor_sha256:
+            raise CheckpointError(
+                f"{folder}: library was built with extractor sha256 {str(manifest.get('extractor_sha256'))[:12]}…, but the "
+                f"extractor loaded now is {extractor_sha256[:12]}… (embeddings of different models cannot be compared)")
+        return manifest
+    (folder / SHARDS).mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "extractor_sha256": extractor_sha256, "created_at": now()}
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def write_manifest(library: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    write_atomically(Path(library) / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
+
+
+def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, detector: str = "default",
+          cleaner: str = "default", extractor: str = "default", clean: bool = True, address: str | None = None,
+          actors: int = 1, cpus_per_actor: float = 1, gpus_per_actor: float = 0, batch_size: int = 4,
+          dpi: int = PDF_DPI, max_pages: int = DEFAULT_MAX_PAGES,
+          progress: Callable[[Indexed], None] | None = None) -> list[Indexed]:
+    """Index document files into the sharded ``library`` folder on Ray; returns what happened to each.
+
+    Documents already in a shard are reported ``skipped`` and not read again. ``address`` joins a running
+    cluster (``"auto"``, ``ray://host:10001``); without it a local Ray with ``actors * cpus_per_actor`` CPUs runs
+    here and is shut down at the end. Each actor holds ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs.
+    """
+    try:
+        import ray
+    except ImportError as error:
+        raise SignVerError("the ray engine needs Ray Data (pip install 'signver-torch[ray]')") from error
+    from signver_torch.pipeline import SignVer
+
+    if actors < 1 or batch_size < 1:
+        raise SignVerError(f"actors and batch size must be at least 1, not {actors} and {batch_size}")
+    folder = Path(library)
+    open_manifest(folder, SignVer(extractor=extractor).extractor.sha256)
+    for stale in (folder / SHARDS).glob(".tmp-*"):  # a write killed half-way: never renamed, never a shard
+        stale.unlink(missing_ok=True)
+    done = done_sources(folder)
+    sources = [str(Path(path).resolve()) for path in paths]
+    results: list[Indexed] = []
+    for source in sources:
+        if source in done:
+            digest, error = done[source]
+            results.append(Indexed(source, document_number(digest), skipped=True, error=error or None))
+            if progress is not None:
+                progress(results[-1])
+    todo = [source for source in sources if source not in done]
+    if not todo:
+        return results
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else max(1, int(np.ceil(actors * cpus_per_actor))),
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        documents = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0,
+                                               override_num_blocks=max(1, len(todo) // batch_size))
+        summaries = documents.map_batches(
+            PageReader, batch_size=batch_size, batch_format="numpy",
+            fn_constructor_kwargs={"library": str(folder.resolve()), "clean": clean, "device": "cuda" if gpus_per_actor else "cpu",
+                                   "models": {"detector": detector, "cleaner": cleaner, "extractor": extractor},
+                                   "dpi": dpi, "max_pages": max_pages, "threads": max(1, int(cpus_per_actor))},
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
+        for row in summaries.iter_rows():
+            results.append(Indexed(row["source"], document_number(row["document_sha256"]), int(row["n_pages"]),
+                                   int(row["n_signatures"]), error=row["error"] or None))
+            if progress is not None:
+                progress(results[-1])
+    finally:
+        if started:
+            ray.shutdown()
+    return results
+
+
+__all__ = ["FORMAT", "MANIFEST", "PageReader", "done_sources", "document_number", "index", "open_manifest", "schema",
+           "shard_files", "write_atomically", "write_manifest"]
