@@ -47,8 +47,11 @@ def checkpoints(sub: argparse.ArgumentParser, detector: bool = False) -> None:
 
 
 def models(sub: argparse.ArgumentParser, detector: bool = False) -> None:
-    """The pipeline's checkpoints and how it decides: ``--no-clean``, ``--combine``, ``--distance-only``."""
+    """The pipeline's checkpoints, its backend and how it decides: ``--no-clean``, ``--combine``, ``--distance-only``."""
     checkpoints(sub, detector)
+    sub.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                     help="run the networks in torch (default) or as exported graphs in onnxruntime (the [onnx] extra; "
+                     "checkpoints are then export folders of signver export, or names exported once into the cache)")
     sub.add_argument("--no-clean", action="store_true", help="embed crops as they are, without the cleaner")
     sub.add_argument("--combine", choices=("mean", "min"), default="mean",
                      help="how distances to several references combine (default mean)")

@@ -24,7 +24,7 @@ def signver_from_args(args: argparse.Namespace) -> SignVer:
     from signver_torch.pipeline import SignVer
 
     return SignVer(extractor=args.extractor, cleaner=args.cleaner, clean=not args.no_clean, combine=args.combine,
-                   per_person=not args.distance_only, **({"detector": args.detector} if hasattr(args, "detector") else {}))
+                   per_person=not args.distance_only, backend=args.backend, **({"detector": args.detector} if hasattr(args, "detector") else {}))
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
