@@ -148,6 +148,8 @@ class PageReader:
                     read_document(self.signver, source, data, dpi=self.dpi, max_pages=self.max_pages), start=1))
             except SignVerError as error:  # the document cannot be opened: one row (page 0) says why
                 numbered = [(0, " ".join(str(error).split()))]
+            except Exception as error:  # noqa: BLE001 (a bug on one document of millions: reported, the job goes on)
+                numbered = [(0, f"{source}: {type(error).__name__}: {' '.join(str(error).split())}")]
             document["n_pages"] = sum(1 for number, _ in numbered if number)
             rows.extend(page_row(document, number, record) for number, record in numbered)
             records = [record for _, record in numbered]

@@ -96,7 +96,8 @@ class PageRecord:
                    png_bytes(reading.image, THUMBNAIL_SIZE),
                    [(int(mark.mark), float(mark.score), list(mark.box)) for mark in detections(reading.detections)],
                    [list(box) for box in reading.boxes], list(reading.scores),
-                   np.asarray(reading.embeddings, np.float32).reshape(len(reading.boxes), -1),
+                   np.asarray(reading.embeddings, np.float32).reshape(len(reading.boxes), -1) if reading.boxes
+                   else np.zeros((0, 0), np.float32),
                    [png_bytes(crop) for crop in reading.crops], [png_bytes(clean) for clean in reading.cleaned])
 
 

@@ -22,10 +22,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     files = [path for item in args.paths for path in (document_files(item) if Path(item).is_dir() else [Path(item)])]
     if not files:
         raise SignVerError(f"no documents ({', '.join(args.paths)}): expected images, TIFFs or PDFs")
-    signver = signver_from_args(args)
     failures = 0
-    with DocumentLibrary(args.library, signver.extractor.sha256) as library, \
-            tqdm(total=len(files), desc="indexing", unit="doc", file=sys.stderr, disable=args.quiet) as bar:
+    with tqdm(total=len(files), desc="indexing", unit="doc", file=sys.stderr, disable=args.quiet) as bar:
         def report(result: "Indexed") -> None:  # noqa: F821 (imported lazily)
             nonlocal failures
             failures += result.error is not None
@@ -36,7 +34,16 @@ def cmd_index(args: argparse.Namespace) -> int:
             bar.write(line, file=sys.stdout)
             bar.update()
 
-        index_files(signver, library, files, report, dpi=args.dpi, max_pages=args.max_pages)
+        if args.engine == "ray":
+            from signver_torch.distributed import index
+
+            index(files, args.library, detector=args.detector, cleaner=args.cleaner, extractor=args.extractor,
+                  clean=not args.no_clean, address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                  dpi=args.dpi, max_pages=args.max_pages, progress=report)
+        else:
+            signver = signver_from_args(args)
+            with DocumentLibrary(args.library, signver.extractor.sha256) as library:
+                index_files(signver, library, files, report, dpi=args.dpi, max_pages=args.max_pages)
     if failures:
         print(f"signver: error: {failures} of {len(files)} documents could not be indexed (each on its line)", file=sys.stderr)
         return EXIT_ERROR
@@ -49,7 +56,15 @@ def add_index(commands: argparse._SubParsersAction) -> None:
         description="Detect, tag, crop, clean and embed every signature of every document into LIB (SQLite). "
         "Each document is one transaction: an interrupted run keeps what it finished; a rerun skips it.")
     index.add_argument("paths", nargs="+", metavar="DIR", help="folders (searched recursively) or document files")
-    index.add_argument("--library", required=True, help="library file (SQLite; created if missing)")
+    index.add_argument("--library", required=True,
+                       help="library file (SQLite; created if missing), or with --engine ray a folder of Parquet shards")
+    engine = index.add_argument_group("engine", "--engine ray: Ray Data actors (pip install 'signver-torch[ray]'), "
+                                      "one Parquet shard per batch; a rerun reads only documents not yet in a shard")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: one process into SQLite (default); ray: Ray Data into Parquet shards")
+    engine.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001); default: a local Ray here")
+    engine.add_argument("--actors", type=int, default=1, help="actors reading documents, each loading the models once")
+    engine.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs each actor holds (0: CPU actors)")
     document_limits(index)
     json_flag(index, "one JSON object per document")
     quiet_flag(index)
