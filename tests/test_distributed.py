@@ -137,3 +137,13 @@ def test_ivfpq_with_exact_reranking_keeps_recall_and_exact_similarities(tmp_path
     assert np.mean(recalls) >= 0.95, np.mean(recalls)
     with pytest.raises(Exception, match="sub-vectors"):
         ApproximateIndex.train(matrix[:, :60], parameters)
+
+
+def test_cli_ray_engine_refuses_an_sqlite_library_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from signver_torch.cli import main
+
+    library = tmp_path / "documents.db"
+    library.write_bytes(b"SQLite format 3\x00")
+    assert main(["index", str(FIXTURE_PAGES[0]), "--library", str(library), "--engine", "ray", "--quiet"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(library) in error[0] and "is a file" in error[0], error
