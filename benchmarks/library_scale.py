@@ -41,8 +41,7 @@ def search(args: argparse.Namespace) -> dict:
     built = time.perf_counter() - started
     exact = np.concatenate([np.argsort(-(matrix @ block.T), axis=0)[:10].T
                             for block in np.array_split(queries, max(1, len(queries) // 50))])
-    keys = SignatureKeys(np.arange(len(matrix)), {}, np.ones(len(matrix), np.int32), np.zeros((len(matrix), 4)))
-    keys.names = _AnyName()
+    keys = SignatureKeys(np.arange(len(matrix)), _AnyName(), np.ones(len(matrix), np.int32), np.zeros((len(matrix), 4)))
     runs = []
     for nprobe in args.nprobe:
         index._index.nprobe = nprobe
