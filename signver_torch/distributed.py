@@ -118,7 +118,7 @@ class PageReader:
     (``bytes`` and ``path`` columns) and writes each batch as one shard. Returns one summary row per document."""
 
     def __init__(self, library: str, models: dict[str, str], clean: bool, device: str | None, dpi: int,
-                 max_pages: int, threads: int | None = None) -> None:
+                 max_pages: int, threads: int | None = None, backend: str = "torch") -> None:
         import torch
 
         from signver_torch.pipeline import SignVer
@@ -126,7 +126,7 @@ class PageReader:
         if threads:
             torch.set_num_threads(threads)
         self.folder = Path(library) / SHARDS
-        self.signver = SignVer(**models, clean=clean, device=device)
+        self.signver = SignVer(**models, clean=clean, device=device, backend=backend)
         loaded = self.signver.load_all()
         self.shas = {f"{kind}_sha256": loaded[kind].sha256 if kind != "cleaner" or clean else ""
                      for kind in ("detector", "cleaner", "extractor")}
@@ -194,7 +194,8 @@ def write_manifest(library: str | os.PathLike, manifest: dict[str, Any]) -> None
 
 
 def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, detector: str = "default",
-          cleaner: str = "default", extractor: str = "default", clean: bool = True, address: str | None = None,
+          cleaner: str = "default", extractor: str = "default", clean: bool = True, backend: str = "torch",
+          address: str | None = None,
           actors: int = 1, cpus_per_actor: float = 1, gpus_per_actor: float = 0, batch_size: int = 4,
           dpi: int = PDF_DPI, max_pages: int = DEFAULT_MAX_PAGES,
           progress: Callable[[Indexed], None] | None = None) -> list[Indexed]:
@@ -240,7 +241,8 @@ def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, det
             PageReader, batch_size=batch_size, batch_format="numpy",
             fn_constructor_kwargs={"library": str(folder.resolve()), "clean": clean, "device": "cuda" if gpus_per_actor else "cpu",
                                    "models": {"detector": detector, "cleaner": cleaner, "extractor": extractor},
-                                   "dpi": dpi, "max_pages": max_pages, "threads": max(1, int(cpus_per_actor))},
+                                   "dpi": dpi, "max_pages": max_pages, "threads": max(1, int(cpus_per_actor)),
+                                   "backend": backend},
             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
         for row in summaries.iter_rows():
             results.append(Indexed(row["source"], document_number(row["document_sha256"]), int(row["n_pages"]),

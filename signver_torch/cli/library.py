@@ -38,8 +38,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             from signver_torch.distributed import index
 
             index(files, args.library, detector=args.detector, cleaner=args.cleaner, extractor=args.extractor,
-                  clean=not args.no_clean, address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                  dpi=args.dpi, max_pages=args.max_pages, progress=report)
+                  clean=not args.no_clean, backend=args.backend, address=args.address, actors=args.actors,
+                  gpus_per_actor=args.gpus_per_actor, dpi=args.dpi, max_pages=args.max_pages, progress=report)
         else:
             signver = signver_from_args(args)
             with DocumentLibrary(args.library, signver.extractor.sha256) as library:
