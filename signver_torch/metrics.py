@@ -5,6 +5,7 @@ Distances are "smaller = more alike"; a pair is accepted as the same writer when
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -83,6 +84,16 @@ def bootstrap_eer_interval(
             eers.append(equal_error_rate(pos, neg)[0])
     low, high = torch.tensor(eers, dtype=torch.double).quantile(torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
     return low, high
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """Wilson's 95% score interval of a proportion (sound at 0 and 1, where the normal one is not); ``(None, None)`` without trials."""
+    if trials == 0:
+        return None, None
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    spread = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return round(max(0.0, centre - spread), 4), round(min(1.0, centre + spread), 4)
 
 
 def cosine_distance_matrix(embeddings: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,6 +32,10 @@ class ModuleCommand:
 
     run: Callable[[argparse.Namespace], Any]  # evaluate: the report (a dict); calibrate: the lines to print
     options: tuple[str, ...] = ()  # argparse ``dest`` names
+    several_data: Optional[bool] = None  # whether it reads several --data folders; None: as the task's training does
+
+    def reads_several(self, task: "TrainingTask") -> bool:
+        return task.several_data if self.several_data is None else self.several_data
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from signver_torch.cli.options import checkpoint_option, device_option, quiet_flag
+from signver_torch.detector.layouts import FAMILIES
 from signver_torch.errors import SignVerError
 
 
@@ -17,12 +18,16 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     from signver_torch.data.ink import load_ink_maps
     from signver_torch.data.signatures import discover_signatures
     from signver_torch.detector.data import YOLO_CLASS_MAP, SyntheticPages, write_yolo_pages
+    from signver_torch.cli.options import data_argument
     from signver_torch.detector.pages import PageConfig
 
     if args.pages < 1:
         raise SignVerError(f"--pages must be at least 1, not {args.pages}")
-    records = discover_signatures(args.data, args.writers or None)
-    pages = SyntheticPages(load_ink_maps(records, progress=not args.quiet), args.pages, args.seed, PageConfig(size=args.size))
+    if not 0 <= args.photo <= 1:
+        raise SignVerError(f"--photo must be a share between 0 and 1, not {args.photo}")
+    records = discover_signatures(data_argument(args.data), args.writers or None)
+    config = PageConfig(size=args.size, layouts={args.layout: 1.0}, photo_rate=args.photo)
+    pages = SyntheticPages(load_ink_maps(records, progress=not args.quiet), args.pages, args.seed, config)
     root = write_yolo_pages(pages, args.out, progress=not args.quiet)
     (root / SYNTHESIS_RECORD).write_text(json.dumps({"command": "signver " + shlex.join(args.argv)}) + "\n")
     print(f"wrote {args.pages} pages to {root}; score them with: signver evaluate detector --data {root} --class-map {YOLO_CLASS_MAP}")
@@ -100,11 +105,18 @@ def add_synthesize(commands: argparse._SubParsersAction) -> None:
         help="draw seeded synthetic pages (signatures, initials, redactions, dates) into a YOLO folder",
     )
     synthesize.add_argument("kind", choices=("pages",))
-    synthesize.add_argument("--data", required=True, help="signatures to paste: CEDAR or writer-folder layout")
-    synthesize.add_argument("--writers", help="whose signatures, e.g. 33-40 (default: all)")
+    synthesize.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                            help="signatures to paste: CEDAR or writer-folder layout; several folders name writers by source")
+    synthesize.add_argument("--writers", help="whose signatures, e.g. 33-40 or cedar:33-40,dutch:037-048 (default: all)")
+    synthesize.add_argument("--layout", default="letter", choices=FAMILIES,
+                            help="page family: letter (square, as the real pages), sheet (a grid of boxes to sign), form, "
+                            "cheque, contract (default letter)")
+    synthesize.add_argument("--photo", type=float, default=0.0, metavar="SHARE",
+                            help="share of the pages photographed with a phone: perspective, light, shadow, blur, JPEG (default 0)")
     synthesize.add_argument("--pages", type=int, default=64, help="number of pages (default 64)")
     synthesize.add_argument("--seed", type=int, default=20261126, help="page i is fixed by (seed, i) (default 20261126)")
-    synthesize.add_argument("--size", type=int, default=640, help="page side in pixels (default 640, as the real pages)")
+    synthesize.add_argument("--size", type=int, default=640, help="page's longest side in pixels (default 640, as the "
+                            "real pages; 3508 is A4 at 300 dpi)")
     synthesize.add_argument("--out", required=True, help="new or empty folder for images/ and labels/")
     quiet_flag(synthesize)
     synthesize.set_defaults(handler=cmd_synthesize)

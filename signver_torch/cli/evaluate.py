@@ -60,7 +60,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from signver_torch.tasks import module_command
 
     command = module_command(args.module, "evaluate", args)
-    args.data = data_argument(args.data, several=get_task(args.module).several_data)
+    args.data = data_argument(args.data, several=command.reads_several(get_task(args.module)))
     report = command.run(args)
     if args.record or args.record_as:
         from signver_torch.checkpoints import record_metrics
@@ -116,7 +116,7 @@ def _module_subcommands(parser: argparse.ArgumentParser, command: str, options: 
     for name, entry in offered.items():
         summary = _summary(entry.run)
         sub = modules.add_parser(name, help=summary, description=summary)
-        shared(sub, get_task(name).several_data)
+        shared(sub, entry.reads_several(get_task(name)))
         others = {option for other in offered.values() for option in other.options} - set(entry.options)
         for dest, spec in options.items():
             if dest in entry.options or dest in others:

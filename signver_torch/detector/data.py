@@ -173,12 +173,14 @@ class PageDataModule(lightning.LightningDataModule):
 
     ``max_boxes`` pads every training page's boxes to that many on the host (:class:`PaddedTargets`):
     batches of one shape, which the detector's loss reads without a host sync; ``None`` keeps
-    torchvision's list of targets.
+    torchvision's list of targets. ``layouts`` mixes the synthetic page families (``{"letter": 0.4,
+    "sheet": 0.2, ...}``, default letters only) and ``photo_rate`` photographs that share of them;
+    synthetic validation pages use the same mix. Non-square families are letterboxed like real pages.
     """
 
     def __init__(
         self,
-        signatures_dir: str | Path,
+        signatures_dir: str | Path | list[str],
         train_writers: str = "1-32",
         val_writers: str = "33-40",
         real_dir: str | Path | None = None,
@@ -191,6 +193,8 @@ class PageDataModule(lightning.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         max_boxes: int | None = None,
+        layouts: dict[str, float] | None = None,
+        photo_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -206,14 +210,16 @@ class PageDataModule(lightning.LightningDataModule):
         hp = self.hparams
         records = discover_signatures(hp.signatures_dir)
         train_writers, val_writers = writer_split(records, hp.train_writers, hp.val_writers)
-        config = PageConfig(size=hp.image_size)
-        parts: list[Dataset] = [SyntheticPages(load_ink_maps(train_writers), hp.synthetic_pages, hp.seed, config)]
+        config = PageConfig(size=hp.image_size, layouts=hp.layouts or {"letter": 1.0}, photo_rate=hp.photo_rate)
+        parts: list[Dataset] = [Letterboxed(SyntheticPages(load_ink_maps(train_writers), hp.synthetic_pages, hp.seed, config),
+                                            hp.image_size)]
         if hp.real_dir is not None:
             self.real_train, self.real_val = split_pages(read_detection_dataset(hp.real_dir), hp.held_out_every)
             parts += [Letterboxed(DetectionPages(self.real_train), hp.image_size)] * hp.real_repeat
             self.val_sets.append(Letterboxed(DetectionPages(self.real_val), hp.image_size))
         self.train_set = Augmented(ConcatDataset(parts), hp.seed)
-        self.val_sets.append(SyntheticPages(load_ink_maps(val_writers), hp.val_synthetic_pages, hp.seed + 10_000, config))
+        self.val_sets.append(Letterboxed(SyntheticPages(load_ink_maps(val_writers), hp.val_synthetic_pages, hp.seed + 10_000,
+                                                        config), hp.image_size))
 
     @property
     def val_names(self) -> list[str]:

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from signver_torch.data.detection import CLASS_NAMES, DetectionPages, read_detec
 from signver_torch.detector.api import Detector, draw_detections
 from signver_torch.detector.marks import Detection, Mark
 from signver_torch.errors import SignVerError
-from signver_torch.metrics import DetectionMetrics
+from signver_torch.metrics import DetectionMetrics, wilson_interval
 
 
 #: A labelled mark is missed when no detection of its class above this score overlaps it at IoU 0.5.
@@ -58,6 +58,39 @@ def page_errors(
     return {"missed": missed, "false_positives": false_positives}
 
 
+def operating_counts(found: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], classes: Collection[int],
+                     threshold: float = FALSE_POSITIVE_SCORE) -> dict[int, list[int]]:
+    """Per labelled class, ``[matched marks, marks, detections]`` at ``threshold``: detections taken by
+    score, each matching the best still unmatched mark of its class at IoU ≥ 0.5 (one to one)."""
+    counts = {}
+    for label in classes:
+        marks = target["boxes"].reshape(-1, 4).float()[target["labels"] == label]
+        keep = (found["labels"] == label) & (found["scores"] >= threshold)
+        order = found["scores"][keep].argsort(descending=True)
+        detections = found["boxes"][keep][order]
+        overlap = box_iou(detections, marks) if len(marks) and len(detections) else torch.zeros(len(detections), len(marks))
+        taken = torch.zeros(len(marks), dtype=torch.bool)
+        for row in overlap:
+            row = row.where(~taken, 0.0)
+            if len(row) and row.max() >= 0.5:
+                taken[row.argmax()] = True
+        counts[label] = [int(taken.sum()), len(marks), len(detections)]
+    return counts
+
+
+def operating_report(counts: Mapping[int, Sequence[int]], threshold: float = FALSE_POSITIVE_SCORE) -> dict[str, Any]:
+    """Recall and precision per class at ``threshold``, with 95% Wilson intervals (marks counted as independent)."""
+    report: dict[str, Any] = {"threshold": threshold}
+    for label, (matched, marks, detections) in sorted(counts.items()):
+        report[CLASS_NAMES[label]] = {
+            "recall": matched / marks if marks else None, "recall_ci": list(wilson_interval(matched, marks)),
+            "precision": matched / detections if detections else None,
+            "precision_ci": list(wilson_interval(matched, detections)),
+            "marks": marks, "detections": detections,
+        }
+    return report
+
+
 def draw_errors(page: Image.Image, found: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> Image.Image:
     """``draw_detections`` of the detections scoring at least ``FALSE_POSITIVE_SCORE``, with the labelled boxes in black."""
     confident = found["scores"] >= FALSE_POSITIVE_SCORE
@@ -77,6 +110,7 @@ def evaluate_detector(
     device: str | None = None,
     progress: bool = True,
     errors_dir: str | os.PathLike | None = None,
+    detector: Detector | None = None,
 ) -> dict[str, Any]:
     """docs/design.md's detector contract on ``data_dir`` (YOLO, SignVerOD or COCO): mAP@0.5, COCO mAP,
     AP@0.5 per class, seconds per page, plus the count of missed marks and confident false positives
@@ -88,7 +122,7 @@ def evaluate_detector(
         _, records = split_pages(records, held_out_every)
     if not records:
         raise SignVerError(f"{data_dir}: no pages to evaluate")
-    detector = Detector(device=device).load(checkpoint)
+    detector = detector or Detector(device=device).load(checkpoint)
     metrics = DetectionMetrics(CLASS_NAMES)
     pages = DetectionPages(records)
     seconds = 0.0
@@ -97,12 +131,15 @@ def evaluate_detector(
     if errors_dir is not None:
         errors_dir = Path(errors_dir)
         errors_dir.mkdir(parents=True, exist_ok=True)
+    counts = {label: [0, 0, 0] for label in classes}
     for index in tqdm(range(len(pages)), desc="detecting", unit="page", file=sys.stderr, disable=not progress):
         image, target = pages[index]
         began = time.perf_counter()
         [found] = detector.predict([image], score_threshold=0.0)
         seconds += time.perf_counter() - began
         metrics.update([found], [target])
+        for label, page_counts in operating_counts(found, target, classes).items():
+            counts[label] = [a + b for a, b in zip(counts[label], page_counts)]
         page = page_errors(found, target, classes)
         if page["missed"] or page["false_positives"]:
             errors[records[index].path.name] = page
@@ -116,9 +153,48 @@ def evaluate_detector(
         "n_boxes": sum(len(r.boxes) for r in records),
         "missed": sum(len(page["missed"]) for page in errors.values()),
         "false_positives": sum(len(page["false_positives"]) for page in errors.values()),
+        "at_threshold": operating_report(counts),
+        "counts": {str(label): value for label, value in counts.items()},
         "seconds_per_image": seconds / len(records),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": detector.sha256,
         "data": str(data_dir),
         "pages": f"1 in {held_out_every} by file name (held out of training)" if held_out_every else "all",
+    }
+
+
+def evaluate_detector_sets(
+    data_dirs: Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike = "default",
+    *,
+    held_out_every: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`evaluate_detector` on each folder and the counts at the operating threshold pooled over
+    all. ``held_out_every`` applies to real folders only: a folder drawn by ``signver synthesize``
+    (its pages never trained on) is scored whole, its YOLO classes read as SignVer's four."""
+    from signver_torch.data.detection import SYNTHESIS_RECORD, parse_class_map
+    from signver_torch.detector.data import YOLO_CLASS_MAP
+
+    detector = Detector(device=device).load(checkpoint)
+    sets: dict[str, dict[str, Any]] = {}
+    for folder in data_dirs:
+        synthetic = (Path(folder) / SYNTHESIS_RECORD).is_file()
+        sets[str(folder)] = evaluate_detector(
+            folder, checkpoint, class_map=parse_class_map(YOLO_CLASS_MAP) if synthetic else None,
+            held_out_every=None if synthetic else held_out_every, progress=progress, detector=detector)
+    pooled: dict[int, list[int]] = {}
+    for report in sets.values():
+        for label, value in report["counts"].items():
+            pooled[int(label)] = [a + b for a, b in zip(pooled.get(int(label), [0, 0, 0]), value)]
+    pages = sum(report["n_images"] for report in sets.values())
+    return {
+        "sets": sets,
+        "pooled": {
+            "at_threshold": operating_report(pooled), "n_images": pages,
+            "n_boxes": sum(report["n_boxes"] for report in sets.values()),
+            "seconds_per_image": sum(report["seconds_per_image"] * report["n_images"] for report in sets.values()) / pages,
+        },
+        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256,
     }

@@ -1,12 +1,13 @@
 """The detector's synthetic document pages, with exact boxes for all four classes.
 
-A page is drawn like the real scans the detector meets (letters, forms and contracts resized to a
-square): printed paragraphs, headings, tables and form fields; **signatures** pasted from real
-training-writer signatures (their ink maps, see :func:`~signver_torch.data.ink.ink_only`);
-**initials** (the first stroke group of a real signature, small, beside text or in a margin);
-handwritten **dates** (digits and separators drawn with a slanted, wobbling pen); **redactions**
-(filled black or grey bars over text); and scan effects over the whole page. Each box is the tight
-box of what was drawn for it, so it covers exactly the pasted ink.
+A page is one of the families people sign (:data:`~signver_torch.detector.layouts.FAMILIES`). A
+``letter`` is drawn like the real scans (letters resized to a square): printed paragraphs, headings,
+tables, form fields and signature blocks; **signatures** pasted from real training-writer signatures
+(their ink maps, see :func:`~signver_torch.data.ink.ink_only`); **initials** (the first stroke group of
+a real signature); handwritten **dates**; **redactions** (filled bars over text). The other families
+(signature sheets, forms, cheques, contracts: :mod:`~signver_torch.detector.layouts`) print their own
+matter and say where handwriting goes; their slots are filled here. Then scan effects, or a phone
+photo (:mod:`~signver_torch.detector.photo`). Each box is the tight box of what was drawn for it.
 
 Item ``i`` of a seed is fixed by ``numpy.random.default_rng((seed, i))``, like the cleaner's pairs.
 """
@@ -14,24 +15,40 @@ Item ``i`` of a seed is fixed by ``numpy.random.default_rng((seed, i))``, like t
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from signver_torch.data.forms import FORM_WORDS, FormPrinter
+from signver_torch.detector.handwriting import (
+    INK_LEVEL, Marks, first_strokes, handwritten_date, overlaps, tick, write_words,
+)
+from signver_torch.detector.layouts import FAMILIES, LAYOUTS, word
+from signver_torch.detector.photo import photograph
 from signver_torch.errors import DataError
 
 SIGNATURE, INITIALS, REDACTION, DATE = 1, 2, 3, 4
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 #: Lines above a letter's signature; the real pages (mostly letters) sign under one of these.
 CLOSINGS = ("Sincerely,", "Sincerely yours,", "Very truly yours,", "Yours truly,", "Best regards,", "Thanks,",
             "Respectfully,", "Cordially,", "ACCEPTED:", "Approved by:", "Witness:", "By:")
 TITLES = ("Vice President", "Director", "Secretary", "Manager, Marketing", "Research Administrator", "Ph.D.",
           "Senior Counsel", "Project Director", "Chairman", "Treasurer", "Associate Professor", "Sales Department")
-#: Darkness above which a pasted pixel counts as ink for its box.
-INK_LEVEL = 0.15
+__all__ = ["FAMILIES", "INK_LEVEL", "PageConfig", "PageLayers", "PageSynthesizer", "layout_mix"]
+
+
+def layout_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
+    """A mix of page families as weights summing to 1 (``None``: letters only); an unknown family or
+    no positive weight is a :class:`DataError`."""
+    mix = dict(mix or {"letter": 1.0})
+    unknown = sorted(set(mix) - set(FAMILIES))
+    if unknown:
+        raise DataError(f"unknown page layout(s) {', '.join(unknown)}: choose from {', '.join(FAMILIES)}")
+    total = sum(weight for weight in mix.values() if weight > 0)
+    if total <= 0 or any(weight < 0 for weight in mix.values()):
+        raise DataError(f"layout mix {mix}: weights must be non-negative with a positive sum")
+    return {name: weight / total for name, weight in mix.items() if weight > 0}
 
 
 @dataclass(frozen=True)
@@ -53,18 +70,32 @@ class PageConfig:
     #: chance that a loose signature has one or two more signed just under it (cheques, approval
     #: columns), each boxed apart although their ink nearly touches
     stacked_signature_rate: float = 0.15
+    #: page families and their shares (:func:`layout_mix`); ``letter`` is the square page above
+    layouts: Mapping[str, float] = field(default_factory=lambda: {"letter": 1.0})
+    #: share of pages photographed with a phone (:func:`~signver_torch.detector.photo.photograph`) instead of scanned
+    photo_rate: float = 0.0
+    #: the other families' pages are ``size`` long at their longest side times a factor drawn from this
+    #: range (small scans to large ones; the network letterboxes them all)
+    scale_range: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass(frozen=True)
 class PageLayers:
     """A synthetic page before scan effects: darkness of printed matter, of the labelled handwriting
-    and of the unlabelled handwriting (notes), and the boxes."""
+    and of the unlabelled handwriting (notes, filled-in words, check marks), the boxes, and each
+    mark's ink (``(left, top, mask)``, ``None`` for a redaction) to box it again after a warp."""
 
     printed: np.ndarray
     handwriting: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
     notes: np.ndarray
+    pieces: tuple = ()
+    layout: str = "letter"
+
+    def page(self) -> np.ndarray:
+        """The page as gray (paper 1) before scan effects."""
+        return (1 - self.printed) * (1 - self.handwriting) * (1 - self.notes)
 
 
 class PageSynthesizer:
@@ -72,39 +103,47 @@ class PageSynthesizer:
 
     def __init__(self, config: PageConfig | None = None) -> None:
         self.config = config or PageConfig()
+        self.mix = layout_mix(self.config.layouts)
         self._printer = FormPrinter()  # the bundled font and the stamps the cleaner's pairs draw too
 
     def __call__(
         self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(gray page (H, W), boxes (K, 4) xyxy, labels (K,))``: scanned, or photographed (``photo_rate``)."""
         layers = self.layers(ink_maps, rng, signatures)
-        page = (1 - layers.printed) * (1 - layers.handwriting) * (1 - layers.notes)
-        return self._scan(page, rng), layers.boxes, layers.labels
+        if self.config.photo_rate > 0 and rng.random() < self.config.photo_rate:
+            page, boxes = photograph(layers.page(), layers.boxes, layers.pieces, rng)
+            return page, boxes, layers.labels
+        return self._scan(layers.page(), rng), layers.boxes, layers.labels
 
     def layers(
-        self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None
+        self, ink_maps: Sequence[np.ndarray], rng: np.random.Generator, signatures: Sequence[np.ndarray] | None = None,
+        layout: str | None = None,
     ) -> "PageLayers":
         """The page before scan effects: printed matter (with redactions) and handwriting, as darkness.
 
-        ``signatures`` pastes exactly these ink maps as the page's signatures (an example page with a
-        known signer); otherwise 0 to ``max_signatures`` are drawn from ``ink_maps``.
+        ``layout`` is the family (default: drawn from the configured mix). ``signatures`` pastes
+        exactly these ink maps as a letter's signatures (an example page with a known signer);
+        otherwise 0 to ``max_signatures`` are drawn from ``ink_maps``.
         """
+        if layout is None:
+            names = list(self.mix)
+            layout = names[0] if len(names) == 1 else str(rng.choice(names, p=list(self.mix.values())))
+        if layout != "letter":
+            return self._family_page(layout, ink_maps, rng)
         size = self.config.size
         handwriting = np.zeros((size, size), np.float32)
         printed = Image.new("L", (size, size), 0)
         draw = ImageDraw.Draw(printed)
         text_lines, places = self._printed_layout(draw, rng, size)
-        boxes: list[tuple[float, float, float, float]] = []
-        labels: list[int] = []
-        occupied: list[tuple[float, float, float, float]] = []
-
+        marks = Marks()
         for _ in range(int(rng.integers(0, self.config.max_redactions + 1))):
-            self._redaction(draw, rng, text_lines, size, boxes, labels)
+            self._redaction(draw, rng, text_lines, (size, size), marks)
         # some signature blocks stay unsigned: a typed name alone is not a signature
         places = [place for place in places if rng.random() < 0.85]
         notes = np.zeros((size, size), np.float32)
         if rng.random() < self.config.handwritten_note_rate:
-            self._handwritten_note(notes, ink_maps, rng, occupied, places)
+            self._handwritten_note(notes, ink_maps, rng, marks, places)
         if signatures is not None:
             chosen = list(signatures)
         else:
@@ -114,23 +153,60 @@ class PageSynthesizer:
             if index < len(places):  # over its typed name, often touching it, like the real letters' signatures
                 left, baseline = places[index]
                 width = np.exp(rng.uniform(np.log(60), np.log(260)))
-                self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied, bottom_left=(left, baseline))
+                marks.paste(handwriting, ink, width, rng, SIGNATURE, bottom_left=(left, baseline))
                 continue
             width = np.exp(rng.uniform(np.log(self.config.min_signature_width), np.log(self.config.max_signature_width)))
-            pasted = self._paste(handwriting, ink, width, rng, SIGNATURE, boxes, labels, occupied)
+            pasted = marks.paste(handwriting, ink, width, rng, SIGNATURE)
             if pasted and rng.random() < self.config.stacked_signature_rate:
-                self._stack_signatures(handwriting, ink_maps, width, rng, boxes, labels, occupied)
+                self._stack_signatures(handwriting, ink_maps, width, rng, marks)
         for _ in range(int(rng.integers(0, self.config.max_initials + 1))):
-            ink = _first_strokes(ink_maps[int(rng.integers(len(ink_maps)))], rng)
-            self._paste(handwriting, ink, rng.uniform(18, 60), rng, INITIALS, boxes, labels, occupied)
+            ink = first_strokes(ink_maps[int(rng.integers(len(ink_maps)))])
+            marks.paste(handwriting, ink, rng.uniform(18, 60), rng, INITIALS)
         for _ in range(int(rng.integers(0, self.config.max_dates + 1))):
-            self._paste(handwriting, self._handwritten_date(rng), rng.uniform(50, 160), rng, DATE, boxes, labels, occupied)
+            marks.paste(handwriting, handwritten_date(self._printer, rng), rng.uniform(50, 160), rng, DATE)
         if rng.random() < 0.2:
             self._printer.stamp(printed, rng, size, size // 4)
-        return PageLayers(
-            np.asarray(printed, np.float32) / 255, handwriting,
-            np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), notes,
-        )
+        return PageLayers(np.asarray(printed, np.float32) / 255, handwriting, *marks.arrays(), notes, tuple(marks.pieces))
+
+    def _family_page(self, layout: str, ink_maps: Sequence[np.ndarray], rng: np.random.Generator) -> "PageLayers":
+        """A sheet, form, cheque or contract: its printed matter, its slots filled by hand (some left
+        empty), a redaction or a stamp now and then."""
+        size = round(self.config.size * rng.uniform(*self.config.scale_range))
+        printed = LAYOUTS[layout](self._printer, rng, size)
+        width, height = printed.image.size
+        handwriting = np.zeros((height, width), np.float32)
+        notes = np.zeros((height, width), np.float32)
+        marks = Marks()
+        unit = max(width, height) / 640
+        for slot in printed.signatures:
+            if rng.random() < 0.88:  # an empty box or line is no signature
+                marks.paste_into(handwriting, ink_maps[int(rng.integers(len(ink_maps)))], slot, rng, SIGNATURE)
+        for slot in printed.initials:
+            if rng.random() < 0.7:
+                ink = first_strokes(ink_maps[int(rng.integers(len(ink_maps)))])
+                marks.paste_into(handwriting, ink, slot, rng, INITIALS, fill=(0.15, 0.4), max_height=rng.uniform(12, 26) * unit)
+        for slot in printed.dates:  # written about twice as tall as the print
+            if rng.random() < 0.7:
+                marks.paste_into(handwriting, handwritten_date(self._printer, rng), slot, rng, DATE, fill=(0.4, 0.9),
+                                 max_height=rng.uniform(12, 24) * unit)
+        for x0, y0, x1, y1 in printed.words:  # names and amounts written in: handwriting, but no signature
+            if rng.random() < 0.6:
+                high = min(y1 - y0, 22 * unit)
+                write_words(notes, ink_maps, rng, int(x0 + rng.uniform(0, 0.1) * (x1 - x0)), int(y1 - (y1 - y0) * 0.2),
+                            (x1 - x0) * rng.uniform(0.3, 0.9), rng.uniform(0.5, 0.95) * high)
+        for x0, y0, x1, y1 in printed.checks:
+            if rng.random() < 0.5:
+                mark = tick(rng, max(4, round((x1 - x0) * rng.uniform(1.0, 1.5))))
+                top, left = max(0, int(y0 - (x1 - x0) * 0.3)), int(x0)
+                region = notes[top : top + mark.shape[0], left : left + mark.shape[1]]
+                np.maximum(region, mark[: region.shape[0], : region.shape[1]], out=region)
+        draw = ImageDraw.Draw(printed.image)
+        if printed.lines and rng.random() < 0.3:
+            self._redaction(draw, rng, [tuple(map(int, line)) for line in printed.lines], (width, height), marks)
+        if rng.random() < 0.15:
+            self._printer.stamp(printed.image, rng, width, height // 6)
+        return PageLayers(np.asarray(printed.image, np.float32) / 255, handwriting, *marks.arrays(), notes,
+                          tuple(marks.pieces), layout)
 
     def _printed_layout(
         self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int
@@ -153,7 +229,7 @@ class PageSynthesizer:
                 continue
             if kind == "heading":
                 heading = self._printer.font(int(rng.integers(12, 22)))
-                text = " ".join(_word(rng).upper() for _ in range(int(rng.integers(1, 4))))
+                text = " ".join(word(rng).upper() for _ in range(int(rng.integers(1, 4))))
                 draw.text((margin + int(rng.integers(0, 150)), y), text, fill=255, font=heading)
                 y += int(heading.size * 1.6)
             elif kind == "field":  # "Signature: ________"
@@ -169,7 +245,7 @@ class PageSynthesizer:
                 rows, top = int(rng.integers(2, 6)), y
                 for _ in range(rows):
                     draw.line([(margin, y), (size - margin, y)], fill=255, width=1)
-                    draw.text((margin + 4, y + 3), " ".join(_word(rng) for _ in range(int(rng.integers(2, 6)))), fill=255, font=font)
+                    draw.text((margin + 4, y + 3), " ".join(word(rng) for _ in range(int(rng.integers(2, 6)))), fill=255, font=font)
                     y += font_size + 8
                 draw.line([(margin, y), (size - margin, y)], fill=255, width=1)
                 draw.line([(margin, top), (margin, y)], fill=255, width=1)
@@ -182,7 +258,7 @@ class PageSynthesizer:
                     text, x = "", margin
                     right = size - margin - int(rng.integers(0, size // 3))
                     while draw.textlength(text, font=font) < right - x - 40:
-                        text += _word(rng) + " "
+                        text += word(rng) + " "
                     draw.text((x, y), text, fill=255, font=font)
                     lines.append((x, y, int(x + draw.textlength(text, font=font)), y + font_size + 2))
                     y += int(font_size * 1.35)
@@ -202,7 +278,7 @@ class PageSynthesizer:
         for x in columns:
             if rng.random() < 0.8:
                 draw.text((x, y), str(rng.choice(CLOSINGS)), fill=255, font=font)
-            name = f"{_word(rng).title()} {rng.choice(list(string.ascii_uppercase))}. {_word(rng).title()}"
+            name = f"{word(rng).title()} {rng.choice(list(string.ascii_uppercase))}. {word(rng).title()}"
             draw.text((x, name_y), name, fill=255, font=font)
             for line in range(lines_below):
                 draw.text((x, name_y + int((line + 1) * font_size * 1.3)), str(rng.choice(TITLES)), fill=255, font=font)
@@ -210,11 +286,11 @@ class PageSynthesizer:
         return name_y + int((lines_below + 1) * font_size * 1.3 + font_size * rng.uniform(1, 4))
 
     def _stack_signatures(self, darkness: np.ndarray, ink_maps: Sequence[np.ndarray], width: float, rng: np.random.Generator,
-                          boxes: list, labels: list, occupied: list) -> None:
+                          marks: Marks) -> None:
         """One or two signatures of other writers just under the last one pasted, left edges roughly
         aligned, the top of each reaching up to a quarter of its height into the one above."""
         for _ in range(int(rng.integers(1, 3))):
-            above, above_spot = boxes[-1], occupied[-1]
+            above, above_spot = marks.boxes[-1], marks.spots[-1]
             ink = ink_maps[int(rng.integers(len(ink_maps)))]
             new_width = width * rng.uniform(0.7, 1.3)
             height = ink.shape[0] * new_width / ink.shape[1]
@@ -222,63 +298,30 @@ class PageSynthesizer:
             bottom = int(above[3] + height * rng.uniform(0.75, 1.05))
             if bottom > darkness.shape[0]:  # no room under it
                 return
-            if not self._paste(darkness, ink, new_width, rng, SIGNATURE, boxes, labels, occupied,
-                               bottom_left=(left, bottom), may_overlap=above_spot):
+            if not marks.paste(darkness, ink, new_width, rng, SIGNATURE, bottom_left=(left, bottom), may_overlap=above_spot):
                 return
 
     @staticmethod
-    def _redaction(draw: ImageDraw.ImageDraw, rng: np.random.Generator, text_lines: list, size: int,
-                   boxes: list, labels: list) -> None:
-        """A filled black or grey bar, usually over part of a text line."""
+    def _redaction(draw: ImageDraw.ImageDraw, rng: np.random.Generator, text_lines: list, page: tuple[int, int],
+                   marks: Marks) -> None:
+        """A filled black or grey bar, usually over part of a text line (``page``: width, height)."""
+        width, height = page
         if text_lines and rng.random() < 0.8:
             x0, y0, x1, y1 = text_lines[int(rng.integers(len(text_lines)))]
             start = int(rng.integers(x0, max(x0 + 1, x1 - 40)))
             box = (start, y0 - 1, min(x1, start + int(rng.integers(30, 260))), y1 + 1)
         else:
-            x0, y0 = int(rng.integers(0, size - 60)), int(rng.integers(0, size - 20))
-            box = (x0, y0, min(size - 1, x0 + int(rng.integers(30, 300))), min(size - 1, y0 + int(rng.integers(8, 60))))
-        box = (max(box[0], 0), max(box[1], 0), min(box[2], size - 1), min(box[3], size - 1))
+            x0, y0 = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 20))
+            box = (x0, y0, min(width - 1, x0 + int(rng.integers(30, 300))), min(height - 1, y0 + int(rng.integers(8, 60))))
+        box = (max(box[0], 0), max(box[1], 0), min(box[2], width - 1), min(box[3], height - 1))
         if box[2] - box[0] < 6 or box[3] - box[1] < 4:
             return
         draw.rectangle(box, fill=int(rng.choice([255, 255, 230, 180])))
-        boxes.append(tuple(float(v) for v in (box[0], box[1], box[2] + 1, box[3] + 1)))
-        labels.append(REDACTION)
-
-    def _paste(self, darkness: np.ndarray, ink: np.ndarray, width: float, rng: np.random.Generator, label: int,
-               boxes: list, labels: list, occupied: list, bottom_left: tuple[int, int] | None = None,
-               may_overlap: tuple[float, ...] | None = None) -> bool:
-        """Scale ``ink`` to ``width`` pixels, paste it at ``bottom_left`` or else where it overlaps no
-        other mark (but ``may_overlap``), record its ink box. A mark that would overlap another one is
-        left out; returns whether the mark was pasted."""
-        scale = width / ink.shape[1]
-        size = (max(2, round(ink.shape[1] * scale)), max(2, round(ink.shape[0] * scale)))
-        if size[0] >= darkness.shape[1] - 4 or size[1] >= darkness.shape[0] - 4:
-            return False
-        mark = np.asarray(Image.fromarray(ink).resize(size, Image.BILINEAR)) * rng.uniform(0.7, 1.0)
-        candidates = [bottom_left] if bottom_left is not None else [
-            (int(rng.integers(0, darkness.shape[1] - size[0])), int(rng.integers(size[1], darkness.shape[0]))) for _ in range(20)
-        ]
-        for left, bottom in candidates:  # a free spot; give up quietly on a crowded page
-            left = min(max(left, 0), darkness.shape[1] - size[0])
-            top = min(max(bottom - size[1], 0), darkness.shape[0] - size[1])
-            spot = (left, top, left + size[0], top + size[1])
-            if not any(_overlaps(spot, other) for other in occupied if other is not may_overlap):
-                break
-        else:
-            return False
-        rows, cols = np.nonzero(mark > INK_LEVEL)
-        if len(rows) == 0:
-            return False
-        region = darkness[top : top + size[1], left : left + size[0]]
-        np.maximum(region, mark, out=region)
-        occupied.append(spot)
-        boxes.append((left + cols.min(), top + rows.min(), left + cols.max() + 1.0, top + rows.max() + 1.0))
-        labels.append(label)
-        return True
+        marks.add_rectangle((float(box[0]), float(box[1]), box[2] + 1.0, box[3] + 1.0), REDACTION)
 
     @staticmethod
     def _handwritten_note(darkness: np.ndarray, ink_maps: Sequence[np.ndarray], rng: np.random.Generator,
-                          occupied: list, places: list[tuple[int, int]]) -> None:
+                          marks: Marks, places: list[tuple[int, int]]) -> None:
         """Lines of cursive "words" (pieces of real signatures) that no label covers: the real pages'
         handwritten letters and margin notes, which are not signatures. Half of the notes are signed
         a line or two under their last line, as a handwritten letter is."""
@@ -288,48 +331,14 @@ class PageSynthesizer:
         spacing = int(height * rng.uniform(1.3, 2.0))
         left, top = int(rng.integers(0, size - width)), int(rng.integers(0, max(1, size - rows * spacing - height)))
         spot = (left, top, left + width, top + rows * spacing + int(height))
-        if any(_overlaps(spot, other) for other in occupied):
+        if any(overlaps(spot, other) for other in marks.spots):
             return
         for row in range(rows):
-            x, end = left, left + width * (rng.uniform(0.5, 1.0) if row == rows - 1 else 1.0)
-            while True:
-                word = _word_of_ink(ink_maps[int(rng.integers(len(ink_maps)))], rng)
-                scale = height / word.shape[0] * rng.uniform(0.8, 1.2)
-                shape = (max(2, round(word.shape[1] * scale)), max(2, round(word.shape[0] * scale)))
-                if x + shape[0] > end:
-                    break
-                y = top + row * spacing + int(rng.normal(0, height * 0.08))
-                y = min(max(y, 0), size - shape[1])
-                region = darkness[y : y + shape[1], x : x + shape[0]]
-                np.maximum(region, np.asarray(Image.fromarray(word).resize(shape, Image.BILINEAR))[: region.shape[0]], out=region)
-                x += shape[0] + int(height * rng.uniform(0.3, 0.9))
-        occupied.append(spot)
+            line_width = width * (rng.uniform(0.5, 1.0) if row == rows - 1 else 1.0)
+            write_words(darkness, ink_maps, rng, left, top + row * spacing + int(height), line_width, height)
+        marks.spots.append(spot)
         if rng.random() < 0.5:
             places.append((left + int(rng.uniform(0, 0.5) * width), spot[3] + int(height * rng.uniform(2.0, 4.5))))
-
-    def _handwritten_date(self, rng: np.random.Generator) -> np.ndarray:
-        """A date written with a pen: slanted, wobbling glyphs of uneven weight, as an ink map."""
-        day, month, year = int(rng.integers(1, 29)), int(rng.integers(1, 13)), int(rng.integers(1960, 2030))
-        text = str(rng.choice([
-            f"{month}/{day}/{year % 100:02d}", f"{day}.{month:02d}.{year}", f"{day}/{month}/{year}",
-            f"{MONTHS[month - 1]} {day}, {year}", f"{day}-{MONTHS[month - 1]}-{year % 100:02d}", f"{year}-{month:02d}-{day:02d}",
-        ]))
-        font = self._printer.font(int(rng.integers(16, 28)))
-        canvas = Image.new("L", (int(font.size * len(text) * 0.8) + 20, int(font.size * 1.8)), 0)
-        draw = ImageDraw.Draw(canvas)
-        x = 6.0
-        for char in text:  # each glyph its own baseline wobble and size
-            glyph_font = self._printer.font(max(8, int(font.size * rng.uniform(0.85, 1.15))))
-            draw.text((x, 4 + rng.normal(0, font.size * 0.06)), char, fill=255, font=glyph_font)
-            x += draw.textlength(char, font=glyph_font) * rng.uniform(0.95, 1.25)
-        shear = rng.uniform(0.1, 0.45)
-        canvas = canvas.transform(canvas.size, Image.AFFINE, (1, shear, -shear * canvas.height / 2, 0, 1, 0), Image.BILINEAR)
-        if rng.random() < 0.3:  # a broad pen
-            canvas = canvas.filter(ImageFilter.MaxFilter(3))
-        ink = _cropped_to_ink(np.asarray(canvas, np.float32) / 255)
-        if ink is None:
-            raise DataError(f"could not draw the date {text!r}")
-        return ink
 
     @staticmethod
     def _scan(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -344,38 +353,3 @@ class PageSynthesizer:
             threshold = int(rng.integers(100, 180))
             image = image.point(lambda v: 255 if v > threshold else 0)
         return np.asarray(image, np.float32) / 255
-
-
-def _first_strokes(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Initials: the left part of a signature (its first letters), cut at a column with little ink."""
-    profile = (ink > INK_LEVEL).sum(0)
-    width = ink.shape[1]
-    lo, hi = int(width * 0.15), max(int(width * 0.4), int(width * 0.15) + 2)
-    cut = lo + int(np.argmin(profile[lo:hi]))
-    part = _cropped_to_ink(ink[:, : max(cut, 4)])
-    return ink if part is None else part
-
-
-def _word_of_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A handwritten "word": a random run of 15-45% of a signature's columns (a few letters), cropped to its ink."""
-    width = ink.shape[1]
-    start = int(rng.integers(0, max(1, width // 2)))
-    stop = min(width, start + max(4, int(width * rng.uniform(0.15, 0.45))))
-    part = _cropped_to_ink(ink[:, start:stop])
-    return ink if part is None else part
-
-
-def _cropped_to_ink(darkness: np.ndarray) -> np.ndarray | None:
-    """``darkness`` cut to the box of its ink, or None where it has none."""
-    rows, cols = np.nonzero(darkness > INK_LEVEL)
-    if len(rows) == 0:
-        return None
-    return darkness[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-
-
-def _overlaps(a: tuple[float, ...], b: tuple[float, ...], pad: float = 4) -> bool:
-    return a[0] < b[2] + pad and b[0] < a[2] + pad and a[1] < b[3] + pad and b[1] < a[3] + pad
-
-
-def _word(rng: np.random.Generator) -> str:
-    return "".join(rng.choice(list(string.ascii_lowercase), int(rng.integers(2, 10))))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from signver_torch.errors import SignVerError
 from signver_torch.tasks import BenchmarkSpec, ModuleCommand, TrainingTask, register_task
 
 
@@ -61,10 +62,16 @@ def summary(card: dict[str, Any]) -> str:
 
 
 def evaluate(args: Any) -> dict[str, Any]:
-    """``signver evaluate detector``: mAP on one folder of labelled pages."""
+    """``signver evaluate detector``: mAP, and recall and precision at the pipeline's score threshold, on
+    labelled pages (several folders: per folder and pooled)."""
     from signver_torch.data.detection import parse_class_map
-    from signver_torch.detector.evaluation import evaluate_detector
+    from signver_torch.detector.evaluation import evaluate_detector, evaluate_detector_sets
 
+    if isinstance(args.data, list):
+        if args.class_map or args.errors:
+            raise SignVerError("--class-map and --errors take one --data folder (with several, synthetic folders are "
+                               "read by their own classes)")
+        return evaluate_detector_sets(args.data, args.checkpoint, held_out_every=args.held_out_every, progress=not args.quiet)
     return evaluate_detector(args.data, args.checkpoint, class_map=parse_class_map(args.class_map),
                              held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors)
 
@@ -106,7 +113,7 @@ TASK = register_task(TrainingTask(
     summary=summary,
     data_argument="real_dir",
     several_data=False,
-    evaluate=ModuleCommand(evaluate, ("class_map", "held_out_every", "errors")),
+    evaluate=ModuleCommand(evaluate, ("class_map", "held_out_every", "errors"), several_data=True),
     benchmark=BenchmarkSpec(benchmark_batch, lambda data: int(data["batch_size"]),
                             lambda data: [3, int(data["image_size"]), int(data["image_size"])], loading_rate=loading_rate),
 ))
