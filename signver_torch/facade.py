@@ -99,6 +99,7 @@ class ModelFacade:
         return self
 
     def _load_export(self: Self, name_or_path: str | os.PathLike) -> Self:
+        self.export_card = {}  # a new export: its card's fields are read afresh
         folder = Path(name_or_path)
         if not is_export(folder, self.module):
             checkpoint = resolve_checkpoint(self.module, name_or_path)

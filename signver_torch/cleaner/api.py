@@ -41,7 +41,7 @@ class Cleaner(ModelFacade):
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
         super().__init__(device, batch_size, backend)
-        self.tone_curve: torch.Tensor | None = None
+        self._tone_curve: torch.Tensor | None = None
         self.stride = 1  # crops are padded with paper to a multiple of it, the network's output cropped back
 
     def _build(self, card: dict[str, Any]) -> UNet:
@@ -56,6 +56,19 @@ class Cleaner(ModelFacade):
         if tone_curve is not None and (tone_curve.ndim != 1 or len(tone_curve) < 2 or not torch.isfinite(tone_curve).all()):
             raise CheckpointError(f"{name_or_path}: the card's tone_curve is not a list of at least two numbers")
         self.tone_curve = tone_curve
+
+    @property
+    def tone_curve(self) -> torch.Tensor | None:
+        """The card's tone curve; calibration sets it to ``None`` to fit a new one on the network's own output."""
+        return self._tone_curve
+
+    @tone_curve.setter
+    def tone_curve(self, curve: torch.Tensor | None) -> None:
+        if self.backend != "torch" and self.export_card:
+            raise SignVerError("an exported cleaner carries its tone curve in the graph: change it with backend='torch'")
+        self._tone_curve = curve
+        if isinstance(self.network, InkCleaner):
+            self.network.tone_curve = None if curve is None else curve.to(self.device)
 
     def _torch_network(self, model: torch.nn.Module) -> InkCleaner:
         self.stride = model.stride  # type: ignore[assignment]
