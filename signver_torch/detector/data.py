@@ -180,7 +180,7 @@ class PageDataModule(lightning.LightningDataModule):
 
     def __init__(
         self,
-        signatures_dir: str | Path | list[str],
+        signatures_dir: list[str] | str | Path,
         train_writers: str = "1-32",
         val_writers: str = "33-40",
         real_dir: str | Path | None = None,

@@ -45,3 +45,41 @@ def test_page_errors_are_misses_and_confident_false_positives_of_labelled_classe
     assert [m["box"] for m in errors["missed"]] == [[10.0, 100.0, 110.0, 130.0]] and errors["missed"][0]["best_iou"] == 0.0
     assert [(fp["box"], fp["score"]) for fp in errors["false_positives"]] == [([300.0, 300.0, 400.0, 330.0], 0.6)]
     assert len(page_errors(found, target)["false_positives"]) == 3  # every class labelled: the dates count too
+
+
+def test_operating_counts_match_one_detection_per_mark_at_the_threshold() -> None:
+    from signver_torch.detector.evaluation import operating_counts, operating_report
+
+    target = {"boxes": torch.tensor([[10.0, 10, 110, 40], [10, 100, 110, 130]]), "labels": torch.tensor([1, 1])}
+    found = {
+        "boxes": torch.tensor([[12.0, 11, 108, 41], [11, 10, 109, 40], [10, 100, 110, 130], [300, 300, 400, 330]]),
+        "scores": torch.tensor([0.9, 0.8, 0.2, 0.6]),  # a duplicate on the first mark; the second found below 0.3
+        "labels": torch.tensor([1, 1, 1, 1]),
+    }
+    counts = operating_counts(found, target, {1})
+    assert counts == {1: [1, 2, 3]}  # one mark matched (once), two marks, three detections at >= 0.3
+    report = operating_report(counts)["signature"]
+    assert report["recall"] == 0.5 and report["precision"] == pytest.approx(1 / 3)
+    assert report["recall_ci"][0] < 0.5 < report["recall_ci"][1]
+
+
+def test_evaluate_several_sets_reports_each_and_pools_them(signver_cli, documents: Path, small_data: Path,
+                                                          tmp_path: Path) -> None:
+    """Real pages (held out: 1 in 3) and a synthesized sheet folder (scored whole, four classes) in one command."""
+    sheets = tmp_path / "sheets"
+    made = signver_cli("synthesize", "pages", "--data", str(small_data / "cedar"), "--layout", "sheet", "--pages", "2",
+                       "--seed", "0", "--size", "640", "--out", str(sheets), "--quiet")
+    assert made.returncode == 0, made.stderr
+    result = signver_cli("evaluate", "detector", "--data", str(documents), str(sheets), "--held-out-every", "3",
+                         "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    real, synthetic = report["sets"][str(documents)], report["sets"][str(sheets)]
+    assert real["n_images"] == 4 and synthetic["n_images"] == 2 and report["pooled"]["n_images"] == 6
+    assert real["pages"].startswith("1 in 3") and synthetic["pages"] == "all"
+    marks = real["at_threshold"]["signature"]["marks"] + synthetic["at_threshold"]["signature"]["marks"]
+    assert report["pooled"]["at_threshold"]["signature"]["marks"] == marks == report["pooled"]["n_boxes"] - sum(
+        synthetic["at_threshold"][name]["marks"] for name in ("initials", "redaction", "date") if name in synthetic["at_threshold"])
+    assert real["at_threshold"]["threshold"] == 0.3 and 0 <= real["at_threshold"]["signature"]["recall"] <= 1
+    refused = signver_cli("evaluate", "detector", "--data", str(documents), str(sheets), "--class-map", "0:1")
+    assert refused.returncode != 0 and "--class-map" in refused.stderr
