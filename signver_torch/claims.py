@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -128,6 +128,24 @@ class ClaimVerdicts:
         return self._models[person]
 
 
+def outcome_from_dict(answer: dict[str, Any]) -> Verdict | ClaimFailure:
+    """A verdict or failure back from its ``as_dict`` JSON: how the Ray engine's actors send them to the driver."""
+    references = {"references": tuple(answer["references"])} if "references" in answer else {}
+    return (ClaimFailure if "error" in answer else Verdict)(**{**answer, **references})
+
+
+def labelled_summaries(outcomes: Iterable[tuple[Claim, Verdict | ClaimFailure]]) -> list[dict[str, Any]]:
+    """EER/AUC, FAR and FRR of the labelled claims' verdicts, one summary per ``(rule, threshold)`` (scores of
+    two rules are not comparable); failures and unlabelled claims are left out. What ``verify --pairs`` ends with."""
+    from signver_torch.metrics import labelled_summary  # torch: only when there is something to sum up
+
+    labelled: dict[tuple[str, float], list[tuple[bool, float]]] = {}
+    for claim, outcome in outcomes:
+        if isinstance(outcome, Verdict) and claim.label is not None:
+            labelled.setdefault((outcome.rule, outcome.threshold), []).append((claim.label, outcome.score))
+    return [{"rule": rule, **labelled_summary(scores, threshold)} for (rule, threshold), scores in labelled.items()]
+
+
 def one_line(error: BaseException) -> str:
     """An error's message on one line."""
     return " ".join(str(error).split())
@@ -173,4 +191,5 @@ def read_claims(path: str | os.PathLike) -> list[Claim]:
     return claims
 
 
-__all__ = ["LABELS", "Claim", "ClaimFailure", "ClaimVerdicts", "Decide", "Verdict", "one_line", "read_claims"]
+__all__ = ["LABELS", "Claim", "ClaimFailure", "ClaimVerdicts", "Decide", "Verdict", "labelled_summaries", "one_line",
+           "outcome_from_dict", "read_claims"]

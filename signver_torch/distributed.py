@@ -1,4 +1,4 @@
-"""Indexing archives on Ray Data: documents read by actors that load the models once, written as Parquet shards.
+"""Archives on Ray Data: documents indexed into Parquet shards, and claims verified, by actors that load the models once.
 
 ``index(paths, library)`` reads the documents with Ray Data's ``read_binary_files`` and maps batches of them
 through :class:`PageReader`, a callable class run by a pool of actors (CPU or GPU), each holding one
@@ -11,19 +11,26 @@ Exactly once, resumable: each batch of documents becomes one shard, written by t
 flushed and renamed (a shard is there whole or not at all), named by the documents it holds (a retried batch
 rewrites the same name). The shards are the manifest of done documents: a rerun reads their ``source`` column
 and reads only the documents not there yet. ``shard_library.ShardLibrary`` searches the shards.
+
+``verify_pairs(claims)`` is ``SignVer.verify_many`` on the same actor pool: claims (a pairs file's) go out in
+batches through :class:`ClaimChecker`, and their verdicts come back in claim order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from signver_torch.claims import Claim, ClaimFailure, Verdict, one_line, outcome_from_dict, read_claims
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.indexing import Indexed, document_digest, read_document
 from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI
@@ -32,6 +39,9 @@ from signver_torch.store import now
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import ray.data
+
+    from signver_torch.pipeline import SignVer
 
 #: A library folder: ``manifest.json`` and the shards ``shards/part-<digest>.parquet``.
 MANIFEST = "manifest.json"
@@ -113,20 +123,25 @@ def document_number(digest: str) -> int:
     return int(digest[:13], 16)
 
 
+def actor_signver(threads: int | None, **options: Any) -> "SignVer":
+    """An actor's pipeline, its torch held to the actor's ``threads`` (its CPUs, not the node's)."""
+    import torch
+
+    from signver_torch.pipeline import SignVer
+
+    if threads:
+        torch.set_num_threads(threads)
+    return SignVer(**options)
+
+
 class PageReader:
     """Ray Data's callable class: loads the models once per actor, then reads batches of documents
     (``bytes`` and ``path`` columns) and writes each batch as one shard. Returns one summary row per document."""
 
     def __init__(self, library: str, models: dict[str, str], clean: bool, device: str | None, dpi: int,
                  max_pages: int, threads: int | None = None, backend: str = "torch") -> None:
-        import torch
-
-        from signver_torch.pipeline import SignVer
-
-        if threads:
-            torch.set_num_threads(threads)
         self.folder = Path(library) / SHARDS
-        self.signver = SignVer(**models, clean=clean, device=device, backend=backend)
+        self.signver = actor_signver(threads, **models, clean=clean, device=device, backend=backend)
         loaded = self.signver.load_all()
         self.shas = {f"{kind}_sha256": loaded[kind].sha256 if kind != "cleaner" or clean else ""
                      for kind in ("detector", "cleaner", "extractor")}
@@ -193,6 +208,47 @@ def write_manifest(library: str | os.PathLike, manifest: dict[str, Any]) -> None
     write_atomically(Path(library) / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
 
 
+def ray_engine(actors: int, batch_size: int) -> ModuleType:
+    """Ray, checked before any work: installed, and a pool of at least one actor taking batches of at least one."""
+    try:
+        import ray
+    except ImportError as error:
+        raise SignVerError("the ray engine needs Ray Data (pip install 'signver-torch[ray]')") from error
+    if actors < 1 or batch_size < 1:
+        raise SignVerError(f"actors and batch size must be at least 1, not {actors} and {batch_size}")
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, cpus: float) -> Iterator[ModuleType]:
+    """Ray joined at ``address`` (``"auto"``, ``ray://host:10001``), else a local Ray of ``cpus`` CPUs started here and
+    shut down at the end; a Ray this process already runs is used as it is (and left running)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else max(1, int(np.ceil(cpus))),
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def on_actors(dataset: "ray.data.Dataset", reader: type, options: dict[str, Any], actors: int, cpus_per_actor: float,
+              gpus_per_actor: float, batch_size: int) -> "ray.data.Dataset":
+    """``dataset`` mapped through ``reader`` (a callable class taking ``options``, its ``device`` and its ``threads``)
+    by a pool of ``actors``, each holding ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs (then on CUDA)."""
+    import ray
+
+    return dataset.map_batches(
+        reader, batch_size=batch_size, batch_format="numpy",
+        fn_constructor_kwargs={**options, "device": "cuda" if gpus_per_actor else "cpu", "threads": max(1, int(cpus_per_actor))},
+        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
+
+
 def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, detector: str = "default",
           cleaner: str = "default", extractor: str = "default", clean: bool = True, backend: str = "torch",
           address: str | None = None,
@@ -205,14 +261,9 @@ def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, det
     cluster (``"auto"``, ``ray://host:10001``); without it a local Ray with ``actors * cpus_per_actor`` CPUs runs
     here and is shut down at the end. Each actor holds ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs.
     """
-    try:
-        import ray
-    except ImportError as error:
-        raise SignVerError("the ray engine needs Ray Data (pip install 'signver-torch[ray]')") from error
+    ray_engine(actors, batch_size)
     from signver_torch.pipeline import SignVer
 
-    if actors < 1 or batch_size < 1:
-        raise SignVerError(f"actors and batch size must be at least 1, not {actors} and {batch_size}")
     folder = Path(library)
     open_manifest(folder, SignVer(extractor=extractor).extractor.sha256)
     for stale in (folder / SHARDS).glob(".tmp-*"):  # a write killed half-way: never renamed, never a shard
@@ -229,31 +280,92 @@ def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, det
     todo = [source for source in sources if source not in done]
     if not todo:
         return results
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, num_cpus=None if address else max(1, int(np.ceil(actors * cpus_per_actor))),
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    with ray_session(address, actors * cpus_per_actor) as ray:
         documents = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0,
                                                override_num_blocks=max(1, len(todo) // batch_size))
-        summaries = documents.map_batches(
-            PageReader, batch_size=batch_size, batch_format="numpy",
-            fn_constructor_kwargs={"library": str(folder.resolve()), "clean": clean, "device": "cuda" if gpus_per_actor else "cpu",
-                                   "models": {"detector": detector, "cleaner": cleaner, "extractor": extractor},
-                                   "dpi": dpi, "max_pages": max_pages, "threads": max(1, int(cpus_per_actor)),
-                                   "backend": backend},
-            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
+        summaries = on_actors(documents, PageReader, {
+            "library": str(folder.resolve()), "clean": clean, "models": {"detector": detector, "cleaner": cleaner, "extractor": extractor},
+            "dpi": dpi, "max_pages": max_pages, "backend": backend}, actors, cpus_per_actor, gpus_per_actor, batch_size)
         for row in summaries.iter_rows():
             results.append(Indexed(row["source"], document_number(row["document_sha256"]), int(row["n_pages"]),
                                    int(row["n_signatures"]), error=row["error"] or None))
             if progress is not None:
                 progress(results[-1])
-    finally:
-        if started:
-            ray.shutdown()
     return results
 
 
-__all__ = ["FORMAT", "MANIFEST", "PageReader", "done_sources", "document_number", "index", "open_manifest", "schema",
-           "shard_files", "write_atomically", "write_manifest"]
+class ClaimChecker:
+    """Ray Data's callable class for claims: each actor holds one :class:`~signver_torch.pipeline.SignVer` (its
+    models loaded once), decides batches of claims (``row`` and ``claim`` JSON columns) with ``SignVer.verify_many``
+    and returns each claim's row and its outcome as ``as_dict`` JSON."""
+
+    def __init__(self, models: dict[str, str], options: dict[str, Any], gallery: str | None, device: str | None,
+                 threads: int | None = None) -> None:
+        self.signver = actor_signver(threads, **models, **options, device=device)
+        self.signver.extractor  # noqa: B018 (loaded now: a broken checkpoint fails the actor, not a batch)
+        self.gallery = gallery
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        claims = [Claim(item["query"], tuple(item["references"]), item["person"])
+                  for item in map(json.loads, batch["claim"])]
+        try:
+            outcomes: list[Verdict | ClaimFailure] = list(self.signver.verify_many(claims, self.gallery))
+        except Exception as error:  # noqa: BLE001 (a bug on one batch of millions: its claims say so, the job goes on)
+            message = one_line(error) if isinstance(error, SignVerError) else f"{type(error).__name__}: {one_line(error)}"
+            outcomes = [ClaimFailure(claim.query, message, claim.person, claim.references) for claim in claims]
+        return {"row": [int(row) for row in batch["row"]], "outcome": [json.dumps(o.as_dict()) for o in outcomes]}
+
+
+def verify_pairs(claims: Sequence[Claim] | str | os.PathLike, gallery: str | os.PathLike | None = None, *,
+                 extractor: str = "default", cleaner: str = "default", clean: bool = True, combine: str = "mean",
+                 per_person: bool = True, backend: str = "torch", address: str | None = None, actors: int = 1,
+                 cpus_per_actor: float = 1, gpus_per_actor: float = 0,
+                 batch_size: int = 32) -> Iterator[Verdict | ClaimFailure]:
+    """Verify claims (or a pairs file's: ``claims.read_claims``) on Ray: what ``SignVer.verify_many`` yields, in claim
+    order, each claim decided by a pool of actors that load the models once (``index``'s ``address`` and pool).
+
+    A claim that cannot be decided (an image missing or unreadable, a person not enrolled) is a
+    :class:`~signver_torch.claims.ClaimFailure` and the others go on. Images are read by the actors, so on a cluster
+    they and ``gallery`` must be on a filesystem every node sees; relative paths are taken from here. The Ray session
+    lasts while the iterator runs (close it to stop early). ``claims.labelled_summaries`` sums labelled outcomes up.
+    """
+    ray_engine(actors, batch_size)
+    claims = read_claims(claims) if isinstance(claims, (str, os.PathLike)) else list(claims)
+    if not claims:
+        return iter(())
+    batch_size = min(batch_size, -(-len(claims) // actors))  # a short file still keeps every actor busy
+    gallery = os.path.abspath(gallery) if gallery is not None else None
+    if any(claim.person is not None for claim in claims):
+        if gallery is None:
+            raise SignVerError("claims against enrolled people need a gallery")
+        from signver_torch.pipeline import SignVer
+
+        SignVer(extractor=extractor, per_person=per_person, backend=backend).gallery(gallery).close()  # missing, foreign: now
+    items = [{"row": row, "claim": json.dumps({"query": os.path.abspath(claim.query), "person": claim.person,
+                                              "references": [os.path.abspath(path) for path in claim.references]})}
+             for row, claim in enumerate(claims)]
+    options = {"models": {"extractor": extractor, "cleaner": cleaner}, "gallery": gallery,
+               "options": {"clean": clean, "combine": combine, "per_person": per_person, "backend": backend}}
+
+    def in_claim_order() -> Iterator[Verdict | ClaimFailure]:
+        with ray_session(address, actors * cpus_per_actor) as ray:
+            dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
+            waiting: dict[int, Verdict | ClaimFailure] = {}  # outcomes that came before an earlier claim's
+            done = 0
+            for row in on_actors(dataset, ClaimChecker, options, actors, cpus_per_actor, gpus_per_actor, batch_size).iter_rows():
+                waiting[int(row["row"])] = outcome_from_dict(json.loads(row["outcome"]))
+                while done in waiting:
+                    yield as_claimed(claims[done], waiting.pop(done))
+                    done += 1
+
+    return in_claim_order()
+
+
+def as_claimed(claim: Claim, outcome: Verdict | ClaimFailure) -> Verdict | ClaimFailure:
+    """``outcome`` naming the claim's images as the claim did (its actor read them by absolute path)."""
+    return replace(outcome, query=claim.query, **({"references": claim.references} if outcome.references else {}))
+
+
+__all__ = ["FORMAT", "MANIFEST", "ClaimChecker", "PageReader", "actor_signver", "as_claimed", "done_sources",
+           "document_number", "index", "on_actors", "open_manifest", "ray_engine", "ray_session", "schema", "shard_files",
+           "verify_pairs", "write_atomically", "write_manifest"]

@@ -147,3 +147,83 @@ def test_cli_ray_engine_refuses_an_sqlite_library_file_in_one_line(tmp_path: Pat
     assert main(["index", str(FIXTURE_PAGES[0]), "--library", str(library), "--engine", "ray", "--quiet"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and str(library) in error[0] and "is a file" in error[0], error
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> object:
+    """One local Ray of 2 CPUs for the verification tests (``verify_pairs`` uses a running Ray and leaves it up)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def _cedar_pairs(folder: Path, relative_to: Path | None = None) -> Path:
+    """Labelled claims on CEDAR writers 35 and 36 of the fixture (two references each; genuine and skilled-forgery
+    queries) and one row whose query is missing; image paths relative to ``relative_to`` when given."""
+    cedar = REPO_ROOT / "tests" / "data" / "cedar"
+    folder.mkdir(exist_ok=True)
+
+    def name(path: Path) -> str:
+        if relative_to is None:
+            return str(path)
+        copy = relative_to / path.name
+        copy.write_bytes(path.read_bytes())
+        return copy.name
+
+    rows = ["reference,query,label"]
+    for writer in (35, 36):
+        references = ";".join(name(cedar / "full_org" / f"original_{writer}_{n}.png") for n in (1, 2))
+        rows += [f"{references},{name(cedar / 'full_org' / f'original_{writer}_{n}.png')},genuine" for n in (3, 4, 5)]
+        rows += [f"{references},{name(cedar / 'full_forg' / f'forgeries_{writer}_{n}.png')},forged" for n in (1, 2)]
+    rows.insert(4, f"{references},{folder / 'missing.png'},0")
+    pairs = folder / "pairs.csv"
+    pairs.write_text("\n".join(rows) + "\n")
+    return pairs
+
+
+def test_ray_verify_pairs_gives_the_single_process_verdicts(local_ray: object, tmp_path: Path) -> None:
+    from signver_torch.claims import ClaimFailure, labelled_summaries, read_claims
+    from signver_torch.distributed import verify_pairs
+    from signver_torch.pipeline import SignVer
+
+    pairs = _cedar_pairs(tmp_path)
+    claims = read_claims(pairs)
+    ours = list(verify_pairs(pairs, actors=2, batch_size=3))  # 4 batches over 2 actors: outcomes come back unordered
+    theirs = list(SignVer().verify_many(claims))
+    assert len(ours) == len(claims) == 11
+    for got, expected in zip(ours, theirs, strict=True):
+        got, expected = got.as_dict(), expected.as_dict()
+        assert got.keys() == expected.keys() and got["query"] == expected["query"]
+        if "error" in expected:
+            assert got == expected
+        else:
+            assert got["match"] == expected["match"] and got["rule"] == expected["rule"]
+            assert got["score"] == pytest.approx(expected["score"], abs=1e-5)
+            assert got["distance"] == pytest.approx(expected["distance"], abs=1e-5)
+    [failure] = [outcome for outcome in ours if isinstance(outcome, ClaimFailure)]
+    assert failure.query == str(tmp_path / "missing.png") and "missing.png: file not found" in failure.error
+    [summary] = labelled_summaries(zip(claims, ours))
+    [expected] = labelled_summaries(zip(claims, theirs))
+    assert summary["n_genuine"] == 6 and summary["n_forged"] == 4
+    assert summary == pytest.approx(expected, abs=1e-5)
+
+
+def test_cli_verify_pairs_on_the_ray_engine(local_ray: object, signver_cli, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    pairs = _cedar_pairs(images, relative_to=images)
+    result = signver_cli("verify", "--pairs", str(pairs.relative_to(tmp_path)), "--engine", "ray", "--actors", "2",
+                         "--json", "--quiet", "--no-clean", cwd=tmp_path)
+    assert result.returncode == 1  # one row failed; the others were decided
+    *lines, last = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 11 and "missing.png: file not found" in lines[3]["error"]
+    assert all("error" not in line for line in lines[:3] + lines[4:])
+    assert lines[0]["query"] == "images/original_35_3.png"  # in claim order, named as the file names them
+    assert lines[0]["references"] == ["images/original_35_1.png", "images/original_35_2.png"]
+    assert lines[-1]["query"] == "images/forgeries_36_2.png"
+    assert last["summary"]["n_labelled"] == 10 and 0 <= last["summary"]["eer"] <= 0.5
+    assert result.stderr.strip().splitlines()[-1].startswith("signver: error: 1 of 11 queries failed")
+    refused = signver_cli("verify", "--query", "q.png", "--reference", "r.png", "--engine", "ray")
+    assert refused.returncode == 1 and refused.stderr.strip() == "signver: error: --engine ray verifies the claims of a --pairs file"

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from signver_torch.cli.options import EXIT_ERROR, document_limits, json_flag, models, quiet_flag
+from signver_torch.cli.options import EXIT_ERROR, document_limits, engine_options, json_flag, models, quiet_flag
 from signver_torch.cli.verify import signver_from_args
 from signver_torch.errors import SignVerError
 
@@ -58,13 +58,8 @@ def add_index(commands: argparse._SubParsersAction) -> None:
     index.add_argument("paths", nargs="+", metavar="DIR", help="folders (searched recursively) or document files")
     index.add_argument("--library", required=True,
                        help="library file (SQLite; created if missing), or with --engine ray a folder of Parquet shards")
-    engine = index.add_argument_group("engine", "--engine ray: Ray Data actors (pip install 'signver-torch[ray]'), "
-                                      "one Parquet shard per batch; a rerun reads only documents not yet in a shard")
-    engine.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: one process into SQLite (default); ray: Ray Data into Parquet shards")
-    engine.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001); default: a local Ray here")
-    engine.add_argument("--actors", type=int, default=1, help="actors reading documents, each loading the models once")
-    engine.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs each actor holds (0: CPU actors)")
+    engine_options(index, "one Parquet shard per batch; a rerun reads only documents not yet in a shard",
+                   local="one process into SQLite", ray="Ray Data into Parquet shards")
     document_limits(index)
     json_flag(index, "one JSON object per document")
     quiet_flag(index)

@@ -59,6 +59,15 @@ def models(sub: argparse.ArgumentParser, detector: bool = False) -> None:
                      "threshold, never the checkpoint's per-person rule (which applies from its min_references on)")
 
 
+def engine_options(sub: argparse.ArgumentParser, description: str, local: str, ray: str) -> None:
+    """``--engine local|ray`` and the Ray actor pool: ``--address``, ``--actors``, ``--gpus-per-actor``."""
+    engine = sub.add_argument_group("engine", f"--engine ray: Ray Data actors (pip install 'signver-torch[ray]'), {description}")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local", help=f"local: {local} (default); ray: {ray}")
+    engine.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001); default: a local Ray here")
+    engine.add_argument("--actors", type=int, default=1, help="Ray actors, each loading the models once")
+    engine.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs each actor holds (0: CPU actors)")
+
+
 def document_limits(sub: argparse.ArgumentParser) -> None:
     """How documents are read (``io.load_pages``): PDF resolution and the page limit."""
     sub.add_argument("--dpi", type=int, default=PDF_DPI, help=f"PDF rasterisation resolution (default {PDF_DPI})")

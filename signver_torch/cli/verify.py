@@ -9,9 +9,9 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
-from signver_torch.cli.options import EXIT_ERROR, PROGRESS_FROM, json_flag, models, quiet_flag
+from signver_torch.cli.options import EXIT_ERROR, PROGRESS_FROM, engine_options, json_flag, models, quiet_flag
 from signver_torch.errors import SignVerError
 
 if TYPE_CHECKING:
@@ -68,27 +68,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from signver_torch.claims import ClaimFailure
 
     claims = _claims(args)
-    signver = signver_from_args(args)
-    if args.person:  # the one claim shared by every query must hold before any query is checked
-        with signver.gallery(args.gallery) as store:
-            store.references(args.person)
-    elif args.reference:
-        signver.embed(args.reference)
     failures: list[str] = []
-    labelled: dict[tuple[str, float], list[tuple[bool, float]]] = {}
-    verdicts = signver.verify_many(claims, args.gallery)
+    labelled: list[tuple[Claim, Verdict]] = []
+    verdicts = _outcomes(args, claims)
     with contextlib.closing(verdicts), tqdm(total=len(claims), desc="verifying", unit="query", file=sys.stderr,
                                              disable=args.quiet or len(claims) < PROGRESS_FROM) as bar:
         for claim, result in zip(claims, verdicts):
             if isinstance(result, ClaimFailure):
                 failures.append(result.error)
-            elif claim.label is not None:  # summed up per rule: scores of two rules are not comparable
-                labelled.setdefault((result.rule, result.threshold), []).append((claim.label, result.score))
+            elif claim.label is not None:
+                labelled.append((claim, result))
             bar.write(json.dumps(result.as_dict()) if args.json else _verdict_line(result), file=sys.stdout)
             sys.stdout.flush()  # a verdict per line as it comes, also through a pipe
             bar.update()
-    if labelled:
-        _print_summaries(labelled, args.json)
+    _print_summaries(labelled, args.json)
     if failures:
         detail = failures[0] if len(claims) == 1 else f"{len(failures)} of {len(claims)} queries failed (each on its line); first: {failures[0]}"
         print(f"signver: error: {detail}", file=sys.stderr)
@@ -96,12 +89,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summaries(labelled: dict[tuple[str, float], list[tuple[bool, float]]], as_json: bool) -> None:
-    """A summary line per (rule, threshold) of the labelled verdicts: EER/AUC, FAR and FRR."""
-    from signver_torch.metrics import labelled_summary
+def _outcomes(args: argparse.Namespace, claims: list[Claim]) -> Iterator[Verdict | ClaimFailure]:
+    """The claims' verdicts in order: on Ray Data's actors (``--engine ray``, a ``--pairs`` file), or here with one
+    model load, once the claim every query shares holds."""
+    if args.engine == "ray":
+        if not args.pairs:
+            raise SignVerError("--engine ray verifies the claims of a --pairs file")
+        from signver_torch.distributed import verify_pairs
 
-    for (rule, threshold), scores in labelled.items():
-        summary = {"rule": rule, **labelled_summary(scores, threshold)}
+        return verify_pairs(claims, args.gallery, extractor=args.extractor, cleaner=args.cleaner, clean=not args.no_clean,
+                            combine=args.combine, per_person=not args.distance_only, backend=args.backend,
+                            address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor)
+    signver = signver_from_args(args)
+    if args.person:
+        with signver.gallery(args.gallery) as store:
+            store.references(args.person)
+    elif args.reference:
+        signver.embed(args.reference)
+    return signver.verify_many(claims, args.gallery)
+
+
+def _print_summaries(labelled: list[tuple[Claim, Verdict]], as_json: bool) -> None:
+    """A summary line per (rule, threshold) of the labelled verdicts: EER/AUC, FAR and FRR."""
+    from signver_torch.claims import labelled_summaries
+
+    for summary in labelled_summaries(labelled):
         print(json.dumps({"summary": summary}) if as_json else
               "summary: " + ", ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
                                       for key, value in summary.items()))
@@ -180,6 +192,8 @@ def add_verify(commands: argparse._SubParsersAction) -> None:
                         "paths, ';' between several) or person (with --gallery), optional label (1/0, genuine/forged); "
                         "relative paths are from the CSV's folder")
     _claim_options(verify)
+    engine_options(verify, "a --pairs file's claims in batches, verdicts in claim order",
+                   local="one process", ray="Ray Data actors (docs/scale.md)")
     json_flag(verify, "print one JSON object per query (JSON lines)")
     quiet_flag(verify)
     models(verify)
