@@ -29,7 +29,7 @@ EXIT_INTERRUPTED = 130
 #: The commands in the order ``signver --help`` lists them; each adds its parser and handler.
 COMMANDS = (
     info.add_info, info.add_doctor, train.add_train, evaluate.add_evaluate, evaluate.add_calibrate,
-    data.add_synthesize, data.add_detect, verify.add_enroll, verify.add_verify, verify.add_identify,
+    data.add_synthesize, data.add_mine, data.add_detect, verify.add_enroll, verify.add_verify, verify.add_identify,
     verify.add_verify_document, library.add_index, serve.add_serve, benchmark.add_benchmark, data.add_clean,
     crossval.add_crossval, export.add_export,
 )

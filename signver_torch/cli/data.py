@@ -1,4 +1,5 @@
-"""``signver synthesize``, ``signver detect`` and ``signver clean``: pages made, marks found, crops cleaned."""
+"""``signver synthesize``, ``signver mine``, ``signver detect`` and ``signver clean``: pages made, hard negatives
+mined, marks found, crops cleaned."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def synthesis_command(data: str | list[str]) -> str | None:
         if record.is_file():
             made_by = json.loads(record.read_text()).get("command")
     return made_by
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    """Write the detector's confident false positives on the real training pages to a JSON file the
+    detector's DataModule pastes (``negatives``)."""
+    from signver_torch.detector.evaluation import mine_negatives
+
+    if args.pages is not None and args.pages < 1:
+        raise SignVerError(f"--pages must be at least 1, not {args.pages}")
+    mined = mine_negatives(args.data, args.checkpoint, held_out_every=args.held_out_every, threshold=args.threshold,
+                           pages=args.pages, device=args.device, progress=not args.quiet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**mined, "command": "signver " + shlex.join(args.argv)}, indent=1) + "\n")
+    print(f"wrote {len(mined['negatives'])} negatives from {mined['n_pages']} training pages to {out}")
+    return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -120,6 +137,26 @@ def add_synthesize(commands: argparse._SubParsersAction) -> None:
     synthesize.add_argument("--out", required=True, help="new or empty folder for images/ and labels/")
     quiet_flag(synthesize)
     synthesize.set_defaults(handler=cmd_synthesize)
+
+
+def add_mine(commands: argparse._SubParsersAction) -> None:
+    mine = commands.add_parser(
+        "mine", help="list the detector's confident false positives on real training pages (hard negatives)",
+        description="Run the detector over the real training pages (never the held-out ones) and write each "
+        "signature detection that overlaps no labelled signature (IoU < 0.1) to a JSON file; the detector's "
+        "training pastes them, unlabelled, on synthetic pages (--data.negatives, --data.negative_rate).",
+    )
+    mine.add_argument("kind", choices=("negatives",))
+    mine.add_argument("--data", required=True, metavar="DIR", help="real labelled pages (YOLO, SignVerOD or COCO)")
+    mine.add_argument("--held-out-every", type=int, default=3, metavar="N",
+                      help="every N-th page by file name is held out and never read, as in the recipes (default 3)")
+    mine.add_argument("--threshold", type=float, default=0.3, help="minimum score of a negative (default 0.3)")
+    mine.add_argument("--pages", type=int, help="read only the first N training pages (default all)")
+    mine.add_argument("--out", required=True, help="the JSON file to write")
+    checkpoint_option(mine)
+    device_option(mine)
+    quiet_flag(mine)
+    mine.set_defaults(handler=cmd_mine)
 
 
 def add_detect(commands: argparse._SubParsersAction) -> None:

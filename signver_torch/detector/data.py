@@ -26,6 +26,7 @@ from signver_torch.data.ink import load_ink_maps
 from signver_torch.data.samplers import ShuffledSampler, rank_and_world
 from signver_torch.data.signatures import discover_signatures, writer_split
 from signver_torch.detector.pages import PageConfig, PageSynthesizer
+from signver_torch.detector.realpages import NegativePastes, RealPastes, read_negatives
 from signver_torch.detector.transforms import letterbox
 from signver_torch.errors import DataError
 
@@ -176,6 +177,12 @@ class PageDataModule(lightning.LightningDataModule):
     torchvision's list of targets. ``layouts`` mixes the synthetic page families (``{"letter": 0.4,
     "sheet": 0.2, ...}``, default letters only) and ``photo_rate`` photographs that share of them;
     synthetic validation pages use the same mix. Non-square families are letterboxed like real pages.
+
+    Off by default: ``real_paste_rate`` pastes 1 to ``real_paste_max`` more signatures on that share of
+    the real training pages' items (:class:`~signver_torch.detector.realpages.RealPastes`: the training
+    writers' ink, or signatures moved from another real training page); ``negatives`` (a file written by
+    ``signver mine negatives``) with ``negative_rate`` pastes 1 to ``negative_max`` of its crops, unlabelled,
+    on that share of the synthetic training pages. Held-out pages are never pasted on, nor cut from.
     """
 
     def __init__(
@@ -195,6 +202,11 @@ class PageDataModule(lightning.LightningDataModule):
         max_boxes: int | None = None,
         layouts: dict[str, float] | None = None,
         photo_rate: float = 0.0,
+        real_paste_rate: float = 0.0,
+        real_paste_max: int = 3,
+        negatives: str | Path | None = None,
+        negative_rate: float = 0.0,
+        negative_max: int = 2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -203,6 +215,7 @@ class PageDataModule(lightning.LightningDataModule):
         self.val_sets: list[Dataset] = []
         self.real_train: list[PageRecord] = []
         self.real_val: list[PageRecord] = []
+        self.real_pastes: RealPastes | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -211,11 +224,23 @@ class PageDataModule(lightning.LightningDataModule):
         records = discover_signatures(hp.signatures_dir)
         train_writers, val_writers = writer_split(records, hp.train_writers, hp.val_writers)
         config = PageConfig(size=hp.image_size, layouts=hp.layouts or {"letter": 1.0}, photo_rate=hp.photo_rate)
-        parts: list[Dataset] = [Letterboxed(SyntheticPages(load_ink_maps(train_writers), hp.synthetic_pages, hp.seed, config),
-                                            hp.image_size)]
+        train_maps = load_ink_maps(train_writers)
         if hp.real_dir is not None:
             self.real_train, self.real_val = split_pages(read_detection_dataset(hp.real_dir), hp.held_out_every)
-            parts += [Letterboxed(DetectionPages(self.real_train), hp.image_size)] * hp.real_repeat
+        synthetic: Dataset = SyntheticPages(train_maps, hp.synthetic_pages, hp.seed, config)
+        if hp.negative_rate > 0:
+            if hp.negatives is None or hp.real_dir is None:
+                raise DataError("negative_rate needs negatives (a file of `signver mine negatives`) and the real_dir it was mined on")
+            synthetic = NegativePastes(synthetic, read_negatives(hp.negatives, self.real_train), hp.negative_rate,
+                                       hp.negative_max, hp.seed)
+        parts: list[Dataset] = [Letterboxed(synthetic, hp.image_size)]
+        if hp.real_dir is not None:
+            if hp.real_paste_rate > 0:  # the repeats in one dataset, so each repeat gets pastes of its own
+                self.real_pastes = RealPastes(self.real_train, train_maps, hp.real_paste_rate, hp.real_paste_max, hp.seed,
+                                              hp.real_repeat)
+                parts.append(Letterboxed(self.real_pastes, hp.image_size))
+            else:
+                parts += [Letterboxed(DetectionPages(self.real_train), hp.image_size)] * hp.real_repeat
             self.val_sets.append(Letterboxed(DetectionPages(self.real_val), hp.image_size))
         self.train_set = Augmented(ConcatDataset(parts), hp.seed)
         self.val_sets.append(Letterboxed(SyntheticPages(load_ink_maps(val_writers), hp.val_synthetic_pages, hp.seed + 10_000,
@@ -227,7 +252,10 @@ class PageDataModule(lightning.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
-        self.train_set.epoch = self.trainer.current_epoch if self.trainer is not None else 0  # type: ignore[attr-defined]
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.train_set.epoch = epoch  # type: ignore[attr-defined]
+        if self.real_pastes is not None:  # new pastes every epoch, like the augmentation
+            self.real_pastes.epoch = epoch
         sampler = ShuffledSampler(len(self.train_set), self.hparams.seed, *rank_and_world(self.trainer))
         return DataLoader(
             self.train_set, self.hparams.batch_size, sampler=sampler, drop_last=True,

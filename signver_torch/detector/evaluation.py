@@ -1,5 +1,6 @@
 """The detector's evaluation: mAP on labelled pages, and the pages it gets wrong (missed marks,
-confident false positives), listed and drawn."""
+confident false positives), listed and drawn; its confident mistakes on the real training pages mined
+as hard negatives for training (:func:`mine_negatives`)."""
 
 from __future__ import annotations
 
@@ -196,5 +197,47 @@ def evaluate_detector_sets(
             "n_boxes": sum(report["n_boxes"] for report in sets.values()),
             "seconds_per_image": sum(report["seconds_per_image"] * report["n_images"] for report in sets.values()) / pages,
         },
+        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256,
+    }
+
+
+#: A mined negative overlaps every labelled signature of its page less than this (IoU).
+NEGATIVE_IOU = 0.1
+
+
+def mine_negatives(
+    data_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike = "default",
+    *,
+    held_out_every: int = 3,
+    threshold: float = FALSE_POSITIVE_SCORE,
+    max_iou: float = NEGATIVE_IOU,
+    pages: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The detector's confident mistakes on the real *training* pages of ``data_dir`` (held-out pages are
+    never read): signature detections scoring at least ``threshold`` that overlap every labelled signature
+    of their page at IoU < ``max_iou`` (handwriting that is no signature, logos, stamps, script fonts).
+    Returns the JSON the DataModule's ``negatives`` reads: each negative's page (file name), box (xyxy
+    pixels) and score, with the checkpoint and the split it came from. ``pages`` reads only the first
+    pages (a quick look)."""
+    records, _ = split_pages(read_detection_dataset(data_dir), held_out_every)
+    records = records[:pages] if pages is not None else records
+    if not records:
+        raise SignVerError(f"{data_dir}: no training pages to mine")
+    detector = Detector(device=device).load(checkpoint)
+    negatives = []
+    for record in tqdm(records, desc="mining negatives", unit="page", file=sys.stderr, disable=not progress):
+        [found] = detector.predict([record.path], score_threshold=threshold)
+        signatures = torch.tensor([box for box, label in zip(record.boxes, record.labels) if label == Mark.SIGNATURE])
+        overlap = box_iou(found["boxes"], signatures.reshape(-1, 4))
+        best = F.pad(overlap, (0, 1)).amax(1)  # a page without signatures overlaps nothing
+        for index in ((found["labels"] == Mark.SIGNATURE) & (best < max_iou)).nonzero().flatten().tolist():
+            negatives.append({"page": record.path.name, "box": [round(v, 1) for v in found["boxes"][index].tolist()],
+                              "score": round(float(found["scores"][index]), 3)})
+    return {
+        "negatives": negatives, "n_pages": len(records), "threshold": threshold, "max_iou": max_iou,
+        "data": str(data_dir), "held_out_every": held_out_every,
         "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256,
     }

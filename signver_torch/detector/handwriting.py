@@ -8,7 +8,7 @@ keeps (``pieces``) so a later warp (:mod:`~signver_torch.detector.photo`) can bo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -40,10 +40,12 @@ class Marks:
         self.pieces.append(None)
 
     def paste(self, darkness: np.ndarray, ink: np.ndarray, width: float, rng: np.random.Generator, label: int,
-              bottom_left: tuple[int, int] | None = None, may_overlap: Box | None = None) -> bool:
+              bottom_left: tuple[int, int] | None = None, may_overlap: Box | None = None,
+              allowed: Callable[[Box], bool] | None = None) -> bool:
         """Scale ``ink`` to ``width`` pixels, paste it at ``bottom_left`` or else where it overlaps no
-        other mark (but ``may_overlap``), record its ink box. A mark that would overlap another one is
-        left out; returns whether the mark was pasted."""
+        other mark (but ``may_overlap``) and ``allowed`` accepts the spot (a real page's blank areas),
+        record its ink box. A mark that would overlap another one is left out; returns whether the
+        mark was pasted."""
         page_h, page_w = darkness.shape
         scale = width / ink.shape[1]
         size = (max(2, round(ink.shape[1] * scale)), max(2, round(ink.shape[0] * scale)))
@@ -57,7 +59,8 @@ class Marks:
             left = min(max(left, 0), page_w - size[0])
             top = min(max(bottom - size[1], 0), page_h - size[1])
             spot = (left, top, left + size[0], top + size[1])
-            if not any(overlaps(spot, other) for other in self.spots if other is not may_overlap):
+            if not any(overlaps(spot, other) for other in self.spots if other is not may_overlap) and (
+                    allowed is None or allowed(spot)):
                 break
         else:
             return False
