@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -144,7 +145,7 @@ def read_negatives(path: str | os.PathLike, records: Sequence[PageRecord]) -> li
     cut from ``records`` (the real training pages), any labelled signature of the page removed from them.
     A negative on another page (a held-out one, or another folder) is a :class:`DataError`."""
     try:
-        negatives = json.loads(open(path).read())["negatives"]
+        negatives = json.loads(Path(path).read_text())["negatives"]
     except (OSError, ValueError, KeyError) as error:
         raise DataError(f"{path}: not a negatives file ({error}); write one with `signver mine negatives`") from None
     by_name = {record.path.name: record for record in records}
