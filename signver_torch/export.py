@@ -1,12 +1,15 @@
-"""``signver export``: a checkpoint's network as an ONNX graph, with its export card and an accuracy check.
+"""``signver export``: a checkpoint's network as an ONNX graph (or an OpenVINO IR), with its export card and an accuracy check.
 
 Each facade declares what it exports (:meth:`~signver_torch.facade.ModelFacade.graph`): the part of
 inference between the host's preprocessing and its last step, with as much of both inside the graph
 as exports cleanly (the cleaner's tone curve, the detector's box decoding and class probabilities).
 The graph is exported with the torch.export-based exporter (``torch.onnx.export(dynamo=True)``), the
-batch dimension dynamic. Before anything is written, the same facade is loaded under the onnxruntime
-backend from the new graph and compared with torch on real images; a graph that disagrees beyond the
-module's tolerance is refused (:class:`~signver_torch.errors.ExportError`) and nothing is written.
+batch dimension dynamic. The OpenVINO format is that ONNX graph converted by OpenVINO's own converter
+(``openvino.convert_model``, saved by ``openvino.save_model`` with fp32 weights); an ONNX export of the same
+checkpoint and opset already in the folder is converted rather than exported again. Before anything is
+written, the same facade is loaded under the format's backend from the new graph and compared with torch
+on real images; a graph that disagrees beyond the module's tolerance is refused
+(:class:`~signver_torch.errors.ExportError`) and nothing is written.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from signver_torch.cards import FACADES, sha256_file
 from signver_torch.checkpoints import background_path, checkout_dir, resolve_checkpoint
 from signver_torch.errors import ExportError, SignVerError
 from signver_torch.facade import ModelFacade
-from signver_torch.runtime import EXPORT_SCHEMA, OPSET, export_files, onnxruntime
+from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, OPSET, companion_files, export_files, import_runtime, is_export,
+                                   read_export_card)
 
 #: Agreement each module's graph must reach with torch on the check images (issue 34's tolerances).
 TOLERANCES = {"max_cosine_distance": 1e-3, "min_iou": 0.98, "min_psnr_db": 50.0}
@@ -101,15 +105,17 @@ def export_module(
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
-    """Export ``module``'s ``checkpoint`` into the folder ``out`` (``<module>.onnx`` and ``<module>.json``);
-    returns the graph's path. ``out`` may hold other modules' exports: only this module's files are replaced.
+    """Export ``module``'s ``checkpoint`` in format ``fmt`` into the folder ``out`` (``<module>.onnx`` and
+    ``<module>.json``; ``<module>.xml``, ``<module>.bin`` and ``<module>.openvino.json``); returns the graph's
+    path. ``out`` may hold other modules' and formats' exports: only this module's files in ``fmt`` are replaced.
 
     Raises:
         ExportError: the exporter failed, or the graph disagrees with torch on the check images.
     """
-    if fmt != "onnx":
-        raise SignVerError(f"unknown export format {fmt!r} (this version writes: onnx)")
-    onnxruntime()  # the check runs the graph: refuse before spending a minute exporting
+    if fmt not in FORMATS:
+        raise SignVerError(f"unknown export format {fmt!r} (this version writes: {', '.join(FORMATS)})")
+    backend = FORMATS[fmt].backend
+    import_runtime(backend)  # the check runs the graph: refuse before spending a minute exporting
     say = progress or (lambda message: None)
     images = [Path(p) for p in check_images] if check_images else default_check_images()
     for path in images:
@@ -122,26 +128,35 @@ def export_module(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{module}-", dir=out) as staging:
-        onnx_path, card_path = export_files(staging, module)
-        say(f"exporting the {module} ({source.weights.name}) to ONNX opset {opset}")
+        onnx_path = export_files(staging, module)[0]
+        graph_path, card_path = export_files(staging, module, fmt)
         started = time.perf_counter()
-        _torch_export(graph, onnx_path, opset)
+        reused = fmt != "onnx" and _reuse_onnx(out, module, reference.sha256, opset, onnx_path)
+        if not reused:
+            say(f"exporting the {module} ({source.weights.name}) to ONNX opset {opset}")
+            _torch_export(graph, onnx_path, opset)
+        exporter = "torch.onnx.export(dynamo=True)"
+        if fmt == "openvino":
+            say(f"converting the {module}'s ONNX graph with openvino.convert_model")
+            _openvino_convert(onnx_path, graph_path)
+            exporter += ", then openvino.convert_model and openvino.save_model(compress_to_fp16=False)"
         seconds = time.perf_counter() - started
         if background_path(source.weights).is_file():  # the extractor's per-person rule reads it beside the graph
             shutil.copyfile(background_path(source.weights), background_path(onnx_path))
         card = {
-            "schema": EXPORT_SCHEMA, "module": module, "format": fmt, "file": onnx_path.name, "sha256": sha256_file(onnx_path),
-            "opset": opset, "exporter": "torch.onnx.export(dynamo=True)",
+            "schema": EXPORT_SCHEMA, "module": module, "format": fmt, "file": graph_path.name, "sha256": sha256_file(graph_path),
+            "companions": {path.name: sha256_file(path) for path in companion_files(graph_path, fmt)},
+            "opset": opset, "exporter": exporter, "onnx": {"sha256": sha256_file(onnx_path), "reused": reused},
             "input": {"name": graph.input_name, "dynamic_axes": {str(axis): {"name": name, "multiple": multiple}
                                                                   for axis, (name, multiple) in graph.dynamic_axes.items()}},
             "outputs": graph.output_names, "graph": graph.fields,
             "source": {"checkpoint": str(checkpoint), "sha256": reference.sha256, "card": reference.card},
             "command": command, "export_seconds": round(seconds, 1),
-            "versions": _versions(), "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "versions": _versions(backend), "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         say(f"checking the graph against torch on {len(images)} images")
-        exported = cls(backend="onnxruntime").load(staging)
+        exported = cls(backend=backend).load(staging)
         check = _agreement(module, reference, exported, images)
         check["images"] = [{"file": path.name, "sha256": sha256_file(path)} for path in images]
         check["tolerances"] = TOLERANCES
@@ -150,11 +165,34 @@ def export_module(
             raise ExportError(f"{module}: the exported graph disagrees with torch on the check images ({figures}); nothing written")
         card["check"] = check
         card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        targets = export_files(out, module)
-        for staged in (onnx_path, background_path(onnx_path), card_path):
+        for staged in (graph_path, *companion_files(graph_path, fmt), background_path(onnx_path), card_path):
             if staged.is_file():
                 os.replace(staged, out / staged.name)
-    return targets[0]
+    return export_files(out, module, fmt)[0]
+
+
+def _reuse_onnx(out: Path, module: str, sha256: str, opset: int, target: Path) -> bool:
+    """Copy ``out``'s checked ONNX export of the same weights and opset to ``target`` (a second format costs no
+    second torch export); whether there was one."""
+    if not is_export(out, module):
+        return False
+    try:
+        card = read_export_card(out, module)
+    except ExportError:
+        return False
+    if card["source"].get("sha256") != sha256 or card.get("opset") != opset:
+        return False
+    shutil.copyfile(export_files(out, module)[0], target)
+    return True
+
+
+def _openvino_convert(onnx_path: Path, xml_path: Path) -> None:
+    """The ONNX graph as OpenVINO IR (``.xml`` + ``.bin``), weights kept in fp32 (the check's tolerances are fp32's)."""
+    ov = import_runtime("openvino")
+    try:
+        ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+    except Exception as error:  # the converter's own error types; one line for the command
+        raise ExportError(f"openvino.convert_model failed ({type(error).__name__}: {str(error).splitlines()[0]})") from error
 
 
 def _torch_export(graph: Any, path: Path, opset: int) -> None:
@@ -170,8 +208,8 @@ def _torch_export(graph: Any, path: Path, opset: int) -> None:
         raise ExportError(f"torch.onnx.export failed ({type(error).__name__}: {str(error).splitlines()[0]})") from error
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__, "onnxruntime": onnxruntime().__version__}
+def _versions(backend: str) -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__, backend: import_runtime(backend).__version__}
     try:
         import onnx
 

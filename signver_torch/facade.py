@@ -7,8 +7,10 @@ module's ``evaluation.py``.
 
 Each facade predicts through ``network``, the part of inference that can be exported
 (:meth:`ModelFacade.graph`): the torch module itself under ``backend="torch"``, or the exported graph
-run by onnxruntime under ``backend="onnxruntime"`` (:mod:`signver_torch.runtime`); what comes before
-and after it (loading, preprocessing, selection of detections) is the same code for both.
+run by onnxruntime or OpenVINO under ``backend="onnxruntime"`` or ``"openvino"`` (:mod:`signver_torch.runtime`);
+what comes before and after it (loading, preprocessing, selection of detections) is the same code for all.
+``backend="auto"`` picks, at :meth:`ModelFacade.load`, the first backend of :func:`~signver_torch.runtime.auto_order`
+that can run what is loaded without exporting anything (:meth:`ModelFacade._choose_backend`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from signver_torch.accelerators import inference_device, memory_format
 from signver_torch.checkpoints import load_model, read_card, resolve_checkpoint
 from signver_torch.errors import CheckpointError, SignVerError
-from signver_torch.runtime import OnnxGraph, cache_folder, check_backend, export_files, is_export
+from signver_torch.runtime import (FORMATS, GRAPHS, ExportedGraph, auto_order, cache_folder, check_backend, export_format,
+                                   exported_formats, installed, is_export)
 
 Self = TypeVar("Self", bound="ModelFacade")
 
@@ -43,10 +46,10 @@ class ExportGraph:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-class _OnnxNetwork:
+class _ExportedNetwork:
     """An exported graph called like the torch module it came from: tensors in, a tensor or a tuple out."""
 
-    def __init__(self, graph: OnnxGraph) -> None:
+    def __init__(self, graph: ExportedGraph) -> None:
         self.graph = graph
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -60,9 +63,11 @@ class ModelFacade:
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"hpu"``, ...; by default CUDA, else a Gaudi HPU, else the CPU.
         batch_size: how many inputs go through the network at once.
-        backend: ``"torch"`` (default), or ``"onnxruntime"`` (CPU only; the ``[onnx]`` extra) to run an
-            exported graph: :meth:`load` then takes an export folder, or a checkpoint, exported once into
-            the cache (:func:`~signver_torch.runtime.cache_folder`) with the accuracy check of ``signver export``.
+        backend: ``"torch"`` (default), or ``"onnxruntime"`` (the ``[onnx]`` extra) or ``"openvino"`` (the
+            ``[openvino]`` extra), CPU only, to run an exported graph: :meth:`load` then takes an export folder, or
+            a checkpoint, exported once into the cache (:func:`~signver_torch.runtime.cache_folder`) with the
+            accuracy check of ``signver export``. ``"auto"``: the fastest measured backend that is installed and
+            has an export of what :meth:`load` is given, else torch (:meth:`_choose_backend`).
     """
 
     #: the checkpoint folder (``checkpoints/<module>/``) and registry name of the module
@@ -70,15 +75,16 @@ class ModelFacade:
     default_batch_size: ClassVar[int] = 16
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
-        self.backend = check_backend(backend)
-        if backend != "torch" and device not in (None, "cpu") and torch.device(device).type != "cpu":
+        self.requested_backend = check_backend(backend)
+        self.backend = backend  # "auto" becomes the backend chosen at load()
+        if backend not in ("torch", "auto") and device not in (None, "cpu") and torch.device(device).type != "cpu":
             raise SignVerError(f"backend {backend!r} runs on the CPU; device {device!r} needs backend='torch'")
         self.device = inference_device(device) if backend == "torch" else torch.device("cpu")
         self.batch_size = batch_size or self.default_batch_size
         self.model: torch.nn.Module | None = None  # the torch network (backend "torch" only)
         self.network: Callable[..., Any] | None = None
         self.card: dict[str, Any] = {}
-        self.export_card: dict[str, Any] = {}  # the export's card (backend "onnxruntime")
+        self.export_card: dict[str, Any] = {}  # the export's card (an exported backend)
         self.weights: Path | None = None
 
     @classmethod
@@ -86,8 +92,10 @@ class ModelFacade:
         return cls(**kwargs).load(name_or_path)
 
     def load(self: Self, name_or_path: str | os.PathLike = "default") -> Self:
-        """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path; under the
-        onnxruntime backend also an export folder (``signver export``)."""
+        """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path; under an exported
+        backend (or ``"auto"``) also an export folder (``signver export``)."""
+        auto = self.requested_backend == "auto"
+        self.backend = self._choose_backend(name_or_path) if auto else self.requested_backend
         if self.backend != "torch":
             return self._load_export(name_or_path)
         model, card = load_model(self.module, name_or_path, self._build)
@@ -100,21 +108,41 @@ class ModelFacade:
 
     def _load_export(self: Self, name_or_path: str | os.PathLike) -> Self:
         self.export_card = {}  # a new export: its card's fields are read afresh
+        fmt = export_format(self.backend)
         folder = Path(name_or_path)
-        if not is_export(folder, self.module):
-            checkpoint = resolve_checkpoint(self.module, name_or_path)
-            folder = cache_folder(self.module, str(read_card(checkpoint.weights).get("sha256", "")))
-            if not is_export(folder, self.module):
-                from signver_torch.export import export_module  # torch.onnx, once per checkpoint
+        if not is_export(folder, self.module, fmt):
+            folder = self._cache_folder(name_or_path)
+            if not is_export(folder, self.module, fmt):
+                from signver_torch.export import export_module  # torch.onnx, once per checkpoint and format
 
-                export_module(self.module, checkpoint.weights, folder)
-        graph = OnnxGraph(folder, self.module)
+                export_module(self.module, resolve_checkpoint(self.module, name_or_path).weights, folder, fmt)
+        graph = GRAPHS[self.backend](folder, self.module)
         card = graph.card["source"]["card"]
         self._configure(card, name_or_path)
         self.model, self.card, self.export_card = None, card, graph.card
-        self.weights = export_files(folder, self.module)[0]
-        self.network = self._exported_network(_OnnxNetwork(graph), graph.card)
+        self.weights = graph.path
+        self.network = self._exported_network(_ExportedNetwork(graph), graph.card)
         return self
+
+    def _cache_folder(self, name_or_path: str | os.PathLike) -> Path:
+        """Where the checkpoint ``name_or_path`` is exported once (:func:`~signver_torch.runtime.cache_folder`)."""
+        checkpoint = resolve_checkpoint(self.module, name_or_path)
+        return cache_folder(self.module, str(read_card(checkpoint.weights).get("sha256", "")))
+
+    def _choose_backend(self, name_or_path: str | os.PathLike) -> str:
+        """``backend="auto"``: the first backend of :func:`~signver_torch.runtime.auto_order` that runs here and
+        has ``name_or_path`` ready, exporting nothing. An export folder offers the formats it holds; a checkpoint
+        offers torch and the formats already in its cache folder. Off the CPU, torch."""
+        if self.device.type != "cpu":
+            return "torch"
+        ready = {FORMATS[fmt].backend for fmt in exported_formats(name_or_path, self.module)}
+        if not ready:
+            ready = {"torch", *(FORMATS[fmt].backend for fmt in exported_formats(self._cache_folder(name_or_path), self.module))}
+        offered = [backend for backend in auto_order() if backend in ready]
+        for backend in offered:
+            if installed(backend):
+                return backend
+        return check_backend(offered[0])  # an export whose runtime is missing: the error naming its extra
 
     def _torch_network(self, model: torch.nn.Module) -> Callable[..., Any]:
         """What predicts under the torch backend: the module exported by :meth:`graph` (by default the model)."""

@@ -82,7 +82,7 @@ class SignVer:
         self._models: dict[str, Any] = {}
         self._embedded: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # pixel sha256 -> (embedding, cleaned)
         self.clean, self.combine, self.per_person, self.device = clean, combine, per_person, device
-        self.backend = check_backend(backend)  # each facade's; "onnxruntime" loads exports (or exports checkpoints once)
+        self.backend = check_backend(backend)  # each facade's: exported backends load exports (or export checkpoints once), "auto" chooses per module
 
     def _model(self, kind: str) -> Any:
         if kind not in self._models:  # import only the facade needed: a gallery command never pays for the detector

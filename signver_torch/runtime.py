@@ -1,16 +1,19 @@
-"""Inference backends behind the facades' ``backend=`` argument: torch, or an exported ONNX graph run by onnxruntime.
+"""Inference backends behind the facades' ``backend=`` argument: torch, or an exported graph run by onnxruntime or OpenVINO.
 
-An export (``signver export``, :mod:`signver_torch.export`) is a folder holding, per module,
-``<module>.onnx`` and ``<module>.json``, its export card: the graph's sha256, opset, inputs and
-outputs, the source checkpoint's sha256 and card, the command and the accuracy check it passed (the
-extractor's background bank travels beside them). This file reads exports and runs them; it imports
-neither torch nor onnxruntime at import time, so a missing runtime is one clear error, not a crash.
+An export (``signver export``, :mod:`signver_torch.export`) is a folder holding, per module and format,
+the graph (``<module>.onnx``; or OpenVINO's ``<module>.xml`` and ``<module>.bin``) and its export card
+(``<module>.json``; ``<module>.openvino.json``): the graph's sha256, opset, inputs and outputs, the source
+checkpoint's sha256 and card, the command and the accuracy check it passed (the extractor's background
+bank travels beside them). This file reads exports and runs them; it imports neither torch nor a runtime
+at import time, so a missing runtime is one clear error, not a crash.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,100 +23,199 @@ from signver_torch.cards import sha256_file
 from signver_torch.errors import BackendUnavailableError, ExportError, SignVerError
 
 #: The inference backends and the extra that installs each one's runtime (None: always there).
-BACKENDS: dict[str, str | None] = {"torch": None, "onnxruntime": "onnx"}
-#: Export formats ``signver export`` writes, and the backend that runs each.
-FORMATS = {"onnx": "onnxruntime"}
+BACKENDS: dict[str, str | None] = {"torch": None, "onnxruntime": "onnx", "openvino": "openvino"}
+#: ``backend="auto"``'s order: the backends of the newest ``benchmarks/results/*-cpu-inference.json``, fastest
+#: page end to end (p50) first (20261206: onnxruntime 729 ms, torch 875 ms); backends it did not measure follow.
+MEASURED_ORDER = ("onnxruntime", "torch")
 #: The opset graphs are written in by default (onnxruntime 1.17 and later run it).
 OPSET = 18
 #: Bumped when the export folder's layout or its card's fields change.
 EXPORT_SCHEMA = 1
 
 
+@dataclass(frozen=True)
+class ExportFormat:
+    """A format ``signver export`` writes: the backend that runs it, its graph's suffix, its files beside the
+    graph (suffixes) and its card's suffix, so that every format of a module can share one folder."""
+
+    backend: str
+    suffix: str
+    companions: tuple[str, ...]
+    card_suffix: str
+
+
+FORMATS = {"onnx": ExportFormat("onnxruntime", ".onnx", (), ".json"),
+           "openvino": ExportFormat("openvino", ".xml", (".bin",), ".openvino.json")}
+
+
+def auto_order() -> list[str]:
+    """The order ``backend="auto"`` tries the backends in (:data:`MEASURED_ORDER`, then the unmeasured)."""
+    return [*MEASURED_ORDER, *(backend for backend in BACKENDS if backend not in MEASURED_ORDER)]
+
+
+def export_format(backend: str) -> str:
+    """The export format ``backend`` runs."""
+    return next(name for name, fmt in FORMATS.items() if fmt.backend == backend)
+
+
 def check_backend(backend: str) -> str:
-    """``backend`` if it is one of :data:`BACKENDS` and its runtime imports; else a one-line error naming the extra."""
-    if backend not in BACKENDS:
-        raise SignVerError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    if backend == "onnxruntime":
-        onnxruntime()
+    """``backend`` if it is ``"auto"`` or one of :data:`BACKENDS` whose runtime imports; else a one-line error."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise SignVerError(f"unknown backend {backend!r} (choose from auto, {', '.join(BACKENDS)})")
+    if BACKENDS.get(backend):
+        import_runtime(backend)
     return backend
 
 
-def onnxruntime() -> Any:
-    """The ``onnxruntime`` module, or :class:`BackendUnavailableError` saying how to install it."""
+def import_runtime(backend: str) -> Any:
+    """The runtime module of an exported ``backend``, or :class:`BackendUnavailableError` naming its extra."""
     try:
-        import onnxruntime as ort
+        return importlib.import_module(backend)
     except ImportError as error:
         raise BackendUnavailableError(
-            f"backend 'onnxruntime' is not installed ({error}): pip install 'signver-torch[{BACKENDS['onnxruntime']}]'"
+            f"backend {backend!r} is not installed ({error}): pip install 'signver-torch[{BACKENDS[backend]}]'"
         ) from error
-    return ort
+
+
+def installed(backend: str) -> bool:
+    """Whether ``backend``'s runtime imports (torch always does)."""
+    try:
+        check_backend(backend)
+    except BackendUnavailableError:
+        return False
+    return True
 
 
 def export_files(folder: str | os.PathLike, module: str, fmt: str = "onnx") -> tuple[Path, Path]:
     """The graph and card paths of ``module`` in an export folder (``folder`` may also name the graph file)."""
-    path = Path(folder)
-    if path.suffix == f".{fmt}":
+    path, spec = Path(folder), FORMATS[fmt]
+    if path.suffix in {f.suffix for f in FORMATS.values()}:
         path = path.parent
-    return path / f"{module}.{fmt}", path / f"{module}.json"
+    return path / f"{module}{spec.suffix}", path / f"{module}{spec.card_suffix}"
 
 
-def is_export(name_or_path: str | os.PathLike, module: str) -> bool:
-    """Whether ``name_or_path`` is an export folder (or graph file) holding ``module``."""
-    graph, card = export_files(name_or_path, module)
+def companion_files(graph: Path, fmt: str) -> list[Path]:
+    """The files that travel beside ``graph`` in ``fmt`` (OpenVINO's weights)."""
+    return [graph.with_suffix(suffix) for suffix in FORMATS[fmt].companions]
+
+
+def is_export(name_or_path: str | os.PathLike, module: str, fmt: str = "onnx") -> bool:
+    """Whether ``name_or_path`` is an export folder (or graph file) holding ``module`` in ``fmt``."""
+    graph, card = export_files(name_or_path, module, fmt)
     return graph.is_file() and card.is_file()
 
 
+def exported_formats(name_or_path: str | os.PathLike, module: str) -> list[str]:
+    """The formats of ``module`` that ``name_or_path`` holds (none: it is not an export)."""
+    path = Path(name_or_path)
+    named = [fmt for fmt, spec in FORMATS.items() if path.suffix == spec.suffix]  # a graph file names its format
+    return [fmt for fmt in named or FORMATS if is_export(path, module, fmt)]
+
+
 def cache_folder(module: str, sha256: str) -> Path:
-    """Where a checkpoint asked for by name under the onnxruntime backend is exported once and kept
-    (``$SIGNVER_CACHE``, else ``~/.cache/signver-torch``), keyed by the weights' sha256."""
+    """Where a checkpoint asked for by name under an exported backend is exported once and kept, every format
+    side by side (``$SIGNVER_CACHE``, else ``~/.cache/signver-torch``), keyed by the weights' sha256."""
     root = Path(os.environ.get("SIGNVER_CACHE") or Path.home() / ".cache" / "signver-torch")
-    return root / "onnx" / f"{module}-{sha256[:16]}"
+    return root / "exports" / f"{module}-{sha256[:16]}"
 
 
-def read_export_card(folder: str | os.PathLike, module: str) -> dict[str, Any]:
-    """The export card of ``module`` in ``folder``, checked: its module, its schema and the graph's sha256."""
-    graph, card_path = export_files(folder, module)
-    for path in (graph, card_path):
+def read_export_card(folder: str | os.PathLike, module: str, fmt: str = "onnx") -> dict[str, Any]:
+    """The export card of ``module`` in ``folder``, checked: its module, format, schema and the files' sha256."""
+    graph, card_path = export_files(folder, module, fmt)
+    for path in (graph, card_path, *companion_files(graph, fmt)):
         if not path.is_file():
-            raise ExportError(f"{path}: missing (an export folder holds <module>.onnx and <module>.json: run signver export)")
+            raise ExportError(f"{path}: missing (an export folder holds {graph.name} and {card_path.name}: run signver export)")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         source = card["source"]["card"]
         if card["module"] != module or source["module"] != module:
             raise ExportError(f"{card_path}: an export of {card['module']!r}, not of {module!r}")
+        if card["format"] != fmt:
+            raise ExportError(f"{card_path}: an export in {card['format']!r}, not in {fmt!r}")
         if int(card["schema"]) > EXPORT_SCHEMA:
             raise ExportError(f"{card_path}: export schema {card['schema']} is newer than this version reads ({EXPORT_SCHEMA})")
-        expected = str(card["sha256"])
+        expected = {graph: str(card["sha256"]), **{graph.with_name(name): str(digest) for name, digest in card.get("companions", {}).items()}}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ExportError(f"{card_path}: unreadable export card ({type(error).__name__}: {error})") from error
-    if sha256_file(graph) != expected:
-        raise ExportError(f"{graph}: sha256 does not match its export card (file corrupt or replaced)")
+    for path, digest in expected.items():
+        if sha256_file(path) != digest:
+            raise ExportError(f"{path}: sha256 does not match its export card (file corrupt or replaced)")
     return card
 
 
-class OnnxGraph:
-    """An exported graph in an onnxruntime session on the CPU: numpy arrays in, numpy arrays out.
+def default_threads() -> int:
+    """``$OMP_NUM_THREADS`` when set (the torch path honours it too, so every backend gets the same cores), else 0:
+    the runtime's choice."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 0)
 
-    ``threads`` sets onnxruntime's intra-op threads; by default ``$OMP_NUM_THREADS`` when set (the
-    torch path honours it too, so both backends get the same cores), else onnxruntime's choice.
+
+class ExportedGraph:
+    """An exported graph run on the CPU by its backend's runtime: float32 numpy arrays in, numpy arrays out.
+
+    The card (checked by :func:`read_export_card`) and the graph's path are read here; each runtime's
+    subclass opens the graph (``threads`` intra-op threads, by default :func:`default_threads`) and runs it.
     """
 
+    fmt: str
+
     def __init__(self, folder: str | os.PathLike, module: str, threads: int | None = None) -> None:
-        ort = onnxruntime()
-        self.card = read_export_card(folder, module)
-        self.path = export_files(folder, module)[0]
+        self.runtime = import_runtime(FORMATS[self.fmt].backend)
+        self.card = read_export_card(folder, module, self.fmt)
+        self.path = export_files(folder, module, self.fmt)[0]
+        try:
+            self._open(default_threads() if threads is None else threads)
+        except Exception as error:  # each runtime raises its own error types
+            raise ExportError(f"{self.path}: {FORMATS[self.fmt].backend} cannot load the graph ({type(error).__name__}: {error})") from error
+
+    def _open(self, threads: int) -> None:
+        raise NotImplementedError
+
+    def _run(self, arrays: list[np.ndarray]) -> Sequence[np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, *arrays: np.ndarray) -> Sequence[np.ndarray]:
+        """Run the graph on arrays given in the order of its inputs."""
+        return self._run([np.ascontiguousarray(array, dtype=np.float32) for array in arrays])
+
+
+class OnnxGraph(ExportedGraph):
+    """An ONNX graph in an onnxruntime session (all graph optimisations, the CPU provider)."""
+
+    fmt = "onnx"
+
+    def _open(self, threads: int) -> None:
+        ort = self.runtime
         options = ort.SessionOptions()
-        threads = threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ExportError(f"{self.path}: onnxruntime cannot load the graph ({type(error).__name__}: {error})") from error
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [item.name for item in self.session.get_inputs()]
 
-    def __call__(self, *arrays: np.ndarray) -> Sequence[np.ndarray]:
-        """Run the graph on float32 arrays given in the order of its inputs."""
-        feed = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in zip(self.input_names, arrays)}
-        return self.session.run(None, feed)
+    def _run(self, arrays: list[np.ndarray]) -> Sequence[np.ndarray]:
+        return self.session.run(None, dict(zip(self.input_names, arrays)))
+
+
+class OpenVinoGraph(ExportedGraph):
+    """An OpenVINO IR compiled for the CPU plugin, for latency, in fp32 (the plugin would otherwise run bf16
+    on CPUs that have it, beyond the export check's tolerances)."""
+
+    fmt = "openvino"
+
+    def _open(self, threads: int) -> None:
+        import openvino.properties as properties
+        import openvino.properties.hint as hints
+
+        config = {hints.performance_mode: hints.PerformanceMode.LATENCY, hints.inference_precision: self.runtime.Type.f32}
+        if threads:
+            config[properties.inference_num_threads] = threads
+        core = self.runtime.Core()
+        self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+
+    def _run(self, arrays: list[np.ndarray]) -> Sequence[np.ndarray]:
+        result = self.compiled(arrays)
+        return [result[output] for output in self.compiled.outputs]
+
+
+#: The runner of each exported backend.
+GRAPHS: dict[str, type[ExportedGraph]] = {FORMATS[graph.fmt].backend: graph for graph in (OnnxGraph, OpenVinoGraph)}

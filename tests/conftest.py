@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,16 @@ SMALL_DATA = REPO_ROOT / "tests" / "data"
 EXAMPLES = REPO_ROOT / "examples"
 REFERENCES = sorted((EXAMPLES / "references").glob("*.png"))
 DOCUMENTS = [EXAMPLES / "contract.png", EXAMPLES / "contract_forged.png"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite neither reads nor fills the user's export cache: ``backend="auto"`` (the command's default) runs
+    torch unless a test exports into this session's own cache (subprocesses inherit it)."""
+    os.environ["SIGNVER_CACHE"] = tempfile.mkdtemp(prefix="signver-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("SIGNVER_CACHE", ""), ignore_errors=True)
 
 
 def full_data_root() -> Path:

@@ -1,8 +1,10 @@
-"""signver export and the onnxruntime backend: the three shipped networks exported, then compared with torch
-on the fixture's real signatures, pages and synthetic dirty pairs (issue 34's tolerances)."""
+"""signver export and the exported backends (onnxruntime, OpenVINO): the three shipped networks exported in both
+formats, then compared with torch on the fixture's real signatures, pages and synthetic dirty pairs (issue 34's
+tolerances); backend="auto"'s choice."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -25,14 +27,22 @@ from signver_torch.data.signatures import discover_signatures  # noqa: E402
 from signver_torch.errors import ExportError  # noqa: E402
 from signver_torch.export import TOLERANCES, detection_agreement, export_module  # noqa: E402
 from signver_torch.metrics import cleaning_metrics  # noqa: E402
+from signver_torch.runtime import MEASURED_ORDER, cache_folder  # noqa: E402
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+#: The exported backends, each test run against torch under both (OpenVINO's skipped without its extra).
+EXPORTED = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')"))]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped detector, cleaner and extractor exported into one folder (each checked on the samples)."""
+    """The shipped detector, cleaner and extractor exported into one folder in both formats (each checked on the
+    samples; OpenVINO's converted from the ONNX graph already there)."""
     folder = tmp_path_factory.mktemp("export")
-    for module in ("extractor", "cleaner", "detector"):
-        export_module(module, "default", folder, command=f"signver export {module} --out {folder}")
+    for fmt in ("onnx", "openvino") if HAS_OPENVINO else ("onnx",):
+        for module in ("extractor", "cleaner", "detector"):
+            export_module(module, "default", folder, fmt, command=f"signver export {module} --format {fmt} --out {folder}")
     return folder
 
 
@@ -49,38 +59,80 @@ def test_export_card_states_the_graph_its_source_and_the_check_it_passed(exporte
     assert json.loads((exported / "detector.json").read_text())["graph"]["selection"]["nms_thresh"] == 0.3
 
 
-def test_extractor_embeddings_agree_with_torch(exported: Path, small_data: Path) -> None:
-    scans = sorted((small_data / "cedar" / "full_org").glob("original_3*.png")) + sorted((small_data / "dutch").rglob("*.png"))[:8]
-    torch_backend = MetricExtractor(device="cpu").load("default")
-    onnx_backend = MetricExtractor(backend="onnxruntime").load(exported)
-    first, second = torch_backend.extract([str(p) for p in scans]), onnx_backend.extract([str(p) for p in scans])
-    assert len(scans) >= 16 and first.shape == second.shape == (len(scans), 256)
-    assert float((1 - (first * second).sum(1)).max()) <= 1e-3
-    assert onnx_backend.threshold == torch_backend.threshold and onnx_backend.sha256 == torch_backend.sha256
-    assert onnx_backend.decision is not None  # the per-person rule's background bank travelled with the graph
+def test_openvino_card_states_its_conversion_and_check(exported: Path) -> None:
+    if not HAS_OPENVINO:
+        pytest.skip("openvino is not installed (pip install 'signver-torch[openvino]')")
+    card = json.loads((exported / "detector.openvino.json").read_text())
+    assert card["format"] == "openvino" and card["file"] == "detector.xml" and list(card["companions"]) == ["detector.bin"]
+    assert "openvino.convert_model" in card["exporter"] and card["onnx"]["reused"] and "openvino" in card["versions"]
+    assert card["onnx"]["sha256"] == json.loads((exported / "detector.json").read_text())["sha256"]
+    assert card["check"]["passed"] and card["check"]["min_iou"] >= 0.98 and card["check"]["same_counts"]
 
 
-def test_detections_agree_with_torch_on_real_pages(exported: Path, documents: Path) -> None:
-    pages = sorted(str(p) for p in (documents / "images").iterdir())
-    found = Detector(device="cpu").load("default").predict(pages)
-    exported_found = Detector(backend="onnxruntime").load(exported).predict(pages)
-    agreement = detection_agreement(found, exported_found)
+@pytest.fixture(scope="module")
+def scans(small_data: Path) -> list[str]:
+    return [str(p) for p in sorted((small_data / "cedar" / "full_org").glob("original_3*.png")) + sorted((small_data / "dutch").rglob("*.png"))[:8]]
+
+
+@pytest.fixture(scope="module")
+def torch_embeddings(scans: list[str]) -> np.ndarray:
+    return MetricExtractor(device="cpu").load("default").extract(scans)
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_extractor_embeddings_agree_with_torch(exported: Path, scans: list[str], torch_embeddings: np.ndarray, backend: str) -> None:
+    extractor = MetricExtractor(backend=backend).load(exported)
+    embeddings = extractor.extract(scans)
+    assert len(scans) >= 16 and embeddings.shape == torch_embeddings.shape == (len(scans), 256)
+    assert float((1 - (torch_embeddings * embeddings).sum(1)).max()) <= 1e-3
+    reference = MetricExtractor(device="cpu").load("default")
+    assert extractor.threshold == reference.threshold and extractor.sha256 == reference.sha256
+    assert extractor.decision is not None  # the per-person rule's background bank travelled with the graph
+
+
+@pytest.fixture(scope="module")
+def pages(documents: Path) -> list[str]:
+    return sorted(str(p) for p in (documents / "images").iterdir())
+
+
+@pytest.fixture(scope="module")
+def torch_detections(pages: list[str]) -> list[dict[str, torch.Tensor]]:
+    return Detector(device="cpu").load("default").predict(pages)
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_detections_agree_with_torch_on_real_pages(exported: Path, pages: list[str], torch_detections: list, backend: str) -> None:
+    agreement = detection_agreement(torch_detections, Detector(backend=backend).load(exported).predict(pages))
     assert agreement["n_pages"] == 12 and agreement["n_boxes"] >= 9
     assert agreement["passed"] and agreement["min_iou"] >= 0.98, agreement
 
 
-def test_cleaner_psnr_on_dirty_pairs_within_a_tenth_of_a_db(exported: Path, small_data: Path) -> None:
+@pytest.fixture(scope="module")
+def dirty_pairs(small_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
     records = discover_signatures(small_data / "cedar", "39")
     pairs = DirtyPairs(load_ink_maps(records, progress=False), 16, EVAL_SEED)
     dirty, clean = (torch.stack(column) for column in zip(*(pairs[i] for i in range(16))))
-    psnr = {}
-    for backend, source in (("torch", "default"), ("onnxruntime", exported)):
-        cleaner = Cleaner(device="cpu", backend=backend).load(source)
-        psnr[backend] = float(cleaning_metrics(torch.stack(cleaner.clean_pages(list(dirty))), clean)["psnr"].mean())
-    assert abs(psnr["torch"] - psnr["onnxruntime"]) <= 0.1, psnr
+    return dirty, clean
+
+
+def cleaned_psnr(backend: str, source: str | Path, pairs: tuple[torch.Tensor, torch.Tensor]) -> float:
+    cleaner = Cleaner(device="cpu", backend=backend).load(source)
+    return float(cleaning_metrics(torch.stack(cleaner.clean_pages(list(pairs[0]))), pairs[1])["psnr"].mean())
+
+
+@pytest.fixture(scope="module")
+def torch_psnr(dirty_pairs: tuple[torch.Tensor, torch.Tensor]) -> float:
+    return cleaned_psnr("torch", "default", dirty_pairs)
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_cleaner_psnr_on_dirty_pairs_within_a_tenth_of_a_db(exported: Path, dirty_pairs: tuple, torch_psnr: float, backend: str) -> None:
+    psnr = cleaned_psnr(backend, exported, dirty_pairs)
+    assert abs(torch_psnr - psnr) <= 0.1, (torch_psnr, psnr)
 
 
 def test_signver_verifies_a_page_the_same_on_both_backends(exported: Path, small_data: Path) -> None:
+    """The pipeline around the facades; OpenVINO's facades are compared with torch above."""
     page = small_data / "samples" / "signed_page.png"
     references = [str(small_data / "samples" / name) for name in ("original_2_11.png", "original_2_12.png")]
     reports = [SignVer(device="cpu").verify_document(page, references=references),
@@ -99,13 +151,16 @@ def test_a_graph_that_fails_its_check_is_not_written(tmp_path: Path, monkeypatch
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_a_modified_graph_is_refused_by_its_card(exported: Path, tmp_path: Path) -> None:
-    for name in ("cleaner.onnx", "cleaner.json"):
+@pytest.mark.parametrize("backend, files", [("onnxruntime", ("cleaner.onnx", "cleaner.json")),
+                                             pytest.param("openvino", ("cleaner.bin", "cleaner.xml", "cleaner.openvino.json"),
+                                                          marks=EXPORTED[1].marks)])
+def test_a_modified_graph_is_refused_by_its_card(exported: Path, tmp_path: Path, backend: str, files: tuple[str, ...]) -> None:
+    for name in files:
         shutil.copy(exported / name, tmp_path / name)
-    with open(tmp_path / "cleaner.onnx", "ab") as handle:
+    with open(tmp_path / files[0], "ab") as handle:  # the graph, or OpenVINO's weights beside it
         handle.write(b"\0")
-    with pytest.raises(ExportError, match="cleaner.onnx: sha256 does not match"):
-        Cleaner(backend="onnxruntime").load(tmp_path)
+    with pytest.raises(ExportError, match=f"{files[0]}: sha256 does not match"):
+        Cleaner(backend=backend).load(tmp_path)
 
 
 def test_export_command_errors_are_one_line() -> None:
@@ -114,20 +169,57 @@ def test_export_command_errors_are_one_line() -> None:
     assert result.stderr.strip() == "signver: error: no-such-scan.png: check image not found"
 
 
-def test_a_backend_not_installed_names_its_extra() -> None:
-    code = ("import sys; sys.modules['onnxruntime'] = None\n"  # what Python does when the package is absent
-            "from signver_torch import MetricExtractor\nMetricExtractor(backend='onnxruntime')")
+def test_a_backend_not_installed_names_its_extra(exported: Path) -> None:
+    """Without the runtimes (what Python does when a package is absent): the facade's error names the extra, the
+    command says so in one line, and ``auto`` runs torch on a checkpoint but refuses an export it cannot run."""
+    code = ("import sys; sys.modules['onnxruntime'] = sys.modules['openvino'] = None\n"
+            "from signver_torch import MetricExtractor\nfrom signver_torch.cli import main\n"
+            "try:\n    MetricExtractor(backend='onnxruntime')\nexcept Exception as error:\n    print(f'{type(error).__name__}: {error}')\n"
+            "print('auto runs', MetricExtractor(device='cpu', backend='auto').load('default').backend)\n"
+            f"try:\n    MetricExtractor(backend='auto').load({str(exported)!r})\nexcept Exception as error:\n    print(error)\n"
+            "sys.exit(main(['verify', '--backend', 'openvino', '--reference', 'a.png', '--query', 'b.png']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 1
-    assert "BackendUnavailableError: backend 'onnxruntime' is not installed" in result.stderr
-    assert "pip install 'signver-torch[onnx]'" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("BackendUnavailableError: backend 'onnxruntime' is not installed")
+    assert lines[0].endswith("pip install 'signver-torch[onnx]'") and lines[1] == "auto runs torch"
+    assert lines[2].startswith("backend 'onnxruntime' is not installed")  # the export's first backend in the order
+    assert result.returncode == 1 and result.stderr.strip().startswith("signver: error: backend 'openvino' is not installed")
+    assert result.stderr.strip().endswith("pip install 'signver-torch[openvino]'") and len(result.stderr.strip().splitlines()) == 1
     with pytest.raises(Exception, match="unknown backend 'tensorrt'"):
         MetricExtractor(backend="tensorrt")
 
 
-def test_embeddings_of_a_batch_do_not_depend_on_its_size(exported: Path, small_data: Path) -> None:
+def test_auto_runs_the_fastest_measured_backend_with_an_export_else_torch(exported: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNVER_CACHE", str(tmp_path / "cache"))
+    assert MetricExtractor(device="cpu", backend="auto").load("default").backend == "torch"  # nothing exported: no export
+    cached = cache_folder("extractor", MetricExtractor(device="cpu").load("default").sha256)
+    cached.mkdir(parents=True)
+    for name in ("extractor.xml", "extractor.bin", "extractor.openvino.json", "extractor.background.safetensors"):
+        (cached / name).symlink_to(exported / name)
+    if HAS_OPENVINO:  # OpenVINO is not in the measured record yet: torch, measured, comes first
+        assert MetricExtractor(backend="auto").load("default").backend == "torch"
+    for name in ("extractor.onnx", "extractor.json"):
+        (cached / name).symlink_to(exported / name)
+    auto = MetricExtractor(backend="auto").load("default")
+    assert auto.backend == "onnxruntime" and auto.weights == cached / "extractor.onnx"
+    assert MetricExtractor(backend="auto").load(exported).backend == "onnxruntime"  # an export folder: its formats
+    if HAS_OPENVINO:
+        assert MetricExtractor(backend="auto").load(cached / "extractor.xml").backend == "openvino"  # the graph named
+    assert SignVer(exported, exported, exported, backend="auto").load_all()["detector"].backend == "onnxruntime"
+
+
+def test_the_measured_order_is_the_newest_records() -> None:
+    """``MEASURED_ORDER`` follows the newest cpu-inference record: page end to end p50, fastest first."""
+    records = sorted((Path(__file__).parents[1] / "benchmarks" / "results").glob("*-cpu-inference.json"))
+    rows = json.loads(records[-1].read_text())["results"]
+    assert [row["backend"] for row in sorted(rows, key=lambda row: row["page_ms_p50"])] == list(MEASURED_ORDER)
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_embeddings_of_a_batch_do_not_depend_on_its_size(exported: Path, small_data: Path, backend: str) -> None:
     """The dynamic batch axis: one signature alone and inside a batch of nine embed the same."""
     scans = [str(p) for p in sorted((small_data / "cedar" / "full_org").glob("original_35_*.png"))[:9]]
-    extractor = MetricExtractor(backend="onnxruntime").load(exported)
+    extractor = MetricExtractor(backend=backend).load(exported)
     together, alone = extractor.extract(scans), extractor.extract(scans[:1])
     assert np.allclose(together[0], alone[0], atol=1e-5)

@@ -1,4 +1,4 @@
-"""``signver export``: a module's checkpoint as an ONNX graph with its export card (``export.py``)."""
+"""``signver export``: a module's checkpoint as an ONNX graph or an OpenVINO IR with its export card (``export.py``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from signver_torch.cli.options import quiet_flag
 def cmd_export(args: argparse.Namespace) -> int:
     """Export, check against torch, write; one line naming the graph and the check it passed."""
     from signver_torch.export import export_module
+    from signver_torch.runtime import export_files
 
     command = "signver " + " ".join(shlex.quote(arg) for arg in args.argv)
     path = export_module(args.module, args.checkpoint, args.out, args.format, args.check_images, args.opset, command,
                          progress=None if args.quiet else (lambda text: print(text, file=sys.stderr)))
-    print(f"wrote {path} and {path.with_suffix('.json').name} (checked against torch)")
+    print(f"wrote {path} and {export_files(path, args.module, args.format)[1].name} (checked against torch)")
     return 0
 
 
@@ -25,13 +26,16 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     from signver_torch.runtime import FORMATS, OPSET
 
     sub = commands.add_parser(
-        "export", help="export a module's network for a lean runtime (ONNX, run by onnxruntime)",
-        description="Write <module>.onnx and its export card <module>.json into --out: dynamic batch, the opset and "
-        "shapes stated, the source checkpoint's sha256 and card, this command, and the accuracy check against torch on "
-        "--check-images it passed (a graph that fails it is not written). Load it with backend='onnxruntime'.",
+        "export", help="export a module's network for a lean runtime (ONNX for onnxruntime, or OpenVINO IR)",
+        description="Write <module>.onnx and its export card <module>.json (--format openvino: <module>.xml, "
+        "<module>.bin and <module>.openvino.json, converted from the ONNX graph by OpenVINO) into --out: dynamic "
+        "batch, the opset and shapes stated, the source checkpoint's sha256 and card, this command, and the accuracy "
+        "check against torch on --check-images it passed (a graph that fails it is not written). Load it with "
+        "backend='onnxruntime' or 'openvino' (or 'auto').",
     )
     sub.add_argument("module", choices=MODULES)
-    sub.add_argument("--format", default="onnx", choices=tuple(FORMATS))
+    sub.add_argument("--format", default="onnx", choices=tuple(FORMATS),
+                     help="onnx (default; the [onnx] extra) or openvino (the [onnx] and [openvino] extras)")
     sub.add_argument("--out", required=True, help="folder to write into (other modules' exports in it are kept)")
     sub.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (default: default)")
     sub.add_argument("--check-images", nargs="+", metavar="IMG",

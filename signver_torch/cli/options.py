@@ -46,12 +46,21 @@ def checkpoints(sub: argparse.ArgumentParser, detector: bool = False) -> None:
         sub.add_argument("--detector", default="default", help="detector checkpoint (name or path)")
 
 
+def backend_option(sub: argparse.ArgumentParser) -> None:
+    """``--backend``: what runs the networks; ``auto`` (the default) never exports, so it is torch until exports exist."""
+    from signver_torch.runtime import BACKENDS
+
+    sub.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                     help="auto (default): per module the fastest measured backend installed that has an export of "
+                     "the checkpoint (an export folder, or the cache), else torch; torch; onnxruntime or openvino (the "
+                     "[onnx] or [openvino] extra: checkpoints are export folders of signver export, or names exported "
+                     "once into the cache)")
+
+
 def models(sub: argparse.ArgumentParser, detector: bool = False) -> None:
     """The pipeline's checkpoints, its backend and how it decides: ``--no-clean``, ``--combine``, ``--distance-only``."""
     checkpoints(sub, detector)
-    sub.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                     help="run the networks in torch (default) or as exported graphs in onnxruntime (the [onnx] extra; "
-                     "checkpoints are then export folders of signver export, or names exported once into the cache)")
+    backend_option(sub)
     sub.add_argument("--no-clean", action="store_true", help="embed crops as they are, without the cleaner")
     sub.add_argument("--combine", choices=("mean", "min"), default="mean",
                      help="how distances to several references combine (default mean)")

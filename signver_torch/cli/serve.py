@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from signver_torch.cli.options import checkpoints, document_limits
+from signver_torch.cli.options import backend_option, checkpoints, document_limits
 from signver_torch.errors import SignVerError
 
 
@@ -20,7 +20,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SignVerError(f"signver serve needs the serve extra (pip install -e \".[serve]\"): {error}") from None
     settings = StudioSettings(gallery=args.gallery, library=args.library, token=args.token or os.environ.get(TOKEN_VARIABLE),
                               host=args.host, detector=args.detector, cleaner=args.cleaner, extractor=args.extractor,
-                              max_upload_mb=args.max_upload_mb, max_pages=args.max_pages, dpi=args.dpi)
+                              backend=args.backend, max_upload_mb=args.max_upload_mb, max_pages=args.max_pages, dpi=args.dpi)
     settings.check()
     log_config = {"version": 1, "disable_existing_loggers": False,
                   "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
@@ -52,4 +52,5 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload per file (default 20 MB)")
     document_limits(serve)
     checkpoints(serve, detector=True)
+    backend_option(serve)
     serve.set_defaults(handler=cmd_serve)

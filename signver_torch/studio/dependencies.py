@@ -31,7 +31,8 @@ class Studio:
     def __init__(self, settings: StudioSettings) -> None:
         settings.check()
         self.settings = settings
-        self.signver = SignVer(settings.detector, settings.cleaner, settings.extractor, device=settings.device)
+        self.signver = SignVer(settings.detector, settings.cleaner, settings.extractor, device=settings.device,
+                               backend=settings.backend)
         # Model work and store writes, one at a time. A plain Lock, not an RLock: a request takes it in one
         # thread, runs its route in another and gives it back in a third (see locked_studio).
         self.lock = threading.Lock()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from signver_torch.errors import SignVerError
 from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI
+from signver_torch.runtime import check_backend
 
 #: Hosts that only this machine can reach: writes need no token there, and requests must name one of
 #: them as their ``Host`` (a web page elsewhere cannot reach the server through a rebound DNS name).
@@ -43,6 +44,7 @@ class StudioSettings:
     cleaner: str = "default"
     extractor: str = "default"
     device: str | None = None
+    backend: str = "torch"  # the facades' backend= (signver serve: --backend, auto by default)
     max_upload_mb: float = 20.0  # per file
     max_pages: int = DEFAULT_MAX_PAGES  # per document
     dpi: int = PDF_DPI  # PDF rasterisation
@@ -51,6 +53,7 @@ class StudioSettings:
 
     def check(self) -> None:
         """Refuse an unsafe or impossible configuration before anything loads."""
+        check_backend(self.backend)
         if self.host not in LOOPBACK and not self.token:
             raise StudioError(f"binding to {self.host} lets other machines write: give --token or set {TOKEN_VARIABLE}")
         for kind, path in (("gallery", self.gallery), ("library", self.library)):
