@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/cpu_inference.py [--repeats 3] [--startup-runs 3] [--out benchmarks/results/...json]
 
-Per backend (torch, and onnxruntime when installed; its graphs are the shipped checkpoints exported once
-into the cache with the check of ``signver export``):
+Per backend (torch, and each exported backend whose runtime is installed: onnxruntime, OpenVINO; their
+graphs are the shipped checkpoints exported once into the cache with the check of ``signver export``):
 
 * ``extractor``: signatures per second from raw scan files (loading and preprocessing included), the
   fixture's CEDAR and Dutch scans in the facade's batches;
@@ -14,7 +14,8 @@ into the cache with the check of ``signver export``):
   ``python -c "import torch"``, alternated; medians.
 
 Figures are medians over ``--repeats``; the record holds the host (cores, CPU, load average before and
-after, ``OMP_NUM_THREADS``) and the versions. The table in benchmarks/README.md comes from these records.
+after, ``OMP_NUM_THREADS``) and the versions. The table in benchmarks/README.md comes from these records, and the
+newest record's order by page p50 is ``backend="auto"``'s (``runtime.MEASURED_ORDER``, checked by tests/test_export.py).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ REFERENCES = REPO / "examples" / "references"
 
 
 def backends() -> list[str]:
-    return ["torch"] + (["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])
+    """torch, then every exported backend whose runtime is installed."""
+    from signver_torch.runtime import BACKENDS
+
+    return [backend for backend, extra in BACKENDS.items() if extra is None or importlib.util.find_spec(backend)]
 
 
 def median_of(repeats: int, run: Callable[[], float]) -> float:
@@ -147,10 +151,7 @@ def main() -> None:
             "extractor": round(row["extractor_signatures_per_second"] / torch_row["extractor_signatures_per_second"], 2),
         }
     versions = {"torch": torch.__version__, "numpy": numpy.__version__}
-    if importlib.util.find_spec("onnxruntime"):
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
+    versions.update({row["backend"]: importlib.import_module(row["backend"]).__version__ for row in rows[1:]})
     record = {"command": "OMP_NUM_THREADS=" + str(os.environ.get("OMP_NUM_THREADS")) + " python " + " ".join(["benchmarks/cpu_inference.py", *sys.argv[1:]]),
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": started,
               "load_average_after": os.getloadavg()[0], "versions": versions, "repeats": args.repeats, "results": rows}
