@@ -208,15 +208,14 @@ def write_manifest(library: str | os.PathLike, manifest: dict[str, Any]) -> None
     write_atomically(Path(library) / MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
 
 
-def ray_engine(actors: int, batch_size: int) -> ModuleType:
-    """Ray, checked before any work: installed, and a pool of at least one actor taking batches of at least one."""
+def check_engine(actors: int, batch_size: int) -> None:
+    """Before any work: Ray installed, and a pool of at least one actor taking batches of at least one."""
     try:
-        import ray
+        import ray  # noqa: F401
     except ImportError as error:
         raise SignVerError("the ray engine needs Ray Data (pip install 'signver-torch[ray]')") from error
     if actors < 1 or batch_size < 1:
         raise SignVerError(f"actors and batch size must be at least 1, not {actors} and {batch_size}")
-    return ray
 
 
 @contextlib.contextmanager
@@ -261,7 +260,7 @@ def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, det
     cluster (``"auto"``, ``ray://host:10001``); without it a local Ray with ``actors * cpus_per_actor`` CPUs runs
     here and is shut down at the end. Each actor holds ``cpus_per_actor`` CPUs and ``gpus_per_actor`` GPUs.
     """
-    ray_engine(actors, batch_size)
+    check_engine(actors, batch_size)
     from signver_torch.pipeline import SignVer
 
     folder = Path(library)
@@ -329,7 +328,7 @@ def verify_pairs(claims: Sequence[Claim] | str | os.PathLike, gallery: str | os.
     they and ``gallery`` must be on a filesystem every node sees; relative paths are taken from here. The Ray session
     lasts while the iterator runs (close it to stop early). ``claims.labelled_summaries`` sums labelled outcomes up.
     """
-    ray_engine(actors, batch_size)
+    check_engine(actors, batch_size)
     claims = read_claims(claims) if isinstance(claims, (str, os.PathLike)) else list(claims)
     if not claims:
         return iter(())
@@ -366,6 +365,6 @@ def as_claimed(claim: Claim, outcome: Verdict | ClaimFailure) -> Verdict | Claim
     return replace(outcome, query=claim.query, **({"references": claim.references} if outcome.references else {}))
 
 
-__all__ = ["FORMAT", "MANIFEST", "ClaimChecker", "PageReader", "actor_signver", "as_claimed", "done_sources",
-           "document_number", "index", "on_actors", "open_manifest", "ray_engine", "ray_session", "schema", "shard_files",
-           "verify_pairs", "write_atomically", "write_manifest"]
+__all__ = ["FORMAT", "MANIFEST", "ClaimChecker", "PageReader", "actor_signver", "as_claimed", "check_engine",
+           "done_sources", "document_number", "index", "on_actors", "open_manifest", "ray_session", "schema",
+           "shard_files", "verify_pairs", "write_atomically", "write_manifest"]
