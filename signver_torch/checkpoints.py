@@ -118,8 +118,9 @@ def read_card(weights: Path) -> dict[str, Any]:
     return ModelCard.from_dict(card, str(card_path)).to_dict()
 
 
-def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load weights and card, checking the card's module and the weights' sha256.
+def verified_card(module: str, name_or_path: str | os.PathLike) -> tuple[Checkpoint, dict[str, Any]]:
+    """The checkpoint and its card, once the card's module and the weights' sha256 are checked: what every
+    load relies on, the torch network's and an exported graph's alike.
 
     Raises:
         CheckpointError: missing or corrupt files, a card for another module, or a checksum mismatch.
@@ -141,6 +142,16 @@ def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[
         raise CheckpointError(
             f"{checkpoint.weights}: sha256 does not match its card (file corrupt or replaced)"
         )
+    return checkpoint, card
+
+
+def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load weights and card (:func:`verified_card`).
+
+    Raises:
+        CheckpointError: missing or corrupt files, a card for another module, or a checksum mismatch.
+    """
+    checkpoint, card = verified_card(module, name_or_path)
     try:
         state = load_file(str(checkpoint.weights))
     except (SafetensorError, OSError, ValueError) as error:

@@ -32,8 +32,8 @@ from signver_torch.cards import FACADES, sha256_file
 from signver_torch.checkpoints import background_path, checkout_dir, resolve_checkpoint
 from signver_torch.errors import ExportError, SignVerError
 from signver_torch.facade import ModelFacade
-from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, OPSET, companion_files, export_files, import_runtime, is_export,
-                                   read_export_card)
+from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, OPSET, companion_files, export_files, exported_formats, import_runtime,
+                                   is_export, read_export_card)
 
 #: Agreement each module's graph must reach with torch on the check images (issue 34's tolerances).
 TOLERANCES = {"max_cosine_distance": 1e-3, "min_iou": 0.98, "min_psnr_db": 50.0}
@@ -126,12 +126,13 @@ def export_module(
     reference = cls(device="cpu").load(source.weights)
     graph = reference.graph()
     out = Path(out)
+    _refuse_another_source(out, module, fmt, reference)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{module}-", dir=out) as staging:
         onnx_path = export_files(staging, module)[0]
         graph_path, card_path = export_files(staging, module, fmt)
         started = time.perf_counter()
-        reused = fmt != "onnx" and _reuse_onnx(out, module, reference.sha256, opset, onnx_path)
+        reused = fmt != "onnx" and _reuse_onnx(out, module, reference, opset, onnx_path)
         if not reused:
             say(f"exporting the {module} ({source.weights.name}) to ONNX opset {opset}")
             _torch_export(graph, onnx_path, opset)
@@ -171,8 +172,27 @@ def export_module(
     return export_files(out, module, fmt)[0]
 
 
-def _reuse_onnx(out: Path, module: str, sha256: str, opset: int, target: Path) -> bool:
-    """Copy ``out``'s checked ONNX export of the same weights and opset to ``target`` (a second format costs no
+def _same_source(card: dict[str, Any], reference: ModelFacade) -> bool:
+    """Whether an export card's source is ``reference``'s checkpoint: the same weights and the same card (a
+    calibration changes what a graph bakes in, such as the cleaner's tone curve)."""
+    return card["source"].get("sha256") == reference.sha256 and card["source"].get("card") == reference.card
+
+
+def _refuse_another_source(out: Path, module: str, fmt: str, reference: ModelFacade) -> None:
+    """Refuse ``out`` where it holds ``module`` in another format from another checkpoint or card: ``auto`` would
+    run that one, and the extractor's background bank beside them is shared."""
+    for other in exported_formats(out, module):
+        try:
+            card = read_export_card(out, module, other)
+        except ExportError:
+            continue  # a broken export of another format: loading it fails on its own
+        if other != fmt and not _same_source(card, reference):
+            raise ExportError(f"{out}: holds a {other} export of the {module} from another checkpoint or card "
+                              f"({card['source'].get('checkpoint')}); export into another folder, or remove it first")
+
+
+def _reuse_onnx(out: Path, module: str, reference: ModelFacade, opset: int, target: Path) -> bool:
+    """Copy ``out``'s checked ONNX export of the same checkpoint and opset to ``target`` (a second format costs no
     second torch export); whether there was one."""
     if not is_export(out, module):
         return False
@@ -180,7 +200,7 @@ def _reuse_onnx(out: Path, module: str, sha256: str, opset: int, target: Path) -
         card = read_export_card(out, module)
     except ExportError:
         return False
-    if card["source"].get("sha256") != sha256 or card.get("opset") != opset:
+    if not _same_source(card, reference) or card.get("opset") != opset:
         return False
     shutil.copyfile(export_files(out, module)[0], target)
     return True

@@ -10,11 +10,13 @@ Each facade predicts through ``network``, the part of inference that can be expo
 run by onnxruntime or OpenVINO under ``backend="onnxruntime"`` or ``"openvino"`` (:mod:`signver_torch.runtime`);
 what comes before and after it (loading, preprocessing, selection of detections) is the same code for all.
 ``backend="auto"`` picks, at :meth:`ModelFacade.load`, the first backend of :func:`~signver_torch.runtime.auto_order`
-that can run what is loaded without exporting anything (:meth:`ModelFacade._choose_backend`).
+that can run what is loaded without exporting anything (:meth:`ModelFacade._choose_backend`); off the CPU, torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -24,8 +26,8 @@ import numpy as np
 import torch
 
 from signver_torch.accelerators import inference_device, memory_format
-from signver_torch.checkpoints import load_model, read_card, resolve_checkpoint
-from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.checkpoints import load_model, resolve_checkpoint, verified_card
+from signver_torch.errors import CheckpointError, ExportError, SignVerError
 from signver_torch.runtime import (FORMATS, GRAPHS, ExportedGraph, auto_order, cache_folder, check_backend, export_format,
                                    exported_formats, installed, is_export)
 
@@ -67,7 +69,7 @@ class ModelFacade:
             ``[openvino]`` extra), CPU only, to run an exported graph: :meth:`load` then takes an export folder, or
             a checkpoint, exported once into the cache (:func:`~signver_torch.runtime.cache_folder`) with the
             accuracy check of ``signver export``. ``"auto"``: the fastest measured backend that is installed and
-            has an export of what :meth:`load` is given, else torch (:meth:`_choose_backend`).
+            has an export of what :meth:`load` is given, else torch (:meth:`_choose_backend`); off the CPU, torch.
     """
 
     #: the checkpoint folder (``checkpoints/<module>/``) and registry name of the module
@@ -79,7 +81,8 @@ class ModelFacade:
         self.backend = backend  # "auto" becomes the backend chosen at load()
         if backend not in ("torch", "auto") and device not in (None, "cpu") and torch.device(device).type != "cpu":
             raise SignVerError(f"backend {backend!r} runs on the CPU; device {device!r} needs backend='torch'")
-        self.device = inference_device(device) if backend == "torch" else torch.device("cpu")
+        # "auto" keeps the device asked for (torch off the CPU); an exported backend moves it to the CPU at load()
+        self.device = inference_device(device) if backend in ("torch", "auto") else torch.device("cpu")
         self.batch_size = batch_size or self.default_batch_size
         self.model: torch.nn.Module | None = None  # the torch network (backend "torch" only)
         self.network: Callable[..., Any] | None = None
@@ -94,10 +97,10 @@ class ModelFacade:
     def load(self: Self, name_or_path: str | os.PathLike = "default") -> Self:
         """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path; under an exported
         backend (or ``"auto"``) also an export folder (``signver export``)."""
-        auto = self.requested_backend == "auto"
-        self.backend = self._choose_backend(name_or_path) if auto else self.requested_backend
+        given_export = bool(exported_formats(name_or_path, self.module))
+        self.backend, folder = self._choose_backend(name_or_path, given_export)
         if self.backend != "torch":
-            return self._load_export(name_or_path)
+            return self._load_export(name_or_path, folder, cached=not given_export)
         model, card = load_model(self.module, name_or_path, self._build)
         self._configure(card, name_or_path)  # refuses a card it cannot use before anything changes
         self.model = model.eval().to(self.device, memory_format=memory_format(self.device.type))
@@ -106,38 +109,64 @@ class ModelFacade:
         self.network = self._torch_network(self.model)
         return self
 
-    def _load_export(self: Self, name_or_path: str | os.PathLike) -> Self:
+    def _load_export(self: Self, name_or_path: str | os.PathLike, folder: Path | None, cached: bool) -> Self:
+        """Run the graph of ``folder`` (an export folder given by the user), or of the checkpoint's cache folder
+        (``cached``), exporting it there first when it is missing or broken."""
         self.export_card = {}  # a new export: its card's fields are read afresh
-        fmt = export_format(self.backend)
-        folder = Path(name_or_path)
-        if not is_export(folder, self.module, fmt):
-            folder = self._cache_folder(name_or_path)
-            if not is_export(folder, self.module, fmt):
-                from signver_torch.export import export_module  # torch.onnx, once per checkpoint and format
-
-                export_module(self.module, resolve_checkpoint(self.module, name_or_path).weights, folder, fmt)
-        graph = GRAPHS[self.backend](folder, self.module)
+        if cached:
+            graph = self._cached_graph(name_or_path, folder or self._cache_folder(name_or_path))
+        else:
+            graph = GRAPHS[self.backend](folder, self.module)
         card = graph.card["source"]["card"]
         self._configure(card, name_or_path)
+        self.device = torch.device("cpu")
         self.model, self.card, self.export_card = None, card, graph.card
         self.weights = graph.path
         self.network = self._exported_network(_ExportedNetwork(graph), graph.card)
         return self
 
-    def _cache_folder(self, name_or_path: str | os.PathLike) -> Path:
-        """Where the checkpoint ``name_or_path`` is exported once (:func:`~signver_torch.runtime.cache_folder`)."""
-        checkpoint = resolve_checkpoint(self.module, name_or_path)
-        return cache_folder(self.module, str(read_card(checkpoint.weights).get("sha256", "")))
+    def _cached_graph(self, name_or_path: str | os.PathLike, folder: Path) -> ExportedGraph:
+        """The cache's graph of a checkpoint in this backend's format, exported once: under a lock, since several
+        processes (Ray actors, server workers) may ask at once, and again where a crash left it broken."""
+        from filelock import FileLock  # installed with torch
 
-    def _choose_backend(self, name_or_path: str | os.PathLike) -> str:
-        """``backend="auto"``: the first backend of :func:`~signver_torch.runtime.auto_order` that runs here and
-        has ``name_or_path`` ready, exporting nothing. An export folder offers the formats it holds; a checkpoint
-        offers torch and the formats already in its cache folder. Off the CPU, torch."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder / ".lock"):
+            if is_export(folder, self.module, export_format(self.backend)):
+                try:
+                    return GRAPHS[self.backend](folder, self.module)
+                except ExportError:
+                    pass  # files of two writes (a crash between them): the export below replaces them
+            from signver_torch.export import export_module  # torch.onnx, once per checkpoint card and format
+
+            export_module(self.module, resolve_checkpoint(self.module, name_or_path).weights, folder, export_format(self.backend))
+            return GRAPHS[self.backend](folder, self.module)
+
+    def _cache_folder(self, name_or_path: str | os.PathLike) -> Path:
+        """Where the checkpoint ``name_or_path`` is exported once (:func:`~signver_torch.runtime.cache_folder`),
+        keyed by its whole card, the weights' sha256 included (checked here): a recalibrated card (threshold,
+        per-person rule, the cleaner's tone curve baked into its graph) gets a new export, never a stale one."""
+        _, card = verified_card(self.module, name_or_path)
+        return cache_folder(self.module, hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest())
+
+    def _choose_backend(self, name_or_path: str | os.PathLike, given_export: bool) -> tuple[str, Path | None]:
+        """The backend :meth:`load` runs and the export folder it reads (``None``: not known yet, or torch).
+        ``"auto"``: torch off the CPU; on it, :meth:`_fastest` of an export folder's formats, or of torch and the
+        formats in a checkpoint's cache folder."""
+        folder = Path(name_or_path) if given_export else None
+        if self.requested_backend != "auto":
+            return self.requested_backend, folder
         if self.device.type != "cpu":
-            return "torch"
-        ready = {FORMATS[fmt].backend for fmt in exported_formats(name_or_path, self.module)}
-        if not ready:
-            ready = {"torch", *(FORMATS[fmt].backend for fmt in exported_formats(self._cache_folder(name_or_path), self.module))}
+            return "torch", None
+        if given_export:
+            return self._fastest(exported_formats(name_or_path, self.module), with_torch=False), folder
+        folder = self._cache_folder(name_or_path)
+        return self._fastest(exported_formats(folder, self.module), with_torch=True), folder
+
+    def _fastest(self, formats: list[str], with_torch: bool) -> str:
+        """``backend="auto"`` on the CPU: the first backend of :func:`~signver_torch.runtime.auto_order` that is
+        installed among torch (``with_torch``: a checkpoint was given) and the runtimes of ``formats``."""
+        ready = {FORMATS[fmt].backend for fmt in formats} | ({"torch"} if with_torch else set())
         offered = [backend for backend in auto_order() if backend in ready]
         for backend in offered:
             if installed(backend):

@@ -112,11 +112,12 @@ def exported_formats(name_or_path: str | os.PathLike, module: str) -> list[str]:
     return [fmt for fmt in named or FORMATS if is_export(path, module, fmt)]
 
 
-def cache_folder(module: str, sha256: str) -> Path:
+def cache_folder(module: str, digest: str) -> Path:
     """Where a checkpoint asked for by name under an exported backend is exported once and kept, every format
-    side by side (``$SIGNVER_CACHE``, else ``~/.cache/signver-torch``), keyed by the weights' sha256."""
+    side by side (``$SIGNVER_CACHE``, else ``~/.cache/signver-torch``), keyed by ``digest``: the sha256 of the
+    checkpoint's whole card, which names the weights' sha256."""
     root = Path(os.environ.get("SIGNVER_CACHE") or Path.home() / ".cache" / "signver-torch")
-    return root / "exports" / f"{module}-{sha256[:16]}"
+    return root / "exports" / f"{module}-{digest[:16]}"
 
 
 def read_export_card(folder: str | os.PathLike, module: str, fmt: str = "onnx") -> dict[str, Any]:

@@ -19,15 +19,17 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 pytest.importorskip("onnxscript", reason="onnxscript (torch.onnx's exporter) is not installed (pip install 'signver-torch[onnx]')")
 
 from cli_runner import signver_process  # noqa: E402
+from mock_devices import cuda_gpus  # noqa: E402
 
 from signver_torch import Cleaner, Detector, MetricExtractor, SignVer  # noqa: E402
 from signver_torch.cleaner.data import EVAL_SEED, DirtyPairs  # noqa: E402
 from signver_torch.data.ink import load_ink_maps  # noqa: E402
 from signver_torch.data.signatures import discover_signatures  # noqa: E402
-from signver_torch.errors import ExportError  # noqa: E402
+from signver_torch.checkpoints import resolve_checkpoint, update_card  # noqa: E402
+from signver_torch.errors import CheckpointError, ExportError  # noqa: E402
 from signver_torch.export import TOLERANCES, detection_agreement, export_module  # noqa: E402
 from signver_torch.metrics import cleaning_metrics  # noqa: E402
-from signver_torch.runtime import MEASURED_ORDER, cache_folder  # noqa: E402
+from signver_torch.runtime import MEASURED_ORDER  # noqa: E402
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 #: The exported backends, each test run against torch under both (OpenVINO's skipped without its extra).
@@ -193,7 +195,7 @@ def test_auto_runs_the_fastest_measured_backend_with_an_export_else_torch(export
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIGNVER_CACHE", str(tmp_path / "cache"))
     assert MetricExtractor(device="cpu", backend="auto").load("default").backend == "torch"  # nothing exported: no export
-    cached = cache_folder("extractor", MetricExtractor(device="cpu").load("default").sha256)
+    cached = MetricExtractor(device="cpu")._cache_folder("default")
     cached.mkdir(parents=True)
     for name in ("extractor.xml", "extractor.bin", "extractor.openvino.json", "extractor.background.safetensors"):
         (cached / name).symlink_to(exported / name)
@@ -207,6 +209,63 @@ def test_auto_runs_the_fastest_measured_backend_with_an_export_else_torch(export
     if HAS_OPENVINO:
         assert MetricExtractor(backend="auto").load(cached / "extractor.xml").backend == "openvino"  # the graph named
     assert SignVer(exported, exported, exported, backend="auto").load_all()["detector"].backend == "onnxruntime"
+
+
+def shipped_copy(folder: Path) -> Path:
+    """The shipped extractor's files (weights, card, background bank) copied into ``folder``: a checkpoint to recalibrate."""
+    weights = resolve_checkpoint("extractor", "default").weights
+    for path in weights.parent.glob(weights.name.removesuffix(".safetensors") + ".*"):
+        shutil.copyfile(path, folder / path.name)
+    return folder / weights.name
+
+
+def test_auto_never_runs_an_export_of_another_card(exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is keyed by the whole card: after a recalibration, auto runs torch with the new threshold, not the
+    old graph with the old one; weights that no longer match their card are refused before any graph runs."""
+    monkeypatch.setenv("SIGNVER_CACHE", str(tmp_path / "cache"))
+    weights = shipped_copy(tmp_path)
+    cached = MetricExtractor(device="cpu")._cache_folder(weights)
+    cached.mkdir(parents=True)
+    for name in ("extractor.onnx", "extractor.json", "extractor.background.safetensors"):
+        (cached / name).symlink_to(exported / name)
+    assert MetricExtractor(backend="auto").load(weights).backend == "onnxruntime"
+    new_threshold = MetricExtractor(device="cpu").load(weights).threshold + 0.05
+    update_card(weights, threshold=new_threshold)
+    assert MetricExtractor(device="cpu")._cache_folder(weights) != cached
+    recalibrated = MetricExtractor(backend="auto").load(weights)
+    assert recalibrated.backend == "torch" and recalibrated.threshold == pytest.approx(new_threshold)
+    with open(weights, "r+b") as handle:  # one byte of the weights changed, the card left as it was
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([last[0] ^ 1]))
+    with pytest.raises(CheckpointError, match="sha256 does not match its card"):
+        MetricExtractor(backend="auto").load(weights)
+
+
+def test_auto_keeps_torch_on_an_accelerator(exported: Path) -> None:
+    """Off the CPU auto is torch on the device asked for (or found), even where exports exist."""
+    with cuda_gpus(1):
+        extractor = MetricExtractor(backend="auto")
+        assert extractor.device.type == "cuda"
+        assert extractor._choose_backend(exported, given_export=True) == ("torch", None)
+    assert MetricExtractor(device="cpu", backend="auto")._choose_backend(exported, given_export=True)[0] == "onnxruntime"
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')")
+def test_a_folder_never_mixes_exports_of_two_checkpoints(exported: Path, tmp_path: Path) -> None:
+    """Exporting a recalibrated checkpoint in a second format beside the first checkpoint's graph is refused before
+    anything is written: auto would run the old graph, and the background bank beside them is shared."""
+    weights = shipped_copy(tmp_path)
+    update_card(weights, threshold=0.123)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for name in ("extractor.onnx", "extractor.json", "extractor.background.safetensors"):
+        shutil.copyfile(exported / name, folder / name)
+    before = sorted(path.name for path in folder.iterdir())
+    with pytest.raises(ExportError, match="holds a onnx export of the extractor from another checkpoint or card"):
+        export_module("extractor", weights, folder, "openvino")
+    assert sorted(path.name for path in folder.iterdir()) == before
 
 
 def test_the_measured_order_is_the_newest_records() -> None:

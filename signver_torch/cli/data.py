@@ -51,6 +51,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     """Write the detector's confident false positives on the real training pages to a JSON file the
     detector's DataModule pastes (``negatives``)."""
     from signver_torch.detector.evaluation import mine_negatives
+    from signver_torch.distributed import write_atomically
 
     if args.pages is not None and args.pages < 1:
         raise SignVerError(f"--pages must be at least 1, not {args.pages}")
@@ -58,7 +59,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
                            pages=args.pages, device=args.device, progress=not args.quiet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**mined, "command": "signver " + shlex.join(args.argv)}, indent=1) + "\n")
+    text = json.dumps({**mined, "command": "signver " + shlex.join(args.argv)}, indent=1) + "\n"
+    write_atomically(out, lambda path: path.write_text(text))  # an interrupted run leaves the old file whole
     print(f"wrote {len(mined['negatives'])} negatives from {mined['n_pages']} training pages to {out}")
     return 0
 

@@ -222,6 +222,8 @@ def mine_negatives(
     Returns the JSON the DataModule's ``negatives`` reads: each negative's page (file name), box (xyxy
     pixels) and score, with the checkpoint and the split it came from. ``pages`` reads only the first
     pages (a quick look)."""
+    if held_out_every < 2:  # 1 would hold out every page, 0 or less none: the held-out pages must stay unread
+        raise SignVerError(f"held_out_every must be at least 2, not {held_out_every}")
     records, _ = split_pages(read_detection_dataset(data_dir), held_out_every)
     records = records[:pages] if pages is not None else records
     if not records:

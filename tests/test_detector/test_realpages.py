@@ -124,3 +124,7 @@ def test_mined_negatives_are_pasted_without_labels(signver_cli, small_data: Path
     (tmp_path / "held.json").write_text(json.dumps(held))
     with pytest.raises(DataError, match="not a real training page"):
         read_negatives(tmp_path / "held.json", train)
+    for every in ("0", "1"):  # no held-out pages, or only held-out ones: refused in one line, the old file kept whole
+        result = signver_cli("mine", "negatives", "--data", str(documents), "--held-out-every", every, "--out", str(out))
+        assert result.returncode != 0 and f"held_out_every must be at least 2, not {every}" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert json.loads(out.read_text()) == mined
