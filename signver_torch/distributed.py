@@ -330,16 +330,19 @@ def verify_pairs(claims: Sequence[Claim] | str | os.PathLike, gallery: str | os.
     """
     check_engine(actors, batch_size)
     claims = read_claims(claims) if isinstance(claims, (str, os.PathLike)) else list(claims)
-    if not claims:
-        return iter(())
-    batch_size = min(batch_size, -(-len(claims) // actors))  # a short file still keeps every actor busy
+    batch_size = max(1, min(batch_size, -(-len(claims) // actors)))  # a short file still keeps every actor busy
     gallery = os.path.abspath(gallery) if gallery is not None else None
-    if any(claim.person is not None for claim in claims):
-        if gallery is None:
-            raise SignVerError("claims against enrolled people need a gallery")
+    if claims:  # the models, their backend and the gallery checked here, in one line, before any actor starts
         from signver_torch.pipeline import SignVer
 
-        SignVer(extractor=extractor, per_person=per_person, backend=backend).gallery(gallery).close()  # missing, foreign: now
+        if any(claim.person is not None for claim in claims) and gallery is None:
+            raise SignVerError("claims against enrolled people need a gallery")
+        checked = SignVer(extractor=extractor, cleaner=cleaner, clean=clean, per_person=per_person, backend=backend)
+        checked.extractor  # noqa: B018 (an exported backend is also exported into the cache once, here)
+        if clean:
+            checked.cleaner  # noqa: B018
+        if gallery is not None and any(claim.person is not None for claim in claims):
+            checked.gallery(gallery).close()  # missing, of another model: now
     items = [{"row": row, "claim": json.dumps({"query": os.path.abspath(claim.query), "person": claim.person,
                                               "references": [os.path.abspath(path) for path in claim.references]})}
              for row, claim in enumerate(claims)]
@@ -347,6 +350,8 @@ def verify_pairs(claims: Sequence[Claim] | str | os.PathLike, gallery: str | os.
                "options": {"clean": clean, "combine": combine, "per_person": per_person, "backend": backend}}
 
     def in_claim_order() -> Iterator[Verdict | ClaimFailure]:
+        if not claims:
+            return
         with ray_session(address, actors * cpus_per_actor) as ray:
             dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
             waiting: dict[int, Verdict | ClaimFailure] = {}  # outcomes that came before an earlier claim's
@@ -356,13 +361,21 @@ def verify_pairs(claims: Sequence[Claim] | str | os.PathLike, gallery: str | os.
                 while done in waiting:
                     yield as_claimed(claims[done], waiting.pop(done))
                     done += 1
+        if done != len(claims):  # never a short answer that looks whole
+            raise SignVerError(f"Ray returned the outcomes of {done} claims in order, of {len(claims)}")
 
     return in_claim_order()
 
 
 def as_claimed(claim: Claim, outcome: Verdict | ClaimFailure) -> Verdict | ClaimFailure:
-    """``outcome`` naming the claim's images as the claim did (its actor read them by absolute path)."""
-    return replace(outcome, query=claim.query, **({"references": claim.references} if outcome.references else {}))
+    """``outcome`` naming the claim's images as the claim did, in its error too (its actor read them by absolute path)."""
+    named = {"references": claim.references} if outcome.references else {}
+    if isinstance(outcome, ClaimFailure):
+        error = outcome.error
+        for path in (claim.query, *claim.references):
+            error = error.replace(os.path.abspath(path), path)
+        named["error"] = error
+    return replace(outcome, query=claim.query, **named)
 
 
 __all__ = ["FORMAT", "MANIFEST", "ClaimChecker", "PageReader", "actor_signver", "as_claimed", "check_engine",

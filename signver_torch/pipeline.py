@@ -94,6 +94,10 @@ class SignVer:
     def extractor(self) -> Any:
         return self._model("extractor")
 
+    @property
+    def cleaner(self) -> Any:
+        return self._model("cleaner")
+
     def load_all(self) -> dict[str, Any]:
         """Load every model now (a service does this once at start) and return them by kind."""
         return {kind: self._model(kind) for kind in FACADES}

@@ -185,6 +185,7 @@ def _cedar_pairs(folder: Path, relative_to: Path | None = None) -> Path:
 
 def test_ray_verify_pairs_gives_the_single_process_verdicts(local_ray: object, tmp_path: Path) -> None:
     from signver_torch.claims import ClaimFailure, labelled_summaries, read_claims
+    from signver_torch.errors import CheckpointError
     from signver_torch.distributed import verify_pairs
     from signver_torch.pipeline import SignVer
 
@@ -208,6 +209,10 @@ def test_ray_verify_pairs_gives_the_single_process_verdicts(local_ray: object, t
     [expected] = labelled_summaries(zip(claims, theirs))
     assert summary["n_genuine"] == 6 and summary["n_forged"] == 4
     assert summary == pytest.approx(expected, abs=1e-5)
+    nothing = verify_pairs([])
+    assert list(nothing) == [] and callable(nothing.close)
+    with pytest.raises(CheckpointError, match="missing.safetensors"):  # checked before any actor starts
+        verify_pairs(pairs, extractor=str(tmp_path / "missing.safetensors"))
 
 
 def test_cli_verify_pairs_on_the_ray_engine(local_ray: object, signver_cli, tmp_path: Path) -> None:
