@@ -228,6 +228,10 @@ class PageDataModule(lightning.LightningDataModule):
         if hp.real_dir is not None:
             self.real_train, self.real_val = split_pages(read_detection_dataset(hp.real_dir), hp.held_out_every)
         synthetic: Dataset = SyntheticPages(train_maps, hp.synthetic_pages, hp.seed, config)
+        if hp.real_paste_rate > 0 and hp.real_dir is None:
+            raise DataError("real_paste_rate needs real_dir: the real training pages it pastes signatures on")
+        if hp.negatives is not None and hp.negative_rate <= 0:
+            raise DataError(f"{hp.negatives}: negatives are pasted only with negative_rate > 0 (it is {hp.negative_rate})")
         if hp.negative_rate > 0:
             if hp.negatives is None or hp.real_dir is None:
                 raise DataError("negative_rate needs negatives (a file of `signver mine negatives`) and the real_dir it was mined on")

@@ -95,6 +95,8 @@ def test_held_out_pages_are_never_pasted_on_nor_cut_from(small_data: Path, docum
     default = PageDataModule(small_data / "cedar", "1-2", "35-36", real_dir=documents, synthetic_pages=2, val_synthetic_pages=1)
     default.setup()
     assert default.real_pastes is None  # off unless asked for
+    with pytest.raises(DataError, match="real_paste_rate needs real_dir"):  # never silently ignored
+        PageDataModule(small_data / "cedar", "1-2", "35-36", synthetic_pages=2, val_synthetic_pages=1, real_paste_rate=0.5).setup()
 
 
 def test_mined_negatives_are_pasted_without_labels(signver_cli, small_data: Path, documents: Path, split: tuple[list, list],
