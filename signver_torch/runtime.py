@@ -75,6 +75,10 @@ def import_runtime(backend: str) -> Any:
         raise BackendUnavailableError(
             f"backend {backend!r} is not installed ({error}): pip install 'signver-torch[{BACKENDS[backend]}]'"
         ) from error
+    except Exception as error:  # noqa: BLE001 (a broken install raises its own errors: auto skips it, others name it)
+        raise BackendUnavailableError(
+            f"backend {backend!r} fails to import ({type(error).__name__}: {error}): reinstall 'signver-torch[{BACKENDS[backend]}]'"
+        ) from error
 
 
 def installed(backend: str) -> bool:
