@@ -255,8 +255,9 @@ class SignVer:
         return replace(self.decide(embeddings[0], embeddings[1:]), references=tuple(
             str(r) if isinstance(r, (str, os.PathLike)) else f"reference {i}" for i, r in enumerate(references)))
 
-    def read_page(self, page: ImageSource, score_threshold: float = 0.3) -> PageReading:
-        """Detect every mark on ``page``, tag it, and crop, clean and embed each signature found.
+    def read_page(self, page: ImageSource, score_threshold: float | None = None) -> PageReading:
+        """Detect every mark on ``page`` scoring at least ``score_threshold`` (default: the detector card's,
+        chosen on validation pages), tag it, and crop, clean and embed each signature found.
 
         The one reading that :meth:`verify_document` and the document library share."""
         from signver_torch.detector.api import summarize
@@ -279,10 +280,10 @@ class SignVer:
         person: str | None = None,
         gallery: str | os.PathLike | None = None,
         references: Sequence[ImageSource] | None = None,
-        score_threshold: float = 0.3,
+        score_threshold: float | None = None,
     ) -> DocumentReport:
-        """Every signature the detector finds on ``page``, checked against the claimed person (from a
-        gallery) or against reference images."""
+        """Every signature the detector finds on ``page`` (at ``score_threshold``, default the detector
+        card's), checked against the claimed person (from a gallery) or against reference images."""
         if (person is None or gallery is None) == (references is None):
             raise SignVerError("verify_document needs either person and gallery, or references")
         writer_model = None

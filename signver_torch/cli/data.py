@@ -169,7 +169,8 @@ def add_detect(commands: argparse._SubParsersAction) -> None:
     detect.add_argument("pages", nargs="+", metavar="PAGE", help="page images (any format)")
     detect.add_argument("--out", required=True, help="folder for annotated PNGs and JSON")
     detect.add_argument("--summary", action="store_true", help="print per page whether it is signed, initialled, redacted, dated")
-    detect.add_argument("--threshold", type=float, default=0.3, help="minimum score (default 0.3)")
+    detect.add_argument("--threshold", type=float, help="minimum score (default: the checkpoint's, chosen by `signver "
+                        "calibrate detector`; 0.3 when its card has none)")
     checkpoint_option(detect)
     device_option(detect)
     detect.set_defaults(handler=cmd_detect)

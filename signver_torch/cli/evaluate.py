@@ -51,6 +51,12 @@ CALIBRATE_OPTIONS: dict[str, dict[str, Any]] = {
     "out_of_fold": dict(nargs="+", metavar="FILE", help="for a model trained on every writer: take the thresholds from a "
                         "cross-validation of its recipe (the `crossval embed` files), instead of from --val-writers"),
     "pairs": dict(type=int, help="number of synthetic pairs (default 256)"),
+    "held_out_every": dict(type=int, metavar="N", help="score the real folders' held-out pages: every Nth by name (default "
+                           "3, the recipes'; 1: every page, for a folder never trained on)"),
+    "target_precision": dict(type=float, metavar="P", help="the lowest score threshold whose signature precision is at "
+                             "least P, instead of the best F1"),
+    "target_recall": dict(type=float, metavar="R", help="the highest score threshold whose signature recall is at least "
+                          "R, instead of the best F1"),
 }
 
 
@@ -92,11 +98,11 @@ def _without_record_flags(argv: Sequence[str]) -> list[str]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Fit what a checkpoint calibrates on its training writers (the module's own calibration)."""
+    """Fit what a checkpoint calibrates (the module's own calibration) and write it into its card."""
     from signver_torch.tasks import module_command
 
     command = module_command(args.module, "calibrate", args)
-    args.data = data_argument(args.data, several=get_task(args.module).several_data)
+    args.data = data_argument(args.data, several=command.reads_several(get_task(args.module)))
     print(command.run(args))
     return 0
 
@@ -159,8 +165,8 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 def add_calibrate(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser(
         "calibrate",
-        help="fit on the training writers what a checkpoint calibrates (each module's own calibration, written into its "
-        "card)",
+        help="fit what a checkpoint calibrates on data it was not measured on (each module's own calibration: thresholds, "
+        "tone curve), written into its card",
     )
     _module_subcommands(calibrate, "calibrate", CALIBRATE_OPTIONS, _calibrate_shared)
     calibrate.set_defaults(handler=cmd_calibrate)

@@ -218,7 +218,8 @@ def add_verify_document(commands: argparse._SubParsersAction) -> None:
     )
     document.add_argument("page", help="the page image")
     _claim_options(document)
-    document.add_argument("--threshold", type=float, default=0.3, help="detector score threshold (default 0.3)")
+    document.add_argument("--threshold", type=float, help="detector score threshold (default: the detector checkpoint's; "
+                          "0.3 when its card has none)")
     document.add_argument("--out", help="write a report picture (PNG): the page, boxes, crops, verdicts")
     json_flag(document)
     models(document, detector=True)

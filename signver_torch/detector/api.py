@@ -20,6 +20,8 @@ from signver_torch.io import ImageSource, load_image_tensor
 
 #: Pages smaller than this (either side) hold nothing to detect: an empty result, not an error.
 MIN_PAGE_SIDE = 16
+#: The score threshold of a checkpoint whose card has no ``score_threshold`` (``signver calibrate detector`` writes one).
+DEFAULT_SCORE_THRESHOLD = 0.3
 
 
 class Detector(ModelFacade):
@@ -39,15 +41,17 @@ class Detector(ModelFacade):
         super().__init__(device, batch_size, backend)
         self.image_size = 640
         self.selection: DetectionSelection | None = None  # the host's step after the network
+        self.score_threshold = DEFAULT_SCORE_THRESHOLD  # the card's, once loaded: what predict keeps by default
 
     def _build(self, card: dict[str, Any]) -> torch.nn.Module:
         return detector_from_card(card)
 
     def _configure(self, card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
         try:
-            self.image_size = int(card["architecture"]["image_size"])
+            image_size = int(card["architecture"]["image_size"])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{name_or_path}: the card's architecture lacks a valid image_size ({error})") from error
+        self.image_size, self.score_threshold = image_size, card_score_threshold(card, name_or_path)
 
     def _torch_network(self, model: torch.nn.Module) -> RetinaNetGraph:
         network = RetinaNetGraph(model).eval()  # type: ignore[arg-type]
@@ -75,10 +79,12 @@ class Detector(ModelFacade):
 
     @torch.inference_mode()
     def predict(
-        self, images: Sequence[ImageSource], score_threshold: float = 0.3, progress: bool = False
+        self, images: Sequence[ImageSource], score_threshold: float | None = None, progress: bool = False
     ) -> list[dict[str, torch.Tensor]]:
-        """Detections per page as torchvision dicts (``boxes`` xyxy in the page's pixels, ``scores``, ``labels``)."""
+        """Detections per page as torchvision dicts (``boxes`` xyxy in the page's pixels, ``scores``, ``labels``),
+        those scoring at least ``score_threshold`` (default: the checkpoint's, :attr:`score_threshold`)."""
         network = self.loaded_network
+        threshold = self.score_threshold if score_threshold is None else score_threshold
         if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
             raise SignVerError("predict() takes a list of pages: wrap a single page in a list")
         pages = [
@@ -93,7 +99,7 @@ class Detector(ModelFacade):
             all_boxes, all_scores = network(torch.stack([image for image, _ in boxed]).to(self.device))
             outputs = [self.selection(boxes, scores) for boxes, scores in zip(all_boxes.cpu(), all_scores.cpu())]  # type: ignore[misc]
             for page, (_, scale), output in zip(group, boxed, outputs):
-                keep = output["scores"] >= score_threshold
+                keep = output["scores"] >= threshold
                 if min(page.shape[-2:]) < MIN_PAGE_SIDE:
                     keep = torch.zeros_like(keep)
                 height, width = page.shape[-2:]
@@ -103,14 +109,23 @@ class Detector(ModelFacade):
                 results.append({"boxes": boxes, "scores": output["scores"][keep].cpu(), "labels": output["labels"][keep].cpu()})
         return results
 
-    def detect(self, image: ImageSource, score_threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """SignVer's call: ``(boxes [ymin, xmin, ymax, xmax] normalised to 0..1, scores, classes 1-4, count)``."""
+    def detect(self, image: ImageSource, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """SignVer's call: ``(boxes [ymin, xmin, ymax, xmax] normalised to 0..1, scores, classes 1-4, count)``
+        (``score_threshold`` as :meth:`predict`'s)."""
         page = load_image_tensor(image, "RGB")
         [found] = self.predict([page], score_threshold)
         height, width = page.shape[-2:]
         boxes = found["boxes"].numpy()
         normalised = np.stack([boxes[:, 1] / height, boxes[:, 0] / width, boxes[:, 3] / height, boxes[:, 2] / width], axis=1)
         return normalised.astype(np.float32), found["scores"].numpy(), found["labels"].numpy().astype(np.int64), len(boxes)
+
+
+def card_score_threshold(card: Mapping[str, Any], where: str | os.PathLike) -> float:
+    """A detector card's ``score_threshold`` (chosen on validation pages), or the default 0.3 of cards without one."""
+    value = card.get("score_threshold", DEFAULT_SCORE_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise CheckpointError(f"{where}: the card's score_threshold {value!r} is not a score between 0 and 1")
+    return float(value)
 
 
 #: Box colours per class in pictures (signature, initials, redaction, date): each :class:`Mark`'s colour.

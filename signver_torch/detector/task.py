@@ -62,7 +62,7 @@ def summary(card: dict[str, Any]) -> str:
 
 
 def evaluate(args: Any) -> dict[str, Any]:
-    """``signver evaluate detector``: mAP, and recall and precision at the pipeline's score threshold, on
+    """``signver evaluate detector``: mAP, and recall and precision at the checkpoint's score threshold, on
     labelled pages (several folders: per folder and pooled)."""
     from signver_torch.data.detection import parse_class_map
     from signver_torch.detector.evaluation import evaluate_detector, evaluate_detector_sets
@@ -74,6 +74,21 @@ def evaluate(args: Any) -> dict[str, Any]:
         return evaluate_detector_sets(args.data, args.checkpoint, held_out_every=args.held_out_every, progress=not args.quiet)
     return evaluate_detector(args.data, args.checkpoint, class_map=parse_class_map(args.class_map),
                              held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors)
+
+
+def calibrate(args: Any) -> str:
+    """``signver calibrate detector``: the signature score threshold, chosen on the held-out real pages
+    (and synthetic family folders), written into the card."""
+    from signver_torch.detector.calibration import HELD_OUT_EVERY, calibrate_detector
+
+    card = calibrate_detector(args.data, args.checkpoint, target_precision=args.target_precision,
+                              target_recall=args.target_recall, progress=not args.quiet,
+                              held_out_every=HELD_OUT_EVERY if args.held_out_every is None else args.held_out_every)
+    chosen = card["score_threshold_calibration"]
+    signature = chosen["signature"]
+    return (f"score threshold {card['score_threshold']:.4f} ({chosen['rule']}) on {chosen['n_pages']} pages, "
+            f"{signature['marks']} signatures: recall {signature['recall']:.2%}, precision {signature['precision']:.2%}, "
+            f"F1 {signature['f1']:.3f}; written into {args.checkpoint}")
 
 
 def benchmark_batch(data: dict[str, Any], batch_size: int) -> tuple[Any, Any]:
@@ -114,6 +129,7 @@ TASK = register_task(TrainingTask(
     data_argument="real_dir",
     several_data=False,
     evaluate=ModuleCommand(evaluate, ("class_map", "held_out_every", "errors"), several_data=True),
+    calibrate=ModuleCommand(calibrate, ("held_out_every", "target_precision", "target_recall"), several_data=True),
     benchmark=BenchmarkSpec(benchmark_batch, lambda data: int(data["batch_size"]),
                             lambda data: [3, int(data["image_size"]), int(data["image_size"])], loading_rate=loading_rate),
 ))

@@ -26,6 +26,7 @@ def test_evaluate_contract(small_checkpoint: Path, documents: Path, tmp_path: Pa
     report = evaluate_detector(documents, small_checkpoint, held_out_every=3, progress=False, errors_dir=tmp_path / "errors")
     assert report["n_images"] == 4 and 0 <= report["map50"] <= 1 and 0 <= report["map"] <= report["map50"] + 1e-9
     assert report["seconds_per_image"] > 0
+    assert report["at_threshold"]["threshold"] == 0.3 and "default" in report["at_threshold"]["threshold_from"]  # no card field
     errors = json.loads((tmp_path / "errors" / "errors.json").read_text())  # an untrained detector misses every signature
     assert report["missed"] == sum(len(page["missed"]) for page in errors.values()) == report["n_boxes"] > 0
     pictures = {path.stem for path in (tmp_path / "errors").glob("*.png")}

@@ -111,11 +111,11 @@ class Scan:
 
     name: str
     pages: list[Image.Image]
-    threshold: float
+    threshold: float | None  # None: the detector checkpoint's
 
 
 def scan(studio: StudioDep, page: Annotated[UploadFile, File()],
-         threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.3) -> Scan:
+         threshold: Annotated[float | None, Form(ge=0.0, le=1.0)] = None) -> Scan:
     """Read every page of the uploaded document."""
     name, document = read_pages(page, studio.settings)
     return Scan(name, document, threshold)
