@@ -3,7 +3,7 @@
 A card is the JSON beside a ``.safetensors`` file. :class:`ModelCard` holds the fields every module
 shares (what the weights are, how they were made, what ``signver evaluate`` measured) typed, and the
 module's own fields (the extractor's ``threshold`` and ``preprocessing``, the cleaner's
-``tone_curve``, the detector's ``classes``, ...) in ``fields``. Cards of older schemas are converted
+``tone_curve``, the detector's ``classes`` and ``score_threshold``, ...) in ``fields``. Cards of older schemas are converted
 when read (:func:`convert`); writing always writes :data:`CARD_SCHEMA`.
 
 Schema history:
