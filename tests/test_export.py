@@ -268,6 +268,22 @@ def test_a_folder_never_mixes_exports_of_two_checkpoints(exported: Path, tmp_pat
     assert sorted(path.name for path in folder.iterdir()) == before
 
 
+def test_an_exported_detector_keeps_the_score_threshold_of_its_source_card(exported: Path, tmp_path: Path,
+                                                                          documents: Path) -> None:
+    """The export card carries the checkpoint's card: a calibrated ``score_threshold`` is what the graph's detector
+    keeps by default, an explicit one still wins."""
+    for name in ("detector.onnx", "detector.json"):
+        shutil.copyfile(exported / name, tmp_path / name)
+    card = json.loads((tmp_path / "detector.json").read_text())
+    card["source"]["card"]["score_threshold"] = 0.6
+    (tmp_path / "detector.json").write_text(json.dumps(card))
+    detector = Detector(backend="onnxruntime").load(tmp_path)
+    assert detector.score_threshold == 0.6 and Detector(backend="onnxruntime").load(exported).score_threshold == 0.3
+    pages = sorted((documents / "images").iterdir())[:2]
+    for found, everything in zip(detector.predict(pages), detector.predict(pages, score_threshold=0.0)):
+        assert torch.equal(found["scores"], everything["scores"][everything["scores"] >= 0.6])
+
+
 def test_the_measured_order_is_the_newest_records() -> None:
     """``MEASURED_ORDER`` follows the newest cpu-inference record: page end to end p50, fastest first."""
     records = sorted((Path(__file__).parents[1] / "benchmarks" / "results").glob("*-cpu-inference.json"))

@@ -148,7 +148,8 @@ def _evaluate_shared(sub: argparse.ArgumentParser, several: bool) -> None:
 
 
 def _calibrate_shared(sub: argparse.ArgumentParser, several: bool) -> None:
-    _data_option(sub, several, "one or several folders (CEDAR or writer folders; several: writers named by source)")
+    _data_option(sub, several, "one or several folders: signatures (CEDAR or writer folders; several: writers named by "
+                 "source) or labelled pages (YOLO, SignVerOD, COCO, or drawn by signver synthesize)")
     checkpoint_option(sub, "shipped name or .safetensors path (its card is rewritten)")
     quiet_flag(sub)
 

@@ -52,7 +52,7 @@ def test_calibrated_threshold_is_what_evaluate_measures_and_what_the_pipeline_ke
     for found, everything in zip(kept, every):
         assert torch.equal(found["scores"], everything["scores"][everything["scores"] >= threshold])
     assert sum(int((found["scores"] < threshold).sum()) for found in every) > 0  # the threshold dropped something
-    boxes, scores, _, count = detector.detect(pages[0])
+    _, scores, _, count = detector.detect(pages[0])
     assert count == len(kept[0]["scores"]) and (scores >= threshold).all()
     reading = SignVer(detector=weights, clean=False, device="cpu").read_page(pages[0])
     assert torch.equal(reading.detections["scores"], kept[0]["scores"])
