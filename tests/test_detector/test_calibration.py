@@ -55,7 +55,7 @@ def test_calibrated_threshold_is_what_evaluate_measures_and_what_the_pipeline_ke
     _, scores, _, count = detector.detect(pages[0])
     assert count == len(kept[0]["scores"]) and (scores >= threshold).all()
     reading = SignVer(detector=weights, clean=False, device="cpu").read_page(pages[0])
-    assert torch.equal(reading.detections["scores"], kept[0]["scores"])
+    assert torch.allclose(reading.detections["scores"], kept[0]["scores"], atol=1e-5)  # one page alone, not in a batch of 6
 
 
 def test_the_rules_choose_between_scores_never_between_ties() -> None:
