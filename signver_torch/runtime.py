@@ -25,7 +25,7 @@ from signver_torch.errors import BackendUnavailableError, ExportError, SignVerEr
 #: The inference backends and the extra that installs each one's runtime (None: always there).
 BACKENDS: dict[str, str | None] = {"torch": None, "onnxruntime": "onnx", "openvino": "openvino"}
 #: ``backend="auto"``'s order: the backends of the newest ``benchmarks/results/*-cpu-inference.json``, fastest
-#: page end to end (p50) first (20261206T2200, one thread: onnxruntime 728 ms, OpenVINO 744 ms, torch 801 ms);
+#: page end to end (p50) first (now ``20261206T2200-cpu-inference.json``; a test holds the two together);
 #: backends it did not measure follow.
 MEASURED_ORDER = ("onnxruntime", "openvino", "torch")
 #: The opset graphs are written in by default (onnxruntime 1.17 and later run it).
