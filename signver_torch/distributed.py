@@ -335,14 +335,13 @@ def verify_pairs(claims: Sequence[Claim] | str | os.PathLike, gallery: str | os.
     if claims:  # the models, their backend and the gallery checked here, in one line, before any actor starts
         from signver_torch.pipeline import SignVer
 
-        if any(claim.person is not None for claim in claims) and gallery is None:
-            raise SignVerError("claims against enrolled people need a gallery")
         checked = SignVer(extractor=extractor, cleaner=cleaner, clean=clean, per_person=per_person, backend=backend)
+        store = checked.claims_gallery(claims, gallery)  # none needed, missing, of another model: now
+        if store is not None:
+            store.close()
         checked.extractor  # noqa: B018 (an exported backend is also exported into the cache once, here)
         if clean:
             checked.cleaner  # noqa: B018
-        if gallery is not None and any(claim.person is not None for claim in claims):
-            checked.gallery(gallery).close()  # missing, of another model: now
     items = [{"row": row, "claim": json.dumps({"query": os.path.abspath(claim.query), "person": claim.person,
                                               "references": [os.path.abspath(path) for path in claim.references]})}
              for row, claim in enumerate(claims)]

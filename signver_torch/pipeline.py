@@ -205,10 +205,7 @@ class SignVer:
         claims name it; a person's references are read from ``gallery`` once.
         """
         embedded: dict[str, np.ndarray | SignVerError] = {}
-        against_people = any(claim.person is not None for claim in claims)
-        if against_people and gallery is None:
-            raise SignVerError("claims against enrolled people need a gallery")
-        store = self.gallery(gallery) if against_people else None  # type: ignore[arg-type]
+        store = self.claims_gallery(claims, gallery)
         verdict = ClaimVerdicts(self.decide, store)
         try:
             for start in range(0, len(claims), batch_size):
@@ -222,6 +219,15 @@ class SignVer:
         finally:
             if store is not None:
                 store.close()
+
+    def claims_gallery(self, claims: Sequence[Claim], gallery: str | os.PathLike | None) -> Gallery | None:
+        """The gallery ``claims`` read their people from, opened (checked against the extractor), or ``None``
+        when no claim names a person; claims naming people without a gallery are refused."""
+        if not any(claim.person is not None for claim in claims):
+            return None
+        if gallery is None:
+            raise SignVerError("claims against enrolled people need a gallery")
+        return self.gallery(gallery)
 
     def gallery(self, path: str | os.PathLike, create: bool = False) -> Gallery:
         """The gallery at ``path``, keeping writer models when the extractor's rule needs them."""
