@@ -10,6 +10,7 @@ graphs are the shipped checkpoints exported once into the cache with the check o
 * ``detector``: milliseconds per page (loading, letterbox, network, selection), the fixture's 12 real pages;
 * ``page``: a page end to end (``SignVer.verify_document``: detect, crop, clean, embed, decide) against
   three references that are new each call (the embedding cache emptied), p50 and p90 over the 12 pages;
+* ``precision``: what each network computed in (the export card's: OpenVINO runs bf16 where its check passed);
 * ``startup``: wall seconds of ``signver verify`` of two images in a fresh process, and of a bare
   ``python -c "import torch"``, alternated; medians.
 
@@ -111,6 +112,7 @@ def measure(backend: str, repeats: int, startup_runs: int) -> dict[str, Any]:
     result["detector_ms_per_page_p50"] = round(statistics.median(detect), 1)
     signver = SignVer(device="cpu", backend=backend)
     signver.load_all()
+    result["precision"] = {kind: model.precision for kind, model in signver._models.items()}  # OpenVINO: bf16 where it passed
 
     def verify_page(page: str) -> None:
         signver._embedded.clear()  # three new references each call: nothing cached
@@ -159,7 +161,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for row in rows:
-        print(f"{row['backend']:<12} page p50 {row['page_ms_p50']:7.1f} ms  detector {row['detector_ms_per_page_p50']:6.1f} ms/page  "
+        print(f"{row['backend']:<12} ({'/'.join(sorted(set(row['precision'].values())))}) page p50 {row['page_ms_p50']:7.1f} ms  detector {row['detector_ms_per_page_p50']:6.1f} ms/page  "
               f"extractor {row['extractor_signatures_per_second']:6.1f} sig/s  verify start-up {row['startup']['verify_seconds']:.2f} s "
               f"({row['startup']['ratio']:.2f}x import torch)")
     print(f"wrote {out}")

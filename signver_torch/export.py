@@ -10,6 +10,10 @@ checkpoint and opset already in the folder is converted rather than exported aga
 written, the same facade is loaded under the format's backend from the new graph and compared with torch
 on real images; a graph that disagrees beyond the module's tolerance is refused
 (:class:`~signver_torch.errors.ExportError`) and nothing is written.
+
+An OpenVINO graph may run in bf16 (``precision``): the same IR compiled by the CPU plugin with bf16
+inference precision, on CPUs that have it. ``"auto"`` checks bf16 first and keeps it where it passes the same
+check on this CPU, else fp32; the card names the precision and, where bf16 was refused, its figures.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from signver_torch.cards import FACADES, sha256_file
 from signver_torch.checkpoints import background_path, checkout_dir, resolve_checkpoint
 from signver_torch.errors import ExportError, SignVerError
 from signver_torch.facade import ModelFacade
-from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, OPSET, companion_files, export_files, exported_formats, import_runtime,
-                                   is_export, read_export_card)
+from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, GRAPHS, OPSET, PRECISIONS, companion_files, export_files,
+                                   exported_formats, import_runtime, is_export, read_export_card)
 
 #: Agreement each module's graph must reach with torch on the check images (issue 34's tolerances).
 TOLERANCES = {"max_cosine_distance": 1e-3, "min_iou": 0.98, "min_psnr_db": 50.0}
@@ -104,16 +108,22 @@ def export_module(
     opset: int = OPSET,
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
+    precision: str = "auto",
 ) -> Path:
     """Export ``module``'s ``checkpoint`` in format ``fmt`` into the folder ``out`` (``<module>.onnx`` and
     ``<module>.json``; ``<module>.xml``, ``<module>.bin`` and ``<module>.openvino.json``); returns the graph's
     path. ``out`` may hold other modules' and formats' exports: only this module's files in ``fmt`` are replaced.
+    ``precision``: one of the format's :data:`~signver_torch.runtime.PRECISIONS`, or ``"auto"``: the lowest
+    that passes the check on this CPU.
 
     Raises:
         ExportError: the exporter failed, or the graph disagrees with torch on the check images.
     """
     if fmt not in FORMATS:
         raise SignVerError(f"unknown export format {fmt!r} (this version writes: {', '.join(FORMATS)})")
+    if precision != "auto" and precision not in PRECISIONS[fmt]:
+        raise SignVerError(f"format {fmt!r} runs in {', '.join(PRECISIONS[fmt])}, not {precision!r}")
+    candidates = PRECISIONS[fmt][::-1] if precision == "auto" else (precision,)  # lowest first
     backend = FORMATS[fmt].backend
     import_runtime(backend)  # the check runs the graph: refuse before spending a minute exporting
     say = progress or (lambda message: None)
@@ -155,21 +165,42 @@ def export_module(
             "command": command, "export_seconds": round(seconds, 1),
             "versions": _versions(backend), "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        say(f"checking the graph against torch on {len(images)} images")
-        exported = cls(backend=backend).load(staging)
-        check = _agreement(module, reference, exported, images)
-        check["images"] = [{"file": path.name, "sha256": sha256_file(path)} for path in images]
-        check["tolerances"] = TOLERANCES
-        if not check["passed"]:
-            figures = ", ".join(f"{key} {value}" for key, value in check.items() if key not in ("images", "tolerances"))
-            raise ExportError(f"{module}: the exported graph disagrees with torch on the check images ({figures}); nothing written")
-        card["check"] = check
+        card["check"], card["precision"], rejected = _checked_precision(module, cls, reference, staging, card, card_path, images,
+                                                                         candidates, say)
+        if rejected:
+            card["rejected_precisions"] = rejected
         card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         for staged in (graph_path, *companion_files(graph_path, fmt), background_path(onnx_path), card_path):
             if staged.is_file():
                 os.replace(staged, out / staged.name)
     return export_files(out, module, fmt)[0]
+
+
+def _checked_precision(module: str, cls: type[ModelFacade], reference: ModelFacade, staging: str, card: dict[str, Any],
+                       card_path: Path, images: Sequence[Path], candidates: Sequence[str],
+                       say: Callable[[str], None]) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The first of ``candidates`` in which the staged graph, run as its card says, agrees with torch on ``images``
+    (a precision this CPU would not run, fp32 in its place, is skipped): its check, its name and the checks of
+    those refused before it; an :class:`ExportError` when none passes."""
+    rejected: dict[str, Any] = {}
+    for precision in candidates:
+        card["precision"] = precision
+        card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        executed = getattr(GRAPHS[FORMATS[card["format"]].backend](staging, module), "executed_precision", "fp32")
+        if executed != precision:
+            rejected[precision] = {"passed": False, "reason": f"this CPU runs the graph in {executed}"}
+            continue
+        say(f"checking the graph ({precision}) against torch on {len(images)} images")
+        check = _agreement(module, reference, cls(backend=FORMATS[card["format"]].backend).load(staging), images)
+        check["images"] = [{"file": path.name, "sha256": sha256_file(path)} for path in images]
+        check["tolerances"] = TOLERANCES
+        if check["passed"]:
+            return check, precision, rejected
+        rejected[precision] = check
+    figures = "; ".join(f"{precision}: " + ", ".join(f"{key} {value}" for key, value in check.items()
+                                                     if key not in ("images", "tolerances"))
+                        for precision, check in rejected.items())
+    raise ExportError(f"{module}: the exported graph disagrees with torch on the check images ({figures}); nothing written")
 
 
 def _same_source(card: dict[str, Any], reference: ModelFacade) -> bool:

@@ -28,7 +28,7 @@ import torch
 from signver_torch.accelerators import inference_device, memory_format
 from signver_torch.checkpoints import load_model, resolve_checkpoint, verified_card
 from signver_torch.errors import CheckpointError, ExportError, SignVerError
-from signver_torch.runtime import (FORMATS, GRAPHS, ExportedGraph, auto_order, cache_folder, check_backend, export_format,
+from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, GRAPHS, ExportedGraph, auto_order, cache_folder, check_backend, export_format,
                                    exported_formats, installed, is_export)
 
 Self = TypeVar("Self", bound="ModelFacade")
@@ -134,9 +134,12 @@ class ModelFacade:
         with FileLock(folder / ".lock"):
             if is_export(folder, self.module, export_format(self.backend)):
                 try:
-                    return GRAPHS[self.backend](folder, self.module)
+                    graph = GRAPHS[self.backend](folder, self.module)
+                    if int(graph.card["schema"]) == EXPORT_SCHEMA:
+                        return graph
                 except ExportError:
                     pass  # files of two writes (a crash between them): the export below replaces them
+                # (an older schema: exported again, so the cache gains what this version checks, such as bf16)
             from signver_torch.export import export_module  # torch.onnx, once per checkpoint card and format
 
             export_module(self.module, resolve_checkpoint(self.module, name_or_path).weights, folder, export_format(self.backend))
@@ -207,6 +210,11 @@ class ModelFacade:
         if self.network is None:
             raise CheckpointError("no checkpoint loaded (call load() first)")
         return self.network
+
+    @property
+    def precision(self) -> str:
+        """What the network computes in: fp32 under torch, the export card's precision under an exported backend."""
+        return str(self.export_card.get("precision", "fp32"))
 
     @property
     def sha256(self) -> str:

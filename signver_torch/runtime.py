@@ -30,8 +30,11 @@ BACKENDS: dict[str, str | None] = {"torch": None, "onnxruntime": "onnx", "openvi
 MEASURED_ORDER = ("onnxruntime", "openvino", "torch")
 #: The opset graphs are written in by default (onnxruntime 1.17 and later run it).
 OPSET = 18
-#: Bumped when the export folder's layout or its card's fields change.
-EXPORT_SCHEMA = 1
+#: Bumped when the export folder's layout or its card's fields change (2: ``precision``, the one an exported graph runs in).
+EXPORT_SCHEMA = 2
+#: The precisions an exported graph may run in, per format: onnxruntime runs the fp32 graph; OpenVINO's CPU plugin
+#: also runs it in bf16 (on CPUs with AVX512-BF16 or AMX; elsewhere the plugin runs fp32).
+PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32",), "openvino": ("fp32", "bf16")}
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def read_export_card(folder: str | os.PathLike, module: str, fmt: str = "onnx") 
             raise ExportError(f"{card_path}: an export in {card['format']!r}, not in {fmt!r}")
         if int(card["schema"]) > EXPORT_SCHEMA:
             raise ExportError(f"{card_path}: export schema {card['schema']} is newer than this version reads ({EXPORT_SCHEMA})")
+        if card.get("precision", "fp32") not in PRECISIONS[fmt]:
+            raise ExportError(f"{card_path}: precision {card['precision']!r} is not one {fmt} runs ({', '.join(PRECISIONS[fmt])})")
         expected = {graph: str(card["sha256"]), **{graph.with_name(name): str(digest) for name, digest in card.get("companions", {}).items()}}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ExportError(f"{card_path}: unreadable export card ({type(error).__name__}: {error})") from error
@@ -203,8 +208,8 @@ class OnnxGraph(ExportedGraph):
 
 
 class OpenVinoGraph(ExportedGraph):
-    """An OpenVINO IR compiled for the CPU plugin, for latency, in fp32 (the plugin would otherwise run bf16
-    on CPUs that have it, beyond the export check's tolerances)."""
+    """An OpenVINO IR compiled for the CPU plugin, for latency, in the precision its export card names (the one
+    whose check against torch it passed: ``signver export --precision``); cards before schema 2 run fp32."""
 
     fmt = "openvino"
 
@@ -212,11 +217,19 @@ class OpenVinoGraph(ExportedGraph):
         import openvino.properties as properties
         import openvino.properties.hint as hints
 
-        config = {hints.performance_mode: hints.PerformanceMode.LATENCY, hints.inference_precision: self.runtime.Type.f32}
+        precision = {"fp32": self.runtime.Type.f32, "bf16": self.runtime.Type.bf16}[self.card.get("precision", "fp32")]
+        config = {hints.performance_mode: hints.PerformanceMode.LATENCY, hints.inference_precision: precision}
         if threads:
             config[properties.inference_num_threads] = threads
         core = self.runtime.Core()
         self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+
+    @property
+    def executed_precision(self) -> str:
+        """The precision the plugin compiled the graph in on this CPU (bf16 is asked for, fp32 runs where it has none)."""
+        import openvino.properties.hint as hints
+
+        return "bf16" if self.compiled.get_property(hints.inference_precision) == self.runtime.Type.bf16 else "fp32"
 
     def _run(self, arrays: list[np.ndarray]) -> Sequence[np.ndarray]:
         result = self.compiled(arrays)

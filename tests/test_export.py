@@ -71,6 +71,65 @@ def test_openvino_card_states_its_conversion_and_check(exported: Path) -> None:
     assert card["check"]["passed"] and card["check"]["min_iou"] >= 0.98 and card["check"]["same_counts"]
 
 
+def cpu_runs_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 on this CPU (AVX512-BF16 or AMX), as it reports it."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_openvino_runs_in_the_lowest_precision_that_passes_its_check(exported: Path) -> None:
+    """``--precision auto``: bf16 where this CPU computes in it and the check passes; the card says which, and the
+    compiled graph runs in it. ONNX graphs run fp32."""
+    if not HAS_OPENVINO:
+        pytest.skip("openvino is not installed (pip install 'signver-torch[openvino]')")
+    from signver_torch.runtime import OpenVinoGraph
+
+    expected = "bf16" if cpu_runs_bf16() else "fp32"
+    for module in ("extractor", "cleaner", "detector"):
+        card = json.loads((exported / f"{module}.openvino.json").read_text())
+        assert card["precision"] == expected and card["check"]["passed"], module
+        assert OpenVinoGraph(exported, module).executed_precision == expected
+        if expected == "fp32":
+            assert card["rejected_precisions"]["bf16"]["reason"] == "this CPU runs the graph in fp32"
+        assert json.loads((exported / f"{module}.json").read_text())["precision"] == "fp32"
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')")
+def test_an_fp32_openvino_export_matches_torch_to_float_rounding(tmp_path: Path, scans: list[str],
+                                                                 torch_embeddings: np.ndarray) -> None:
+    from signver_torch.runtime import OpenVinoGraph
+
+    export_module("extractor", "default", tmp_path, "openvino", precision="fp32")
+    assert json.loads((tmp_path / "extractor.openvino.json").read_text())["precision"] == "fp32"
+    assert OpenVinoGraph(tmp_path, "extractor").executed_precision == "fp32"
+    embeddings = MetricExtractor(backend="openvino").load(tmp_path).extract(scans)
+    assert float((1 - (torch_embeddings * embeddings).sum(1)).max()) <= 1e-5
+
+
+def test_a_precision_the_format_does_not_run_is_one_line() -> None:
+    result = signver_process("export", "extractor", "--out", "unused", "--precision", "bf16")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "signver: error: format 'onnx' runs in fp32, not 'bf16'"
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')")
+def test_a_cached_export_of_an_older_schema_is_exported_again(exported: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache written before precisions existed (schema 1, fp32) is replaced by this version's export."""
+    monkeypatch.setenv("SIGNVER_CACHE", str(tmp_path / "cache"))
+    card = json.loads((exported / "cleaner.openvino.json").read_text())
+    old = {key: value for key, value in card.items() if key not in ("precision", "rejected_precisions")}
+    cached = Cleaner(device="cpu")._cache_folder("default")
+    cached.mkdir(parents=True)
+    for name in ("cleaner.xml", "cleaner.bin"):
+        shutil.copy(exported / name, cached / name)
+    (cached / "cleaner.openvino.json").write_text(json.dumps({**old, "schema": 1}))
+    cleaner = Cleaner(backend="openvino").load("default")
+    assert cleaner.export_card["schema"] == 2 and cleaner.precision == card["precision"]
+    assert json.loads((cached / "cleaner.openvino.json").read_text())["schema"] == 2
+
+
 @pytest.fixture(scope="module")
 def scans(small_data: Path) -> list[str]:
     return [str(p) for p in sorted((small_data / "cedar" / "full_org").glob("original_3*.png")) + sorted((small_data / "dutch").rglob("*.png"))[:8]]
@@ -298,3 +357,18 @@ def test_embeddings_of_a_batch_do_not_depend_on_its_size(exported: Path, small_d
     extractor = MetricExtractor(backend=backend).load(exported)
     together, alone = extractor.extract(scans), extractor.extract(scans[:1])
     assert np.allclose(together[0], alone[0], atol=1e-5)
+
+
+def test_evaluate_measures_an_exported_backend_and_names_it(exported: Path, small_data: Path, signver_cli) -> None:
+    """``signver evaluate --backend``: the same protocol through the exported graph (an export folder as checkpoint),
+    the report naming what ran; cards only ever record torch's figures."""
+    command = ["evaluate", "extractor", "--data", str(small_data / "cedar"), "--writers", "35,36", "--json", "--quiet"]
+    reference = json.loads(signver_cli(*command).stdout)
+    graph = json.loads(signver_cli(*command, "--checkpoint", str(exported), "--backend", "onnxruntime").stdout)
+    assert (reference["backend"], reference["precision"]) == ("torch", "fp32")
+    assert (graph["backend"], graph["precision"]) == ("onnxruntime", "fp32")
+    assert graph["checkpoint_sha256"] == reference["checkpoint_sha256"] and graph["n_pos"] == reference["n_pos"] > 0
+    assert abs(graph["eer"] - reference["eer"]) <= 0.01
+    result = signver_process(*command, "--backend", "onnxruntime", "--record")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "signver: error: --record and --record-as file torch's figures in the card: leave out --backend"

@@ -58,15 +58,17 @@ def evaluate_cleaner(
     *,
     n_pairs: int = 256,
     device: str | None = None,
+    backend: str = "torch",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """docs/design.md's cleaner contract: ``n_pairs`` synthetic pairs from ``data_dir``'s signatures, fixed seed.
+    """docs/design.md's cleaner contract: ``n_pairs`` synthetic pairs from ``data_dir``'s signatures, fixed seed,
+    the network run by ``backend`` (:class:`~signver_torch.facade.ModelFacade`).
 
     The pairs depend on the data, the writers and ``n_pairs`` only (never on the checkpoint), so two
     checkpoints are always compared on the same images.
     """
     records = discover_signatures(data_dir, writers)
-    cleaner = Cleaner(device=device).load(checkpoint)
+    cleaner = Cleaner(device=device, backend=backend).load(checkpoint)
     totals: dict[str, float] = defaultdict(float)
     seconds = 0.0
     for cleaned, clean, spent in _cleaned_pairs(cleaner, records, n_pairs, EVAL_SEED, progress):
@@ -80,6 +82,8 @@ def evaluate_cleaner(
         "seed": EVAL_SEED,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": cleaner.sha256,
+        "backend": cleaner.backend,
+        "precision": cleaner.precision,
         "data": str(data_dir),
         "writers": writers_text(writers),
         "n_signatures": len(records),

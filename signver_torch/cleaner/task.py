@@ -69,7 +69,7 @@ def evaluate(args: Any) -> dict[str, Any]:
     from signver_torch.cleaner.evaluation import evaluate_cleaner
 
     return evaluate_cleaner(args.data, args.writers, args.checkpoint, n_pairs=args.pairs or DEFAULT_PAIRS,
-                            progress=not args.quiet)
+                            backend=args.backend, progress=not args.quiet)
 
 
 def calibrate(args: Any) -> str:

@@ -14,9 +14,13 @@ import shlex
 from typing import Any, Sequence
 
 from signver_torch.cli.options import checkpoint_option, data_argument, json_flag, quiet_flag
+from signver_torch.errors import SignVerError
 from signver_torch.matcher.decisions import RULES
+from signver_torch.runtime import BACKENDS
 from signver_torch.tasks import get_task, training_tasks
 
+#: The backends that run an exported graph (``evaluate --backend``).
+EXPORTED_BACKENDS = tuple(backend for backend, extra in BACKENDS.items() if extra is not None)
 #: Options of ``evaluate`` that a module reads when its ``ModuleCommand.options`` names them (argparse dest).
 EVALUATE_OPTIONS: dict[str, dict[str, Any]] = {
     "writers": dict(help="writers to evaluate, e.g. 33-40 (default: all)"),
@@ -66,6 +70,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from signver_torch.tasks import module_command
 
     command = module_command(args.module, "evaluate", args)
+    if (args.record or args.record_as) and args.backend != "torch":
+        raise SignVerError("--record and --record-as file torch's figures in the card: leave out --backend")
     args.data = data_argument(args.data, several=command.reads_several(get_task(args.module)))
     report = command.run(args)
     if args.record or args.record_as:
@@ -139,6 +145,9 @@ def _evaluate_shared(sub: argparse.ArgumentParser, several: bool) -> None:
     _data_option(sub, several, "one or several folders (CEDAR or writer folders; with several, writers are named by "
                  "source: cedar:33-40)")
     checkpoint_option(sub)
+    sub.add_argument("--backend", default="torch", choices=("torch", *EXPORTED_BACKENDS),
+                     help="what runs the network: torch (default, what cards record), or the checkpoint exported once "
+                     "(as signver export, in the precision it checks) and run by onnxruntime or openvino")
     json_flag(sub, "print one JSON object on stdout")
     sub.add_argument("--record", action="store_true", help="write the report into the checkpoint's card as its "
                      "metrics, with this command (what shipped cards hold)")

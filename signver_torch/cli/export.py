@@ -13,17 +13,19 @@ from signver_torch.cli.options import quiet_flag
 def cmd_export(args: argparse.Namespace) -> int:
     """Export, check against torch, write; one line naming the graph and the check it passed."""
     from signver_torch.export import export_module
-    from signver_torch.runtime import export_files
+    from signver_torch.runtime import export_files, read_export_card
 
     command = "signver " + " ".join(shlex.quote(arg) for arg in args.argv)
     path = export_module(args.module, args.checkpoint, args.out, args.format, args.check_images, args.opset, command,
-                         progress=None if args.quiet else (lambda text: print(text, file=sys.stderr)))
-    print(f"wrote {path} and {export_files(path, args.module, args.format)[1].name} (checked against torch)")
+                         progress=None if args.quiet else (lambda text: print(text, file=sys.stderr)), precision=args.precision)
+    card = read_export_card(path, args.module, args.format)
+    print(f"wrote {path} and {export_files(path, args.module, args.format)[1].name} (runs in {card['precision']}, checked "
+          "against torch)")
     return 0
 
 
 def add_export(commands: argparse._SubParsersAction) -> None:
-    from signver_torch.runtime import FORMATS, OPSET
+    from signver_torch.runtime import FORMATS, OPSET, PRECISIONS
 
     sub = commands.add_parser(
         "export", help="export a module's network for a lean runtime (ONNX for onnxruntime, or OpenVINO IR)",
@@ -40,6 +42,9 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--checkpoint", default="default", help="shipped name or .safetensors path (default: default)")
     sub.add_argument("--check-images", nargs="+", metavar="IMG",
                      help="images the graph is checked on against torch (default: the checkout's tests/data/samples)")
+    sub.add_argument("--precision", default="auto", choices=("auto", *sorted({p for ps in PRECISIONS.values() for p in ps})),
+                     help="what the graph runs in: auto (default): bf16 where the format runs it (openvino) and it passes "
+                     "the check on this CPU, else fp32; fp32; bf16 (openvino, on CPUs with AVX512-BF16 or AMX)")
     sub.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     quiet_flag(sub, "no progress on stderr")
     sub.set_defaults(handler=cmd_export)

@@ -124,15 +124,17 @@ def evaluate_detector(
     progress: bool = True,
     errors_dir: str | os.PathLike | None = None,
     detector: Detector | None = None,
+    backend: str = "torch",
 ) -> dict[str, Any]:
     """docs/design.md's detector contract on ``data_dir`` (YOLO, SignVerOD or COCO): mAP@0.5, COCO mAP,
     AP@0.5 per class, seconds per page, plus the count of missed marks and confident false positives
     (:func:`page_errors`). ``held_out_every=N`` scores only every N-th page by file name, the pages the
     recipes hold out of training. Recall, precision and confident false positives are counted at the
     checkpoint's score threshold (``at_threshold`` says which). ``errors_dir`` receives a picture of
-    every page with an error (labelled boxes in black) and ``errors.json`` listing them."""
+    every page with an error (labelled boxes in black) and ``errors.json`` listing them. ``backend``: what runs
+    the network (:class:`~signver_torch.facade.ModelFacade`)."""
     records = scored_pages(data_dir, class_map, held_out_every)
-    detector = detector or Detector(device=device).load(checkpoint)
+    detector = detector or Detector(device=device, backend=backend).load(checkpoint)
     threshold = detector.score_threshold
     metrics = DetectionMetrics(CLASS_NAMES)
     pages = DetectionPages(records)
@@ -169,6 +171,8 @@ def evaluate_detector(
         "seconds_per_image": seconds / len(records),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": detector.sha256,
+        "backend": detector.backend,
+        "precision": detector.precision,
         "data": str(data_dir),
         "pages": pages_text(held_out_every),
     }
@@ -214,10 +218,11 @@ def evaluate_detector_sets(
     held_out_every: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    backend: str = "torch",
 ) -> dict[str, Any]:
     """:func:`evaluate_detector` on each folder and the counts at the operating threshold pooled over
     all, at the checkpoint's score threshold. ``held_out_every`` applies to real folders only (:func:`set_reading`)."""
-    detector = Detector(device=device).load(checkpoint)
+    detector = Detector(device=device, backend=backend).load(checkpoint)
     sets: dict[str, dict[str, Any]] = {}
     for folder in data_dirs:
         class_map, every = set_reading(folder, held_out_every)
@@ -236,7 +241,8 @@ def evaluate_detector_sets(
             "n_boxes": sum(report["n_boxes"] for report in sets.values()),
             "seconds_per_image": sum(report["seconds_per_image"] * report["n_images"] for report in sets.values()) / pages,
         },
-        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256, "backend": detector.backend,
+        "precision": detector.precision,
     }
 
 
@@ -280,5 +286,6 @@ def mine_negatives(
     return {
         "negatives": negatives, "n_pages": len(records), "threshold": threshold, "max_iou": max_iou,
         "data": str(data_dir), "held_out_every": held_out_every,
-        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256, "backend": detector.backend,
+        "precision": detector.precision,
     }

@@ -71,9 +71,11 @@ def evaluate(args: Any) -> dict[str, Any]:
         if args.class_map or args.errors:
             raise SignVerError("--class-map and --errors take one --data folder (with several, synthetic folders are "
                                "read by their own classes)")
-        return evaluate_detector_sets(args.data, args.checkpoint, held_out_every=args.held_out_every, progress=not args.quiet)
+        return evaluate_detector_sets(args.data, args.checkpoint, held_out_every=args.held_out_every, progress=not args.quiet,
+                                      backend=args.backend)
     return evaluate_detector(args.data, args.checkpoint, class_map=parse_class_map(args.class_map),
-                             held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors)
+                             held_out_every=args.held_out_every, progress=not args.quiet, errors_dir=args.errors,
+                             backend=args.backend)
 
 
 def calibrate(args: Any) -> str:

@@ -124,6 +124,7 @@ def evaluate_extractor(
     background_writers: str | Sequence[str] | None = None,
     ink_variants: bool = False,
     device: str | None = None,
+    backend: str = "torch",
     progress: bool = True,
 ) -> dict[str, Any]:
     """docs/design.md's writer-independent protocol on ``data_dir`` (one or several folders, CEDAR or
@@ -136,11 +137,11 @@ def evaluate_extractor(
     holds the same report for each. With ``references=K``, ``references`` adds the gallery protocol
     (:mod:`signver_torch.matcher.evaluation`) for each decision rule; the writer-dependent SVMs use
     the genuine signatures of ``background_writers`` (never among ``writers``) as background.
-    With ``ink_variants``, ``ink_robustness`` holds, per :data:`INK_VARIANTS` entry, the same protocols
+    ``backend``: what runs the network (:class:`~signver_torch.facade.ModelFacade`). With ``ink_variants``, ``ink_robustness`` holds, per :data:`INK_VARIANTS` entry, the same protocols
     with every query altered so (references as scanned), and how far each signature moves from itself.
     """
     records = discover_signatures(data_dir, writers)
-    extractor = MetricExtractor(device=device).load(checkpoint)
+    extractor = MetricExtractor(device=device, backend=backend).load(checkpoint)
     embeddings, seconds = embed_records(extractor, records, progress)
     operating = extractor.threshold if threshold is None else threshold
 
@@ -190,6 +191,8 @@ def evaluate_extractor(
         **report,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": extractor.sha256,
+        "backend": extractor.backend,
+        "precision": extractor.precision,
         "data": data_text(data_dir),
         "writers": writers_text(writers),
         "n_images": len(records),

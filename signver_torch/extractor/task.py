@@ -104,7 +104,7 @@ def evaluate(args: Any) -> dict[str, Any]:
 
     return evaluate_extractor(args.data, args.writers, args.checkpoint, threshold=args.threshold, references=args.references,
                               background_writers=args.background_writers, ink_variants=bool(args.ink_variants),
-                              progress=not args.quiet)
+                              backend=args.backend, progress=not args.quiet)
 
 
 def calibrate(args: Any) -> str:
