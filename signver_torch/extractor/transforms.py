@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
-from kornia.filters import gaussian_blur2d
+import torch.nn.functional as F
+from kornia.filters import get_gaussian_kernel1d
 from kornia.geometry.transform import crop_and_resize
 
 from signver_torch.data.ink import ink_mask
@@ -34,6 +35,9 @@ class PreprocessConfig:
     #: a crop whose ink covers less than this fraction of pixels, or whose ink is this faint, is blank
     min_ink_fraction: float = 0.0005
     min_contrast: float = 0.08
+    #: Otsu's split is found on every ``otsu_sample``-th pixel of each row and column (:func:`ink_mask`); 1 (cards
+    #: without the field): on every pixel
+    otsu_sample: int = 1
 
 
 class SignaturePreprocessor(torch.nn.Module):
@@ -105,8 +109,8 @@ class SignaturePreprocessor(torch.nn.Module):
     def remove_background(self, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Otsu-split ink from paper; return ink intensity (paper = 0) and a per-item blank flag."""
         darkness = 1.0 - gray
-        smooth = gaussian_blur2d(darkness, (5, 5), (1.0, 1.0), border_type="replicate")
-        mask = ink_mask(smooth)
+        smooth = gaussian_blur_5x5(darkness)
+        mask = ink_mask(smooth, sample=self.cfg.otsu_sample)
         ink_fraction = mask.flatten(1).float().mean(1)
         paper_level = (darkness * ~mask).flatten(1).sum(1) / (~mask).flatten(1).sum(1).clamp_min(1)
         ink_level = (darkness * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
@@ -136,6 +140,20 @@ class SignaturePreprocessor(torch.nn.Module):
             ],
             dim=1,
         )
+
+
+def gaussian_blur_5x5(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """kornia's ``gaussian_blur2d(images, (5, 5), (sigma, sigma), border_type="replicate")`` as five shifted, weighted
+    sums per axis, on ``(N, C, H, W)`` images of any device and dtype.
+
+    The same values to float rounding, without a convolution: on the CPU, oneDNN builds a convolution for each new
+    image size, and every signature scan has its own size (it was half of the Otsu step's time).
+    """
+    kernel = get_gaussian_kernel1d(5, sigma, device=images.device, dtype=images.dtype).flatten()
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (2, 2, 2, 2), mode="replicate")
+    rows = sum(kernel[i] * padded[..., :, i : i + width] for i in range(5))
+    return sum(kernel[i] * rows[..., i : i + height, :] for i in range(5))  # type: ignore[return-value]
 
 
 def _mass_interval(profile: torch.Tensor, quantile: float) -> tuple[torch.Tensor, torch.Tensor]:
