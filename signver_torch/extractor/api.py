@@ -50,7 +50,7 @@ class MetricExtractor(ModelFacade):
 
     def _configure(self, card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
         try:
-            preprocessor = SignaturePreprocessor(PreprocessConfig(**card["preprocessing"]))
+            preprocessor = SignaturePreprocessor(PreprocessConfig.from_card(card["preprocessing"]))
             if card["threshold"] is not None:  # null: trained on every writer, calibrated later (out of fold)
                 float(card["threshold"])
         except (KeyError, TypeError, ValueError) as error:

@@ -242,6 +242,7 @@ class SignatureDataModule(lightning.LightningDataModule):
         eval_batch_size: int = 128,
         height: int = 112,
         width: int = 192,
+        otsu_sample: int = 2,
         seed: int = 0,
         num_workers: int = 0,
         val_fraction: float = 0.2,
@@ -255,7 +256,7 @@ class SignatureDataModule(lightning.LightningDataModule):
         if same_text_batches and classes != "writer_text":
             raise DataError("same_text_batches groups (writer, text) classes by their text: set classes to writer_text")
         self.save_hyperparameters()
-        self.preprocessor = SignaturePreprocessor(PreprocessConfig(height=height, width=width))
+        self.preprocessor = SignaturePreprocessor(PreprocessConfig(height=height, width=width, otsu_sample=otsu_sample))
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import asdict
 from typing import Any, Union
 
 import lightning
@@ -17,6 +18,7 @@ from signver_torch.data.signatures import decode_labels
 from signver_torch.errors import CheckpointError
 from signver_torch.extractor.data import SignatureAugment
 from signver_torch.extractor.model import EMBEDDING_DIM, build_extractor, extractor_from_card
+from signver_torch.extractor.transforms import PreprocessConfig
 from signver_torch.metrics import writer_protocol_metrics
 from signver_torch.optim import adamw_one_cycle
 
@@ -181,10 +183,11 @@ class ExtractorModule(lightning.LightningModule):
     def setup(self, stage: str) -> None:
         expected = self.init_card.get("preprocessing")
         actual = getattr(getattr(self.trainer.datamodule, "preprocessor", None), "config", lambda: None)()
-        if expected and actual and expected != actual:
+        if expected and actual and asdict(PreprocessConfig.from_card(expected)) != actual:
             raise CheckpointError(
-                f"{self.hparams.init}: fine-tuning must keep the checkpoint's preprocessing {expected}, "
-                f"but the data module uses {actual} (set --data.height/--data.width to match)"
+                f"{self.hparams.init}: fine-tuning must keep the checkpoint's preprocessing "
+                f"{asdict(PreprocessConfig.from_card(expected))}, but the data module uses {actual} (set "
+                "--data.height/--data.width/--data.otsu_sample to match)"
             )
         if self.loss_fn is None:
             num_classes = getattr(self.trainer.datamodule, "num_classes", 0)

@@ -35,9 +35,14 @@ class PreprocessConfig:
     #: a crop whose ink covers less than this fraction of pixels, or whose ink is this faint, is blank
     min_ink_fraction: float = 0.0005
     min_contrast: float = 0.08
-    #: Otsu's split is found on every ``otsu_sample``-th pixel of each row and column (:func:`ink_mask`); 1 (cards
-    #: without the field): on every pixel
-    otsu_sample: int = 1
+    #: Otsu's split is found on every ``otsu_sample``-th pixel of each row and column (:func:`ink_mask`); 1, on
+    #: every pixel, is what cards written before the field replay (:meth:`from_card`)
+    otsu_sample: int = 2
+
+    @classmethod
+    def from_card(cls, fields: dict[str, Any]) -> "PreprocessConfig":
+        """The config a checkpoint card's ``preprocessing`` records (fields it predates take their value of then)."""
+        return cls(**{"otsu_sample": 1, **fields})
 
 
 class SignaturePreprocessor(torch.nn.Module):

@@ -105,4 +105,5 @@ def test_otsu_on_a_downscaled_copy_keeps_the_ink_and_the_embedding(scans: list[t
     with torch.inference_mode():
         first, second = extractor.loaded_network(every), extractor.loaded_network(sampled)
     assert float((1 - (first * second).sum(1)).max()) <= 5e-3
-    assert SignaturePreprocessor().cfg.otsu_sample == 1  # a card without the field: every pixel, as before
+    card = {key: value for key, value in extractor.card["preprocessing"].items() if key != "otsu_sample"}
+    assert PreprocessConfig.from_card(card).otsu_sample == 1  # a card without the field: every pixel, as before
