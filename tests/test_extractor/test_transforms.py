@@ -107,3 +107,17 @@ def test_otsu_on_a_downscaled_copy_keeps_the_ink_and_the_embedding(scans: list[t
     assert float((1 - (first * second).sum(1)).max()) <= 5e-3
     card = {key: value for key, value in extractor.card["preprocessing"].items() if key != "otsu_sample"}
     assert PreprocessConfig.from_card(card).otsu_sample == 1  # a card without the field: every pixel, as before
+
+
+def test_the_canvas_is_kornias_crop_and_resize_of_the_ink_box(scans: list[torch.Tensor]) -> None:
+    from kornia.geometry.transform import crop_and_resize
+
+    preprocessor = SignaturePreprocessor()
+    for scan in scans:
+        ink, _ = preprocessor.remove_background(preprocessor._grayscale(scan))
+        left, top, right, bottom = preprocessor.ink_boxes(ink).unbind(-1)
+        corners = torch.stack([torch.stack(corner, -1) for corner in ((left, top), (right, top), (right, bottom), (left, bottom))], 1)
+        expected = crop_and_resize(ink, corners, (preprocessor.cfg.height, preprocessor.cfg.width), align_corners=False)
+        canvas, _ = preprocessor._canvas(preprocessor._grayscale(scan))
+        scale = expected.flatten(1).kthvalue(round(0.995 * expected[0].numel()), dim=1).values.clamp_min(1e-3).view(-1, 1, 1, 1)
+        assert torch.allclose(canvas, (expected / scale).clamp(0, 1), atol=1e-3)
