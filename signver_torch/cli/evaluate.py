@@ -32,6 +32,8 @@ EVALUATE_OPTIONS: dict[str, dict[str, Any]] = {
                                "SVMs' background (training writers, e.g. 1-32)"),
     "ink_variants": dict(action="store_const", const=True, help="also the same protocols with every query lightened, "
                          "darkened, thinned and thickened (references as scanned), and how far each signature moves"),
+    "cleaner": dict(metavar="CKPT", help="clean every signature with this cleaner checkpoint first (e.g. default), queries "
+                    "and references alike, as the pipeline does (default: the scans as they are)"),
     "pairs": dict(type=int, help="number of synthetic pairs (default 256)"),
     "class_map": dict(help="dataset class to SignVer label, e.g. 0:1 (YOLO default)"),
     "held_out_every": dict(type=int, help="score only every Nth page by name (the recipes' held-out pages)"),

@@ -123,12 +123,14 @@ def evaluate_extractor(
     references: int | None = None,
     background_writers: str | Sequence[str] | None = None,
     ink_variants: bool = False,
+    cleaner: str | os.PathLike | None = None,
     device: str | None = None,
     backend: str = "torch",
     progress: bool = True,
 ) -> dict[str, Any]:
     """docs/design.md's writer-independent protocol on ``data_dir`` (one or several folders, CEDAR or
-    writer folders).
+    writer folders). With ``cleaner`` (a cleaner checkpoint), every signature is cleaned first, queries and
+    references alike: the path ``SignVer`` takes by default, rather than the scans as they are.
 
     Per writer, positives are all genuine–genuine pairs and negatives all genuine–skilled-forgery
     pairs; one global threshold. Where files declare their text, the same-text protocol is added
@@ -142,7 +144,19 @@ def evaluate_extractor(
     """
     records = discover_signatures(data_dir, writers)
     extractor = MetricExtractor(device=device, backend=backend).load(checkpoint)
-    embeddings, seconds = embed_records(extractor, records, progress)
+    cleaning = None
+    if cleaner is not None:
+        from signver_torch.cleaner.api import Cleaner
+
+        cleaning = Cleaner(device=device, backend=backend).load(cleaner)
+
+    def prepared(transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``transform`` (an ink variant: what reaches the scanner), then the cleaner where one is given."""
+        if cleaning is None:
+            return transform
+        return lambda image: cleaning.clean_pages([image if transform is None else transform(image)])[0]
+
+    embeddings, seconds = embed_records(extractor, records, progress, transform=prepared())
     operating = extractor.threshold if threshold is None else threshold
 
     def report_of(chosen: list[int], queries: torch.Tensor | None = None) -> dict[str, Any]:
@@ -167,7 +181,7 @@ def evaluate_extractor(
     if ink_variants:
         report["ink_robustness"] = {}
         for variant in INK_VARIANTS:
-            altered, _ = embed_records(extractor, records, progress, transform=partial(ink_variant, variant=variant))
+            altered, _ = embed_records(extractor, records, progress, transform=prepared(partial(ink_variant, variant=variant)))
             moved = 1 - torch.nn.functional.cosine_similarity(embeddings.double(), altered.double())
             report["ink_robustness"][variant] = {
                 **by_source(altered),
@@ -182,7 +196,7 @@ def evaluate_extractor(
             bank = [r for r in discover_signatures(data_dir, background_writers) if not r.forged]
             if {r.writer for r in bank} & {r.writer for r in records}:
                 raise SignVerError("--background-writers must not include the evaluated writers")
-            background = embed_records(extractor, bank, progress)[0].numpy()
+            background = embed_records(extractor, bank, progress, transform=prepared())[0].numpy()
         report["references"] = reference_protocol(
             embeddings.numpy(), [r.writer for r in records], [r.forged for r in records], references, background,
             extractor.card.get("decision_thresholds"), [r.source for r in records])
@@ -191,6 +205,7 @@ def evaluate_extractor(
         **report,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": extractor.sha256,
+        "cleaner_sha256": None if cleaning is None else cleaning.sha256,
         "backend": extractor.backend,
         "precision": extractor.precision,
         "data": data_text(data_dir),

@@ -104,7 +104,7 @@ def evaluate(args: Any) -> dict[str, Any]:
 
     return evaluate_extractor(args.data, args.writers, args.checkpoint, threshold=args.threshold, references=args.references,
                               background_writers=args.background_writers, ink_variants=bool(args.ink_variants),
-                              backend=args.backend, progress=not args.quiet)
+                              cleaner=args.cleaner, backend=args.backend, progress=not args.quiet)
 
 
 def calibrate(args: Any) -> str:
@@ -183,7 +183,7 @@ TASK = register_task(TrainingTask(
     data_module="signver_torch.extractor.data:SignatureDataModule",
     export=export_extractor,
     summary=summary,
-    evaluate=ModuleCommand(evaluate, ("writers", "threshold", "references", "background_writers", "ink_variants")),
+    evaluate=ModuleCommand(evaluate, ("writers", "threshold", "references", "background_writers", "ink_variants", "cleaner")),
     calibrate=ModuleCommand(calibrate, ("writers", "val_writers", "target_far", "references", "background_writers", "rule",
                                         "out_of_fold")),
     benchmark=BenchmarkSpec(benchmark_batch, benchmark_batch_size, lambda data: [1, int(data["height"]), int(data["width"])],

@@ -90,6 +90,20 @@ def test_evaluate_contract_on_held_out_writers(signver_cli, small_data: Path) ->
     assert report["eer_random"] < 0.05
 
 
+def test_evaluate_through_the_cleaner_measures_the_pipelines_path(signver_cli, small_data: Path) -> None:
+    """``--cleaner``: every scan cleaned first, as ``SignVer`` does; on clean CEDAR scans the cleaner keeps the
+    verdicts near the scans' own (the report names the cleaner). The option is the extractor's."""
+    from signver_torch import Cleaner
+
+    command = ["evaluate", "extractor", "--data", str(small_data / "cedar"), "--writers", "35-37,39", "--json", "--quiet"]
+    scans, cleaned = (json.loads(signver_cli(*command, *extra).stdout) for extra in ([], ["--cleaner", "default"]))
+    assert scans["cleaner_sha256"] is None and cleaned["cleaner_sha256"] == Cleaner(device="cpu").load("default").sha256
+    assert cleaned["n_pos"] == scans["n_pos"] and cleaned["auc"] != scans["auc"]
+    assert cleaned["eer"] == pytest.approx(scans["eer"], abs=0.05)
+    refused = signver_process("evaluate", "detector", "--data", str(small_data / "documents"), "--cleaner", "default")
+    assert refused.returncode == 1 and refused.stderr.strip() == "signver: error: --cleaner is for the extractor"
+
+
 @pytest.mark.slow
 def test_evaluate_gives_the_cards_figures_on_the_full_data(signver_cli, shared_data: Path) -> None:
     card = json.loads(resolve_checkpoint("extractor", "default").weights.with_suffix(".json").read_text())
