@@ -1,6 +1,7 @@
 """Inference on a plain CPU, every installed backend side by side in one run on the same inputs (issue 34).
 
-    OMP_NUM_THREADS=1 python benchmarks/cpu_inference.py [--repeats 3] [--startup-runs 3] [--out benchmarks/results/...json]
+    python benchmarks/cpu_inference.py [--repeats 3] [--startup-runs 3] [--out benchmarks/results/<time>-cpu-inference.json]
+    OMP_NUM_THREADS=1 python benchmarks/cpu_inference.py --out benchmarks/results/<time>-cpu-inference-1thread.json
 
 Per backend (torch, and each exported backend whose runtime is installed: onnxruntime, OpenVINO; their
 graphs are the shipped checkpoints exported once into the cache with the check of ``signver export``):
@@ -16,7 +17,9 @@ graphs are the shipped checkpoints exported once into the cache with the check o
 
 Figures are medians over ``--repeats``; the record holds the host (cores, CPU, load average before and
 after, ``OMP_NUM_THREADS``) and the versions. The table in benchmarks/README.md comes from these records, and the
-newest record's order by page p50 is ``backend="auto"``'s (``runtime.MEASURED_ORDER``, checked by tests/test_export.py).
+newest ``*-cpu-inference.json``'s order by page p50, measured on every core (``OMP_NUM_THREADS`` unset, as the commands
+run), is ``backend="auto"``'s (``runtime.MEASURED_ORDER``, checked by tests/test_export.py); one-thread runs are
+filed as ``*-cpu-inference-1thread.json``.
 """
 
 from __future__ import annotations
@@ -138,7 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds of each measurement (default 3)")
     parser.add_argument("--startup-runs", type=int, default=3, help="fresh processes per start-up figure (default 3)")
-    parser.add_argument("--out", type=Path, help="record file (default benchmarks/results/<date>-cpu-inference.json)")
+    parser.add_argument("--out", type=Path, help="record file (default benchmarks/results/<date>-cpu-inference.json, "
+                        "or -cpu-inference-<N>thread.json with OMP_NUM_THREADS=N)")
     args = parser.parse_args()
     import numpy
     import torch
@@ -157,7 +161,8 @@ def main() -> None:
     record = {"command": "OMP_NUM_THREADS=" + str(os.environ.get("OMP_NUM_THREADS")) + " python " + " ".join(["benchmarks/cpu_inference.py", *sys.argv[1:]]),
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": started,
               "load_average_after": os.getloadavg()[0], "versions": versions, "repeats": args.repeats, "results": rows}
-    out = args.out or REPO / "benchmarks" / "results" / f"{datetime.date.today():%Y%m%d}-cpu-inference.json"
+    threads = f"-{os.environ['OMP_NUM_THREADS']}thread" if os.environ.get("OMP_NUM_THREADS") else ""
+    out = args.out or REPO / "benchmarks" / "results" / f"{datetime.date.today():%Y%m%d}-cpu-inference{threads}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for row in rows:
