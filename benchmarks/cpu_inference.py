@@ -141,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds of each measurement (default 3)")
     parser.add_argument("--startup-runs", type=int, default=3, help="fresh processes per start-up figure (default 3)")
-    parser.add_argument("--out", type=Path, help="record file (default benchmarks/results/<date>-cpu-inference.json, "
+    parser.add_argument("--out", type=Path, help="record file (default benchmarks/results/<date>T<time>-cpu-inference.json, "
                         "or -cpu-inference-<N>thread.json with OMP_NUM_THREADS=N)")
     args = parser.parse_args()
     import numpy
@@ -162,7 +162,7 @@ def main() -> None:
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": started,
               "load_average_after": os.getloadavg()[0], "versions": versions, "repeats": args.repeats, "results": rows}
     threads = f"-{os.environ['OMP_NUM_THREADS']}thread" if os.environ.get("OMP_NUM_THREADS") else ""
-    out = args.out or REPO / "benchmarks" / "results" / f"{datetime.date.today():%Y%m%d}-cpu-inference{threads}.json"
+    out = args.out or REPO / "benchmarks" / "results" / f"{datetime.datetime.now():%Y%m%dT%H%M}-cpu-inference{threads}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for row in rows:

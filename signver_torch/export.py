@@ -197,6 +197,9 @@ def _checked_precision(module: str, cls: type[ModelFacade], reference: ModelFaca
         if check["passed"]:
             return check, precision, rejected
         rejected[precision] = check
+    if all("reason" in check for check in rejected.values()):  # none could be checked on this CPU
+        reasons = "; ".join(f"{precision}: {check['reason']}" for precision, check in rejected.items())
+        raise ExportError(f"{module}: no precision asked for runs on this CPU ({reasons}); export with --precision fp32 or auto")
     figures = "; ".join(f"{precision}: " + ", ".join(f"{key} {value}" for key, value in check.items()
                                                      if key not in ("images", "tolerances"))
                         for precision, check in rejected.items())

@@ -88,6 +88,7 @@ class ModelFacade:
         self.network: Callable[..., Any] | None = None
         self.card: dict[str, Any] = {}
         self.export_card: dict[str, Any] = {}  # the export's card (an exported backend)
+        self._precision = "fp32"  # what the loaded network computes in
         self.weights: Path | None = None
 
     @classmethod
@@ -104,7 +105,7 @@ class ModelFacade:
         model, card = load_model(self.module, name_or_path, self._build)
         self._configure(card, name_or_path)  # refuses a card it cannot use before anything changes
         self.model = model.eval().to(self.device, memory_format=memory_format(self.device.type))
-        self.card = card
+        self.card, self.export_card, self._precision = card, {}, "fp32"
         self.weights = resolve_checkpoint(self.module, name_or_path).weights
         self.network = self._torch_network(self.model)
         return self
@@ -121,6 +122,7 @@ class ModelFacade:
         self._configure(card, name_or_path)
         self.device = torch.device("cpu")
         self.model, self.card, self.export_card = None, card, graph.card
+        self._precision = getattr(graph, "executed_precision", "fp32")  # OpenVINO: what its plugin compiled
         self.weights = graph.path
         self.network = self._exported_network(_ExportedNetwork(graph), graph.card)
         return self
@@ -132,17 +134,22 @@ class ModelFacade:
 
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(folder / ".lock"):
-            if is_export(folder, self.module, export_format(self.backend)):
+            older = None  # a graph of an older export schema: exported again, so the cache gains what this version
+            if is_export(folder, self.module, export_format(self.backend)):  # checks (bf16); kept if that fails
                 try:
-                    graph = GRAPHS[self.backend](folder, self.module)
-                    if int(graph.card["schema"]) == EXPORT_SCHEMA:
-                        return graph
+                    older = GRAPHS[self.backend](folder, self.module)
+                    if int(older.card["schema"]) == EXPORT_SCHEMA:
+                        return older
                 except ExportError:
                     pass  # files of two writes (a crash between them): the export below replaces them
-                # (an older schema: exported again, so the cache gains what this version checks, such as bf16)
             from signver_torch.export import export_module  # torch.onnx, once per checkpoint card and format
 
-            export_module(self.module, resolve_checkpoint(self.module, name_or_path).weights, folder, export_format(self.backend))
+            try:
+                export_module(self.module, resolve_checkpoint(self.module, name_or_path).weights, folder, export_format(self.backend))
+            except ExportError:
+                if older is None:
+                    raise
+                return older
             return GRAPHS[self.backend](folder, self.module)
 
     def _cache_folder(self, name_or_path: str | os.PathLike) -> Path:
@@ -213,8 +220,9 @@ class ModelFacade:
 
     @property
     def precision(self) -> str:
-        """What the network computes in: fp32 under torch, the export card's precision under an exported backend."""
-        return str(self.export_card.get("precision", "fp32"))
+        """What the loaded network computes in: fp32 under torch and onnxruntime; under OpenVINO, what its CPU plugin
+        compiled the export card's precision into on this CPU (fp32 where the CPU has no bf16)."""
+        return self._precision
 
     @property
     def sha256(self) -> str:

@@ -42,7 +42,7 @@ def ink_mask(darkness: torch.Tensor, floor: float | None = 0.05, levels: int | N
             mask, _ = otsu_threshold(darkness, return_mask=True)
         else:
             _, threshold = otsu_threshold(darkness[..., ::sample, ::sample])
-            mask = darkness > threshold.view(*threshold.shape, *(1,) * (darkness.ndim - threshold.ndim))
+            mask = darkness > threshold.view(*darkness.shape[:-2], 1, 1)  # one threshold per plane
     else:
         mask = _fixed_levels_split(darkness, levels)
     return mask if floor is None else mask & (darkness > floor)

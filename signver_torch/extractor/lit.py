@@ -183,12 +183,16 @@ class ExtractorModule(lightning.LightningModule):
     def setup(self, stage: str) -> None:
         expected = self.init_card.get("preprocessing")
         actual = getattr(getattr(self.trainer.datamodule, "preprocessor", None), "config", lambda: None)()
-        if expected and actual and asdict(PreprocessConfig.from_card(expected)) != actual:
-            raise CheckpointError(
-                f"{self.hparams.init}: fine-tuning must keep the checkpoint's preprocessing "
-                f"{asdict(PreprocessConfig.from_card(expected))}, but the data module uses {actual} (set "
-                "--data.height/--data.width/--data.otsu_sample to match)"
-            )
+        if expected and actual:
+            try:
+                expected = asdict(PreprocessConfig.from_card(expected))
+            except (TypeError, ValueError) as error:
+                raise CheckpointError(f"{self.hparams.init}: the card's preprocessing is not readable ({error})") from error
+            if expected != actual:
+                raise CheckpointError(
+                    f"{self.hparams.init}: fine-tuning must keep the checkpoint's preprocessing {expected}, but the data "
+                    f"module uses {actual} (set --data.height/--data.width/--data.otsu_sample to match)"
+                )
         if self.loss_fn is None:
             num_classes = getattr(self.trainer.datamodule, "num_classes", 0)
             self.configure_loss(num_classes)

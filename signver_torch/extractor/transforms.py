@@ -39,6 +39,10 @@ class PreprocessConfig:
     #: every pixel, is what cards written before the field replay (:meth:`from_card`)
     otsu_sample: int = 2
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.otsu_sample, int) or isinstance(self.otsu_sample, bool) or self.otsu_sample < 1:
+            raise ValueError(f"otsu_sample must be a whole number of pixels, at least 1, not {self.otsu_sample!r}")
+
     @classmethod
     def from_card(cls, fields: dict[str, Any]) -> "PreprocessConfig":
         """The config a checkpoint card's ``preprocessing`` records (fields it predates take their value of then)."""
@@ -139,7 +143,7 @@ class SignaturePreprocessor(torch.nn.Module):
     def canvas_transform(self, ink: torch.Tensor) -> torch.Tensor:
         """The ``(N, 2, 3)`` affine map of each ink box's corners onto the canvas's corner pixels: what kornia's
         ``crop_and_resize`` solves as a perspective for any quadrilateral, written out for an upright box (half
-        the step's time, the same canvas to 1e-4)."""
+        the step's time, the same canvas to 1e-3)."""
         left, top, right, bottom = self.ink_boxes(ink).unbind(-1)
         scale_x, scale_y = (self.cfg.width - 1) / (right - left), (self.cfg.height - 1) / (bottom - top)
         zero = torch.zeros_like(scale_x)
@@ -149,7 +153,7 @@ class SignaturePreprocessor(torch.nn.Module):
 
 def gaussian_blur_5x5(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """kornia's ``gaussian_blur2d(images, (5, 5), (sigma, sigma), border_type="replicate")`` as five shifted, weighted
-    sums per axis, on ``(N, C, H, W)`` images of any device and dtype.
+    sums per axis, on ``(N, C, H, W)`` float images of any device.
 
     The same values to float rounding, without a convolution: on the CPU, oneDNN builds a convolution for each new
     image size, and every signature scan has its own size (it was half of the Otsu step's time).

@@ -121,3 +121,25 @@ def test_the_canvas_is_kornias_crop_and_resize_of_the_ink_box(scans: list[torch.
         canvas, _ = preprocessor._canvas(preprocessor._grayscale(scan))
         scale = expected.flatten(1).kthvalue(round(0.995 * expected[0].numel()), dim=1).values.clamp_min(1e-3).view(-1, 1, 1, 1)
         assert torch.allclose(canvas, (expected / scale).clamp(0, 1), atol=1e-3)
+
+
+def test_otsu_on_a_downscaled_copy_splits_each_plane_of_a_batch(scans: list[torch.Tensor]) -> None:
+    """``ink_mask(sample=2)`` on a batch of several planes: each plane by its own threshold, the mask shaped as the input."""
+    from signver_torch.data.ink import ink_mask
+    from signver_torch.extractor.transforms import gaussian_blur_5x5
+
+    first, second = (gaussian_blur_5x5(1 - scan) for scan in scans[:2])
+    height, width = min(first.shape[-2], second.shape[-2]), min(first.shape[-1], second.shape[-1])
+    planes = torch.cat([first[..., :height, :width], second[..., :height, :width]], 1)  # (1, 2, H, W)
+    mask = ink_mask(planes, sample=2)
+    assert mask.shape == planes.shape
+    for channel in range(2):
+        assert torch.equal(mask[:, channel : channel + 1], ink_mask(planes[:, channel : channel + 1], sample=2))
+
+
+def test_a_card_with_a_bad_otsu_sample_is_refused() -> None:
+    from signver_torch.extractor.transforms import PreprocessConfig
+
+    for bad in (0, -1, 2.0, "2"):
+        with pytest.raises(ValueError, match="otsu_sample"):
+            PreprocessConfig(otsu_sample=bad)
