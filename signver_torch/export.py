@@ -36,8 +36,8 @@ from signver_torch.cards import FACADES, sha256_file
 from signver_torch.checkpoints import background_path, checkout_dir, resolve_checkpoint
 from signver_torch.errors import ExportError, SignVerError
 from signver_torch.facade import ModelFacade
-from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, GRAPHS, OPSET, PRECISIONS, companion_files, export_files,
-                                   exported_formats, import_runtime, is_export, read_export_card)
+from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, OPSET, PRECISIONS, companion_files, export_files, exported_formats,
+                                   import_runtime, is_export, read_export_card)
 
 #: Agreement each module's graph must reach with torch on the check images (issue 34's tolerances).
 TOLERANCES = {"max_cosine_distance": 1e-3, "min_iou": 0.98, "min_psnr_db": 50.0}
@@ -186,12 +186,12 @@ def _checked_precision(module: str, cls: type[ModelFacade], reference: ModelFaca
     for precision in candidates:
         card["precision"] = precision
         card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        executed = getattr(GRAPHS[FORMATS[card["format"]].backend](staging, module), "executed_precision", "fp32")
-        if executed != precision:
-            rejected[precision] = {"passed": False, "reason": f"this CPU runs the graph in {executed}"}
+        exported = cls(backend=FORMATS[card["format"]].backend).load(staging)
+        if exported.precision != precision:
+            rejected[precision] = {"passed": False, "reason": f"this CPU runs the graph in {exported.precision}"}
             continue
         say(f"checking the graph ({precision}) against torch on {len(images)} images")
-        check = _agreement(module, reference, cls(backend=FORMATS[card["format"]].backend).load(staging), images)
+        check = _agreement(module, reference, exported, images)
         check["images"] = [{"file": path.name, "sha256": sha256_file(path)} for path in images]
         check["tolerances"] = TOLERANCES
         if check["passed"]:

@@ -122,7 +122,7 @@ class ModelFacade:
         self._configure(card, name_or_path)
         self.device = torch.device("cpu")
         self.model, self.card, self.export_card = None, card, graph.card
-        self._precision = getattr(graph, "executed_precision", "fp32")  # OpenVINO: what its plugin compiled
+        self._precision = graph.executed_precision
         self.weights = graph.path
         self.network = self._exported_network(_ExportedNetwork(graph), graph.card)
         return self

@@ -169,6 +169,8 @@ class ExportedGraph:
     """
 
     fmt: str
+    #: the precision the runtime compiled the graph in on this CPU (OpenVINO's may differ from its card's)
+    executed_precision = "fp32"
 
     def __init__(self, folder: str | os.PathLike, module: str, threads: int | None = None) -> None:
         self.runtime = import_runtime(FORMATS[self.fmt].backend)
@@ -225,7 +227,7 @@ class OpenVinoGraph(ExportedGraph):
         core = self.runtime.Core()
         self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
 
-    @property
+    @property  # type: ignore[override]
     def executed_precision(self) -> str:
         """The precision the plugin compiled the graph in on this CPU (bf16 is asked for, fp32 runs where it has none)."""
         import openvino.properties.hint as hints

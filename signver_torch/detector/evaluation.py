@@ -286,6 +286,5 @@ def mine_negatives(
     return {
         "negatives": negatives, "n_pages": len(records), "threshold": threshold, "max_iou": max_iou,
         "data": str(data_dir), "held_out_every": held_out_every,
-        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256, "backend": detector.backend,
-        "precision": detector.precision,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": detector.sha256,
     }

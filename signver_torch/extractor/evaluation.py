@@ -139,8 +139,9 @@ def evaluate_extractor(
     holds the same report for each. With ``references=K``, ``references`` adds the gallery protocol
     (:mod:`signver_torch.matcher.evaluation`) for each decision rule; the writer-dependent SVMs use
     the genuine signatures of ``background_writers`` (never among ``writers``) as background.
-    ``backend``: what runs the network (:class:`~signver_torch.facade.ModelFacade`). With ``ink_variants``, ``ink_robustness`` holds, per :data:`INK_VARIANTS` entry, the same protocols
-    with every query altered so (references as scanned), and how far each signature moves from itself.
+    ``backend``: what runs the network (:class:`~signver_torch.facade.ModelFacade`). With ``ink_variants``,
+    ``ink_robustness`` holds, per :data:`INK_VARIANTS` entry, the same protocols with every query altered so
+    (references as scanned), and how far each signature moves from itself.
     """
     records = discover_signatures(data_dir, writers)
     extractor = MetricExtractor(device=device, backend=backend).load(checkpoint)
