@@ -78,7 +78,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if duplicates:
         raise SignVerError(f"inputs share output names ({', '.join(duplicates)}.png): clean them into separate --out folders")
     pages = [load_image_tensor(path, "L") for path in args.images]
-    cleaner = Cleaner(device=args.device).load(args.checkpoint)
+    bound = {} if args.max_side is None else {"max_side": args.max_side or None}  # 0: full resolution
+    cleaner = Cleaner(device=args.device, **bound).load(args.checkpoint)
     cleaned = cleaner.clean_pages(pages, progress=not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     for name, page in zip(names, cleaned):
@@ -183,6 +184,9 @@ def add_clean(commands: argparse._SubParsersAction) -> None:
     )
     clean.add_argument("images", nargs="+", metavar="IMAGE", help="signature crops (any image format)")
     clean.add_argument("--out", required=True, help="folder for the cleaned PNGs")
+    clean.add_argument("--max-side", type=int, default=None, metavar="PX",
+                       help="clean crops larger than this on a downscaled copy and scale the result back (default: the "
+                            "pipeline's bound, cleaner.api.MAX_SIDE; 0: every crop at its own resolution)")
     checkpoint_option(clean)
     device_option(clean)
     quiet_flag(clean)

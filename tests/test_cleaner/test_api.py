@@ -53,6 +53,21 @@ def test_the_real_ruled_line_is_removed_and_the_signature_kept(cleaner: Cleaner,
     assert float(cleaned[0, line_row][line_pixels].mean()) > 0.8  # the line is paper again
 
 
+def test_large_crops_are_cleaned_at_max_side_and_scaled_back(small_data: Path) -> None:
+    dirty = load_image_tensor(small_data / "samples" / "test_lines.png", "L")  # 594 x 163
+    truth = load_image_tensor(small_data / "samples" / "original_2_12.png", "L")
+    full, bounded = (Cleaner(device="cpu", max_side=side).load("default") for side in (None, 300))
+    [at_full], [at_300] = full.clean_pages([dirty]), bounded.clean_pages([dirty])
+    assert at_300.shape == dirty.shape
+    assert float(ink_f1(at_300[None], truth[None])) >= 0.85  # still the signature, the ruled line gone
+    assert float((at_300 - at_full).abs().mean()) < 0.03
+    assert not torch.equal(at_300, at_full)  # it did take the downscaled path
+    within = dirty[..., :150, :290]  # no side above the bound: the very same pixels as at full resolution
+    torch.testing.assert_close(bounded.clean_pages([within])[0], full.clean_pages([within])[0])
+    with pytest.raises(SignVerError, match="max_side"):
+        Cleaner(max_side=4)
+
+
 def test_bad_batches_are_clear_errors(cleaner: Cleaner) -> None:
     with pytest.raises(SignVerError, match="empty batch"):
         cleaner.clean(np.zeros((0, 32, 32), np.float32))

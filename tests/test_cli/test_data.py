@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from signver_torch.data.detection import parse_class_map, read_yolo
@@ -42,3 +43,18 @@ def test_clean_command_writes_pngs(signver_cli, small_data: Path, tmp_path: Path
     assert Image.open(written).size == Image.open(source).size
     bad = signver_process("clean", str(tmp_path / "nothing.png"), "--out", str(tmp_path))
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "nothing.png" in bad.stderr
+
+
+def test_clean_command_max_side(signver_cli, small_data: Path, tmp_path: Path) -> None:
+    source = small_data / "samples" / "test_lines.png"  # 594 px wide: above the pipeline's bound of 384
+    written = {}
+    for option in ("0", "384"):
+        result = signver_cli("clean", str(source), "--out", str(tmp_path / option), "--max-side", option, "--quiet")
+        assert result.returncode == 0, result.stderr
+        written[option] = np.asarray(Image.open(tmp_path / option / "test_lines.png"), np.float32)
+    default = signver_cli("clean", str(source), "--out", str(tmp_path / "default"), "--quiet")
+    assert default.returncode == 0, default.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "default" / "test_lines.png"), np.float32), written["384"])
+    assert written["0"].shape == written["384"].shape and not np.array_equal(written["0"], written["384"])
+    bad = signver_process("clean", str(source), "--out", str(tmp_path), "--max-side", "-3")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "max_side" in bad.stderr
