@@ -143,3 +143,41 @@ def test_a_card_with_a_bad_otsu_sample_is_refused() -> None:
     for bad in (0, -1, 2.0, "2"):
         with pytest.raises(ValueError, match="otsu_sample"):
             PreprocessConfig(otsu_sample=bad)
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="stroke_width"):
+            PreprocessConfig(stroke_width=bad)
+    assert PreprocessConfig.from_card({"height": 112, "width": 192}).stroke_width == 0  # older cards: strokes as scanned
+
+
+def test_the_skeleton_is_one_pixel_wide_and_keeps_strokes_whole() -> None:
+    from signver_torch.extractor.transforms import skeletonize
+
+    mask = torch.zeros(2, 1, 40, 80, dtype=torch.bool)
+    mask[0, 0, 15:24, 5:75] = True  # a bar 9 px thick
+    mask[1, 0, 5:35, 30:37] = True  # an upright bar 7 px thick
+    mask[1, 0, 18:23, 10:70] = True  # crossing a flat one: a plus sign
+    skeleton = skeletonize(mask)
+    assert skeleton.shape == mask.shape and not (skeleton & ~mask).any()
+    assert int(skeleton[0, 0].sum(0).max()) == 1 and int((skeleton[0, 0].sum(0) > 0).sum()) >= 55  # thin, and long
+    rows, cols = skeleton[1, 0].sum(1), skeleton[1, 0].sum(0)
+    assert int((rows > 0).sum()) >= 20 and int((cols > 0).sum()) >= 45  # both arms survive
+    line = torch.zeros(1, 1, 10, 30, dtype=torch.bool)
+    line[0, 0, 5, 3:27] = True
+    assert torch.equal(skeletonize(line), line)  # already thin: nothing to peel
+
+
+def test_stroke_width_normalization_makes_thick_and_thin_pens_alike(scans: list[torch.Tensor]) -> None:
+    """The same real signature written with a thin and a thick pen (its ink dilated by 5 px): as scanned their canvases
+    differ; with ``stroke_width`` they nearly agree."""
+    import torch.nn.functional as F
+
+    from signver_torch.extractor.transforms import PreprocessConfig
+
+    thin = [scan[0] for scan in scans[-6:]]  # the Chinese captures: thin strokes
+    thick = [-F.max_pool2d(-scan, 5, stride=1, padding=2)[0] for scan in scans[-6:]]  # darker pixels spread: a wider pen
+    as_scanned, normalized = (SignaturePreprocessor(PreprocessConfig(stroke_width=width)) for width in (0, 3))
+    before = (as_scanned(thin) - as_scanned(thick)).abs().mean()
+    after = (normalized(thin) - normalized(thick)).abs().mean()
+    assert float(after) < 0.6 * float(before)
+    canvas = normalized(thin)
+    assert canvas.shape == (6, 1, 112, 192) and 0 <= float(canvas.min()) and float(canvas.max()) <= 1
