@@ -243,7 +243,6 @@ class SignatureDataModule(lightning.LightningDataModule):
         height: int = 112,
         width: int = 192,
         otsu_sample: int = 2,
-        stroke_width: int = 0,
         seed: int = 0,
         num_workers: int = 0,
         val_fraction: float = 0.2,
@@ -257,8 +256,7 @@ class SignatureDataModule(lightning.LightningDataModule):
         if same_text_batches and classes != "writer_text":
             raise DataError("same_text_batches groups (writer, text) classes by their text: set classes to writer_text")
         self.save_hyperparameters()
-        self.preprocessor = SignaturePreprocessor(PreprocessConfig(height=height, width=width, otsu_sample=otsu_sample,
-                                                                      stroke_width=stroke_width))
+        self.preprocessor = SignaturePreprocessor(PreprocessConfig(height=height, width=width, otsu_sample=otsu_sample))
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
 

@@ -126,9 +126,6 @@ class ExtractorModule(lightning.LightningModule):
             the early ones. Names are those of ``model.named_modules()``.
         robust_ink: augment stroke width both ways and ink tone (:class:`SignatureAugment`), so ink
             darkness and pen width weigh less in the verdict.
-        keep_preprocessing: fine-tuning refuses a data module whose preprocessing differs from ``init``'s card
-            (a mismatch is almost always a mistake); ``false`` adapts the network to a new preprocessing on purpose
-            (e.g. ``stroke_width``), and the new card records the data module's.
         compile: ``true`` wraps the network in ``torch.compile`` with the device's backend (``hpu_backend``
             on HPU, inductor elsewhere), a backend name picks one, ``false`` (default) runs eagerly.
     """
@@ -148,7 +145,6 @@ class ExtractorModule(lightning.LightningModule):
         freeze: list[str] | None = None,
         compile: bool | str = False,
         robust_ink: bool = False,
-        keep_preprocessing: bool = True,
     ) -> None:
         super().__init__()
         self.init_card: dict[str, Any] = {}
@@ -187,7 +183,7 @@ class ExtractorModule(lightning.LightningModule):
     def setup(self, stage: str) -> None:
         expected = self.init_card.get("preprocessing")
         actual = getattr(getattr(self.trainer.datamodule, "preprocessor", None), "config", lambda: None)()
-        if expected and actual and self.hparams.keep_preprocessing:
+        if expected and actual:
             try:
                 expected = asdict(PreprocessConfig.from_card(expected))
             except (TypeError, ValueError) as error:
@@ -195,8 +191,7 @@ class ExtractorModule(lightning.LightningModule):
             if expected != actual:
                 raise CheckpointError(
                     f"{self.hparams.init}: fine-tuning must keep the checkpoint's preprocessing {expected}, but the data "
-                    f"module uses {actual} (set --data.height/--data.width/--data.otsu_sample/--data.stroke_width to match, or "
-                    "--model.keep_preprocessing false to adapt to the new one)"
+                    f"module uses {actual} (set --data.height/--data.width/--data.otsu_sample to match)"
                 )
         if self.loss_fn is None:
             num_classes = getattr(self.trainer.datamodule, "num_classes", 0)

@@ -170,10 +170,8 @@ def loading_rate(data_dir: Path, batch_size: int, data: dict[str, Any]) -> float
     from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
 
     chosen = loading_records(data_dir)[: batch_size * 2]
-    preprocessor = SignaturePreprocessor(PreprocessConfig(
-        height=int(data["height"]), width=int(data["width"]),
-        otsu_sample=int(data.get("otsu_sample", PreprocessConfig.otsu_sample)),
-        stroke_width=int(data.get("stroke_width", PreprocessConfig.stroke_width))))
+    preprocessor = SignaturePreprocessor(PreprocessConfig(height=int(data["height"]), width=int(data["width"]),
+                                                          otsu_sample=int(data.get("otsu_sample", PreprocessConfig.otsu_sample))))
     start = time.perf_counter()
     preprocess_records(chosen, preprocessor, batch_size=batch_size)
     return len(chosen) / (time.perf_counter() - start)

@@ -38,16 +38,10 @@ class PreprocessConfig:
     #: Otsu's split is found on every ``otsu_sample``-th pixel of each row and column (:func:`ink_mask`); 1, on
     #: every pixel, is what cards written before the field replay (:meth:`from_card`)
     otsu_sample: int = 2
-    #: every stroke redrawn ``stroke_width`` canvas pixels wide along its skeleton (:func:`normalize_strokes`), so a
-    #: tablet's thick line, a ball-point's thin one and a pencil's faint one give the same canvas; 0 keeps the
-    #: strokes as scanned (what cards written before the field replay)
-    stroke_width: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("otsu_sample", "stroke_width"):
-            value, least = getattr(self, name), 1 if name == "otsu_sample" else 0
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f"{name} must be a whole number of pixels, at least {least}, not {value!r}")
+        if not isinstance(self.otsu_sample, int) or isinstance(self.otsu_sample, bool) or self.otsu_sample < 1:
+            raise ValueError(f"otsu_sample must be a whole number of pixels, at least 1, not {self.otsu_sample!r}")
 
     @classmethod
     def from_card(cls, fields: dict[str, Any]) -> "PreprocessConfig":
@@ -104,8 +98,6 @@ class SignaturePreprocessor(torch.nn.Module):
         flat = canvas.flatten(1)  # kthvalue, not quantile: quantile refuses inputs above 16M elements
         scale = flat.kthvalue(max(1, round(0.995 * flat.shape[1])), dim=1).values.clamp_min(1e-3).view(-1, 1, 1, 1)
         canvas = (canvas / scale).clamp(0, 1)
-        if self.cfg.stroke_width:
-            canvas = normalize_strokes(canvas, self.cfg.stroke_width)
         return canvas.masked_fill(blank.view(-1, 1, 1, 1), 0.0), blank
 
     @staticmethod
@@ -171,68 +163,6 @@ def gaussian_blur_5x5(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     padded = F.pad(images, (2, 2, 2, 2), mode="replicate")
     rows = sum(kernel[i] * padded[..., :, i : i + width] for i in range(5))
     return sum(kernel[i] * rows[..., i : i + height, :] for i in range(5))  # type: ignore[return-value]
-
-
-#: the eight neighbours clockwise from north (P2 .. P9 in Zhang & Suen's names) as (row, column) offsets
-_RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
-
-
-def _thinning_tables() -> torch.Tensor:
-    """``(2, 256)``: whether Zhang & Suen's first and second pass remove an ink pixel whose neighbours (bit ``i``
-    set when neighbour ``i`` of :data:`_RING` is ink) are those of the index."""
-    tables = torch.zeros(2, 256, dtype=torch.bool)
-    for code in range(256):
-        p = [(code >> i) & 1 for i in range(8)]
-        transitions = sum((1 - p[i]) * p[(i + 1) % 8] for i in range(8))
-        if not (2 <= sum(p) <= 6 and transitions == 1):
-            continue
-        north, east, south, west = p[0], p[2], p[4], p[6]
-        tables[0, code] = north * east * south == 0 and east * south * west == 0
-        tables[1, code] = north * east * west == 0 and north * south * west == 0
-    return tables
-
-
-_THINNING = _thinning_tables()
-
-
-def skeletonize(mask: torch.Tensor, max_iterations: int = 64) -> torch.Tensor:
-    """The one-pixel-wide skeleton of a ``(N, C, H, W)`` boolean ink mask (Zhang & Suen, 1984), each plane on its
-    own, on the mask's device.
-
-    Each pass peels the boundary pixels whose removal keeps the stroke connected (one 0 → 1 transition around
-    them, two to six ink neighbours), first from the south-east, then from the north-west, until nothing changes.
-    The eight neighbours are read as one byte and the rule as a 256-entry table: a pass is a few tensor ops.
-    """
-    ink = mask.to(torch.uint8)
-    height, width = ink.shape[-2:]
-    tables = _THINNING.to(mask.device)
-    for _ in range(max_iterations):
-        changed = False
-        for table in tables:
-            padded = F.pad(ink, (1, 1, 1, 1))
-            code = torch.zeros_like(ink)
-            for bit, (dy, dx) in enumerate(_RING):
-                code |= padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] << bit
-            remove = table[code.int()] & (ink > 0)
-            if bool(remove.any()):
-                ink = ink.masked_fill(remove, 0)
-                changed = True
-        if not changed:
-            break
-    return ink > 0
-
-
-def normalize_strokes(canvas: torch.Tensor, width: int, threshold: float = 0.3) -> torch.Tensor:
-    """Redraw every stroke of ``(N, 1, H, W)`` ink canvases (ink 1, paper 0) ``width`` pixels wide along its skeleton.
-
-    The pen, the pressure and the medium set a stroke's width and tone (a tablet draws 10 px lines, a phone
-    2 px ones, a scanner blurs both); a writer's hand is in the path. Ink above ``threshold`` is thinned to
-    its skeleton (:func:`skeletonize`), widened by a ``width`` × ``width`` maximum and softened at its edges.
-    Same shape, device and dtype as the input.
-    """
-    skeleton = skeletonize(canvas > threshold).to(canvas.dtype)
-    strokes = F.max_pool2d(skeleton, width, stride=1, padding=width // 2)[..., : canvas.shape[-2], : canvas.shape[-1]]
-    return gaussian_blur_5x5(strokes, sigma=0.7).clamp(0, 1)
 
 
 def _mass_interval(profile: torch.Tensor, quantile: float) -> tuple[torch.Tensor, torch.Tensor]:
