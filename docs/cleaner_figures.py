@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="default")
     args = parser.parse_args()
     draw_pairs(args.data, DOCS / "cleaner_pairs.png")
-    cleaner = Cleaner().load(args.checkpoint)
+    cleaner = Cleaner(max_side=None).load(args.checkpoint)  # every crop at its own resolution, as the figures were drawn
     scores = draw_before_after(cleaner, args.data, DOCS / "cleaner_before_after.png")
     draw_hardest(cleaner, args.data, DOCS / "cleaner_hardest.png")
     print(json.dumps(scores))

@@ -135,7 +135,8 @@ class SignVer:
     def _embed_loaded(self, crops: Sequence[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Clean and embed loaded crops; crops seen lately (the same references sent again and again to a
         service) come from a small cache keyed by their pixels, the rest are computed in one batch."""
-        setting = f"clean={self.clean}".encode()  # cleaned or not: different embeddings
+        # cleaned or not, and at which bound: different embeddings
+        setting = (f"clean=True,max_side={self.cleaner.max_side}" if self.clean else "clean=False").encode()
         keys = [hashlib.sha256(crop.numpy().tobytes() + str(tuple(crop.shape)).encode() + setting).hexdigest() for crop in crops]
         first: dict[str, torch.Tensor] = {}  # each crop not cached yet, once
         for key, crop in zip(keys, crops):

@@ -83,6 +83,17 @@ def test_embedding_cache_gives_the_embeddings_computed_afresh(signver: SignVer, 
     assert signver.embed(references)[1][0].max() > 0
 
 
+def test_the_embedding_cache_keeps_each_cleaning_bound_apart() -> None:
+    """The references are 504 px wide: cleaned at the default bound (384) and at full resolution they differ, and a
+    bound changed on the pipeline's cleaner is not answered from the other bound's cache."""
+    signver = SignVer(device="cpu")
+    bounded, bounded_cleaned = signver.embed(REFERENCES[:1])
+    signver.cleaner.max_side = None
+    full, full_cleaned = signver.embed(REFERENCES[:1])
+    assert full_cleaned[0].shape == bounded_cleaned[0].shape and not np.array_equal(full_cleaned[0], bounded_cleaned[0])
+    assert len(signver._embedded) == 2 and not np.array_equal(full, bounded)
+
+
 def test_embed_each_reports_every_bad_item_and_embeds_the_rest_as_alone(small_data: Path, model: SignVer) -> None:
     good = [cedar(small_data, 37, 1), cedar(small_data, 37, 2)]
     tiny = np.zeros((1, 1), np.float32)  # too small to preprocess: the batch is refused, then each item alone

@@ -177,6 +177,17 @@ def add_detect(commands: argparse._SubParsersAction) -> None:
     detect.set_defaults(handler=cmd_detect)
 
 
+def max_side_option(text: str) -> int:
+    """``--max-side``: 0 (full resolution) or a bound of at least 8 pixels, checked before any image is read."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value != 0 and value < 8:
+        raise argparse.ArgumentTypeError(f"must be 0 (full resolution) or at least 8 pixels, not {text!r}")
+    return value
+
+
 def add_clean(commands: argparse._SubParsersAction) -> None:
     clean = commands.add_parser(
         "clean", help="remove lines, text and noise from signature crops",
@@ -184,9 +195,9 @@ def add_clean(commands: argparse._SubParsersAction) -> None:
     )
     clean.add_argument("images", nargs="+", metavar="IMAGE", help="signature crops (any image format)")
     clean.add_argument("--out", required=True, help="folder for the cleaned PNGs")
-    clean.add_argument("--max-side", type=int, default=None, metavar="PX",
+    clean.add_argument("--max-side", type=max_side_option, default=None, metavar="PX",
                        help="clean crops larger than this on a downscaled copy and scale the result back (default: the "
-                            "pipeline's bound, cleaner.api.MAX_SIDE; 0: every crop at its own resolution)")
+                            "pipeline's bound, 384; 0: every crop at its own resolution)")
     checkpoint_option(clean)
     device_option(clean)
     quiet_flag(clean)

@@ -209,6 +209,7 @@ def evaluate_extractor(
         "cleaner": None if cleaner is None else str(cleaner),
         "cleaner_sha256": None if cleaning is None else cleaning.sha256,
         "cleaner_precision": None if cleaning is None else cleaning.precision,
+        "cleaner_max_side": None if cleaning is None else cleaning.max_side,
         "backend": extractor.backend,
         "precision": extractor.precision,
         "data": data_text(data_dir),

@@ -62,10 +62,16 @@ def test_large_crops_are_cleaned_at_max_side_and_scaled_back(small_data: Path) -
     assert float(ink_f1(at_300[None], truth[None])) >= 0.85  # still the signature, the ruled line gone
     assert float((at_300 - at_full).abs().mean()) < 0.03
     assert not torch.equal(at_300, at_full)  # it did take the downscaled path
-    within = dirty[..., :150, :290]  # no side above the bound: the very same pixels as at full resolution
-    torch.testing.assert_close(bounded.clean_pages([within])[0], full.clean_pages([within])[0])
+    for within in (dirty[..., :150, :290], dirty[..., :150, :300]):  # below and at the bound: the very same pixels
+        assert torch.equal(bounded.clean_pages([within])[0], full.clean_pages([within])[0])
+    thin = dirty[..., 60:72, :]  # 12 x 594: the bound would make it 6 px high; it keeps 8 and its aspect ratio
+    [cleaned] = bounded.clean_pages([thin])
+    assert cleaned.shape == thin.shape and float((cleaned - full.clean_pages([thin])[0]).abs().mean()) < 0.05
     with pytest.raises(SignVerError, match="max_side"):
         Cleaner(max_side=4)
+    with pytest.raises(SignVerError, match="max_side"):
+        bounded.max_side = 0  # checked whenever it is set, not only by the constructor
+    assert bounded.max_side == 300
 
 
 def test_bad_batches_are_clear_errors(cleaner: Cleaner) -> None:

@@ -56,5 +56,6 @@ def test_clean_command_max_side(signver_cli, small_data: Path, tmp_path: Path) -
     assert default.returncode == 0, default.stderr
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "default" / "test_lines.png"), np.float32), written["384"])
     assert written["0"].shape == written["384"].shape and not np.array_equal(written["0"], written["384"])
-    bad = signver_process("clean", str(source), "--out", str(tmp_path), "--max-side", "-3")
-    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1 and "max_side" in bad.stderr
+    for wrong in ("-3", "5", "big"):  # refused as the command line is read, before any image
+        bad = signver_process("clean", str(source), "--out", str(tmp_path), "--max-side", wrong)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--max-side" in bad.stderr
