@@ -21,9 +21,8 @@ from signver_torch.io import ImageSource, load_image_tensor
 #: Smallest crop side the cleaner accepts: below it there is no stroke to tell from a line.
 MIN_SIDE = 8
 #: Longest side a crop is cleaned at by default: larger crops are cleaned on an area-downscaled copy and the result
-#: scaled back. The network learnt on 128-pixel-high pairs; on the 40 validation writers the cleaned path's EER
-#: stayed within its intervals (docs/cleaner.md, "Cleaning resolution"), and a page with three new references
-#: took 223 instead of 246 ms.
+#: scaled back. The network learnt on 128-pixel-high pairs; what the bound costs in verification and saves in
+#: time is measured in docs/cleaner.md, "Cleaning resolution".
 MAX_SIDE = 384
 
 
