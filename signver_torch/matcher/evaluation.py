@@ -84,12 +84,16 @@ def protocol_report(
         entry["threshold_from"] = "checkpoint card" if rule in thresholds else "EER of these writers"
         names = sorted({source_of[w] for w in found["writers"]}) if source_of else []
         if len(names) > 1:
-            entry["per_source"] = {
-                name: rule_report([p for p, w in zip(found["positive"], found["writers"]) if source_of[w] == name],
-                                  [n for n, w in zip(found["negative"], found["writers"]) if source_of[w] == name],
-                                  entry["threshold"])
-                for name in names
-            }
+            entry["per_source"], unmeasured = {}, {}
+            for name in names:
+                positive = [p for p, w in zip(found["positive"], found["writers"]) if source_of[w] == name]
+                negative = [n for n, w in zip(found["negative"], found["writers"]) if source_of[w] == name]
+                if not sum(len(n) for n in negative):  # e.g. the Chinese set: impostors, but no forgeries to claim
+                    unmeasured[name] = "no skilled forgeries: the gallery protocol claims forgeries to reject"
+                    continue
+                entry["per_source"][name] = rule_report(positive, negative, entry["threshold"])
+            if unmeasured:
+                entry["per_source_unmeasured"] = unmeasured
         report[rule] = entry
     return report
 

@@ -90,6 +90,17 @@ def test_evaluate_judges_declared_texts_against_same_text_impostors(small_data: 
     json.dumps(report)  # the --json contract
 
 
+def test_the_gallery_protocol_over_a_source_without_forgeries_reports_the_others(small_data: Path) -> None:
+    """``--references`` over Dutch (forgeries) and Chinese (none): the Dutch writers are measured, the Chinese ones
+    are named as not measurable instead of failing the whole report."""
+    report = evaluate_extractor([small_data / "dutch", small_data / "chinese"], references=3, progress=False)
+    for entry in report["references"]["rules"].values():
+        assert set(entry["per_source"]) == {"dutch"} and set(entry["per_source_unmeasured"]) == {"chinese"}
+        assert entry["per_source"]["dutch"]["n_forgery_claims"] == entry["n_forgery_claims"] > 0
+        assert entry["n_writers"] == 6  # the Chinese writers' genuine claims still count in the pooled figures
+    json.dumps(report)
+
+
 def test_stroke_and_tone_augmentation_keep_the_shape_of_the_ink() -> None:
     torch.manual_seed(0)
     ink = torch.zeros(64, 1, 24, 24)
