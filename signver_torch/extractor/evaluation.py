@@ -35,21 +35,32 @@ from signver_torch.metrics import protocol_negatives, same_text_metrics, verific
 
 def embed_records(
     extractor: MetricExtractor, records: Sequence[SignatureRecord], progress: bool = True, pooled: bool = False,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None, refused_as_zero: bool = False,
 ) -> tuple[torch.Tensor, float]:
     """Embed signature files in batches (bounded memory); returns embeddings (backbone features with
-    ``pooled``) and seconds spent embedding. ``transform`` alters each ``(1, H, W)`` grey scan first."""
+    ``pooled``) and seconds spent embedding. ``transform`` alters each ``(1, H, W)`` grey scan first.
+
+    A scan without ink is a :class:`BlankSignatureError` naming its file; with ``refused_as_zero`` (an altered
+    query the preprocessing refuses) its embedding is the zero vector instead, at cosine distance 1 from every
+    reference: a claim the system could not accept."""
     images = SignatureImages(records)
     loader = DataLoader(images, batch_size=extractor.batch_size, collate_fn=list)
     chunks, seconds = [], 0.0
     with tqdm(total=len(images), desc="embedding", unit="img", file=sys.stderr, disable=not progress) as bar:
         for offset, batch in zip(range(0, len(images), extractor.batch_size), loader):
             start = time.perf_counter()
+            images = [image if transform is None else transform(image) for image, _ in batch]
             try:
-                chunks.append(extractor.embed([image if transform is None else transform(image) for image, _ in batch], pooled=pooled))
+                chunks.append(extractor.embed(images, pooled=pooled))
             except BlankSignatureError as error:
-                blank = ", ".join(str(records[offset + i].path) for i in error.indices)
-                raise BlankSignatureError(f"{blank}: no signature ink found (blank or uniform image)") from error
+                if not refused_as_zero or pooled:
+                    blank = ", ".join(str(records[offset + i].path) for i in error.indices)
+                    raise BlankSignatureError(f"{blank}: no signature ink found (blank or uniform image)") from error
+                kept = [i for i in range(len(images)) if i not in set(error.indices)]
+                chunk = torch.zeros(len(images), int(extractor.card["architecture"]["embedding_dim"]))
+                if kept:
+                    chunk[kept] = extractor.embed([images[i] for i in kept])
+                chunks.append(chunk)
             seconds += time.perf_counter() - start
             bar.update(len(batch))
     return torch.cat(chunks), seconds
@@ -182,10 +193,12 @@ def evaluate_extractor(
     if ink_variants:
         report["ink_robustness"] = {}
         for variant in INK_VARIANTS:
-            altered, _ = embed_records(extractor, records, progress, transform=prepared(partial(ink_variant, variant=variant)))
-            moved = 1 - torch.nn.functional.cosine_similarity(embeddings.double(), altered.double())
+            altered, _ = embed_records(extractor, records, progress, transform=prepared(partial(ink_variant, variant=variant)),
+                                       refused_as_zero=True)
+            moved = 1 - torch.nn.functional.cosine_similarity(embeddings.double(), altered.double())  # a refused query: 1
             report["ink_robustness"][variant] = {
                 **by_source(altered),
+                "n_refused": int((altered.norm(dim=1) == 0).sum()),
                 "self_distance_median": float(moved.median()),
                 "self_beyond_threshold": float((moved > operating).double().mean()) if operating is not None else None,
             }

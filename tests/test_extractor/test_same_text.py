@@ -136,9 +136,31 @@ def test_evaluate_measures_ink_robustness(small_data: Path) -> None:
     assert set(robustness) == set(INK_VARIANTS)
     for variant, measured in robustness.items():
         assert 0 < measured["self_distance_median"] < 1, variant
+        assert measured["n_refused"] == 0, variant  # the fixture's scans all keep their ink
         assert measured["per_source"]["cedar"]["n_pos"] == 2 * report["per_source"]["cedar"]["n_pos"]  # both orders
         assert measured["per_source"]["chinese"]["negatives"] == "same_text"
         assert "same_text_cross_media" in measured["per_source"]["chinese"]
+
+
+def test_an_altered_query_left_without_ink_counts_as_refused(small_data: Path) -> None:
+    """``embed_records(refused_as_zero=True)``: a scan the alteration left blank embeds as the zero vector (cosine distance
+    1 from every reference) and the others as they would alone; without it, the blank scan is an error naming its file."""
+    from signver_torch.extractor.api import MetricExtractor
+    from signver_torch.extractor.evaluation import embed_records
+
+    extractor = MetricExtractor(device="cpu").load("default")
+    records = discover_signatures(small_data / "chinese")[:6]
+    calls = iter(range(len(records) * 2))
+
+    def every_other_blank(image: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(image) if next(calls) % 2 else image
+
+    as_scanned, _ = embed_records(extractor, records, progress=False)
+    altered, _ = embed_records(extractor, records, progress=False, transform=every_other_blank, refused_as_zero=True)
+    assert torch.equal(altered[1::2], torch.zeros(3, altered.shape[1]))
+    torch.testing.assert_close(altered[::2], as_scanned[::2], atol=1e-5, rtol=0)
+    with pytest.raises(SignVerError, match=records[0].path.name):
+        embed_records(extractor, records, progress=False, transform=torch.ones_like)
 
 
 def test_canvas_cache_gives_the_same_canvases_and_survives_a_bad_entry(small_data: Path, tmp_path: Path) -> None:
