@@ -49,17 +49,18 @@ def embed_records(
     with tqdm(total=len(images), desc="embedding", unit="img", file=sys.stderr, disable=not progress) as bar:
         for offset, batch in zip(range(0, len(images), extractor.batch_size), loader):
             start = time.perf_counter()
-            images = [image if transform is None else transform(image) for image, _ in batch]
+            scans = [image if transform is None else transform(image) for image, _ in batch]
             try:
-                chunks.append(extractor.embed(images, pooled=pooled))
+                chunks.append(extractor.embed(scans, pooled=pooled))
             except BlankSignatureError as error:
                 if not refused_as_zero or pooled:
                     blank = ", ".join(str(records[offset + i].path) for i in error.indices)
                     raise BlankSignatureError(f"{blank}: no signature ink found (blank or uniform image)") from error
-                kept = [i for i in range(len(images)) if i not in set(error.indices)]
-                chunk = torch.zeros(len(images), int(extractor.card["architecture"]["embedding_dim"]))
+                refused = set(error.indices)
+                kept = [i for i in range(len(scans)) if i not in refused]
+                chunk = torch.zeros(len(scans), int(extractor.card["architecture"]["embedding_dim"]))
                 if kept:
-                    chunk[kept] = extractor.embed([images[i] for i in kept])
+                    chunk[kept] = extractor.embed([scans[i] for i in kept])
                 chunks.append(chunk)
             seconds += time.perf_counter() - start
             bar.update(len(batch))
