@@ -280,9 +280,8 @@ def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, det
     if not todo:
         return results
     with ray_session(address, actors * cpus_per_actor) as ray:
-        # as many reading tasks at once as there are actors: a file is read in tens of milliseconds, and reading tasks
-        # of no CPU left unbounded make Ray start a worker process for each, which on a small machine delayed the
-        # actors' first pages by a quarter of a minute (docs/scale.md)
+        # as many reading tasks at once as there are actors: reading tasks of no CPU left unbounded make Ray start a
+        # worker process for each, which on a small machine delays the actors' first pages (measured in docs/scale.md)
         documents = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0, concurrency=actors,
                                                override_num_blocks=max(1, len(todo) // batch_size))
         summaries = on_actors(documents, PageReader, {
