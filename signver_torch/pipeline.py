@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.ops import box_iou, nms
 
 from signver_torch.cards import FACADES
 from signver_torch.claims import Claim, ClaimFailure, ClaimVerdicts, Verdict, read_claims
@@ -267,6 +266,8 @@ class SignVer:
         chosen on validation pages), tag it, and crop, clean and embed each signature found.
 
         The one reading that :meth:`verify_document` and the document library share."""
+        from torchvision.ops import nms  # the detector's path only: verifying crops never imports torchvision
+
         from signver_torch.detector.api import summarize
 
         image = load_image(page)
@@ -319,6 +320,8 @@ def _signatures_not_outscored(found: dict[str, torch.Tensor]) -> torch.Tensor:
     """Which detections are signatures to verify: the detector's NMS works per class, so a handwritten
     date can also come out as a weaker signature box; a signature box that a more confident box of
     another class covers (IoU >= 0.5) is that other mark and is not verified."""
+    from torchvision.ops import box_iou
+
     signature = found["labels"] == Mark.SIGNATURE
     other = ~signature
     if other.any():

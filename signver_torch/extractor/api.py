@@ -14,12 +14,12 @@ from tqdm.auto import tqdm
 from signver_torch.cards import verification_threshold
 from signver_torch.checkpoints import read_background
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
-from signver_torch.extractor.model import SignatureEmbedder, extractor_from_card
 from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
 from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 
 if TYPE_CHECKING:
+    from signver_torch.extractor.model import SignatureEmbedder
     from signver_torch.matcher.decisions import DecisionPolicy
 
 
@@ -46,6 +46,8 @@ class MetricExtractor(ModelFacade):
         self._decision: DecisionPolicy | None = None
 
     def _build(self, card: dict[str, Any]) -> SignatureEmbedder:
+        from signver_torch.extractor.model import extractor_from_card  # torchvision: only the torch backend builds it
+
         return extractor_from_card(card)
 
     def _configure(self, card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
