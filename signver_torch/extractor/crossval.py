@@ -205,7 +205,7 @@ def out_of_fold_scores(
             found = claim_scores(space[chosen].numpy(), writers_arr[chosen].tolist(), forged_arr[chosen].tolist(), references,
                                  space[background_rows].numpy())
             for rule, entry in found.items():
-                merged = scores.claims.setdefault(rule, {"positive": [], "negative": [], "writers": []})
+                merged = scores.claims.setdefault(rule, {key: [] for key in entry})
                 for key in merged:
                     merged[key] += entry[key]
     return scores

@@ -214,7 +214,7 @@ def evaluate_extractor(
             background = embed_records(extractor, bank, progress, transform=prepared())[0].numpy()
         report["references"] = reference_protocol(
             embeddings.numpy(), [r.writer for r in records], [r.forged for r in records], references, background,
-            extractor.card.get("decision_thresholds"), [r.source for r in records])
+            extractor.card.get("decision_thresholds"), [r.source for r in records], [r.text for r in records])
         report["references"]["background_writers"] = writers_text(background_writers)
     return {
         **report,

@@ -2,9 +2,13 @@
 
 Per writer, the first ``k`` genuine signatures (by file name) are the references; the writer's other
 genuine signatures are claims that should be accepted and the skilled forgeries of the writer claims
-that should be rejected. Each decision rule of :mod:`signver_torch.matcher.decisions` scores every
-claim; one global threshold per rule gives the EER, and at a rule's calibrated threshold the share of
-genuine claims accepted and of forgeries rejected.
+that should be rejected. A writer without forgeries whose files declare their texts (``n<NN>_<medium>``,
+the Chinese set) is enrolled once per text instead: the first ``k`` signatures of that text are the
+references, the others of it are the genuine claims, and the other writers' signatures of the same text
+are the impostors to reject (the same-text protocol of docs/design.md, run through the gallery path).
+Each decision rule of :mod:`signver_torch.matcher.decisions` scores every claim; one global threshold
+per rule gives the EER, and at a rule's calibrated threshold the share of genuine claims accepted and
+of impostors rejected.
 """
 
 from __future__ import annotations
@@ -26,26 +30,42 @@ def claim_scores(
     k: int,
     background: np.ndarray | None,
     rules: Sequence[Rule] = RULES,
-) -> dict[Rule, dict[str, list[np.ndarray]]]:
-    """Per rule, per writer: the scores of genuine claims (``positive``) and of forgeries (``negative``).
+    texts: Sequence[str | None] | None = None,
+) -> dict[Rule, dict[str, list[Any]]]:
+    """Per rule, per writer: the scores of genuine claims (``positive``) and of impostor claims (``negative``),
+    and which impostors those are (``impostors``: ``"skilled forgeries"`` or ``"same text, other writers"``).
 
-    Writers with ``k`` genuine signatures or fewer have nothing left to claim and are skipped; the
-    ``svm`` rule needs ``background`` (other writers' genuine embeddings) and is skipped without it.
+    ``texts`` (one per embedding, ``None`` where undeclared) enrols a writer without forgeries once per text
+    (module docstring); the writer's claims of every text are pooled, so intervals resample writers.
+    Writers with ``k`` genuine signatures or fewer (of each text) have nothing left to claim and are skipped;
+    the ``svm`` rule needs ``background`` (other writers' genuine embeddings) and is skipped without it.
     """
     writers, forged = np.asarray(writers), np.asarray(forged, bool)
+    named = np.asarray([None] * len(writers) if texts is None else list(texts), object)
     rules = [rule for rule in rules if rule != "svm" or background is not None]
-    scores: dict[Rule, dict[str, list[np.ndarray]]] = {rule: {"positive": [], "negative": [], "writers": []} for rule in rules}
+    scores: dict[Rule, dict[str, list[Any]]] = {rule: {"positive": [], "negative": [], "writers": [], "impostors": []} for rule in rules}
     for writer in dict.fromkeys(writers.tolist()):
         genuine = np.flatnonzero((writers == writer) & ~forged)
         fakes = np.flatnonzero((writers == writer) & forged)
-        if len(genuine) <= k:
+        by_text = not len(fakes) and all(named[i] is not None for i in genuine)
+        groups = ([(genuine[named[genuine] == text], np.flatnonzero((named == text) & (writers != writer) & ~forged))
+                   for text in dict.fromkeys(named[genuine].tolist())] if by_text else [(genuine, fakes)])
+        claimed: dict[Rule, tuple[list[np.ndarray], list[np.ndarray]]] = {rule: ([], []) for rule in rules}
+        for own, impostors in groups:
+            if len(own) <= k:
+                continue
+            references, claims = embeddings[own[:k]], embeddings[own[k:]]
+            model = fit_writer_model(references, background) if "svm" in rules else None
+            for rule in rules:
+                claimed[rule][0].append(rule_scores(rule, claims, references, model))
+                claimed[rule][1].append(rule_scores(rule, embeddings[impostors], references, model) if len(impostors) else np.empty(0))
+        if not claimed[rules[0]][0]:
             continue
-        references, claims = embeddings[genuine[:k]], embeddings[genuine[k:]]
-        model = fit_writer_model(references, background) if "svm" in rules else None
         for rule in rules:
-            scores[rule]["positive"].append(rule_scores(rule, claims, references, model))
-            scores[rule]["negative"].append(rule_scores(rule, embeddings[fakes], references, model) if len(fakes) else np.empty(0))
+            scores[rule]["positive"].append(np.concatenate(claimed[rule][0]))
+            scores[rule]["negative"].append(np.concatenate(claimed[rule][1]))
             scores[rule]["writers"].append(writer)
+            scores[rule]["impostors"].append("same text, other writers" if by_text else "skilled forgeries")
     if not any(scores[rule]["writers"] for rule in rules):
         raise DataError(f"no writer has more than {k} genuine signatures: nothing to claim after enrolling {k} references")
     return scores
@@ -71,7 +91,7 @@ def rule_report(positive: list[np.ndarray], negative: list[np.ndarray], threshol
 
 
 def protocol_report(
-    scores: dict[Rule, dict[str, list[np.ndarray]]],
+    scores: dict[Rule, dict[str, list[Any]]],
     thresholds: dict[str, float] | None = None,
     source_of: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
@@ -81,17 +101,19 @@ def protocol_report(
     report = {}
     for rule, found in scores.items():
         entry = rule_report(found["positive"], found["negative"], thresholds.get(rule))
+        entry["impostors"] = " and ".join(sorted(set(found["impostors"])))
         entry["threshold_from"] = "checkpoint card" if rule in thresholds else "EER of these writers"
-        names = sorted({source_of[w] for w in found["writers"]}) if source_of else []
-        if len(names) > 1:
+        names = sorted({source_of[w] for w in found["writers"]})
+        if len(set(source_of.values())) > 1:  # several sources given: each measured one gets its entry
             entry["per_source"], unmeasured = {}, {}
             for name in names:
-                positive = [p for p, w in zip(found["positive"], found["writers"]) if source_of[w] == name]
-                negative = [n for n, w in zip(found["negative"], found["writers"]) if source_of[w] == name]
-                if not sum(len(n) for n in negative):  # e.g. the Chinese set: impostors, but no forgeries to claim
-                    unmeasured[name] = "no skilled forgeries: the gallery protocol claims forgeries to reject"
+                mine = [i for i, w in enumerate(found["writers"]) if source_of[w] == name]
+                negative = [found["negative"][i] for i in mine]
+                if not sum(len(n) for n in negative):  # no forgeries, and no texts declared to take impostors from
+                    unmeasured[name] = "no skilled forgeries and no declared texts: no impostor claims to reject"
                     continue
-                entry["per_source"][name] = rule_report(positive, negative, entry["threshold"])
+                entry["per_source"][name] = {**rule_report([found["positive"][i] for i in mine], negative, entry["threshold"]),
+                                             "impostors": " and ".join(sorted({found["impostors"][i] for i in mine}))}
             if unmeasured:
                 entry["per_source_unmeasured"] = unmeasured
         report[rule] = entry
@@ -106,12 +128,20 @@ def reference_protocol(
     background: np.ndarray | None,
     thresholds: dict[str, float] | None = None,
     sources: Sequence[str] | None = None,
+    texts: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """The gallery protocol's report: per rule its EER and rates, and with ``sources`` (one per
-    embedding) the same per source, at the same thresholds."""
-    scores = claim_scores(embeddings, writers, forged, k, background)
+    embedding) the same per source, at the same thresholds; ``texts`` as in :func:`claim_scores`."""
+    scores = claim_scores(embeddings, writers, forged, k, background, texts=texts)
     source_of = dict(zip(writers, sources)) if sources is not None else None
-    return {"k": k, "rules": protocol_report(scores, thresholds, source_of)}
+    report = protocol_report(scores, thresholds, source_of)
+    if sources is not None and len(set(sources)) > 1:
+        measured = {source_of[w] for w in next(iter(scores.values()))["writers"]}  # type: ignore[index]
+        for name in sorted(set(sources) - measured):
+            for entry in report.values():
+                entry.setdefault("per_source_unmeasured", {})[name] = (
+                    f"no writer has more than {k} genuine signatures (of one text, where texts are declared): nothing to claim")
+    return {"k": k, "rules": report}
 
 
 __all__ = ["claim_scores", "protocol_report", "reference_protocol", "rule_report"]

@@ -90,14 +90,22 @@ def test_evaluate_judges_declared_texts_against_same_text_impostors(small_data: 
     json.dumps(report)  # the --json contract
 
 
-def test_the_gallery_protocol_over_a_source_without_forgeries_reports_the_others(small_data: Path) -> None:
-    """``--references`` over Dutch (forgeries) and Chinese (none): the Dutch writers are measured, the Chinese ones
-    are named as not measurable instead of failing the whole report."""
+def test_the_gallery_protocol_enrols_each_declared_text_and_claims_other_writers_of_it(small_data: Path) -> None:
+    """``--references`` over Dutch (forgeries) and Chinese (none, texts declared): a Chinese writer is enrolled once per
+    name (its first 3 media by file name), claims its fourth, and every other writer's signatures of that name are the
+    impostors; where no text has more than K signatures, the source is named as not measurable instead."""
     report = evaluate_extractor([small_data / "dutch", small_data / "chinese"], references=3, progress=False)
     for entry in report["references"]["rules"].values():
+        chinese, dutch = entry["per_source"]["chinese"], entry["per_source"]["dutch"]
+        assert chinese["impostors"] == "same text, other writers" and dutch["impostors"] == "skilled forgeries"
+        assert chinese["n_writers"] == 3 and chinese["n_genuine_claims"] == 3 * 3  # 3 names, one claim each
+        assert chinese["n_forgery_claims"] == 3 * 3 * 2 * 4  # per name: the 2 other writers' 4 media
+        assert dutch["n_forgery_claims"] + chinese["n_forgery_claims"] == entry["n_forgery_claims"]
+        assert 0 <= chinese["eer_ci"][0] <= chinese["eer"] <= chinese["eer_ci"][1] <= 1
+        assert entry["impostors"] == "same text, other writers and skilled forgeries" and entry["n_writers"] == 6
+    four = evaluate_extractor([small_data / "dutch", small_data / "chinese"], references=4, progress=False)
+    for entry in four["references"]["rules"].values():
         assert set(entry["per_source"]) == {"dutch"} and set(entry["per_source_unmeasured"]) == {"chinese"}
-        assert entry["per_source"]["dutch"]["n_forgery_claims"] == entry["n_forgery_claims"] > 0
-        assert entry["n_writers"] == 6  # the Chinese writers' genuine claims still count in the pooled figures
     json.dumps(report)
 
 
