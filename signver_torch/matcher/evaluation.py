@@ -59,7 +59,7 @@ def claim_scores(
             for rule in rules:
                 claimed[rule][0].append(rule_scores(rule, claims, references, model))
                 claimed[rule][1].append(rule_scores(rule, embeddings[impostors], references, model) if len(impostors) else np.empty(0))
-        if not claimed[rules[0]][0]:
+        if not any(claimed[rule][0] for rule in rules):  # nothing left to claim after k references (of any text)
             continue
         for rule in rules:
             scores[rule]["positive"].append(np.concatenate(claimed[rule][0]))
