@@ -91,6 +91,14 @@ def test_evaluate_record_as_files_extra_metrics_with_both_commands(signver_cli, 
     assert entry["metrics"]["map50"] == json.loads(measured.stdout)["map50"] and entry["metrics"]["n_images"] == 2
     assert entry["command"].startswith("signver evaluate detector") and "--record-as" not in entry["command"]
     assert entry["data_command"].startswith("signver synthesize pages") and "--pages 2" in entry["data_command"]
+    # several drawn folders at once: the command of each, in order
+    sheets = tmp_path / "sheets"
+    assert signver_cli("synthesize", "pages", "--data", str(SMALL_DATA / "cedar"), "--pages", "1", "--size", "320",
+                       "--layout", "sheet", "--out", str(sheets), "--quiet").returncode == 0
+    assert signver_cli("evaluate", "detector", "--data", str(pages), str(sheets), "--checkpoint", str(weights),
+                       "--record-as", "families", "--json", "--quiet").returncode == 0
+    first, second = read_card(weights)["extra_metrics"]["families"]["data_command"].split(" && ")
+    assert f"--out {pages}" in first and f"--out {sheets}" in second and "--layout sheet" in second
     assert card["metrics"] == read_card(resolve_checkpoint("detector", "default").weights)["metrics"]  # --record-as leaves them
 
 

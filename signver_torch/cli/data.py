@@ -36,15 +36,16 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def synthesis_command(data: str | list[str]) -> str | None:
-    """The ``signver synthesize`` command that made a data folder (of several, the last that says), if one did."""
+    """The ``signver synthesize`` commands that made the data folders, joined by ``&&`` in the folders' order (a
+    folder not synthesized adds none), or ``None`` when no folder says."""
     from signver_torch.data.detection import SYNTHESIS_RECORD
 
-    made_by = None
+    made_by: list[str] = []
     for folder in [data] if isinstance(data, str) else data:
         record = Path(folder) / SYNTHESIS_RECORD
         if record.is_file():
-            made_by = json.loads(record.read_text()).get("command")
-    return made_by
+            made_by.append(json.loads(record.read_text()).get("command"))
+    return " && ".join(dict.fromkeys(command for command in made_by if command)) or None
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
