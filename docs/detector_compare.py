@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
-from signver_torch.data.detection import read_detection_dataset
+from signver_torch.data.detection import read_detection_dataset, split_pages
 from signver_torch.detector.api import Detector
 from signver_torch.detector.evaluation import set_reading
 from signver_torch.detector.marks import Mark
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--documents", type=Path, default=ROOT.parent / "shared" / "data" / "documents")
     args = parser.parse_args()
     detectors = {name: Detector(device="cpu").load(name) for name in ("default", "layouts")}
-    letters = [r for r in read_detection_dataset(args.documents) if r.boxes][::3]
+    letters = [r for r in split_pages(read_detection_dataset(args.documents), 3)[1] if r.boxes]  # held out of training
     pages = [("real letter", letters[0])] + [(family, next(r for r in read_detection_dataset(args.sets / family, set_reading(args.sets / family, None)[0])
                                                             if r.labels.count(Mark.SIGNATURE) >= 2)) for family in FAMILIES]
     rows = []

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from signver_torch.claims import Claim, ClaimFailure, Verdict, one_line, outcome_from_dict, read_claims
 from signver_torch.checkpoints import verified_card
+from signver_torch.claims import Claim, ClaimFailure, Verdict, one_line, outcome_from_dict, read_claims
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.indexing import Indexed, document_digest, read_document
 from signver_torch.io import DEFAULT_MAX_PAGES, PDF_DPI

@@ -215,7 +215,7 @@ def test_verifying_crops_on_an_exported_backend_imports_no_torchvision(exported:
               "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torchvision'))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr
-    assert "MATCH" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]"
+    assert ": MATCH:" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_a_graph_that_fails_its_check_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

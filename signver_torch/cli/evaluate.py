@@ -27,7 +27,8 @@ EVALUATE_OPTIONS: dict[str, dict[str, Any]] = {
     "threshold": dict(type=float, help="report FAR and FRR at this distance (default: the checkpoint's calibrated "
                       "threshold)"),
     "references": dict(type=int, metavar="K", help="also the gallery protocol: enrol the first K genuine signatures of "
-                       "each writer, claim the rest and the forgeries, per decision rule"),
+                       "each writer (of each declared text, for writers without forgeries), claim the rest and the "
+                       "forgeries (or other writers' signatures of the same text), per decision rule"),
     "background_writers": dict(metavar="SPEC", help="with --references: whose genuine signatures are the writer-dependent "
                                "SVMs' background (training writers, e.g. 1-32)"),
     "ink_variants": dict(action="store_const", const=True, help="also the same protocols with every query lightened, "

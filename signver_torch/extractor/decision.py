@@ -33,7 +33,8 @@ def calibrate_decision(
 
     check_decision_options(references, rule)
     bank = None if background is None else background.numpy()  # without one, claim_scores leaves svm out
-    scores = claim_scores(embeddings, [r.writer for r in records], [r.forged for r in records], references, bank)
+    scores = claim_scores(embeddings, [r.writer for r in records], [r.forged for r in records], references, bank,
+                          texts=[r.text for r in records])  # the protocol `evaluate --references` measures
     return decision_from_scores(scores, {r.writer: r.source for r in records}, references, background, rule, target_far)
 
 

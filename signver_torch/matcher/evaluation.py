@@ -66,14 +66,18 @@ def claim_scores(
             scores[rule]["negative"].append(np.concatenate(claimed[rule][1]))
             scores[rule]["writers"].append(writer)
             scores[rule]["impostors"].append("same text, other writers" if by_text else "skilled forgeries")
+    if not rules:
+        raise DataError("no decision rule to score: the svm rule needs a background of other writers' signatures")
     if not any(scores[rule]["writers"] for rule in rules):
-        raise DataError(f"no writer has more than {k} genuine signatures: nothing to claim after enrolling {k} references")
+        raise DataError(f"no writer has more than {k} genuine signatures (of one text, where texts are declared): "
+                        f"nothing to claim after enrolling {k} references")
     return scores
 
 
 def rule_report(positive: list[np.ndarray], negative: list[np.ndarray], threshold: float | None, resamples: int = 1000) -> dict[str, Any]:
     """EER (with its bootstrap interval over writers) and, at ``threshold`` (default: the EER's),
-    the shares of genuine claims accepted and of forgeries rejected."""
+    the shares of genuine claims accepted and of impostor claims rejected (``forgeries_rejected`` and
+    ``n_forgery_claims`` keep their names: they count same-text impostors too, where those are the claims)."""
     pos = [torch.from_numpy(np.asarray(p, np.float64)) for p in positive]
     neg = [torch.from_numpy(np.asarray(n, np.float64)) for n in negative]
     metrics = verification_metrics(torch.cat(pos), torch.cat(neg), threshold)
@@ -103,17 +107,19 @@ def protocol_report(
         entry = rule_report(found["positive"], found["negative"], thresholds.get(rule))
         entry["impostors"] = " and ".join(sorted(set(found["impostors"])))
         entry["threshold_from"] = "checkpoint card" if rule in thresholds else "EER of these writers"
-        names = sorted({source_of[w] for w in found["writers"]})
-        if len(set(source_of.values())) > 1:  # several sources given: each measured one gets its entry
+        if len(set(source_of.values())) > 1:  # several sources given: each gets its entry, or says why it has none
             entry["per_source"], unmeasured = {}, {}
-            for name in names:
+            for name in sorted(set(source_of.values())):
                 mine = [i for i, w in enumerate(found["writers"]) if source_of[w] == name]
                 negative = [found["negative"][i] for i in mine]
-                if not sum(len(n) for n in negative):  # no forgeries, and no texts declared to take impostors from
-                    unmeasured[name] = "no skilled forgeries and no declared texts: no impostor claims to reject"
-                    continue
-                entry["per_source"][name] = {**rule_report([found["positive"][i] for i in mine], negative, entry["threshold"]),
-                                             "impostors": " and ".join(sorted({found["impostors"][i] for i in mine}))}
+                if not mine:
+                    unmeasured[name] = ("no writer has more than the references' number of genuine signatures (of one "
+                                        "text, where texts are declared): nothing to claim")
+                elif not sum(len(n) for n in negative):  # no forgeries, and no other writer of the same texts
+                    unmeasured[name] = "no impostor claims: no skilled forgeries, and no other writer of the same declared texts"
+                else:
+                    entry["per_source"][name] = {**rule_report([found["positive"][i] for i in mine], negative, entry["threshold"]),
+                                                 "impostors": " and ".join(sorted({found["impostors"][i] for i in mine}))}
             if unmeasured:
                 entry["per_source_unmeasured"] = unmeasured
         report[rule] = entry
@@ -134,14 +140,7 @@ def reference_protocol(
     embedding) the same per source, at the same thresholds; ``texts`` as in :func:`claim_scores`."""
     scores = claim_scores(embeddings, writers, forged, k, background, texts=texts)
     source_of = dict(zip(writers, sources)) if sources is not None else None
-    report = protocol_report(scores, thresholds, source_of)
-    if sources is not None and len(set(sources)) > 1:
-        measured = {source_of[w] for w in next(iter(scores.values()))["writers"]}  # type: ignore[index]
-        for name in sorted(set(sources) - measured):
-            for entry in report.values():
-                entry.setdefault("per_source_unmeasured", {})[name] = (
-                    f"no writer has more than {k} genuine signatures (of one text, where texts are declared): nothing to claim")
-    return {"k": k, "rules": report}
+    return {"k": k, "rules": protocol_report(scores, thresholds, source_of)}
 
 
 __all__ = ["claim_scores", "protocol_report", "reference_protocol", "rule_report"]

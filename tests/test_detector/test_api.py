@@ -66,8 +66,8 @@ def test_bad_pages_are_clear_errors_or_empty_results(small_checkpoint: Path, tmp
 
 def test_the_layouts_checkpoint_finds_the_signatures_of_sheets_that_default_misses(ink_maps: list[np.ndarray]) -> None:
     """The two shipped detectors on signature sheets (a grid of boxes, half of them photographed with a phone): the
-    ``layouts`` one, trained on every page family, finds most of them at its card's threshold, twice as many as
-    ``default``, trained on letters (docs/detector.md measures both on every family)."""
+    ``layouts`` one, trained on every page family, finds most of them at its card's threshold, and a quarter
+    of them more than ``default`` does, trained on letters (docs/detector.md measures both on every family)."""
     synthesizer = PageSynthesizer(PageConfig(size=640, layouts={"sheet": 1.0}, photo_rate=0.5))
     detectors = {name: Detector(device="cpu").load(name) for name in ("default", "layouts")}
     found, total = dict.fromkeys(detectors, 0), 0
@@ -82,4 +82,4 @@ def test_the_layouts_checkpoint_finds_the_signatures_of_sheets_that_default_miss
                 found[name] += int((box_iou(truth, signatures) >= 0.5).any(1).sum())
     assert total >= 12
     # measured here: layouts 21 of 30, default 9
-    assert found["layouts"] >= 0.6 * total and found["layouts"] >= 2 * found["default"], (found, total)
+    assert found["layouts"] >= 0.6 * total and found["layouts"] >= found["default"] + 0.25 * total, (found, total)

@@ -292,3 +292,28 @@ def test_decision_rules_on_real_embeddings(small_data: Path) -> None:
         assert wins >= 5, (rule, wins)
     with pytest.raises(DataError, match="more than 5 genuine"):
         claim_scores(embeddings[held_out], [writers[i] for i in held_out], [forged[i] for i in held_out], 5, None)
+
+
+def test_writers_without_forgeries_are_enrolled_once_per_declared_text() -> None:
+    """The gallery protocol's claims, counted on hand-made embeddings: a writer with forgeries claims them whatever
+    the texts; one without forgeries whose files declare texts is enrolled per text and claims the other writers'
+    signatures of that text; a text with no more than K signatures, or no impostor writer, adds nothing to reject."""
+    rng = np.random.default_rng(0)
+    rows = [("a", False, "n01")] * 3 + [("a", True, "n01")] * 2  # forgeries: the texts are not used
+    rows += [("b", False, "n01")] * 3 + [("b", False, "n02")] * 3  # texts, no forgeries
+    rows += [("c", False, "n01")] * 2 + [("c", False, "n03")] * 3  # n01: 2 only; n03: nobody else wrote it
+    writers, forged, texts = (list(column) for column in zip(*rows))
+    embeddings = rng.normal(size=(len(rows), 8)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    scores = claim_scores(embeddings, writers, forged, 2, None, texts=texts)
+    for found in scores.values():
+        counts = {w: (len(p), len(n), kind) for w, p, n, kind in zip(found["writers"], found["positive"], found["negative"], found["impostors"])}
+        assert counts["a"] == (1, 2, "skilled forgeries")
+        assert counts["b"] == (1 + 1, 3 + 2 + 0, "same text, other writers")  # n01 vs a's 3 and c's 2; n02: no other writer
+        assert counts["c"] == (1, 0, "same text, other writers")  # n01 has nothing past 2 references; n03 no impostor
+    without_texts = claim_scores(embeddings, writers, forged, 2, None)
+    assert [len(n) for n in without_texts["mean"]["negative"]] == [2, 0, 0]
+    with pytest.raises(DataError, match="of one text"):
+        claim_scores(embeddings, writers, forged, 3, None, texts=texts)
+    with pytest.raises(DataError, match="no decision rule"):
+        claim_scores(embeddings, writers, forged, 2, None, rules=["svm"])
