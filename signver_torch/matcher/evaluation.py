@@ -33,7 +33,8 @@ def claim_scores(
     texts: Sequence[str | None] | None = None,
 ) -> dict[Rule, dict[str, list[Any]]]:
     """Per rule, per writer: the scores of genuine claims (``positive``) and of impostor claims (``negative``),
-    and which impostors those are (``impostors``: ``"skilled forgeries"`` or ``"same text, other writers"``).
+    and which impostors those are (``impostors``: ``"skilled forgeries"``, ``"same text, other writers"``, or ``""``
+    for a writer with neither: no forgeries and texts undeclared).
 
     ``texts`` (one per embedding, ``None`` where undeclared) enrols a writer without forgeries once per text
     (module docstring); the writer's claims of every text are pooled, so intervals resample writers.
@@ -65,7 +66,7 @@ def claim_scores(
             scores[rule]["positive"].append(np.concatenate(claimed[rule][0]))
             scores[rule]["negative"].append(np.concatenate(claimed[rule][1]))
             scores[rule]["writers"].append(writer)
-            scores[rule]["impostors"].append("same text, other writers" if by_text else "skilled forgeries")
+            scores[rule]["impostors"].append("same text, other writers" if by_text else "skilled forgeries" if len(fakes) else "")
     if not rules:
         raise DataError("no decision rule to score: the svm rule needs a background of other writers' signatures")
     if not any(scores[rule]["writers"] for rule in rules):
@@ -105,7 +106,7 @@ def protocol_report(
     report = {}
     for rule, found in scores.items():
         entry = rule_report(found["positive"], found["negative"], thresholds.get(rule))
-        entry["impostors"] = " and ".join(sorted(set(found["impostors"])))
+        entry["impostors"] = " and ".join(sorted(set(found["impostors"]) - {""}))
         entry["threshold_from"] = "checkpoint card" if rule in thresholds else "EER of these writers"
         if len(set(source_of.values())) > 1:  # several sources given: each gets its entry, or says why it has none
             entry["per_source"], unmeasured = {}, {}
@@ -119,7 +120,7 @@ def protocol_report(
                     unmeasured[name] = "no impostor claims: no skilled forgeries, and no other writer of the same declared texts"
                 else:
                     entry["per_source"][name] = {**rule_report([found["positive"][i] for i in mine], negative, entry["threshold"]),
-                                                 "impostors": " and ".join(sorted({found["impostors"][i] for i in mine}))}
+                                                 "impostors": " and ".join(sorted({found["impostors"][i] for i in mine} - {""}))}
             if unmeasured:
                 entry["per_source_unmeasured"] = unmeasured
         report[rule] = entry
