@@ -263,7 +263,7 @@ def index(paths: Sequence[str | os.PathLike], library: str | os.PathLike, *, det
     """
     check_engine(actors, batch_size)
     folder = Path(library)
-    # the card's sha256, checked against the weights: loading the network here cost every job 1.6 s before Ray started
+    # the card's sha256, checked against the weights: no network is built here before Ray starts (docs/scale.md)
     open_manifest(folder, verified_card("extractor", extractor)[1]["sha256"])
     for stale in (folder / SHARDS).glob(".tmp-*"):  # a write killed half-way: never renamed, never a shard
         stale.unlink(missing_ok=True)

@@ -44,6 +44,8 @@ def claim_scores(
     writers, forged = np.asarray(writers), np.asarray(forged, bool)
     named = np.asarray([None] * len(writers) if texts is None else list(texts), object)
     rules = [rule for rule in rules if rule != "svm" or background is not None]
+    if not rules:
+        raise DataError("no decision rule to score: the svm rule needs a background of other writers' signatures")
     scores: dict[Rule, dict[str, list[Any]]] = {rule: {"positive": [], "negative": [], "writers": [], "impostors": []} for rule in rules}
     for writer in dict.fromkeys(writers.tolist()):
         genuine = np.flatnonzero((writers == writer) & ~forged)
@@ -60,15 +62,13 @@ def claim_scores(
             for rule in rules:
                 claimed[rule][0].append(rule_scores(rule, claims, references, model))
                 claimed[rule][1].append(rule_scores(rule, embeddings[impostors], references, model) if len(impostors) else np.empty(0))
-        if not any(claimed[rule][0] for rule in rules):  # nothing left to claim after k references (of any text)
+        if not claimed[rules[0]][0]:  # nothing left to claim after k references (of any text)
             continue
         for rule in rules:
             scores[rule]["positive"].append(np.concatenate(claimed[rule][0]))
             scores[rule]["negative"].append(np.concatenate(claimed[rule][1]))
             scores[rule]["writers"].append(writer)
             scores[rule]["impostors"].append("same text, other writers" if by_text else "skilled forgeries" if len(fakes) else "")
-    if not rules:
-        raise DataError("no decision rule to score: the svm rule needs a background of other writers' signatures")
     if not any(scores[rule]["writers"] for rule in rules):
         raise DataError(f"no writer has more than {k} genuine signatures (of one text, where texts are declared): "
                         f"nothing to claim after enrolling {k} references")
