@@ -182,7 +182,8 @@ class PageReader:
 
 
 def open_manifest(library: str | os.PathLike, extractor_sha256: str) -> dict[str, Any]:
-    """The library folder's manifest, created when missing; a library of another extractor is refused."""
+    """The library folder's manifest, created when missing; a library holding embeddings of another extractor is
+    refused (one holding none yet, as a first job that failed leaves it, takes the extractor given now)."""
     folder = Path(library)
     if folder.is_file():
         raise LibraryError(f"{folder}: is a file (an SQLite library?); the ray engine writes a folder of Parquet shards")
@@ -194,6 +195,10 @@ def open_manifest(library: str | os.PathLike, extractor_sha256: str) -> dict[str
             raise LibraryError(f"{path}: not a readable library manifest ({error})") from error
         if manifest.get("format") != FORMAT:
             raise LibraryError(f"{path}: not a sharded signver library (format {manifest.get('format')!r})")
+        if manifest.get("extractor_sha256") != extractor_sha256 and not shard_files(folder):
+            # nothing embedded yet (a first job that failed before its first shard): the library is free to change
+            manifest = {**manifest, "extractor_sha256": extractor_sha256}
+            write_manifest(folder, manifest)
         if manifest.get("extractor_sha256") != extractor_sha256:
             raise CheckpointError(
                 f"{folder}: library was built with extractor sha256 {str(manifest.get('extractor_sha256'))[:12]}…, but the "

@@ -232,3 +232,22 @@ def test_cli_verify_pairs_on_the_ray_engine(local_ray: object, signver_cli, tmp_
     assert result.stderr.strip().splitlines()[-1].startswith("signver: error: 1 of 11 queries failed")
     refused = signver_cli("verify", "--query", "q.png", "--reference", "r.png", "--engine", "ray")
     assert refused.returncode == 1 and refused.stderr.strip() == "signver: error: --engine ray verifies the claims of a --pairs file"
+
+
+def test_a_library_without_shards_takes_the_extractor_given_now(tmp_path: Path) -> None:
+    """A first job that failed before its first shard (say, a checksum-valid card the actors could not use) must not
+    lock the empty library to that card; once a shard holds embeddings, another extractor is refused."""
+    import pyarrow.parquet as pq
+
+    from signver_torch.distributed import MANIFEST, SHARDS, open_manifest, schema
+    from signver_torch.errors import CheckpointError
+
+    library = tmp_path / "library"
+    first, second = "a" * 64, "b" * 64
+    open_manifest(library, first)
+    assert open_manifest(library, second)["extractor_sha256"] == second
+    assert json.loads((library / MANIFEST).read_text())["extractor_sha256"] == second
+    pq.write_table(schema().empty_table(), library / SHARDS / "part-0.parquet")
+    with pytest.raises(CheckpointError, match="built with extractor sha256 bbbbbbbbbbbb…, but the extractor loaded now is aaaaaaaaaaaa…"):
+        open_manifest(library, first)
+    assert json.loads((library / MANIFEST).read_text())["extractor_sha256"] == second
