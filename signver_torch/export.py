@@ -36,11 +36,16 @@ from signver_torch.cards import FACADES, sha256_file
 from signver_torch.checkpoints import background_path, checkout_dir, resolve_checkpoint
 from signver_torch.errors import ExportError, SignVerError
 from signver_torch.facade import ModelFacade
-from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, OPSET, PRECISIONS, companion_files, export_files, exported_formats,
-                                   import_runtime, is_export, read_export_card)
+from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, NAMED_ONLY_PRECISIONS, OPSET, PRECISIONS, companion_files, export_files,
+                                   exported_formats, import_runtime, is_export, read_export_card)
 
 #: Agreement each module's graph must reach with torch on the check images (issue 34's tolerances).
 TOLERANCES = {"max_cosine_distance": 1e-3, "min_iou": 0.98, "min_psnr_db": 50.0}
+#: An int8 graph's: its embeddings move by up to 0.027 cosine on the fixture's signatures (median 0.005), and its
+#: verdicts are judged by their EER (docs/extractor.md), not by agreement to fp32 rounding.
+INT8_TOLERANCES = {**TOLERANCES, "max_cosine_distance": 0.05}
+#: Signatures an int8 export is calibrated on, drawn from ``calibration`` (seeded).
+CALIBRATION_COUNT = 256
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -60,13 +65,14 @@ def facade_class(module: str) -> type[ModelFacade]:
     return getattr(importlib.import_module(path), name)
 
 
-def _agreement(module: str, reference: ModelFacade, exported: ModelFacade, images: Sequence[Path]) -> dict[str, Any]:
+def _agreement(module: str, reference: ModelFacade, exported: ModelFacade, images: Sequence[Path],
+               tolerances: dict[str, float] = TOLERANCES) -> dict[str, Any]:
     """How closely the exported backend reproduces torch on ``images``, in the module's own terms."""
     inputs = [str(path) for path in images]
     if module == "extractor":
         first, second = reference.extract(inputs), exported.extract(inputs)  # type: ignore[attr-defined]
         distance = float((1 - (first * second).sum(1)).max())
-        return {"max_cosine_distance": distance, "n_signatures": len(inputs), "passed": distance <= TOLERANCES["max_cosine_distance"]}
+        return {"max_cosine_distance": distance, "n_signatures": len(inputs), "passed": distance <= tolerances["max_cosine_distance"]}
     if module == "detector":
         return detection_agreement(reference.predict(inputs), exported.predict(inputs))  # type: ignore[attr-defined]
     for cleaner in (reference, exported):  # the graph checked at the check images' own sizes, not at the pipeline's bound
@@ -111,12 +117,15 @@ def export_module(
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
     precision: str = "auto",
+    calibration: Sequence[str | os.PathLike] | None = None,
 ) -> Path:
     """Export ``module``'s ``checkpoint`` in format ``fmt`` into the folder ``out`` (``<module>.onnx`` and
     ``<module>.json``; ``<module>.xml``, ``<module>.bin`` and ``<module>.openvino.json``); returns the graph's
     path. ``out`` may hold other modules' and formats' exports: only this module's files in ``fmt`` are replaced.
     ``precision``: one of the format's :data:`~signver_torch.runtime.PRECISIONS`, or ``"auto"``: the lowest
-    that passes the check on this CPU.
+    that passes the check on this CPU, int8 aside (:data:`~signver_torch.runtime.NAMED_ONLY_PRECISIONS`). ``int8``
+    (the extractor in ONNX) quantises the graph with onnxruntime, calibrated on up to :data:`CALIBRATION_COUNT` of
+    the ``calibration`` signature scans.
 
     Raises:
         ExportError: the exporter failed, or the graph disagrees with torch on the check images.
@@ -125,7 +134,14 @@ def export_module(
         raise SignVerError(f"unknown export format {fmt!r} (this version writes: {', '.join(FORMATS)})")
     if precision != "auto" and precision not in PRECISIONS[fmt]:
         raise SignVerError(f"format {fmt!r} runs in {', '.join(PRECISIONS[fmt])}, not {precision!r}")
-    candidates = PRECISIONS[fmt][::-1] if precision == "auto" else (precision,)  # lowest first
+    candidates = ([p for p in PRECISIONS[fmt][::-1] if p not in NAMED_ONLY_PRECISIONS] if precision == "auto"
+                  else [precision])  # lowest first
+    if "int8" in candidates:
+        if module != "extractor":
+            raise SignVerError(f"int8 is measured for the extractor only, not the {module}; export the {module} in fp32")
+        if not calibration:
+            raise SignVerError("an int8 export needs calibration signatures (--calibration-data): scans like the ones "
+                               "it will embed")
     backend = FORMATS[fmt].backend
     import_runtime(backend)  # the check runs the graph: refuse before spending a minute exporting
     say = progress or (lambda message: None)
@@ -149,6 +165,11 @@ def export_module(
             say(f"exporting the {module} ({source.weights.name}) to ONNX opset {opset}")
             _torch_export(graph, onnx_path, opset)
         exporter = "torch.onnx.export(dynamo=True)"
+        quantization = None
+        if candidates == ["int8"]:
+            say(f"quantising the graph to int8, calibrated on {min(len(calibration), CALIBRATION_COUNT)} signatures")  # type: ignore[arg-type]
+            quantization = _quantize_int8(onnx_path, reference, graph.input_name, calibration)  # type: ignore[arg-type]
+            exporter += ", then onnxruntime.quantization.quantize_static"
         if fmt == "openvino":
             say(f"converting the {module}'s ONNX graph with openvino.convert_model")
             _openvino_convert(onnx_path, graph_path)
@@ -164,6 +185,7 @@ def export_module(
                                                                   for axis, (name, multiple) in graph.dynamic_axes.items()}},
             "outputs": graph.output_names, "graph": graph.fields,
             "source": {"checkpoint": str(checkpoint), "sha256": reference.sha256, "card": reference.card},
+            **({"quantization": quantization} if quantization else {}),
             "command": command, "export_seconds": round(seconds, 1),
             "versions": _versions(backend), "host": platform.node(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
@@ -193,9 +215,10 @@ def _checked_precision(module: str, cls: type[ModelFacade], reference: ModelFaca
             rejected[precision] = {"passed": False, "reason": f"this CPU runs the graph in {exported.precision}"}
             continue
         say(f"checking the graph ({precision}) against torch on {len(images)} images")
-        check = _agreement(module, reference, exported, images)
+        tolerances = INT8_TOLERANCES if precision == "int8" else TOLERANCES
+        check = _agreement(module, reference, exported, images, tolerances)
         check["images"] = [{"file": path.name, "sha256": sha256_file(path)} for path in images]
-        check["tolerances"] = TOLERANCES
+        check["tolerances"] = tolerances
         if check["passed"]:
             return check, precision, rejected
         rejected[precision] = check
@@ -236,10 +259,47 @@ def _reuse_onnx(out: Path, module: str, reference: ModelFacade, opset: int, targ
         card = read_export_card(out, module)
     except ExportError:
         return False
-    if not _same_source(card, reference) or card.get("opset") != opset:
+    if not _same_source(card, reference) or card.get("opset") != opset or card.get("precision", "fp32") != "fp32":
         return False
     shutil.copyfile(export_files(out, module)[0], target)
     return True
+
+
+def _quantize_int8(onnx_path: Path, reference: ModelFacade, input_name: str, calibration: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """Quantise the extractor's graph in place (onnxruntime's static QDQ: int8 weights per channel, uint8
+    activations, min-max ranges) on the canvases of a seeded draw of ``calibration``; what the card records."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from signver_torch.io import load_image_tensor
+
+    files = [Path(path) for path in calibration]
+    chosen = sorted(np.random.default_rng(0).choice(len(files), min(len(files), CALIBRATION_COUNT), replace=False))
+    images = [load_image_tensor(files[i], "L") for i in chosen]
+    canvas = reference.preprocessor(images, strict=False).numpy()  # type: ignore[attr-defined]
+    canvas = canvas[canvas.reshape(len(canvas), -1).max(1) > 0]  # blank scans calibrate nothing
+    if not len(canvas):
+        raise SignVerError("no calibration signature has ink: give scans of signatures (--calibration-data)")
+
+    class Canvases(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{input_name: canvas[i : i + 16]} for i in range(0, len(canvas), 16)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    prepared = onnx_path.with_name("prepared.onnx")
+    try:
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(onnx_path), Canvases(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    except Exception as error:  # the quantiser's own error types; one line for the command
+        raise ExportError(f"onnxruntime quantisation failed ({type(error).__name__}: {str(error).splitlines()[0]})") from error
+    finally:
+        prepared.unlink(missing_ok=True)
+    return {"method": "onnxruntime.quantization.quantize_static: QDQ, int8 weights per channel, uint8 activations, MinMax",
+            "n_signatures": int(len(canvas)), "seed": 0,
+            "files": [{"file": str(files[i]), "sha256": sha256_file(files[i])} for i in chosen]}
 
 
 def _openvino_convert(onnx_path: Path, xml_path: Path) -> None:

@@ -33,9 +33,13 @@ MEASURED_ORDER = ("openvino", "torch", "onnxruntime")
 OPSET = 18
 #: Bumped when the export folder's layout or its card's fields change (2: ``precision``, the one an exported graph runs in).
 EXPORT_SCHEMA = 2
-#: The precisions an exported graph may run in, per format: onnxruntime runs the fp32 graph; OpenVINO's CPU plugin
-#: also runs it in bf16 (on CPUs with AVX512-BF16 or AMX; elsewhere the plugin runs fp32).
-PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32",), "openvino": ("fp32", "bf16")}
+#: The precisions an exported graph may run in, per format: onnxruntime runs the fp32 graph, or the extractor's graph
+#: quantised to int8 by onnxruntime (static, QDQ; ``signver export --precision int8`` with calibration signatures);
+#: OpenVINO's CPU plugin also runs the fp32 graph in bf16 (on CPUs with AVX512-BF16 or AMX; elsewhere it runs fp32).
+PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16")}
+#: Precisions given only by name, never chosen by ``"auto"``: they need calibration data and change the embeddings
+#: beyond the fp32 check's tolerance (docs/extractor.md has their EER).
+NAMED_ONLY_PRECISIONS = ("int8",)
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,11 @@ class OnnxGraph(ExportedGraph):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [item.name for item in self.session.get_inputs()]
+
+    @property  # type: ignore[override]
+    def executed_precision(self) -> str:
+        """The card's precision: onnxruntime runs a quantised graph as it is written."""
+        return str(self.card.get("precision", "fp32"))
 
     def _run(self, arrays: list[np.ndarray]) -> Sequence[np.ndarray]:
         return self.session.run(None, dict(zip(self.input_names, arrays)))

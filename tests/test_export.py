@@ -110,7 +110,38 @@ def test_an_fp32_openvino_export_matches_torch_to_float_rounding(tmp_path: Path,
 def test_a_precision_the_format_does_not_run_is_one_line() -> None:
     result = signver_process("export", "extractor", "--out", "unused", "--precision", "bf16")
     assert result.returncode == 1
-    assert result.stderr.strip() == "signver: error: format 'onnx' runs in fp32, not 'bf16'"
+    assert result.stderr.strip() == "signver: error: format 'onnx' runs in fp32, int8, not 'bf16'"
+
+
+def test_int8_is_asked_for_by_name_with_calibration_scans_and_for_the_extractor_only() -> None:
+    for args, error in ((("extractor",), "an int8 export needs calibration signatures (--calibration-data): scans like the "
+                         "ones it will embed"),
+                        (("detector", "--calibration-data", "tests/data/chinese"),
+                         "int8 is measured for the extractor only, not the detector; export the detector in fp32")):
+        result = signver_process("export", *args, "--out", "unused", "--precision", "int8")
+        assert result.returncode == 1 and result.stderr.strip() == f"signver: error: {error}"
+
+
+def test_an_int8_extractor_keeps_the_verdicts_torch_is_sure_of(exported: Path, tmp_path: Path, small_data: Path, scans: list[str],
+                                                                 torch_embeddings: np.ndarray) -> None:
+    """Quantised on other writers' scans of the same sources, the graph is a quarter of the fp32 one; its embeddings
+    stay within the int8 tolerance of torch's, and every pair verdict torch makes with a margin is kept."""
+    sources, writers = [str(small_data / name) for name in ("cedar", "dutch", "chinese")], "cedar:1-2,dutch:040,dutch:044,chinese:070-072"
+    result = signver_process("export", "extractor", "--precision", "int8", "--out", str(tmp_path), "--quiet",
+                             "--calibration-data", *sources, "--calibration-writers", writers)
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "extractor.json").read_text())
+    assert card["precision"] == "int8" and card["check"]["passed"] and card["check"]["tolerances"]["max_cosine_distance"] == 0.05
+    assert card["quantization"]["n_signatures"] == len(discover_signatures(sources, writers)) == 66
+    assert (tmp_path / "extractor.onnx").stat().st_size < 0.3 * (exported / "extractor.onnx").stat().st_size
+    extractor = MetricExtractor(backend="onnxruntime").load(tmp_path)
+    assert extractor.precision == "int8" and extractor.threshold == MetricExtractor().load("default").threshold
+    embeddings = extractor.extract(scans)
+    assert float((1 - (torch_embeddings * embeddings).sum(1)).max()) <= 0.05
+    before, after = 1 - torch_embeddings @ torch_embeddings.T, 1 - embeddings @ embeddings.T
+    sure = np.abs(before - extractor.threshold) > 0.05
+    assert sure.sum() > len(scans) ** 2 / 2
+    assert np.array_equal((before <= extractor.threshold)[sure], (after <= extractor.threshold)[sure])
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')")

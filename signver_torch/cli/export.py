@@ -16,8 +16,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from signver_torch.runtime import export_files, read_export_card
 
     command = "signver " + " ".join(shlex.quote(arg) for arg in args.argv)
+    calibration = None
+    if args.calibration_data:
+        from signver_torch.data.signatures import discover_signatures
+
+        calibration = [record.path for record in discover_signatures(args.calibration_data, args.calibration_writers)]
     path = export_module(args.module, args.checkpoint, args.out, args.format, args.check_images, args.opset, command,
-                         progress=None if args.quiet else (lambda text: print(text, file=sys.stderr)), precision=args.precision)
+                         progress=None if args.quiet else (lambda text: print(text, file=sys.stderr)), precision=args.precision,
+                         calibration=calibration)
     card = read_export_card(path, args.module, args.format)
     print(f"wrote {path} and {export_files(path, args.module, args.format)[1].name} (runs in {card['precision']}, checked "
           "against torch)")
@@ -44,7 +50,13 @@ def add_export(commands: argparse._SubParsersAction) -> None:
                      help="images the graph is checked on against torch (default: the checkout's tests/data/samples)")
     sub.add_argument("--precision", default="auto", choices=("auto", *sorted({p for ps in PRECISIONS.values() for p in ps})),
                      help="what the graph runs in: auto (default): bf16 where the format runs it (openvino) and it passes "
-                     "the check on this CPU, else fp32; fp32; bf16 (openvino, on CPUs with AVX512-BF16 or AMX)")
+                     "the check on this CPU, else fp32; fp32; bf16 (openvino, on CPUs with AVX512-BF16 or AMX); int8 (the "
+                     "extractor in onnx, quantised by onnxruntime on --calibration-data; never chosen by auto)")
+    sub.add_argument("--calibration-data", nargs="+", metavar="DIR",
+                     help="signature folders (CEDAR or writer-folder layout) an int8 export is calibrated on: "
+                     "scans like the ones it will embed, of writers it will not be measured on")
+    sub.add_argument("--calibration-writers", metavar="SPEC", help="only these writers of --calibration-data "
+                     "(as --train-writers), e.g. cedar:1-32,dutch:001-036")
     sub.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     quiet_flag(sub, "no progress on stderr")
     sub.set_defaults(handler=cmd_export)
