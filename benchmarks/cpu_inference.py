@@ -1,6 +1,6 @@
 """Inference on a plain CPU, every installed backend side by side in one run on the same inputs (issue 34).
 
-    python benchmarks/cpu_inference.py [--repeats 3] [--startup-runs 3] [--out benchmarks/results/<time>-cpu-inference.json]
+    python benchmarks/cpu_inference.py [--repeats 3] [--startup-runs 3] [--int8-extractor FOLDER] [--out benchmarks/results/<time>-cpu-inference.json]
     OMP_NUM_THREADS=1 python benchmarks/cpu_inference.py --out benchmarks/results/<time>-cpu-inference-1thread.json
 
 Per backend (torch, and each exported backend whose runtime is installed: onnxruntime, OpenVINO; their
@@ -12,6 +12,8 @@ graphs are the shipped checkpoints exported once into the cache with the check o
 * ``page``: a page end to end (``SignVer.verify_document``: detect, crop, clean, embed, decide) against
   three references that are new each call (the embedding cache emptied), p50 and p90 over the 12 pages;
 * ``precision``: what each network computed in (the export card's: OpenVINO runs bf16 where its check passed);
+* ``variants`` (``--int8-extractor FOLDER``): the same row for onnxruntime with an int8 export of the extractor
+  (``signver export extractor --precision int8``), kept out of ``results`` so ``backend="auto"``'s order is unchanged;
 * ``startup``: wall seconds of ``signver verify`` of two images in a fresh process, and of a bare
   ``python -c "import torch"``, alternated; medians.
 
@@ -55,10 +57,10 @@ def median_of(repeats: int, run: Callable[[], float]) -> float:
     return statistics.median(run() for _ in range(repeats))
 
 
-def extractor_rate(backend: str, scans: list[str], repeats: int) -> float:
+def extractor_rate(backend: str, scans: list[str], repeats: int, checkpoint: str = "default") -> float:
     from signver_torch import MetricExtractor
 
-    extractor = MetricExtractor(device="cpu", backend=backend).load("default")
+    extractor = MetricExtractor(device="cpu", backend=backend).load(checkpoint)
     extractor.extract(scans[:8])  # warm-up
 
     def once() -> float:
@@ -86,8 +88,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def startup_seconds(backend: str, runs: int) -> dict[str, float]:
-    verify = [sys.executable, "-m", "signver_torch", "verify", "--backend", backend, "--reference",
+def startup_seconds(backend: str, runs: int, extractor: str = "default") -> dict[str, float]:
+    verify = [sys.executable, "-m", "signver_torch", "verify", "--backend", backend, "--extractor", extractor, "--reference",
               str(REFERENCES / "writer39_1.png"), "--query", str(REFERENCES / "writer39_2.png")]
     baseline = [sys.executable, "-c", "import torch"]
     subprocess.run(verify, check=True, capture_output=True, cwd=REPO)  # file cache (and the onnx cache) warm
@@ -101,19 +103,20 @@ def startup_seconds(backend: str, runs: int) -> dict[str, float]:
     return {"verify_seconds": round(verify_s, 3), "import_torch_seconds": round(torch_s, 3), "ratio": round(verify_s / torch_s, 3)}
 
 
-def measure(backend: str, repeats: int, startup_runs: int) -> dict[str, Any]:
+def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "default") -> dict[str, Any]:
+    """One row of the record: ``backend`` for every network, the extractor's checkpoint or export folder ``extractor``."""
     from signver_torch import Detector, SignVer
 
     scans = sorted(str(p) for p in (FIXTURE / "cedar" / "full_org").glob("*.png")) + sorted(str(p) for p in (FIXTURE / "dutch").rglob("*.png"))
     pages = sorted(str(p) for p in (FIXTURE / "documents" / "images").iterdir())
     references = [str(REFERENCES / name) for name in sorted(os.listdir(REFERENCES))][:3]
     result: dict[str, Any] = {"backend": backend}
-    result["extractor_signatures_per_second"] = round(extractor_rate(backend, scans, repeats), 1)
+    result["extractor_signatures_per_second"] = round(extractor_rate(backend, scans, repeats, extractor), 1)
     result["extractor_scans"] = len(scans)
     detector = Detector(device="cpu", backend=backend).load("default")
     detect = per_page_ms(lambda page: detector.predict([page]), pages, repeats, f"{backend} detector")
     result["detector_ms_per_page_p50"] = round(statistics.median(detect), 1)
-    signver = SignVer(device="cpu", backend=backend)
+    signver = SignVer(device="cpu", backend=backend, extractor=extractor)
     signver.load_all()
     result["precision"] = {kind: model.precision for kind, model in signver._models.items()}  # OpenVINO: bf16 where it passed
 
@@ -126,7 +129,7 @@ def measure(backend: str, repeats: int, startup_runs: int) -> dict[str, Any]:
     result["page_ms_p90"] = round(percentile(page_ms, 0.9), 1)
     result["pages"] = len(pages)
     result["references"] = [Path(p).name for p in references]
-    result["startup"] = startup_seconds(backend, startup_runs)
+    result["startup"] = startup_seconds(backend, startup_runs, extractor)
     return result
 
 
@@ -143,14 +146,18 @@ def main() -> None:
     parser.add_argument("--startup-runs", type=int, default=3, help="fresh processes per start-up figure (default 3)")
     parser.add_argument("--out", type=Path, help="record file (default benchmarks/results/<date>T<time>-cpu-inference.json, "
                         "or -cpu-inference-<N>thread.json with OMP_NUM_THREADS=N)")
+    parser.add_argument("--int8-extractor", metavar="FOLDER", help="also measure onnxruntime with this int8 export of the "
+                        "extractor (signver export extractor --precision int8), filed under 'variants' (not in auto's order)")
     args = parser.parse_args()
     import numpy
     import torch
 
     started = host()
     rows = [measure(backend, args.repeats, args.startup_runs) for backend in backends()]
+    variants = ([{"variant": "int8 extractor", "extractor": args.int8_extractor,
+                  **measure("onnxruntime", args.repeats, args.startup_runs, args.int8_extractor)}] if args.int8_extractor else [])
     torch_row = rows[0]
-    for row in rows[1:]:
+    for row in rows[1:] + variants:
         row["speedup_vs_torch"] = {
             "page": round(torch_row["page_ms_p50"] / row["page_ms_p50"], 2),
             "detector": round(torch_row["detector_ms_per_page_p50"] / row["detector_ms_per_page_p50"], 2),
@@ -160,12 +167,13 @@ def main() -> None:
     versions.update({row["backend"]: importlib.import_module(row["backend"]).__version__ for row in rows[1:]})
     record = {"command": "OMP_NUM_THREADS=" + str(os.environ.get("OMP_NUM_THREADS")) + " python " + " ".join(["benchmarks/cpu_inference.py", *sys.argv[1:]]),
               "date": datetime.datetime.now().isoformat(timespec="seconds"), "host": started,
-              "load_average_after": os.getloadavg()[0], "versions": versions, "repeats": args.repeats, "results": rows}
+              "load_average_after": os.getloadavg()[0], "versions": versions, "repeats": args.repeats, "results": rows,
+              **({"variants": variants} if variants else {})}
     threads = f"-{os.environ['OMP_NUM_THREADS']}thread" if os.environ.get("OMP_NUM_THREADS") else ""
     out = args.out or REPO / "benchmarks" / "results" / f"{datetime.datetime.now():%Y%m%dT%H%M}-cpu-inference{threads}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    for row in rows:
+    for row in rows + variants:
         print(f"{row['backend']:<12} ({'/'.join(sorted(set(row['precision'].values())))}) page p50 {row['page_ms_p50']:7.1f} ms  detector {row['detector_ms_per_page_p50']:6.1f} ms/page  "
               f"extractor {row['extractor_signatures_per_second']:6.1f} sig/s  verify start-up {row['startup']['verify_seconds']:.2f} s "
               f"({row['startup']['ratio']:.2f}x import torch)")
