@@ -1,6 +1,6 @@
 """Inference on a plain CPU, every installed backend side by side in one run on the same inputs (issue 34).
 
-    python benchmarks/cpu_inference.py [--repeats 3] [--startup-runs 3] [--int8-extractor FOLDER] [--out benchmarks/results/<time>-cpu-inference.json]
+    python benchmarks/cpu_inference.py [--repeats 3] [--startup-runs 3] [--int8 FOLDER] [--out benchmarks/results/<time>-cpu-inference.json]
     OMP_NUM_THREADS=1 python benchmarks/cpu_inference.py --out benchmarks/results/<time>-cpu-inference-1thread.json
 
 Per backend (torch, and each exported backend whose runtime is installed: onnxruntime, OpenVINO; their
@@ -12,8 +12,9 @@ graphs are the shipped checkpoints exported once into the cache with the check o
 * ``page``: a page end to end (``SignVer.verify_document``: detect, crop, clean, embed, decide) against
   three references that are new each call (the embedding cache emptied), p50 and p90 over the 12 pages;
 * ``precision``: what each network computed in (the export card's: OpenVINO runs bf16 where its check passed);
-* ``variants`` (``--int8-extractor FOLDER``): the same row for onnxruntime with an int8 export of the extractor
-  (``signver export extractor --precision int8``), kept out of ``results`` so ``backend="auto"``'s order is unchanged;
+* ``variants`` (``--int8 FOLDER``): the same row for onnxruntime with int8 exports of the extractor and the detector
+  (``signver export extractor|detector --precision int8``), kept out of ``results`` so ``backend="auto"``'s order is
+  unchanged;
 * ``startup``: wall seconds of ``signver verify`` of two images in a fresh process, and of a bare
   ``python -c "import torch"``, alternated; medians.
 
@@ -103,8 +104,8 @@ def startup_seconds(backend: str, runs: int, extractor: str = "default") -> dict
     return {"verify_seconds": round(verify_s, 3), "import_torch_seconds": round(torch_s, 3), "ratio": round(verify_s / torch_s, 3)}
 
 
-def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "default") -> dict[str, Any]:
-    """One row of the record: ``backend`` for every network, the extractor's checkpoint or export folder ``extractor``."""
+def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "default", detector: str = "default") -> dict[str, Any]:
+    """One row of the record: ``backend`` for every network; the extractor's and detector's checkpoint or export folder."""
     from signver_torch import Detector, SignVer
 
     scans = sorted(str(p) for p in (FIXTURE / "cedar" / "full_org").glob("*.png")) + sorted(str(p) for p in (FIXTURE / "dutch").rglob("*.png"))
@@ -113,10 +114,10 @@ def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "def
     result: dict[str, Any] = {"backend": backend}
     result["extractor_signatures_per_second"] = round(extractor_rate(backend, scans, repeats, extractor), 1)
     result["extractor_scans"] = len(scans)
-    detector = Detector(device="cpu", backend=backend).load("default")
-    detect = per_page_ms(lambda page: detector.predict([page]), pages, repeats, f"{backend} detector")
+    finder = Detector(device="cpu", backend=backend).load(detector)
+    detect = per_page_ms(lambda page: finder.predict([page]), pages, repeats, f"{backend} detector")
     result["detector_ms_per_page_p50"] = round(statistics.median(detect), 1)
-    signver = SignVer(device="cpu", backend=backend, extractor=extractor)
+    signver = SignVer(device="cpu", backend=backend, extractor=extractor, detector=detector)
     signver.load_all()
     result["precision"] = {kind: model.precision for kind, model in signver._models.items()}  # OpenVINO: bf16 where it passed
 
@@ -146,16 +147,17 @@ def main() -> None:
     parser.add_argument("--startup-runs", type=int, default=3, help="fresh processes per start-up figure (default 3)")
     parser.add_argument("--out", type=Path, help="record file (default benchmarks/results/<date>T<time>-cpu-inference.json, "
                         "or -cpu-inference-<N>thread.json with OMP_NUM_THREADS=N)")
-    parser.add_argument("--int8-extractor", metavar="FOLDER", help="also measure onnxruntime with this int8 export of the "
-                        "extractor (signver export extractor --precision int8), filed under 'variants' (not in auto's order)")
+    parser.add_argument("--int8", metavar="FOLDER", help="also measure onnxruntime with the int8 exports of the extractor "
+                        "and the detector in FOLDER (signver export extractor|detector --precision int8), filed under "
+                        "'variants' (not in auto's order)")
     args = parser.parse_args()
     import numpy
     import torch
 
     started = host()
     rows = [measure(backend, args.repeats, args.startup_runs) for backend in backends()]
-    variants = ([{"variant": "int8 extractor", "extractor": args.int8_extractor,
-                  **measure("onnxruntime", args.repeats, args.startup_runs, args.int8_extractor)}] if args.int8_extractor else [])
+    variants = ([{"variant": "int8 extractor and detector", "exports": args.int8,
+                  **measure("onnxruntime", args.repeats, args.startup_runs, args.int8, args.int8)}] if args.int8 else [])
     torch_row = rows[0]
     for row in rows[1:] + variants:
         row["speedup_vs_torch"] = {

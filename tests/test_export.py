@@ -113,11 +113,11 @@ def test_a_precision_the_format_does_not_run_is_one_line() -> None:
     assert result.stderr.strip() == "signver: error: format 'onnx' runs in fp32, int8, not 'bf16'"
 
 
-def test_int8_is_asked_for_by_name_with_calibration_scans_and_for_the_extractor_only() -> None:
-    for args, error in ((("extractor",), "an int8 export needs calibration signatures (--calibration-data): scans like the "
-                         "ones it will embed"),
-                        (("detector", "--calibration-data", "tests/data/chinese"),
-                         "int8 is measured for the extractor only, not the detector; export the detector in fp32")):
+def test_int8_is_asked_for_by_name_with_calibration_inputs_and_not_for_the_cleaner() -> None:
+    for args, error in ((("extractor",), "an int8 export needs calibration inputs (--calibration-data): signature scans "
+                         "or pages like the ones it will see"),
+                        (("cleaner", "--calibration-data", "tests/data/chinese"),
+                         "int8 is measured for the extractor and detector only, not the cleaner; export the cleaner in fp32")):
         result = signver_process("export", *args, "--out", "unused", "--precision", "int8")
         assert result.returncode == 1 and result.stderr.strip() == f"signver: error: {error}"
 
@@ -132,7 +132,7 @@ def test_an_int8_extractor_keeps_the_verdicts_torch_is_sure_of(exported: Path, t
     assert result.returncode == 0, result.stderr
     card = json.loads((tmp_path / "extractor.json").read_text())
     assert card["precision"] == "int8" and card["check"]["passed"] and card["check"]["tolerances"]["max_cosine_distance"] == 0.05
-    assert card["quantization"]["n_signatures"] == len(discover_signatures(sources, writers)) == 66
+    assert card["quantization"]["n_inputs"] == len(discover_signatures(sources, writers)) == 66
     assert (tmp_path / "extractor.onnx").stat().st_size < 0.3 * (exported / "extractor.onnx").stat().st_size
     extractor = MetricExtractor(backend="onnxruntime").load(tmp_path)
     assert extractor.precision == "int8" and extractor.threshold == MetricExtractor().load("default").threshold
@@ -432,3 +432,19 @@ def test_evaluate_measures_an_exported_backend_and_names_it(exported: Path, smal
     result = signver_process(*command, "--backend", "onnxruntime", "--record")
     assert result.returncode == 1
     assert result.stderr.strip() == "signver: error: --record and --record-as file torch's figures in the card: leave out --backend"
+
+
+def test_an_int8_detector_finds_the_boxes_torch_is_sure_of_on_real_pages(tmp_path: Path, small_data: Path, pages: list[str],
+                                                                         torch_detections: list) -> None:
+    """Calibrated on the fixture's training pages, convolutions in int8 but the class and box outputs in float: every
+    box either side scores 0.1 above the threshold is found by the other with IoU >= 0.8."""
+    result = signver_process("export", "detector", "--precision", "int8", "--out", str(tmp_path), "--quiet",
+                             "--calibration-data", str(small_data / "documents"))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "detector.json").read_text())
+    assert card["precision"] == "int8" and card["check"]["passed"] and card["check"]["sure_score"] == pytest.approx(0.4)
+    assert card["quantization"]["kept_float"] == "10 output convolutions" and card["quantization"]["n_inputs"] == 8
+    detector = Detector(backend="onnxruntime").load(tmp_path)
+    assert detector.precision == "int8"
+    agreement = detection_agreement(torch_detections, detector.predict(pages), min_iou=0.8, sure=0.4)
+    assert agreement["passed"] and agreement["n_boxes"] >= len(pages), agreement

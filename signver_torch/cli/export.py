@@ -17,7 +17,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     command = "signver " + " ".join(shlex.quote(arg) for arg in args.argv)
     calibration = None
-    if args.calibration_data:
+    if args.calibration_data and args.module == "detector":
+        from signver_torch.data.detection import read_detection_dataset, split_pages
+
+        every = args.calibration_held_out_every
+        calibration = [page.path for folder in args.calibration_data for page in
+                       (split_pages(read_detection_dataset(folder), every)[0] if every else read_detection_dataset(folder))]
+    elif args.calibration_data:
         from signver_torch.data.signatures import discover_signatures
 
         calibration = [record.path for record in discover_signatures(args.calibration_data, args.calibration_writers)]
@@ -51,12 +57,16 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--precision", default="auto", choices=("auto", *sorted({p for ps in PRECISIONS.values() for p in ps})),
                      help="what the graph runs in: auto (default): bf16 where the format runs it (openvino) and it passes "
                      "the check on this CPU, else fp32; fp32; bf16 (openvino, on CPUs with AVX512-BF16 or AMX); int8 (the "
-                     "extractor in onnx, quantised by onnxruntime on --calibration-data; never chosen by auto)")
+                     "extractor or detector in onnx, quantised by onnxruntime on --calibration-data; never chosen by auto)")
     sub.add_argument("--calibration-data", nargs="+", metavar="DIR",
-                     help="signature folders (CEDAR or writer-folder layout) an int8 export is calibrated on: "
-                     "scans like the ones it will embed, of writers it will not be measured on")
-    sub.add_argument("--calibration-writers", metavar="SPEC", help="only these writers of --calibration-data "
+                     help="what an int8 export is calibrated on: the extractor, signature folders (CEDAR or writer-folder "
+                     "layout) of writers it will not be measured on; the detector, labelled page folders (YOLO, COCO or "
+                     "SignVerOD), their training pages")
+    sub.add_argument("--calibration-writers", metavar="SPEC", help="extractor: only these writers of --calibration-data "
                      "(as --train-writers), e.g. cedar:1-32,dutch:001-036")
+    sub.add_argument("--calibration-held-out-every", type=int, default=3, metavar="N",
+                     help="detector: leave out every N-th page by file name, the pages `signver evaluate detector "
+                     "--held-out-every N` scores (default 3; 0: every page)")
     sub.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
     quiet_flag(sub, "no progress on stderr")
     sub.set_defaults(handler=cmd_export)
