@@ -12,9 +12,9 @@ graphs are the shipped checkpoints exported once into the cache with the check o
 * ``page``: a page end to end (``SignVer.verify_document``: detect, crop, clean, embed, decide) against
   three references that are new each call (the embedding cache emptied), p50 and p90 over the 12 pages;
 * ``precision``: what each network computed in (the export card's: OpenVINO runs bf16 where its check passed);
-* ``variants`` (``--int8 FOLDER``): the same row for onnxruntime with int8 exports of the extractor and the detector
-  (``signver export extractor|detector --precision int8``), kept out of ``results`` so ``backend="auto"``'s order is
-  unchanged;
+* ``variants`` (``--int8 FOLDER``): the same row for ``backend="auto"`` with int8 exports of the extractor and the
+  detector (``signver export extractor|detector --precision int8``: onnxruntime runs them; the cleaner is auto's
+  choice, its ``precision`` says which), kept out of ``results`` so ``backend="auto"``'s order is unchanged;
 * ``startup``: wall seconds of ``signver verify`` of two images in a fresh process, and of a bare
   ``python -c "import torch"``, alternated; medians.
 
@@ -120,6 +120,7 @@ def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "def
     signver = SignVer(device="cpu", backend=backend, extractor=extractor, detector=detector)
     signver.load_all()
     result["precision"] = {kind: model.precision for kind, model in signver._models.items()}  # OpenVINO: bf16 where it passed
+    result["backends"] = {kind: model.backend for kind, model in signver._models.items()}  # auto: each module's choice
 
     def verify_page(page: str) -> None:
         signver._embedded.clear()  # three new references each call: nothing cached
@@ -147,17 +148,17 @@ def main() -> None:
     parser.add_argument("--startup-runs", type=int, default=3, help="fresh processes per start-up figure (default 3)")
     parser.add_argument("--out", type=Path, help="record file (default benchmarks/results/<date>T<time>-cpu-inference.json, "
                         "or -cpu-inference-<N>thread.json with OMP_NUM_THREADS=N)")
-    parser.add_argument("--int8", metavar="FOLDER", help="also measure onnxruntime with the int8 exports of the extractor "
-                        "and the detector in FOLDER (signver export extractor|detector --precision int8), filed under "
-                        "'variants' (not in auto's order)")
+    parser.add_argument("--int8", metavar="FOLDER", help="also measure backend auto with the int8 exports of the extractor "
+                        "and the detector in FOLDER (signver export extractor|detector --precision int8; they run in "
+                        "onnxruntime, the cleaner in auto's choice), filed under 'variants' (not in auto's order)")
     args = parser.parse_args()
     import numpy
     import torch
 
     started = host()
     rows = [measure(backend, args.repeats, args.startup_runs) for backend in backends()]
-    variants = ([{"variant": "int8 extractor and detector", "exports": args.int8,
-                  **measure("onnxruntime", args.repeats, args.startup_runs, args.int8, args.int8)}] if args.int8 else [])
+    variants = ([{"variant": "int8 extractor and detector (onnxruntime), the cleaner by auto", "exports": args.int8,
+                  **measure("auto", args.repeats, args.startup_runs, args.int8, args.int8)}] if args.int8 else [])
     torch_row = rows[0]
     for row in rows[1:] + variants:
         row["speedup_vs_torch"] = {
