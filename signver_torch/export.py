@@ -35,7 +35,7 @@ import torch
 from signver_torch.cards import FACADES, sha256_file
 from signver_torch.checkpoints import background_path, checkout_dir, resolve_checkpoint
 from signver_torch.errors import ExportError, SignVerError
-from signver_torch.facade import ModelFacade
+from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, NAMED_ONLY_PRECISIONS, OPSET, PRECISIONS, companion_files, export_files,
                                    exported_formats, import_runtime, is_export, read_export_card)
 
@@ -45,9 +45,8 @@ TOLERANCES = {"max_cosine_distance": 1e-3, "min_iou": 0.98, "min_psnr_db": 50.0}
 #: threshold on either side matched with IoU >= 0.8. Its verdicts are judged by their EER and AP (README, "Exported
 #: backends"), not by agreement to fp32 rounding.
 INT8_TOLERANCES = {**TOLERANCES, "max_cosine_distance": 0.05, "min_iou": 0.8, "sure_margin": 0.1}
-#: Inputs an int8 export is calibrated on, drawn from ``calibration`` (seeded): signature scans, pages.
-CALIBRATION_COUNT = {"extractor": 256, "detector": 64}
-#: The modules an int8 export is measured for (the cleaner's output is an image: not measured in int8).
+#: The modules an int8 export is measured for, each facade saying how (``calibration_inputs``, ``graph()``'s
+#: ``quantized_ops`` and ``float_weights``); the cleaner's output is an image, not measured in int8.
 INT8_MODULES = ("extractor", "detector")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -135,8 +134,8 @@ def export_module(
     path. ``out`` may hold other modules' and formats' exports: only this module's files in ``fmt`` are replaced.
     ``precision``: one of the format's :data:`~signver_torch.runtime.PRECISIONS`, or ``"auto"``: the lowest
     that passes the check on this CPU, int8 aside (:data:`~signver_torch.runtime.NAMED_ONLY_PRECISIONS`). ``int8``
-    (the extractor or detector in ONNX) quantises the graph with onnxruntime, calibrated on up to
-    :data:`CALIBRATION_COUNT` of ``calibration``: signature scans, or pages.
+    (the extractor or detector in ONNX) quantises the graph with onnxruntime, calibrated on up to the facade's
+    ``int8_calibration_count`` of ``calibration``: signature scans, or pages.
 
     Raises:
         ExportError: the exporter failed, or the graph disagrees with torch on the check images.
@@ -179,8 +178,8 @@ def export_module(
         exporter = "torch.onnx.export(dynamo=True)"
         quantization = None
         if candidates == ["int8"]:
-            say(f"quantising the graph to int8, calibrated on {min(len(calibration), CALIBRATION_COUNT[module])} inputs")  # type: ignore[arg-type]
-            quantization = _quantize_int8(onnx_path, reference, module, graph.input_name, calibration)  # type: ignore[arg-type]
+            say("quantising the graph to int8 on its calibration inputs")
+            quantization = _quantize_int8(onnx_path, reference, graph, calibration)  # type: ignore[arg-type]
             exporter += ", then onnxruntime.quantization.quantize_static"
         if fmt == "openvino":
             say(f"converting the {module}'s ONNX graph with openvino.convert_model")
@@ -277,24 +276,21 @@ def _reuse_onnx(out: Path, module: str, reference: ModelFacade, opset: int, targ
     return True
 
 
-def _quantize_int8(onnx_path: Path, reference: ModelFacade, module: str, input_name: str,
-                   calibration: Sequence[str | os.PathLike]) -> dict[str, Any]:
+def _quantize_int8(onnx_path: Path, reference: ModelFacade, graph: ExportGraph, calibration: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """Quantise the graph in place (onnxruntime's static QDQ: int8 weights per channel, uint8 activations, min-max
-    ranges) on what the host feeds it for a seeded draw of ``calibration`` (signature scans or pages); what the card
-    records. The detector quantises its convolutions only (its box decoding is arithmetic on pixel coordinates), and
-    its class and box output convolutions stay in float: quantised, they cost its AP on the real held-out letters
-    0.03 (README, "Exported backends")."""
+    ranges) on what the host feeds it (:meth:`~signver_torch.facade.ModelFacade.calibration_inputs`) for a seeded draw
+    of ``calibration``, the operators and float layers ``graph`` names; what the card records."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     files = [Path(path) for path in calibration]
-    chosen = sorted(np.random.default_rng(0).choice(len(files), min(len(files), CALIBRATION_COUNT[module]), replace=False))
-    inputs = _calibration_inputs(module, reference, [files[i] for i in chosen])
+    chosen = sorted(np.random.default_rng(0).choice(len(files), min(len(files), reference.int8_calibration_count), replace=False))
+    inputs = reference.calibration_inputs([files[i] for i in chosen])
 
     class Inputs(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{input_name: inputs[i : i + 8]} for i in range(0, len(inputs), 8)])
+            self.batches = iter([{graph.input_name: inputs[i : i + 8]} for i in range(0, len(inputs), 8)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
@@ -302,48 +298,22 @@ def _quantize_int8(onnx_path: Path, reference: ModelFacade, module: str, input_n
     prepared = onnx_path.with_name("prepared.onnx")
     try:
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        graph = onnx.load(str(prepared))
-        shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.graph.initializer}
-        floating = _float_layers(module, reference)
-        excluded = [node.name for node in graph.graph.node
-                    if node.op_type == "Conv" and len(node.input) > 1 and shapes.get(node.input[1]) in floating]
+        model = onnx.load(str(prepared))
+        shapes = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
+        excluded = [node.name for node in model.graph.node
+                    if node.op_type == "Conv" and len(node.input) > 1 and shapes.get(node.input[1]) in graph.float_weights]
         quantize_static(str(prepared), str(onnx_path), Inputs(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=excluded, op_types_to_quantize=["Conv"] if module == "detector" else None)
+                        nodes_to_exclude=excluded, op_types_to_quantize=graph.quantized_ops)
     except Exception as error:  # the quantiser's own error types; one line for the command
         raise ExportError(f"onnxruntime quantisation failed ({type(error).__name__}: {str(error).splitlines()[0]})") from error
     finally:
         prepared.unlink(missing_ok=True)
     return {"method": "onnxruntime.quantization.quantize_static: QDQ, int8 weights per channel, uint8 activations, MinMax",
-            "quantised": "convolutions" if module == "detector" else "every operator onnxruntime quantises",
+            "quantised": ", ".join(graph.quantized_ops) if graph.quantized_ops else "every operator onnxruntime quantises",
             "kept_float": f"{len(excluded)} output convolutions" if excluded else "nothing",
             "n_inputs": int(len(inputs)), "seed": 0,
             "files": [{"file": str(files[i]), "sha256": sha256_file(files[i])} for i in chosen]}
-
-
-def _calibration_inputs(module: str, reference: ModelFacade, files: Sequence[Path]) -> np.ndarray:
-    """What the graph receives for ``files``: the extractor's ink canvases (blank scans dropped), the detector's
-    letterboxed pages."""
-    from signver_torch.io import load_image_tensor
-
-    if module == "detector":
-        from signver_torch.detector.transforms import letterbox
-
-        size = reference.image_size  # type: ignore[attr-defined]
-        return np.stack([letterbox(load_image_tensor(path, "RGB"), size)[0].numpy() for path in files])
-    canvas = reference.preprocessor([load_image_tensor(path, "L") for path in files], strict=False).numpy()  # type: ignore[attr-defined]
-    canvas = canvas[canvas.reshape(len(canvas), -1).max(1) > 0]  # blank scans calibrate nothing
-    if not len(canvas):
-        raise SignVerError("no calibration signature has ink: give scans of signatures (--calibration-data)")
-    return canvas
-
-
-def _float_layers(module: str, reference: ModelFacade) -> list[tuple[int, ...]]:
-    """Weight shapes of the convolutions an int8 graph keeps in float: the detector's class and box outputs."""
-    if module != "detector":
-        return []
-    head = reference.loaded_model.head  # type: ignore[union-attr]
-    return [tuple(head.classification_head.cls_logits.weight.shape), tuple(head.regression_head.bbox_reg.weight.shape)]
 
 
 def _openvino_convert(onnx_path: Path, xml_path: Path) -> None:

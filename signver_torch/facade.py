@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +46,10 @@ class ExportGraph:
     output_names: list[str]
     dynamic_axes: dict[int, tuple[str, int]]
     fields: dict[str, Any] = field(default_factory=dict)
+    #: an int8 export (``signver export --precision int8``): the operator types quantised (``None``: every type
+    #: onnxruntime quantises) and the weight shapes of the convolutions kept in float
+    quantized_ops: list[str] | None = None
+    float_weights: list[tuple[int, ...]] = field(default_factory=list)
 
 
 class _ExportedNetwork:
@@ -75,6 +79,8 @@ class ModelFacade:
     #: the checkpoint folder (``checkpoints/<module>/``) and registry name of the module
     module: ClassVar[str]
     default_batch_size: ClassVar[int] = 16
+    #: how many inputs an int8 export draws from its calibration files (:meth:`calibration_inputs`)
+    int8_calibration_count: ClassVar[int] = 0
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
         self.requested_backend = check_backend(backend)
@@ -193,6 +199,10 @@ class ModelFacade:
 
     def graph(self) -> ExportGraph:
         """The network :meth:`load` runs, as ``signver export`` exports it."""
+        raise NotImplementedError
+
+    def calibration_inputs(self, files: Sequence[Path]) -> np.ndarray:
+        """What :meth:`graph` receives for ``files``, as the host prepares it: an int8 export's calibration."""
         raise NotImplementedError
 
     def _build(self, card: dict[str, Any]) -> torch.nn.Module:

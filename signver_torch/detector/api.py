@@ -36,6 +36,7 @@ class Detector(ModelFacade):
 
     module = "detector"
     default_batch_size = 4
+    int8_calibration_count = 64
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
         super().__init__(device, batch_size, backend)
@@ -72,10 +73,19 @@ class Detector(ModelFacade):
         """Backbone, FPN, heads, box decoding and class probabilities in one graph; the selection on the host."""
         network = self._torch_network(self.loaded_model)
         size = self.image_size
+        head = self.loaded_model.head
+        # in int8, convolutions only (the box decoding is arithmetic on pixel coordinates), the class and box outputs in
+        # float (docs/detector.md, "int8 on the CPU")
         return ExportGraph(network, torch.ones(2, 3, size, size), "pages", ["boxes", "scores"], {0: ("batch", 1)},
                            {"input": f"(N, 3, {size}, {size}) letterboxed pages in [0, 1] (white padding)",
                             "output": "boxes (N, A, 4) xyxy letterbox pixels, decoded and clipped; scores (N, A, C) class "
-                            "probabilities", "selection": self.selection.as_dict()})  # type: ignore[union-attr]
+                            "probabilities", "selection": self.selection.as_dict()},  # type: ignore[union-attr]
+                           quantized_ops=["Conv"], float_weights=[tuple(head.classification_head.cls_logits.weight.shape),
+                                                                  tuple(head.regression_head.bbox_reg.weight.shape)])
+
+    def calibration_inputs(self, files: Sequence[os.PathLike]) -> np.ndarray:
+        """``files`` letterboxed to the network's square."""
+        return np.stack([letterbox(load_image_tensor(path, "RGB"), self.image_size)[0].numpy() for path in files])
 
     @torch.inference_mode()
     def predict(

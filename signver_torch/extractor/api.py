@@ -38,6 +38,7 @@ class MetricExtractor(ModelFacade):
 
     module = "extractor"
     default_batch_size = 64
+    int8_calibration_count = 256
     model: SignatureEmbedder | None
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "torch") -> None:
@@ -67,6 +68,14 @@ class MetricExtractor(ModelFacade):
                            {0: ("batch", 1)}, {"input": f"(N, 1, {config.height}, {config.width}) ink canvases of "
                                                "SignaturePreprocessor (card: preprocessing), ink 1 on paper 0",
                                                "output": "(N, 256) L2-normalised embeddings"})
+
+    def calibration_inputs(self, files: Sequence[os.PathLike]) -> np.ndarray:
+        """The ink canvases of ``files``, blank scans dropped (they calibrate nothing)."""
+        canvas = self.preprocessor([load_image_tensor(path, "L") for path in files], strict=False).numpy()  # type: ignore[misc]
+        canvas = canvas[canvas.reshape(len(canvas), -1).max(1) > 0]
+        if not len(canvas):
+            raise SignVerError("no calibration signature has ink: give scans of signatures (--calibration-data)")
+        return canvas
 
     @property
     def threshold(self) -> float:
