@@ -20,16 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from safetensors.torch import save as save_tensors
-from torch import nn
 
 from signver_torch.cards import MODULES, ModelCard, sha256_file
 from signver_torch.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch is imported by the functions that read or write weights: reading a card needs none
+    import torch
+    from torch import nn
 
 #: The suffix of a checkpoint's background bank, beside its weights (never a checkpoint itself).
 BACKGROUND_SUFFIX = ".background.safetensors"
@@ -151,6 +152,8 @@ def load_checkpoint(module: str, name_or_path: str | os.PathLike) -> tuple[dict[
     Raises:
         CheckpointError: missing or corrupt files, a card for another module, or a checksum mismatch.
     """
+    from safetensors.torch import load_file
+
     checkpoint, card = verified_card(module, name_or_path)
     try:
         state = load_file(str(checkpoint.weights))
@@ -167,6 +170,8 @@ def load_model(
     The network is built on the meta device and the weights are assigned, not copied: no time is
     spent on a random initialisation that loading would overwrite (a large part of a command's start-up).
     """
+    import torch
+
     state, card = load_checkpoint(module, name_or_path)
     state = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
     try:
@@ -196,6 +201,8 @@ def save_checkpoint(
     never leaves a half-written checkpoint under the real name. ``background`` (from
     :func:`encode_background`) is written beside them in the same way.
     """
+    from safetensors.torch import save_file
+
     weights = weights_path(path)
     ModelCard.from_dict(card, str(_card_path(weights)))  # a card that cannot be read back is refused before writing
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -231,12 +238,17 @@ def background_path(weights: str | os.PathLike) -> Path:
 def encode_background(embeddings: torch.Tensor, metadata: Mapping[str, str]) -> tuple[bytes, str]:
     """A background bank ``(N, D)`` as safetensors bytes, with their sha256 (for the card, before any
     file is written: :func:`save_checkpoint` and :func:`write_card` write it with the checkpoint)."""
+    from safetensors.torch import save as save_tensors
+
     data = save_tensors({"embeddings": embeddings.float().contiguous().cpu()}, metadata=dict(metadata))
     return data, hashlib.sha256(data).hexdigest()
 
 
-def read_background(weights: str | os.PathLike, sha256: str) -> torch.Tensor:
-    """The background bank beside ``weights``, checked against the sha256 its card names."""
+def read_background(weights: str | os.PathLike, sha256: str) -> np.ndarray:
+    """The background bank beside ``weights`` as an ``(N, D)`` float32 array, checked against the sha256 its card
+    names (read without torch: the exported verification path has none)."""
+    from safetensors.numpy import load_file
+
     path = background_path(weights)
     if not path.is_file():
         raise CheckpointError(f"{path}: background bank missing (the card's decision rule needs it; rerun its calibration)")

@@ -137,12 +137,14 @@ def outcome_from_dict(answer: dict[str, Any]) -> Verdict | ClaimFailure:
 def labelled_summaries(outcomes: Iterable[tuple[Claim, Verdict | ClaimFailure]]) -> list[dict[str, Any]]:
     """EER/AUC, FAR and FRR of the labelled claims' verdicts, one summary per ``(rule, threshold)`` (scores of
     two rules are not comparable); failures and unlabelled claims are left out. What ``verify --pairs`` ends with."""
-    from signver_torch.metrics import labelled_summary  # torch: only when there is something to sum up
-
     labelled: dict[tuple[str, float], list[tuple[bool, float]]] = {}
     for claim, outcome in outcomes:
         if isinstance(outcome, Verdict) and claim.label is not None:
             labelled.setdefault((outcome.rule, outcome.threshold), []).append((claim.label, outcome.score))
+    if not labelled:
+        return []
+    from signver_torch.metrics import labelled_summary  # torch: only when there is something to sum up
+
     return [{"rule": rule, **labelled_summary(scores, threshold)} for (rule, threshold), scores in labelled.items()]
 
 

@@ -15,8 +15,6 @@ that can run what is loaded without exporting anything (:meth:`ModelFacade._choo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -26,10 +24,10 @@ import numpy as np
 import torch
 
 from signver_torch.accelerators import inference_device, memory_format
-from signver_torch.checkpoints import load_model, resolve_checkpoint, verified_card
+from signver_torch.checkpoints import load_model, resolve_checkpoint
 from signver_torch.errors import CheckpointError, ExportError, SignVerError
-from signver_torch.runtime import (EXPORT_SCHEMA, FORMATS, GRAPHS, ExportedGraph, auto_order, cache_folder, check_backend, export_format,
-                                   exported_formats, installed, is_export)
+from signver_torch.runtime import (EXPORT_SCHEMA, GRAPHS, ExportedGraph, check_backend, checkpoint_cache, choose_backend, export_format,
+                                   exported_formats, is_export)
 
 Self = TypeVar("Self", bound="ModelFacade")
 
@@ -105,7 +103,7 @@ class ModelFacade:
         """Load a shipped checkpoint by name (``"default"``) or a ``.safetensors`` path; under an exported
         backend (or ``"auto"``) also an export folder (``signver export``)."""
         given_export = bool(exported_formats(name_or_path, self.module))
-        self.backend, folder = self._choose_backend(name_or_path, given_export)
+        self.backend, folder = self._choose_backend(name_or_path)
         if self.backend != "torch":
             return self._load_export(name_or_path, folder, cached=not given_export)
         model, card = load_model(self.module, name_or_path, self._build)
@@ -159,35 +157,12 @@ class ModelFacade:
             return GRAPHS[self.backend](folder, self.module)
 
     def _cache_folder(self, name_or_path: str | os.PathLike) -> Path:
-        """Where the checkpoint ``name_or_path`` is exported once (:func:`~signver_torch.runtime.cache_folder`),
-        keyed by its whole card, the weights' sha256 included (checked here): a recalibrated card (threshold,
-        per-person rule, the cleaner's tone curve baked into its graph) gets a new export, never a stale one."""
-        _, card = verified_card(self.module, name_or_path)
-        return cache_folder(self.module, hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest())
+        """Where the checkpoint ``name_or_path`` is exported once (:func:`~signver_torch.runtime.checkpoint_cache`)."""
+        return checkpoint_cache(self.module, name_or_path)
 
-    def _choose_backend(self, name_or_path: str | os.PathLike, given_export: bool) -> tuple[str, Path | None]:
-        """The backend :meth:`load` runs and the export folder it reads (``None``: not known yet, or torch).
-        ``"auto"``: torch off the CPU; on it, :meth:`_fastest` of an export folder's formats, or of torch and the
-        formats in a checkpoint's cache folder."""
-        folder = Path(name_or_path) if given_export else None
-        if self.requested_backend != "auto":
-            return self.requested_backend, folder
-        if self.device.type != "cpu":
-            return "torch", None
-        if given_export:
-            return self._fastest(exported_formats(name_or_path, self.module), with_torch=False), folder
-        folder = self._cache_folder(name_or_path)
-        return self._fastest(exported_formats(folder, self.module), with_torch=True), folder
-
-    def _fastest(self, formats: list[str], with_torch: bool) -> str:
-        """``backend="auto"`` on the CPU: the first backend of :func:`~signver_torch.runtime.auto_order` that is
-        installed among torch (``with_torch``: a checkpoint was given) and the runtimes of ``formats``."""
-        ready = {FORMATS[fmt].backend for fmt in formats} | ({"torch"} if with_torch else set())
-        offered = [backend for backend in auto_order() if backend in ready]
-        for backend in offered:
-            if installed(backend):
-                return backend
-        return check_backend(offered[0])  # an export whose runtime is missing: the error naming its extra
+    def _choose_backend(self, name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
+        """The backend :meth:`load` runs and the export folder it reads (:func:`~signver_torch.runtime.choose_backend`)."""
+        return choose_backend(self.module, self.requested_backend, name_or_path, on_cpu=self.device.type == "cpu")
 
     def _torch_network(self, model: torch.nn.Module) -> Callable[..., Any]:
         """What predicts under the torch backend: the module exported by :meth:`graph` (by default the model)."""

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from signver_torch.errors import ImageLoadError
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray, "torch.Tensor"]
 OutputMode = Literal["RGB", "L"]
 
 #: Refuse images above this many pixels before decoding them (a 600 dpi A3 scan is ~70 MP).
@@ -72,7 +75,7 @@ def load_image(
     if isinstance(source, Image.Image):
         label = name or "<PIL image>"
         return _convert(_finish_decoding(source, label, max_pixels), mode, label)
-    if isinstance(source, torch.Tensor):
+    if is_tensor(source):
         label = name or "<tensor>"
         return _convert(_array_to_pil(_tensor_to_hwc(source, label), label), mode, label)
     if isinstance(source, np.ndarray):
@@ -92,10 +95,30 @@ def load_image_tensor(
     name: str | None = None,
 ) -> torch.Tensor:
     """Load ``source`` like :func:`load_image` and return a float ``CxHxW`` tensor in ``[0, 1]``."""
+    import torch
+
+    return torch.from_numpy(load_image_array(source, mode, max_pixels=max_pixels, name=name))
+
+
+def load_image_array(
+    source: ImageSource,
+    mode: OutputMode = "L",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> np.ndarray:
+    """Load ``source`` like :func:`load_image` and return a float32 ``CxHxW`` array in ``[0, 1]``: what
+    :func:`load_image_tensor` holds, for the paths that run without torch (:mod:`signver_torch.lite`)."""
     array = np.asarray(load_image(source, mode, max_pixels=max_pixels, name=name), dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(array / 255.0).permute(2, 0, 1).contiguous()
+    return np.ascontiguousarray((array / 255.0).transpose(2, 0, 1))
+
+
+def is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch: whoever holds a tensor has imported it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def load_pages(
@@ -280,6 +303,8 @@ def _rescale_to_8bit(image: Image.Image, label: str) -> Image.Image:
 
 
 def _tensor_to_hwc(tensor: torch.Tensor, label: str) -> np.ndarray:
+    import torch  # already imported by whoever holds a tensor
+
     array = tensor.detach().cpu()
     if array.ndim == 3:
         if array.shape[0] not in (1, 3, 4):

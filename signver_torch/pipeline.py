@@ -15,22 +15,24 @@ import importlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from signver_torch.cards import FACADES
+from signver_torch.cards import FACADES, TORCH_FREE_FACADES
 from signver_torch.claims import Claim, ClaimFailure, ClaimVerdicts, Verdict, read_claims
 from signver_torch.detector.marks import Mark
-from signver_torch.errors import BlankSignatureError, SignVerError
-from signver_torch.io import ImageSource, load_image, load_image_tensor
+from signver_torch.errors import BlankSignatureError, ExportError, SignVerError
+from signver_torch.io import ImageSource, load_image, load_image_array
 from signver_torch.matcher.api import Combine, Matcher
 from signver_torch.matcher.decisions import DecisionPolicy, WriterModel
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
 from signver_torch.report import DocumentReport, SignatureVerdict, report_picture
 from signver_torch.runtime import check_backend
+
+if TYPE_CHECKING:
+    import torch
 
 #: How many recently embedded crops ``SignVer`` keeps (their embedding and cleaned version, ~0.3 MB each at most).
 EMBEDDING_CACHE_SIZE = 256
@@ -85,9 +87,18 @@ class SignVer:
 
     def _model(self, kind: str) -> Any:
         if kind not in self._models:  # import only the facade needed: a gallery command never pays for the detector
-            facade = getattr(importlib.import_module(FACADES[kind][0]), FACADES[kind][1])
-            self._models[kind] = facade(device=self.device, backend=self.backend).load(self._names[kind])
+            self._models[kind] = self._torch_free(kind) or _facade(FACADES[kind])(device=self.device, backend=self.backend).load(self._names[kind])
         return self._models[kind]
+
+    def _torch_free(self, kind: str) -> Any:
+        """Under an exported backend on the CPU, the module's export run without torch (``TORCH_FREE_FACADES``), where
+        there is one to run; else ``None``: the torch facade loads it (exporting a checkpoint into the cache first)."""
+        if self.backend == "torch" or kind not in TORCH_FREE_FACADES or self.device not in (None, "cpu"):
+            return None
+        try:
+            return _facade(TORCH_FREE_FACADES[kind])(backend=self.backend).load(self._names[kind])
+        except ExportError:  # no export yet, an older or a broken one: the torch facade exports it again
+            return None
 
     @property
     def extractor(self) -> Any:
@@ -131,13 +142,13 @@ class SignVer:
             raise SignVerError("no signatures given")
         return self._embed_loaded(crops)
 
-    def _embed_loaded(self, crops: Sequence[torch.Tensor]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _embed_loaded(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Clean and embed loaded crops; crops seen lately (the same references sent again and again to a
         service) come from a small cache keyed by their pixels, the rest are computed in one batch."""
         # cleaned or not, and at which bound: different embeddings
         setting = (f"clean=True,max_side={self.cleaner.max_side}" if self.clean else "clean=False").encode()
-        keys = [hashlib.sha256(crop.numpy().tobytes() + str(tuple(crop.shape)).encode() + setting).hexdigest() for crop in crops]
-        first: dict[str, torch.Tensor] = {}  # each crop not cached yet, once
+        keys = [hashlib.sha256(crop.tobytes() + str(crop.shape).encode() + setting).hexdigest() for crop in crops]
+        first: dict[str, np.ndarray] = {}  # each crop not cached yet, once
         for key, crop in zip(keys, crops):
             if key not in self._embedded:
                 first.setdefault(key, crop)
@@ -145,14 +156,14 @@ class SignVer:
             missing, batch = list(first), list(first.values())
             cleaned = self._model("cleaner").clean_pages(batch) if self.clean else batch
             try:
-                embeddings = self.extractor.embed(cleaned).numpy()
+                embeddings = np.asarray(self.extractor.embed(cleaned))
             except BlankSignatureError as error:  # its indices, which were into the batch, now into ``crops``
                 blank = {missing[index] for index in error.indices}
                 indices = [i for i, key in enumerate(keys) if key in blank]
                 raise BlankSignatureError(f"no signature ink found in input item(s) {indices} (blank or uniform crop)",
                                           indices) from error
             for key, embedding, clean in zip(missing, embeddings, cleaned):
-                self._embedded[key] = (embedding, clean[0].numpy())
+                self._embedded[key] = (embedding, np.asarray(clean[0]))
         results = [self._embedded[key] for key in keys]  # before trimming: a batch may be larger than the cache
         for key in keys:
             self._embedded.move_to_end(key)
@@ -164,7 +175,7 @@ class SignVer:
         """Embed many signatures in batches, one result per input: its embedding, or the
         :class:`SignVerError` it raised (a missing, broken or blank file does not stop the others)."""
         results: list[np.ndarray | SignVerError | None] = [None] * len(signatures)
-        pending: list[tuple[int, torch.Tensor]] = []
+        pending: list[tuple[int, np.ndarray]] = []
         for index, item in enumerate(signatures):
             try:
                 pending.append((index, _load_signature(item, index)))
@@ -189,7 +200,7 @@ class SignVer:
             break
         return results  # type: ignore[return-value]
 
-    def _embed_one(self, item: ImageSource, index: int, crop: torch.Tensor) -> np.ndarray | SignVerError:
+    def _embed_one(self, item: ImageSource, index: int, crop: np.ndarray) -> np.ndarray | SignVerError:
         try:
             return self._embed_loaded([crop])[0][0]
         except SignVerError as error:
@@ -335,8 +346,14 @@ def _name(item: ImageSource, index: int) -> str:
     return str(item) if isinstance(item, (str, os.PathLike)) else f"signature {index}"
 
 
-def _load_signature(item: ImageSource, index: int) -> torch.Tensor:
-    return load_image_tensor(item, "L", name=None if isinstance(item, (str, os.PathLike)) else _name(item, index))
+def _facade(where: tuple[str, str]) -> Any:
+    """The facade class named by a ``(module, class)`` entry of ``cards.FACADES`` or ``cards.TORCH_FREE_FACADES``."""
+    return getattr(importlib.import_module(where[0]), where[1])
+
+
+def _load_signature(item: ImageSource, index: int) -> np.ndarray:
+    """A signature as the ``(1, H, W)`` float32 array in ``[0, 1]`` every path embeds (torch's or not)."""
+    return load_image_array(item, "L", name=None if isinstance(item, (str, os.PathLike)) else _name(item, index))
 
 
 def _crop(gray: np.ndarray, box: Sequence[float]) -> np.ndarray:

@@ -10,6 +10,7 @@ at import time, so a missing runtime is one clear error, not a crash.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -133,6 +134,44 @@ def cache_folder(module: str, digest: str) -> Path:
     return root / "exports" / f"{module}-{digest[:16]}"
 
 
+def checkpoint_cache(module: str, name_or_path: str | os.PathLike) -> Path:
+    """Where the checkpoint ``name_or_path`` is exported once (:func:`cache_folder`), keyed by its whole card, the
+    weights' sha256 included (checked here): a recalibrated card (threshold, per-person rule, the cleaner's tone curve
+    baked into its graph) gets a new export, never a stale one."""
+    from signver_torch.checkpoints import verified_card
+
+    _, card = verified_card(module, name_or_path)
+    return cache_folder(module, hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest())
+
+
+def choose_backend(module: str, requested: str, name_or_path: str | os.PathLike, on_cpu: bool = True) -> tuple[str, Path | None]:
+    """The backend that runs ``module``'s ``name_or_path`` (an export folder or a checkpoint) and the export folder it
+    reads (``None``: torch, or an export not known yet). ``"auto"``: torch off the CPU; on it, :func:`fastest` of an
+    export folder's formats, or of torch and the formats in a checkpoint's cache folder (``auto`` never exports)."""
+    given_export = bool(exported_formats(name_or_path, module))
+    folder = Path(name_or_path) if given_export else None
+    if requested != "auto":
+        return requested, folder if given_export or requested == "torch" else checkpoint_cache(module, name_or_path)
+    if not on_cpu:
+        return "torch", None
+    if given_export:
+        return fastest(exported_formats(name_or_path, module), with_torch=False), folder
+    folder = checkpoint_cache(module, name_or_path)
+    backend = fastest(exported_formats(folder, module), with_torch=True)
+    return backend, None if backend == "torch" else folder
+
+
+def fastest(formats: list[str], with_torch: bool) -> str:
+    """The first backend of :func:`auto_order` that is installed among torch (``with_torch``: a checkpoint was given)
+    and the runtimes of ``formats``."""
+    ready = {FORMATS[fmt].backend for fmt in formats} | ({"torch"} if with_torch else set())
+    offered = [backend for backend in auto_order() if backend in ready]
+    for backend in offered:
+        if installed(backend):
+            return backend
+    return check_backend(offered[0])  # an export whose runtime is missing: the error naming its extra
+
+
 def read_export_card(folder: str | os.PathLike, module: str, fmt: str = "onnx") -> dict[str, Any]:
     """The export card of ``module`` in ``folder``, checked: its module, format, schema and the files' sha256."""
     graph, card_path = export_files(folder, module, fmt)
@@ -253,3 +292,64 @@ class OpenVinoGraph(ExportedGraph):
 
 #: The runner of each exported backend.
 GRAPHS: dict[str, type[ExportedGraph]] = {FORMATS[graph.fmt].backend: graph for graph in (OnnxGraph, OpenVinoGraph)}
+
+
+def accelerator_visible() -> bool:
+    """Whether this machine shows a CUDA or Gaudi device (its device files, looked at without importing torch): there
+    ``backend="auto"`` leaves the choice to torch, which runs on it."""
+    return Path("/dev/nvidiactl").exists() or any(Path("/dev/accel").glob("accel*")) or any(Path("/dev").glob("hl[0-9]*"))
+
+
+class ExportedFacade:
+    """A module's export run without torch: the graph and its card, the source checkpoint's card, host steps in numpy.
+
+    Subclasses (:data:`~signver_torch.cards.TORCH_FREE_FACADES`) hold each module's host steps; ``SignVer`` runs them
+    in place of the torch facades under an exported backend wherever an export is at hand, so ``signver verify`` and
+    ``enroll`` never import torch. :meth:`load` reads an export folder, or the cache's export of a checkpoint
+    (:func:`checkpoint_cache`); one it cannot run (none yet, an older schema, a broken one) is an :class:`ExportError`,
+    and the torch facade, which exports, is the way on.
+    """
+
+    module: str
+    default_batch_size = 16
+
+    def __init__(self, backend: str = "auto", batch_size: int | None = None) -> None:
+        self.requested_backend = check_backend(backend)
+        self.backend = backend
+        self.batch_size = batch_size or self.default_batch_size
+        self.graph: ExportedGraph | None = None
+        self.card: dict[str, Any] = {}  # the source checkpoint's card
+        self.export_card: dict[str, Any] = {}
+        self.weights: Path | None = None  # the graph file (the extractor's background bank lies beside it)
+
+    def load(self, name_or_path: str | os.PathLike = "default") -> "ExportedFacade":
+        """Run the export of ``name_or_path`` (an export folder, or a checkpoint exported into the cache)."""
+        backend, folder = choose_backend(self.module, self.requested_backend, name_or_path, on_cpu=not accelerator_visible())
+        if backend == "torch" or folder is None:
+            raise ExportError(f"{name_or_path}: no {self.module} export to run without torch (backend {self.requested_backend!r})")
+        graph = GRAPHS[backend](folder, self.module)
+        if int(graph.card["schema"]) != EXPORT_SCHEMA:
+            raise ExportError(f"{graph.path}: export schema {graph.card['schema']}, this version writes {EXPORT_SCHEMA}: export it again")
+        self._configure(graph.card["source"]["card"], graph.card, name_or_path)
+        self.backend, self.graph, self.weights = backend, graph, graph.path
+        self.card, self.export_card = graph.card["source"]["card"], graph.card
+        return self
+
+    def _configure(self, card: dict[str, Any], export_card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
+        """Read the module's own card fields (raise :class:`~signver_torch.errors.CheckpointError` on a bad one)."""
+
+    @property
+    def loaded_graph(self) -> ExportedGraph:
+        if self.graph is None:
+            raise SignVerError(f"no {self.module} export loaded (call load() first)")
+        return self.graph
+
+    @property
+    def precision(self) -> str:
+        """What the graph computes in on this CPU."""
+        return self.loaded_graph.executed_precision
+
+    @property
+    def sha256(self) -> str:
+        """The source checkpoint's weights digest, as its card records it (what galleries are keyed by)."""
+        return str(self.card.get("sha256", ""))

@@ -13,18 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from signver_torch.cleaner.exported import MAX_SIDE, MIN_SIDE, check_max_side, cleaning_scale
 from signver_torch.cleaner.model import InkCleaner, UNet, cleaner_from_card
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
-
-#: Smallest crop side the cleaner accepts: below it there is no stroke to tell from a line.
-MIN_SIDE = 8
-#: Longest side a crop is cleaned at by default: larger crops are cleaned on an area-downscaled copy and the result
-#: scaled back. The network learnt on 128-pixel-high pairs; what the bound costs in verification and saves in
-#: time is measured in docs/cleaner.md, "Cleaning resolution".
-MAX_SIDE = 384
-
 
 class Cleaner(ModelFacade):
     """Removes lines, printed text, stamps and scan noise from signature crops, keeping the ink.
@@ -59,9 +52,7 @@ class Cleaner(ModelFacade):
 
     @max_side.setter
     def max_side(self, value: int | None) -> None:
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < MIN_SIDE):
-            raise SignVerError(f"max_side must be a whole number of pixels, at least {MIN_SIDE}, or None; got {value!r}")
-        self._max_side = value
+        self._max_side = check_max_side(value)
 
     def _build(self, card: dict[str, Any]) -> UNet:
         return cleaner_from_card(card)
@@ -153,11 +144,13 @@ class Cleaner(ModelFacade):
         return torch.from_numpy(cleaned).to(batch.device) if is_tensor else cleaned
 
     @torch.inference_mode()
-    def clean_pages(self, pages: Sequence[torch.Tensor], progress: bool = False) -> list[torch.Tensor]:
-        """Clean ``(1, H, W)`` grayscale tensors in ``[0, 1]``; crops of equal size share a batch."""
+    def clean_pages(self, pages: Sequence[torch.Tensor | np.ndarray], progress: bool = False) -> list[torch.Tensor]:
+        """Clean ``(1, H, W)`` grayscale tensors (or arrays, as ``SignVer`` holds crops) in ``[0, 1]``; crops of equal
+        size share a batch."""
         network = self.loaded_network
         if len(pages) == 0:
             raise SignVerError("empty batch: no crops to clean")
+        pages = [torch.as_tensor(page) for page in pages]
         by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, page in enumerate(pages):
             if page.ndim != 3 or page.shape[0] != 1:
@@ -180,7 +173,7 @@ class Cleaner(ModelFacade):
         """Clean one ``(N, 1, H, W)`` batch of equal-size crops, at most :attr:`max_side` on its longer side (the
         aspect ratio kept, the shorter side never below :data:`MIN_SIDE`), the result at the crops' own size."""
         height, width = batch.shape[-2:]
-        scale = 1.0 if self.max_side is None else min(1.0, max(self.max_side / max(height, width), MIN_SIDE / min(height, width)))
+        scale = cleaning_scale(height, width, self.max_side)
         small = batch if scale == 1.0 else F.interpolate(batch, size=(round(height * scale), round(width * scale)), mode="area")
         small_height, small_width = small.shape[-2:]
         padded = F.pad(small, (0, -small_width % self.stride, 0, -small_height % self.stride), value=1.0)  # paper, as the U-Net pads

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Mapping, Sequence
 
-from signver_torch.data.detection import CLASS_NAMES
-
 
 class Mark(IntEnum):
     """A detection class, SignVer's labels: compare labels with these, never with bare numbers."""
@@ -21,6 +19,8 @@ class Mark(IntEnum):
     @property
     def class_name(self) -> str:
         """``"signature"``, ``"initials"``, ``"redaction"``, ``"date"``: the name in data sets and reports."""
+        from signver_torch.data.detection import CLASS_NAMES  # the data sets' names (torch's data code: read on use)
+
         return CLASS_NAMES[self.value]
 
     @property

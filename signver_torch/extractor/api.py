@@ -12,7 +12,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from signver_torch.cards import verification_threshold
-from signver_torch.checkpoints import read_background
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
 from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
 from signver_torch.facade import ExportGraph, ModelFacade
@@ -90,18 +89,10 @@ class MetricExtractor(ModelFacade):
         claims against several references are scored by it instead of the pair threshold."""
         if not self.card:
             raise CheckpointError("no checkpoint loaded (call load() first)")
-        if "decision" not in self.card:
-            return None
         if self._decision is None:
             from signver_torch.matcher.decisions import DecisionPolicy
 
-            entry = self.card["decision"]
-            try:
-                background = (read_background(self.weights, entry["background"]["sha256"]).numpy()
-                              if "background" in entry else None)
-                self._decision = DecisionPolicy(entry["rule"], float(entry["threshold"]), int(entry["min_references"]), background)
-            except (KeyError, TypeError, ValueError) as error:
-                raise CheckpointError(f"{self.weights}: the card's decision entry is incomplete ({error})") from error
+            self._decision = DecisionPolicy.from_card(self.card, self.weights)  # type: ignore[arg-type]
         return self._decision
 
     def extract(self, batch: np.ndarray | torch.Tensor | Sequence[ImageSource], progress: bool = False) -> np.ndarray:
@@ -113,8 +104,9 @@ class MetricExtractor(ModelFacade):
         return self.embed(self._as_images(batch), progress=progress).numpy()
 
     @torch.inference_mode()
-    def embed(self, images: Sequence[torch.Tensor], progress: bool = False, pooled: bool = False) -> torch.Tensor:
-        """Embed ``(C, H, W)`` tensors in ``[0, 1]`` (dark ink on light paper); returns a CPU tensor.
+    def embed(self, images: Sequence[torch.Tensor | np.ndarray], progress: bool = False, pooled: bool = False) -> torch.Tensor:
+        """Embed ``(C, H, W)`` tensors (or arrays, as ``SignVer`` holds crops) in ``[0, 1]`` (dark ink on light paper);
+        returns a CPU tensor.
 
         ``pooled`` returns the backbone's features as the projection head receives them instead (torch backend).
         """
@@ -124,7 +116,7 @@ class MetricExtractor(ModelFacade):
         chunks = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="embedding", unit="batch", file=sys.stderr, disable=not progress, leave=False):
-            group = [image.to(self.device) for image in images[start : start + self.batch_size]]
+            group = [torch.as_tensor(image).to(self.device) for image in images[start : start + self.batch_size]]
             try:
                 canvas = self.preprocessor(group)  # type: ignore[misc]
             except BlankSignatureError as error:

@@ -10,7 +10,7 @@ card (:meth:`SignaturePreprocessor.config`) and are replayed at inference.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import torch
@@ -19,34 +19,8 @@ from kornia.filters import get_gaussian_kernel1d
 from kornia.geometry.transform import warp_affine
 
 from signver_torch.data.ink import ink_mask
+from signver_torch.extractor.canvas import PreprocessConfig  # torch-free, shared with the numpy canvases
 from signver_torch.errors import BlankSignatureError, SignVerError
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Parameters of :class:`SignaturePreprocessor`, stored in checkpoint cards."""
-
-    height: int = 112
-    width: int = 192
-    #: extra room around the ink bounding box, as a fraction of its size
-    margin: float = 0.04
-    #: fraction of ink mass ignored on each side when locating the box (stray specks)
-    box_quantile: float = 0.002
-    #: a crop whose ink covers less than this fraction of pixels, or whose ink is this faint, is blank
-    min_ink_fraction: float = 0.0005
-    min_contrast: float = 0.08
-    #: Otsu's split is found on every ``otsu_sample``-th pixel of each row and column (:func:`ink_mask`); 1, on
-    #: every pixel, is what cards written before the field replay (:meth:`from_card`)
-    otsu_sample: int = 2
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.otsu_sample, int) or isinstance(self.otsu_sample, bool) or self.otsu_sample < 1:
-            raise ValueError(f"otsu_sample must be a whole number of pixels, at least 1, not {self.otsu_sample!r}")
-
-    @classmethod
-    def from_card(cls, fields: dict[str, Any]) -> "PreprocessConfig":
-        """The config a checkpoint card's ``preprocessing`` records (fields it predates take their value of then)."""
-        return cls(**{"otsu_sample": 1, **fields})
 
 
 class SignaturePreprocessor(torch.nn.Module):

@@ -8,29 +8,33 @@ from the same model.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from signver_torch.cards import verification_threshold
 from signver_torch.checkpoints import read_card, resolve_checkpoint
 from signver_torch.errors import SignVerError
+from signver_torch.io import is_tensor
 from signver_torch.matcher.distance import cosine_distances
+
+if TYPE_CHECKING:
+    import torch
 
 #: How several references of one person combine into one distance.
 Combine = Literal["mean", "min"]
 
 
-def _as_matrix(vectors: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
-    matrix = torch.as_tensor(np.asarray(vectors) if not isinstance(vectors, torch.Tensor) else vectors).float()
+def _as_matrix(vectors: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """``vectors`` as an ``(N, D)`` float32 array (numpy: the matcher never needs torch)."""
+    matrix = np.asarray(vectors.detach().float().cpu() if is_tensor(vectors) else vectors, np.float32)  # type: ignore[union-attr]
     if matrix.ndim == 1:
         matrix = matrix[None]
     if matrix.ndim != 2 or matrix.shape[0] == 0:
         raise SignVerError(f"{name}: expected an embedding (D,) or a batch (N, D), got shape {tuple(matrix.shape)}")
-    if not torch.isfinite(matrix).all():
+    if not np.isfinite(matrix).all():
         raise SignVerError(f"{name}: embeddings contain NaN or infinite values")
-    return torch.nn.functional.normalize(matrix, dim=1)
+    return matrix
 
 
 class Matcher:
@@ -58,7 +62,7 @@ class Matcher:
         left, right = _as_matrix(a, "a"), _as_matrix(b, "b")
         if left.shape[1] != right.shape[1]:
             raise SignVerError(f"embedding sizes differ: {left.shape[1]} and {right.shape[1]}")
-        distances = cosine_distances(left, right, clamp=(0, 2)).numpy()
+        distances = cosine_distances(left, right, normalise=True, clamp=(0, 2))
         return float(distances[0, 0]) if distances.size == 1 and np.ndim(a) == 1 and np.ndim(b) == 1 else distances
 
     def verify(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, threshold: float | None = None) -> bool:
@@ -75,7 +79,7 @@ class Matcher:
 
         The mean is steadier against one odd reference; ``docs/matcher.md`` measures both.
         """
-        distances = torch.as_tensor(self.cosine_distance(_as_matrix(query, "query")[:1], references)).flatten()
+        distances = np.asarray(self.cosine_distance(_as_matrix(query, "query")[:1], references)).ravel()
         if combine == "mean":
             return float(distances.mean())
         if combine == "min":

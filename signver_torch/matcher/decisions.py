@@ -20,12 +20,13 @@ threshold, from how many references it applies, and the background bank beside t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from signver_torch.errors import SignVerError
+from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.matcher.distance import cosine_distances
 
 Rule = Literal["mean", "spread", "svm"]
@@ -120,6 +121,21 @@ class DecisionPolicy:
             raise SignVerError(f"unknown decision rule {self.rule!r} (one of {', '.join(RULES)})")
         if self.needs_model and self.background is None:
             raise SignVerError("the svm rule needs the checkpoint's background bank")
+
+    @classmethod
+    def from_card(cls, card: dict, weights: str | os.PathLike) -> "DecisionPolicy | None":
+        """The rule an extractor card's calibration chose (``None`` on cards without one), its background bank read
+        from beside ``weights`` (a checkpoint's or an export's graph) and checked against the card."""
+        if "decision" not in card:
+            return None
+        from signver_torch.checkpoints import read_background
+
+        entry = card["decision"]
+        try:
+            background = read_background(weights, entry["background"]["sha256"]) if "background" in entry else None
+            return cls(entry["rule"], float(entry["threshold"]), int(entry["min_references"]), background)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{weights}: the card's decision entry is incomplete ({error})") from error
 
     @property
     def needs_model(self) -> bool:

@@ -24,15 +24,17 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence
 
 import numpy as np
-import torch
 
 from signver_torch.errors import NotFoundError, SignVerError
-from signver_torch.io import ImageSource
+from signver_torch.io import ImageSource, is_tensor
 from signver_torch.matcher.decisions import WriterModel, fit_writer_model
 from signver_torch.store import EmbeddingStore, now
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEMA_VERSION = "2"
 #: The schemas this version reads; older ones are migrated when opened.
@@ -72,7 +74,7 @@ def source_digest(source: ImageSource) -> tuple[str, str]:
             raise SignVerError(f"{path}: cannot read ({error.strerror or error})") from error
     if isinstance(source, (bytes, bytearray)):
         return hashlib.sha256(source).hexdigest(), "bytes"
-    array = np.asarray(source.detach().cpu() if isinstance(source, torch.Tensor) else source)
+    array = np.asarray(source.detach().cpu() if is_tensor(source) else source)
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(), f"array {array.shape}"
 
 
@@ -140,7 +142,7 @@ class Gallery(EmbeddingStore):
         people = [str(name).strip() for name in people]
         if not all(people):
             raise GalleryError("person id must not be empty")
-        vectors = np.asarray(embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings, np.float32)
+        vectors = np.asarray(embeddings.detach().cpu() if is_tensor(embeddings) else embeddings, np.float32)
         if vectors.ndim != 2 or len(vectors) == 0 or not len(vectors) == len(sources) == len(people):
             raise GalleryError(f"expected N embeddings with N sources and person ids, got {vectors.shape}, {len(sources)}, {len(people)}")
         enrolled_at = now()
@@ -229,7 +231,7 @@ class Gallery(EmbeddingStore):
     def search(self, query: np.ndarray | torch.Tensor, k: int = 5) -> list[Match]:
         """The ``k`` closest people to ``query``: each person's distance is that of their closest signature."""
         people, index = self._search_index()
-        vector = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, np.float32).reshape(1, -1)
+        vector = np.asarray(query.detach().cpu() if is_tensor(query) else query, np.float32).reshape(1, -1)
         if vector.shape[1] != index.dimensions:
             raise GalleryError(f"query has {vector.shape[1]} dimensions, the gallery's embeddings {index.dimensions}")
         order, similarity = index.search(vector, max(k * 8, 64))
@@ -251,6 +253,8 @@ class SearchIndex:
             self._index = faiss.IndexFlatIP(matrix.shape[1])
             self._index.add(np.ascontiguousarray(matrix, np.float32))
         else:
+            import torch  # the exact search: only a search imports it, never a verification
+
             self._matrix = torch.from_numpy(np.ascontiguousarray(matrix, np.float32))
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,5 +263,5 @@ class SearchIndex:
         if self.backend == "faiss":
             similarity, order = self._index.search(np.ascontiguousarray(query, np.float32), k)
             return order[0], similarity[0]
-        similarity, order = (self._matrix @ torch.from_numpy(query[0])).topk(k)
+        similarity, order = (self._matrix @ self._matrix.new_tensor(query[0])).topk(k)
         return order.numpy(), similarity.numpy()
