@@ -236,9 +236,9 @@ def test_signver_verifies_a_page_the_same_on_both_backends(exported: Path, small
         assert abs(first.verdict.distance - second.verdict.distance) <= 2e-3
 
 
-def test_verifying_crops_on_an_exported_backend_imports_no_torchvision(exported: Path, tmp_path: Path) -> None:
-    """torchvision (and the torch._dynamo its ops bring) is the detector's: importing it cost ``signver verify`` two of
-    its five seconds of start-up under an exported backend. Enrolling and verifying crops never import it."""
+def test_verifying_crops_on_an_exported_backend_imports_no_torch(exported: Path, tmp_path: Path) -> None:
+    """Under an exported backend, enrolling and verifying crops run the torch-free facades (``cards.TORCH_FREE_FACADES``):
+    neither torch nor torchvision nor kornia is imported (torch alone is most of a bare command's start-up)."""
     models = f"'--backend', 'onnxruntime', '--extractor', {str(exported)!r}, '--cleaner', {str(exported)!r}"
     gallery = str(tmp_path / "gallery.db")
     script = ("import sys\n"
@@ -246,11 +246,59 @@ def test_verifying_crops_on_an_exported_backend_imports_no_torchvision(exported:
               f"assert main(['enroll', {models}, '--gallery', {gallery!r}, '--person', 'w39', 'examples/references/writer39_1.png']) == 0\n"
               f"assert main(['verify', {models}, '--reference', 'examples/references/writer39_1.png',"
               " '--query', 'examples/references/writer39_2.png']) == 0\n"
-              "print(sorted(name for name in sys.modules if name.split('.')[0] == 'torchvision'))")
+              f"assert main(['verify', {models}, '--gallery', {gallery!r}, '--person', 'w39',"
+              " '--query', 'examples/references/writer39_2.png']) == 0\n"
+              "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'torchvision', 'kornia', 'lightning'}))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr
-    assert "enrolled 1 signature(s)" in result.stdout and ": MATCH:" in result.stdout
+    assert "enrolled 1 signature(s)" in result.stdout and result.stdout.count(": MATCH:") == 2
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_the_torch_free_facades_agree_with_torch(exported: Path, scans: list[str], torch_embeddings: np.ndarray,
+                                                 dirty_pairs: tuple, torch_psnr: float, backend: str) -> None:
+    """``ExportedExtractor`` and ``ExportedCleaner`` (numpy host steps, no torch) within issue 34's tolerances of torch:
+    embeddings 1e-3 cosine, the card's threshold and per-person rule; the cleaner 0.1 dB on the dirty pairs, and on real
+    scans larger than its bound (downscaled, cleaned, scaled back) within 1e-3 of the torch-hosted export's pixels."""
+    from signver_torch.cleaner.exported import ExportedCleaner
+    from signver_torch.extractor.exported import ExportedExtractor
+    from signver_torch.io import load_image_array
+
+    extractor = ExportedExtractor(backend).load(exported)
+    embeddings = extractor.embed([load_image_array(scan) for scan in scans])
+    assert embeddings.shape == torch_embeddings.shape and float((1 - (torch_embeddings * embeddings).sum(1)).max()) <= 1e-3
+    reference = MetricExtractor(device="cpu").load("default")
+    assert extractor.threshold == reference.threshold and extractor.sha256 == reference.sha256 and extractor.backend == backend
+    assert extractor.decision.rule == reference.decision.rule and np.array_equal(extractor.decision.background, reference.decision.background)
+    cleaner = ExportedCleaner(backend).load(exported)
+    cleaned = np.stack(cleaner.clean_pages([page.numpy() for page in dirty_pairs[0]]))
+    psnr = float(cleaning_metrics(torch.from_numpy(cleaned), dirty_pairs[1])["psnr"].mean())
+    assert abs(psnr - torch_psnr) <= 0.1, (psnr, torch_psnr)
+    crops = [load_image_array(scan) for scan in scans[:4]]
+    assert max(crops[0].shape) > cleaner.max_side
+    hosted = Cleaner(backend=backend).load(exported).clean_pages(crops)
+    for ours, theirs in zip(cleaner.clean_pages(crops), hosted):
+        assert ours.shape == theirs.shape and float(np.abs(ours - theirs.numpy()).max()) <= 1e-3
+
+
+def test_signver_runs_the_torch_free_facades_where_an_export_is_at_hand(exported: Path, small_data: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export folder under an exported backend: the torch-free facades, and the verdict torch gives; a checkpoint under
+    ``auto`` with nothing in the cache: the torch facades (``auto`` never exports)."""
+    from signver_torch.cleaner.exported import ExportedCleaner
+    from signver_torch.extractor.exported import ExportedExtractor
+
+    references = [str(small_data / "samples" / name) for name in ("original_2_11.png", "original_2_12.png")]
+    query = str(small_data / "samples" / "forgeries_2_12.png")
+    free = SignVer(exported, exported, exported, backend="onnxruntime")
+    verdict = free.verify_references(references, query)
+    assert isinstance(free.cleaner, ExportedCleaner) and isinstance(free.extractor, ExportedExtractor)
+    expected = SignVer(device="cpu").verify_references(references, query)
+    assert verdict.match == expected.match and abs(verdict.distance - expected.distance) <= 2e-3
+    monkeypatch.setenv("SIGNVER_CACHE", str(tmp_path / "empty-cache"))
+    auto = SignVer(backend="auto")
+    assert isinstance(auto.extractor, MetricExtractor) and auto.extractor.backend == "torch"
 
 
 def test_a_graph_that_fails_its_check_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -362,10 +410,10 @@ def test_auto_keeps_torch_on_an_accelerator(exported: Path) -> None:
     with cuda_gpus(1):
         extractor = MetricExtractor(backend="auto")
         assert extractor.device.type == "cuda"
-        assert extractor._choose_backend(exported, given_export=True) == ("torch", None)
+        assert extractor._choose_backend(exported) == ("torch", None)
     ready = {"onnxruntime", "openvino"} if HAS_OPENVINO else {"onnxruntime"}
     fastest = next(backend for backend in MEASURED_ORDER if backend in ready)
-    assert MetricExtractor(device="cpu", backend="auto")._choose_backend(exported, given_export=True)[0] == fastest
+    assert MetricExtractor(device="cpu", backend="auto")._choose_backend(exported)[0] == fastest
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')")

@@ -113,3 +113,20 @@ def test_a_malformed_tone_curve_is_refused(tmp_path: Path) -> None:
     weights.with_suffix(".json").write_text(json.dumps({**card, "tone_curve": {"values": [0.5]}}))
     with pytest.raises(CheckpointError, match="tone_curve"):
         Cleaner().load(weights)
+
+
+def test_the_numpy_resizes_are_torchs_interpolate(small_data: Path) -> None:
+    """The exported cleaner's host steps (``cleaner/exported.py``, no torch): area downscale and bilinear upscale of a
+    real scan, to sizes that divide it and sizes that do not, as ``F.interpolate`` computes them."""
+    import torch.nn.functional as F
+
+    from signver_torch.cleaner.exported import area_resize, bilinear_resize
+
+    scan = load_image_tensor(small_data / "cedar" / "full_org" / "original_39_1.png", "L")[None]  # (1, 1, H, W)
+    height, width = scan.shape[-2:]
+    for size in ((height // 2, width // 2), (round(height * 0.37), round(width * 0.61)), (9, 8)):
+        expected = F.interpolate(scan, size=size, mode="area").numpy()
+        np.testing.assert_allclose(area_resize(scan.numpy(), *size), expected, atol=1e-4)  # torch sums large blocks in float32
+        small = torch.from_numpy(expected)
+        upscaled = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False).numpy()
+        np.testing.assert_allclose(bilinear_resize(expected, height, width), upscaled, atol=1e-5)
