@@ -7,7 +7,9 @@ Per backend (torch, and each exported backend whose runtime is installed: onnxru
 graphs are the shipped checkpoints exported once into the cache with the check of ``signver export``):
 
 * ``extractor``: signatures per second from raw scan files (loading and preprocessing included), the
-  fixture's CEDAR and Dutch scans in the facade's batches;
+  fixture's CEDAR and Dutch scans in the facade's batches (``MetricExtractor``, its preprocessing in torch); under an
+  exported backend also ``extractor_torch_free``, what ``SignVer`` and ``signver verify`` embed with there
+  (``ExportedExtractor.extract``: numpy preprocessing on the host's threads, no torch);
 * ``detector``: milliseconds per page (loading, letterbox, network, selection), the fixture's 12 real pages;
 * ``page``: a page end to end (``SignVer.verify_document``: detect, crop, clean, embed, decide) against
   three references that are new each call (the embedding cache emptied), p50 and p90 over the 12 pages;
@@ -72,6 +74,22 @@ def extractor_rate(backend: str, scans: list[str], repeats: int, checkpoint: str
     return median_of(repeats, once)
 
 
+def torch_free_extractor_rate(backend: str, scans: list[str], repeats: int, checkpoint: str = "default") -> float:
+    """What ``SignVer`` embeds with under an exported backend: the export without torch, scans decoded and preprocessed
+    on the host's threads (``ExportedExtractor.extract``)."""
+    from signver_torch.extractor.exported import ExportedExtractor
+
+    extractor = ExportedExtractor(backend).load(checkpoint)
+    extractor.extract(scans[:8])  # warm-up
+
+    def once() -> float:
+        started = time.perf_counter()
+        extractor.extract(scans)
+        return len(scans) / (time.perf_counter() - started)
+
+    return median_of(repeats, once)
+
+
 def per_page_ms(run: Callable[[str], Any], pages: list[str], repeats: int, label: str) -> list[float]:
     """Each page's median milliseconds over ``repeats``."""
     run(pages[0])  # warm-up
@@ -113,6 +131,8 @@ def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "def
     references = [str(REFERENCES / name) for name in sorted(os.listdir(REFERENCES))][:3]
     result: dict[str, Any] = {"backend": backend}
     result["extractor_signatures_per_second"] = round(extractor_rate(backend, scans, repeats, extractor), 1)
+    if backend != "torch":
+        result["extractor_torch_free_signatures_per_second"] = round(torch_free_extractor_rate(backend, scans, repeats, extractor), 1)
     result["extractor_scans"] = len(scans)
     finder = Detector(device="cpu", backend=backend).load(detector)
     detect = per_page_ms(lambda page: finder.predict([page]), pages, repeats, f"{backend} detector")
@@ -165,6 +185,7 @@ def main() -> None:
             "page": round(torch_row["page_ms_p50"] / row["page_ms_p50"], 2),
             "detector": round(torch_row["detector_ms_per_page_p50"] / row["detector_ms_per_page_p50"], 2),
             "extractor": round(row["extractor_signatures_per_second"] / torch_row["extractor_signatures_per_second"], 2),
+            "extractor_torch_free": round(row["extractor_torch_free_signatures_per_second"] / torch_row["extractor_signatures_per_second"], 2),
         }
     versions = {"torch": torch.__version__, "numpy": numpy.__version__}
     versions.update({row["backend"]: importlib.import_module(row["backend"]).__version__ for row in rows[1:]})
@@ -178,7 +199,7 @@ def main() -> None:
     out.write_text(json.dumps(record, indent=2) + "\n")
     for row in rows + variants:
         print(f"{row['backend']:<12} ({'/'.join(sorted(set(row['precision'].values())))}) page p50 {row['page_ms_p50']:7.1f} ms  detector {row['detector_ms_per_page_p50']:6.1f} ms/page  "
-              f"extractor {row['extractor_signatures_per_second']:6.1f} sig/s  verify start-up {row['startup']['verify_seconds']:.2f} s "
+              f"extractor {row['extractor_signatures_per_second']:6.1f} sig/s (torch-free {row.get('extractor_torch_free_signatures_per_second', float('nan')):6.1f})  verify start-up {row['startup']['verify_seconds']:.2f} s "
               f"({row['startup']['ratio']:.2f}x import torch)")
     print(f"wrote {out}")
 

@@ -26,7 +26,7 @@ from signver_torch.cleaner.data import EVAL_SEED, DirtyPairs  # noqa: E402
 from signver_torch.data.ink import load_ink_maps  # noqa: E402
 from signver_torch.data.signatures import discover_signatures  # noqa: E402
 from signver_torch.checkpoints import resolve_checkpoint, update_card  # noqa: E402
-from signver_torch.errors import CheckpointError, ExportError  # noqa: E402
+from signver_torch.errors import BlankSignatureError, CheckpointError, ExportError, ImageLoadError  # noqa: E402
 from signver_torch.export import TOLERANCES, detection_agreement, export_module  # noqa: E402
 from signver_torch.metrics import cleaning_metrics  # noqa: E402
 from signver_torch.runtime import MEASURED_ORDER  # noqa: E402
@@ -266,8 +266,14 @@ def test_the_torch_free_facades_agree_with_torch(exported: Path, scans: list[str
     from signver_torch.io import load_image_array
 
     extractor = ExportedExtractor(backend).load(exported)
-    embeddings = extractor.embed([load_image_array(scan) for scan in scans])
+    embeddings = extractor.extract(scans)
     assert embeddings.shape == torch_embeddings.shape and float((1 - (torch_embeddings * embeddings).sum(1)).max()) <= 1e-3
+    np.testing.assert_allclose(extractor.embed([load_image_array(scan) for scan in scans]), embeddings, atol=1e-6)
+    blank = np.full((1, 30, 40), 0.95, np.float32)
+    with pytest.raises(BlankSignatureError, match=r"item\(s\) \[1\]"):
+        extractor.embed([load_image_array(scans[0]), blank])
+    with pytest.raises(ImageLoadError, match="no-such-scan.png"):
+        extractor.extract([scans[0], "no-such-scan.png"])
     reference = MetricExtractor(device="cpu").load("default")
     assert extractor.threshold == reference.threshold and extractor.sha256 == reference.sha256 and extractor.backend == backend
     assert extractor.decision.rule == reference.decision.rule and np.array_equal(extractor.decision.background, reference.decision.background)

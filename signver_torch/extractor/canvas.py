@@ -63,19 +63,25 @@ def ink_canvases(images: Sequence[np.ndarray], config: PreprocessConfig, *, stri
     canvases = np.zeros((len(images), 1, config.height, config.width), np.float32)
     blank = []
     for index, image in enumerate(images):
-        gray = np.asarray(image, np.float32)
-        if gray.ndim != 2 or min(gray.shape) < 2:
-            raise SignVerError(f"signature crops must be (H, W) images of at least 2x2 pixels, got shape {gray.shape}")
-        if not np.isfinite(gray).all():
-            raise SignVerError("signature batch contains NaN or infinite values")
-        ink = _ink(np.clip(gray, 0, 1), config)
-        if ink is None:
+        canvas = ink_canvas(image, config)
+        if canvas is None:
             blank.append(index)
         else:
-            canvases[index, 0] = _canvas(ink, config)
+            canvases[index] = canvas
     if strict and blank:
         raise BlankSignatureError(f"no signature ink found in batch item(s) {blank} (blank or uniform crop)", blank)
     return canvases
+
+
+def ink_canvas(image: np.ndarray, config: PreprocessConfig) -> np.ndarray | None:
+    """The ``(1, height, width)`` canvas of one ``(H, W)`` crop, or ``None`` where it has no ink."""
+    gray = np.asarray(image, np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise SignVerError(f"signature crops must be (H, W) images of at least 2x2 pixels, got shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise SignVerError("signature batch contains NaN or infinite values")
+    ink = _ink(np.clip(gray, 0, 1), config)
+    return None if ink is None else _canvas(ink, config)[None]
 
 
 def _ink(gray: np.ndarray, config: PreprocessConfig) -> np.ndarray | None:

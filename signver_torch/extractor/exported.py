@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from signver_torch.cards import verification_threshold
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
-from signver_torch.extractor.canvas import PreprocessConfig, ink_canvases
+from signver_torch.extractor.canvas import PreprocessConfig, ink_canvas
+from signver_torch.io import ImageSource, load_image_array
 from signver_torch.matcher.decisions import DecisionPolicy
-from signver_torch.runtime import ExportedFacade
+from signver_torch.runtime import ExportedFacade, default_threads
 
 
 class ExportedExtractor(ExportedFacade):
@@ -23,7 +25,7 @@ class ExportedExtractor(ExportedFacade):
     Example::
 
         extractor = ExportedExtractor("onnxruntime").load("exports/")   # or "default", once exported into the cache
-        embeddings = extractor.embed([gray_a, gray_b])                  # (2, 256) float32, unit rows
+        embeddings = extractor.extract(["a.png", "b.png"])              # (2, 256) float32, unit rows
     """
 
     module = "extractor"
@@ -50,23 +52,51 @@ class ExportedExtractor(ExportedFacade):
             self._decision = DecisionPolicy.from_card(self.card, self.loaded_graph.path)
         return self._decision
 
+    def extract(self, sources: Sequence[ImageSource], progress: bool = False) -> np.ndarray:
+        """Embed signatures given as paths, bytes, PIL images or arrays (read by :func:`~signver_torch.io.load_image_array`,
+        each decoded and preprocessed on the host's threads while none is waiting on the graph): ``(N, 256)``.
+
+        Raises:
+            ImageLoadError: a source that cannot be read (naming it); BlankSignatureError: crops without ink.
+        """
+        if isinstance(sources, (str, bytes, bytearray, os.PathLike)):
+            raise SignVerError("extract() takes a batch: wrap a single signature in a list")
+        return self._embed_with(list(sources), _loaded_canvas, progress)
+
     def embed(self, images: Sequence[np.ndarray], progress: bool = False) -> np.ndarray:
         """Embed ``(1, H, W)`` or ``(H, W)`` grayscale arrays in ``[0, 1]`` (dark ink on light paper): ``(N, 256)``.
 
         Raises:
             BlankSignatureError: crops without ink, with their indices.
         """
-        if len(images) == 0:
+        return self._embed_with(list(images), _array_canvas, progress)
+
+    def _embed_with(self, items: list[Any], canvas_of: Callable[[Any, int, PreprocessConfig], np.ndarray | None],
+                    progress: bool) -> np.ndarray:
+        """Each item's canvas (``None``: blank) on a pool of the host's threads (decoding and numpy release the GIL),
+        then the graph, a batch at a time."""
+        if len(items) == 0:
             raise SignVerError("empty batch: no signatures to embed")
         graph = self.loaded_graph
+        workers = min(len(items), default_threads() or os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            canvases = list(pool.map(canvas_of, items, range(len(items)), [self.config] * len(items)))
+        blank = [index for index, canvas in enumerate(canvases) if canvas is None]
+        if blank:
+            raise BlankSignatureError(f"no signature ink found in input item(s) {blank} (blank or uniform crop)", blank)
         chunks = []
-        starts = range(0, len(images), self.batch_size)
+        starts = range(0, len(items), self.batch_size)
         for start in tqdm(starts, desc="embedding", unit="batch", file=sys.stderr, disable=not progress, leave=False):
-            group = [np.asarray(image, np.float32).reshape(np.shape(image)[-2:]) for image in images[start : start + self.batch_size]]
-            try:
-                canvas = ink_canvases(group, self.config)
-            except BlankSignatureError as error:
-                indices = [start + i for i in error.indices]
-                raise BlankSignatureError(f"no signature ink found in input item(s) {indices} (blank or uniform crop)", indices) from error
-            chunks.append(np.asarray(graph(canvas)[0], np.float32))
+            chunks.append(np.asarray(graph(np.stack(canvases[start : start + self.batch_size]))[0], np.float32))
         return np.concatenate(chunks)
+
+
+def _array_canvas(image: np.ndarray, index: int, config: PreprocessConfig) -> np.ndarray | None:
+    """The canvas of a ``(1, H, W)`` or ``(H, W)`` array, ``None`` when it has no ink."""
+    return ink_canvas(np.asarray(image, np.float32).reshape(np.shape(image)[-2:]), config)
+
+
+def _loaded_canvas(source: ImageSource, index: int, config: PreprocessConfig) -> np.ndarray | None:
+    """The canvas of an image source, read through the one loader (named by its path, else by its place)."""
+    name = None if isinstance(source, (str, os.PathLike)) else f"batch item {index}"
+    return _array_canvas(load_image_array(source, "L", name=name), index, config)
