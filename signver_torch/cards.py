@@ -39,6 +39,7 @@ MODULES = tuple(FACADES)
 #: The facades that run a module's export without torch (:class:`~signver_torch.runtime.ExportedFacade`): ``SignVer``
 #: loads these in place of :data:`FACADES` under an exported backend when an export is at hand.
 TORCH_FREE_FACADES = {
+    "detector": ("signver_torch.detector.exported", "ExportedDetector"),
     "cleaner": ("signver_torch.cleaner.exported", "ExportedCleaner"),
     "extractor": ("signver_torch.extractor.exported", "ExportedExtractor"),
 }

@@ -22,7 +22,8 @@ from PIL import Image
 
 from signver_torch.cards import FACADES, TORCH_FREE_FACADES
 from signver_torch.claims import Claim, ClaimFailure, ClaimVerdicts, Verdict, read_claims
-from signver_torch.detector.marks import Mark
+from signver_torch.detector.marks import Mark, summarize
+from signver_torch.detector.selection import box_iou, nms
 from signver_torch.errors import BlankSignatureError, ExportError, SignVerError
 from signver_torch.io import ImageSource, load_image, load_image_array
 from signver_torch.matcher.api import Combine, Matcher
@@ -47,7 +48,7 @@ class PageReading:
     """What the models see on one page: every detection, the page's tags and its signatures."""
 
     image: Image.Image
-    detections: dict[str, torch.Tensor]  # the detector's boxes, scores and labels
+    detections: dict[str, Any]  # the detector's boxes, scores and labels (torch's tensors, or arrays without torch)
     tags: dict[str, bool | int]  # signed, initialled, redacted, dated (and counts)
     boxes: list[list[float]]  # the signatures to verify, xyxy pixels
     scores: list[float]
@@ -277,16 +278,13 @@ class SignVer:
         chosen on validation pages), tag it, and crop, clean and embed each signature found.
 
         The one reading that :meth:`verify_document` and the document library share."""
-        from torchvision.ops import nms  # the detector's path only: verifying crops never imports torchvision
-
-        from signver_torch.detector.api import summarize
-
         image = load_image(page)
-        [found] = self._model("detector").predict([image], score_threshold=score_threshold)
-        keep = _signatures_not_outscored(found).nonzero().flatten()
+        [found] = self._model("detector").predict([image], score_threshold=score_threshold)  # tensors or arrays
+        boxes, scores, labels = (np.asarray(found[key]) for key in ("boxes", "scores", "labels"))
+        keep = np.flatnonzero(_signatures_not_outscored(boxes, scores, labels))
         # one signature, one verdict: overlapping signature boxes are merged
-        keep = keep[nms(found["boxes"][keep], found["scores"][keep], SIGNATURE_OVERLAP)]
-        boxes, scores = found["boxes"][keep].tolist(), found["scores"][keep].tolist()
+        keep = keep[nms(boxes[keep], scores[keep], SIGNATURE_OVERLAP)]
+        boxes, scores = boxes[keep].tolist(), scores[keep].tolist()
         gray = np.asarray(image.convert("L"), np.float32) / 255
         crops = [_crop(gray, box) for box in boxes]
         embeddings, cleaned = self.embed(crops) if crops else (np.zeros((0, 0), np.float32), [])
@@ -327,17 +325,15 @@ class SignVer:
         return report_picture(report, page)
 
 
-def _signatures_not_outscored(found: dict[str, torch.Tensor]) -> torch.Tensor:
+def _signatures_not_outscored(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Which detections are signatures to verify: the detector's NMS works per class, so a handwritten
     date can also come out as a weaker signature box; a signature box that a more confident box of
     another class covers (IoU >= 0.5) is that other mark and is not verified."""
-    from torchvision.ops import box_iou
-
-    signature = found["labels"] == Mark.SIGNATURE
+    signature = labels == Mark.SIGNATURE
     other = ~signature
     if other.any():
-        covered = box_iou(found["boxes"], found["boxes"][other]) >= 0.5
-        outscored = found["scores"][other][None, :] > found["scores"][:, None]
+        covered = box_iou(boxes, boxes[other]) >= 0.5
+        outscored = scores[other][None, :] > scores[:, None]
         signature &= ~(covered & outscored).any(1)
     return signature
 

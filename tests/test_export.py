@@ -236,9 +236,10 @@ def test_signver_verifies_a_page_the_same_on_both_backends(exported: Path, small
         assert abs(first.verdict.distance - second.verdict.distance) <= 2e-3
 
 
-def test_verifying_crops_on_an_exported_backend_imports_no_torch(exported: Path, tmp_path: Path) -> None:
-    """Under an exported backend, enrolling and verifying crops run the torch-free facades (``cards.TORCH_FREE_FACADES``):
-    neither torch nor torchvision nor kornia is imported (torch alone is most of a bare command's start-up)."""
+def test_verifying_on_an_exported_backend_imports_no_torch(exported: Path, tmp_path: Path) -> None:
+    """Under an exported backend, enrolling, verifying crops and verifying a page run the torch-free facades
+    (``cards.TORCH_FREE_FACADES``): neither torch nor torchvision nor kornia is imported (torch alone is most of a bare
+    command's start-up)."""
     models = f"'--backend', 'onnxruntime', '--extractor', {str(exported)!r}, '--cleaner', {str(exported)!r}"
     gallery = str(tmp_path / "gallery.db")
     script = ("import sys\n"
@@ -248,6 +249,8 @@ def test_verifying_crops_on_an_exported_backend_imports_no_torch(exported: Path,
               " '--query', 'examples/references/writer39_2.png']) == 0\n"
               f"assert main(['verify', {models}, '--gallery', {gallery!r}, '--person', 'w39',"
               " '--query', 'examples/references/writer39_2.png']) == 0\n"
+              f"assert main(['verify-document', 'tests/data/samples/signed_page.png', {models}, '--detector', {str(exported)!r},"
+              " '--reference', 'examples/references/writer39_1.png']) == 0\n"
               "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'torchvision', 'kornia', 'lightning'}))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr
@@ -286,6 +289,21 @@ def test_the_torch_free_facades_agree_with_torch(exported: Path, scans: list[str
     hosted = Cleaner(backend=backend).load(exported).clean_pages(crops)
     for ours, theirs in zip(cleaner.clean_pages(crops), hosted):
         assert ours.shape == theirs.shape and float(np.abs(ours - theirs.numpy()).max()) <= 1e-3
+
+
+@pytest.mark.parametrize("backend", EXPORTED)
+def test_the_torch_free_detector_agrees_with_torch_on_real_pages(exported: Path, pages: list[str], torch_detections: list,
+                                                                 backend: str) -> None:
+    """``ExportedDetector``: pages letterboxed by PIL, the graph, the numpy selection; the boxes torch finds, IoU >= 0.98."""
+    from signver_torch.detector.exported import ExportedDetector
+
+    detector = ExportedDetector(backend).load(exported)
+    found = detector.predict(pages)
+    assert all(isinstance(page["boxes"], np.ndarray) for page in found)
+    agreement = detection_agreement(torch_detections, [{key: torch.from_numpy(value) for key, value in page.items()} for page in found])
+    assert agreement["n_pages"] == 12 and agreement["n_boxes"] >= 9
+    assert agreement["passed"] and agreement["min_iou"] >= 0.98, agreement
+    assert detector.score_threshold == Detector().load("default").score_threshold
 
 
 def test_signver_runs_the_torch_free_facades_where_an_export_is_at_hand(exported: Path, small_data: Path, tmp_path: Path,

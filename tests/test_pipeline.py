@@ -54,12 +54,9 @@ def test_a_signature_box_outscored_by_another_class_is_not_verified() -> None:
     detector holds to be signatures, and separate signatures, are verified."""
     from signver_torch.pipeline import _signatures_not_outscored
 
-    found = {
-        "boxes": torch.tensor([[341.0, 484, 445, 505], [342, 484, 445, 506], [439, 367, 677, 441], [430, 370, 500, 440]]),
-        "scores": torch.tensor([0.84, 0.33, 0.93, 0.20]),
-        "labels": torch.tensor([4, 1, 1, 2]),
-    }
-    assert _signatures_not_outscored(found).tolist() == [False, False, True, False]
+    boxes = np.array([[341.0, 484, 445, 505], [342, 484, 445, 506], [439, 367, 677, 441], [430, 370, 500, 440]], np.float32)
+    scores, labels = np.array([0.84, 0.33, 0.93, 0.20], np.float32), np.array([4, 1, 1, 2])
+    assert _signatures_not_outscored(boxes, scores, labels).tolist() == [False, False, True, False]
 
 
 def test_embedding_cache_gives_the_embeddings_computed_afresh(signver: SignVer, monkeypatch: pytest.MonkeyPatch) -> None:

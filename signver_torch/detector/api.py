@@ -11,18 +11,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from signver_torch.detector.marks import Mark, detections
-from signver_torch.detector.model import DetectionSelection, RetinaNetGraph, detector_from_card
+from signver_torch.detector.exported import DEFAULT_SCORE_THRESHOLD, MIN_PAGE_SIDE, card_score_threshold  # noqa: F401 (public here too)
+from signver_torch.detector.marks import Mark, detections, summarize
+from signver_torch.detector.model import RetinaNetGraph, detector_from_card
+from signver_torch.detector.selection import DetectionSelection, page_detections
 from signver_torch.detector.transforms import letterbox
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
-
-#: Pages smaller than this (either side) hold nothing to detect: an empty result, not an error.
-MIN_PAGE_SIDE = 16
-#: The score threshold of a checkpoint whose card has no ``score_threshold`` (``signver calibrate detector`` writes one).
-DEFAULT_SCORE_THRESHOLD = 0.3
-
 
 class Detector(ModelFacade):
     """Finds signatures (1), initials (2), redactions (3) and dates (4) on pages of any size.
@@ -107,16 +103,9 @@ class Detector(ModelFacade):
             group = pages[start : start + self.batch_size]
             boxed = [letterbox(page, self.image_size) for page in group]
             all_boxes, all_scores = network(torch.stack([image for image, _ in boxed]).to(self.device))
-            outputs = [self.selection(boxes, scores) for boxes, scores in zip(all_boxes.cpu(), all_scores.cpu())]  # type: ignore[misc]
-            for page, (_, scale), output in zip(group, boxed, outputs):
-                keep = output["scores"] >= threshold
-                if min(page.shape[-2:]) < MIN_PAGE_SIDE:
-                    keep = torch.zeros_like(keep)
-                height, width = page.shape[-2:]
-                boxes = (output["boxes"][keep] / scale).cpu()
-                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-                results.append({"boxes": boxes, "scores": output["scores"][keep].cpu(), "labels": output["labels"][keep].cpu()})
+            for page, (_, scale), boxes, scores in zip(group, boxed, all_boxes.cpu().numpy(), all_scores.cpu().numpy()):
+                found = page_detections(self.selection(boxes, scores), scale, *page.shape[-2:], threshold, MIN_PAGE_SIDE)  # type: ignore[misc]
+                results.append({key: torch.from_numpy(value) for key, value in found.items()})
         return results
 
     def detect(self, image: ImageSource, score_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -128,14 +117,6 @@ class Detector(ModelFacade):
         boxes = found["boxes"].numpy()
         normalised = np.stack([boxes[:, 1] / height, boxes[:, 0] / width, boxes[:, 3] / height, boxes[:, 2] / width], axis=1)
         return normalised.astype(np.float32), found["scores"].numpy(), found["labels"].numpy().astype(np.int64), len(boxes)
-
-
-def card_score_threshold(card: Mapping[str, Any], where: str | os.PathLike) -> float:
-    """A detector card's ``score_threshold`` (chosen on validation pages), or the default 0.3 of cards without one."""
-    value = card.get("score_threshold", DEFAULT_SCORE_THRESHOLD)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise CheckpointError(f"{where}: the card's score_threshold {value!r} is not a score between 0 and 1")
-    return float(value)
 
 
 #: Box colours per class in pictures (signature, initials, redaction, date): each :class:`Mark`'s colour.
@@ -156,11 +137,3 @@ def draw_detections(page: Image.Image, found: Mapping[str, torch.Tensor]) -> Ima
         draw.rectangle(draw.textbbox((left, top), text, font=font), fill=colour)
         draw.text((left, top), text, fill=(255, 255, 255), font=font)
     return canvas
-
-
-def summarize(found: Mapping[str, torch.Tensor]) -> dict[str, bool | int]:
-    """Whether a page is signed, initialled, redacted, dated (and how many of each were found)."""
-    labels = found["labels"].tolist()
-    summary: dict[str, bool | int] = {f"n_{mark.class_name}": labels.count(mark) for mark in Mark}
-    summary.update({mark.tag: labels.count(mark) > 0 for mark in Mark})
-    return summary

@@ -19,9 +19,7 @@ class Mark(IntEnum):
     @property
     def class_name(self) -> str:
         """``"signature"``, ``"initials"``, ``"redaction"``, ``"date"``: the name in data sets and reports."""
-        from signver_torch.data.detection import CLASS_NAMES  # the data sets' names (torch's data code: read on use)
-
-        return CLASS_NAMES[self.value]
+        return self.name.lower()  # the data sets' names (data.detection.CLASS_NAMES, a test holds the two together)
 
     @property
     def tag(self) -> str:
@@ -70,4 +68,15 @@ def detections(found: Mapping[str, Any]) -> list[Detection]:
     return [Detection(tuple(box), Mark(label), score) for box, label, score in zip(boxes, labels, scores)]
 
 
-__all__ = ["DETECTION_FIELDS", "Detection", "Mark", "TAGS", "detections"]
+
+
+def summarize(found: Mapping[str, Any]) -> dict[str, bool | int]:
+    """Whether a page is signed, initialled, redacted, dated (and how many of each were found), from its detections
+    (tensors or arrays)."""
+    labels = [int(label) for label in found["labels"]]
+    summary: dict[str, bool | int] = {f"n_{mark.class_name}": labels.count(mark) for mark in Mark}
+    summary.update({mark.tag: labels.count(mark) > 0 for mark in Mark})
+    return summary
+
+
+__all__ = ["DETECTION_FIELDS", "Detection", "Mark", "TAGS", "detections", "summarize"]

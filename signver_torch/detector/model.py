@@ -9,7 +9,6 @@ downloaded.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -21,8 +20,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, sigmoid_focal_loss
+from torchvision.ops import box_iou, clip_boxes_to_image, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from signver_torch.detector.selection import DetectionSelection
 
 #: Object classes plus torchvision's unused label 0.
 NUM_CLASSES = 5
@@ -251,38 +252,6 @@ class RetinaNetGraph(nn.Module):
         net = self.detector
         return DetectionSelection(tuple(self.levels), float(net.score_thresh), int(net.topk_candidates),
                                   float(net.nms_thresh), int(net.detections_per_img))
-
-
-@dataclass(frozen=True)
-class DetectionSelection:
-    """torchvision's RetinaNet post-processing on :class:`RetinaNetGraph`'s outputs: per pyramid level the
-    ``topk_candidates`` best (anchor, class) scores above ``score_thresh``, then class-wise NMS at
-    ``nms_thresh``, the ``detections_per_img`` best kept. Its fields go into an export's card."""
-
-    levels: tuple[int, ...]
-    score_thresh: float
-    topk_candidates: int
-    nms_thresh: float
-    detections_per_img: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "levels": list(self.levels)}
-
-    def __call__(self, boxes: torch.Tensor, scores: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One page's ``(A, 4)`` boxes and ``(A, C)`` scores to its detections (``boxes``, ``scores``, ``labels``)."""
-        classes = scores.shape[-1]
-        kept_boxes, kept_scores, kept_labels = [], [], []
-        for level_boxes, level_scores in zip(boxes.split(list(self.levels)), scores.split(list(self.levels))):
-            flat = level_scores.flatten()
-            candidates = torch.where(flat > self.score_thresh)[0]
-            top, order = flat[candidates].topk(min(self.topk_candidates, len(candidates)))
-            candidates = candidates[order]
-            kept_boxes.append(level_boxes[torch.div(candidates, classes, rounding_mode="floor")])
-            kept_scores.append(top)
-            kept_labels.append(candidates % classes)
-        found_boxes, found_scores, labels = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
-        keep = batched_nms(found_boxes, found_scores, labels, self.nms_thresh)[: self.detections_per_img]
-        return {"boxes": found_boxes[keep], "scores": found_scores[keep], "labels": labels[keep]}
 
 
 def detector_from_card(card: dict[str, Any]) -> RetinaNet:

@@ -14,7 +14,7 @@ from signver_torch.detector.marks import TAGS, Mark, detections
 def test_marks_name_tag_and_serialise_detections() -> None:
     assert [(int(mark), mark.class_name, mark.tag) for mark in Mark] == [
         (1, "signature", "signed"), (2, "initials", "initialled"), (3, "redaction", "redacted"), (4, "date", "dated")]
-    assert TAGS == ("signed", "initialled", "redacted", "dated") and {mark: CLASS_NAMES[mark] for mark in Mark} == CLASS_NAMES
+    assert TAGS == ("signed", "initialled", "redacted", "dated") and {mark: mark.class_name for mark in Mark} == CLASS_NAMES
     found = {"boxes": torch.tensor([[10.04, 20.0, 30.06, 40.0]]), "scores": torch.tensor([0.912345]), "labels": torch.tensor([4])}
     [date] = detections(found)
     assert date.mark is Mark.DATE and json.dumps(date.as_dict()) == (
