@@ -10,7 +10,8 @@ graphs are the shipped checkpoints exported once into the cache with the check o
   fixture's CEDAR and Dutch scans in the facade's batches (``MetricExtractor``, its preprocessing in torch); under an
   exported backend also ``extractor_torch_free``, what ``SignVer`` and ``signver verify`` embed with there
   (``ExportedExtractor.extract``: numpy preprocessing on the host's threads, no torch);
-* ``detector``: milliseconds per page (loading, letterbox, network, selection), the fixture's 12 real pages;
+* ``detector``: milliseconds per page (loading, letterbox, network, selection), the fixture's 12 real pages; under an
+  exported backend also ``detector_torch_free`` (``ExportedDetector``, what ``SignVer`` detects with there);
 * ``page``: a page end to end (``SignVer.verify_document``: detect, crop, clean, embed, decide) against
   three references that are new each call (the embedding cache emptied), p50 and p90 over the 12 pages;
 * ``precision``: what each network computed in (the export card's: OpenVINO runs bf16 where its check passed);
@@ -137,6 +138,12 @@ def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "def
     finder = Detector(device="cpu", backend=backend).load(detector)
     detect = per_page_ms(lambda page: finder.predict([page]), pages, repeats, f"{backend} detector")
     result["detector_ms_per_page_p50"] = round(statistics.median(detect), 1)
+    if backend != "torch":  # what SignVer detects with there: the export without torch
+        from signver_torch.detector.exported import ExportedDetector
+
+        free = ExportedDetector(backend).load(detector)
+        result["detector_torch_free_ms_per_page_p50"] = round(statistics.median(
+            per_page_ms(lambda page: free.predict([page]), pages, repeats, f"{backend} torch-free detector")), 1)
     signver = SignVer(device="cpu", backend=backend, extractor=extractor, detector=detector)
     signver.load_all()
     result["precision"] = {kind: model.precision for kind, model in signver._models.items()}  # OpenVINO: bf16 where it passed
@@ -184,6 +191,7 @@ def main() -> None:
         row["speedup_vs_torch"] = {
             "page": round(torch_row["page_ms_p50"] / row["page_ms_p50"], 2),
             "detector": round(torch_row["detector_ms_per_page_p50"] / row["detector_ms_per_page_p50"], 2),
+            "detector_torch_free": round(torch_row["detector_ms_per_page_p50"] / row["detector_torch_free_ms_per_page_p50"], 2),
             "extractor": round(row["extractor_signatures_per_second"] / torch_row["extractor_signatures_per_second"], 2),
             "extractor_torch_free": round(row["extractor_torch_free_signatures_per_second"] / torch_row["extractor_signatures_per_second"], 2),
         }
@@ -198,7 +206,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for row in rows + variants:
-        print(f"{row['backend']:<12} ({'/'.join(sorted(set(row['precision'].values())))}) page p50 {row['page_ms_p50']:7.1f} ms  detector {row['detector_ms_per_page_p50']:6.1f} ms/page  "
+        print(f"{row['backend']:<12} ({'/'.join(sorted(set(row['precision'].values())))}) page p50 {row['page_ms_p50']:7.1f} ms  detector {row['detector_ms_per_page_p50']:6.1f} ms/page "
+              f"(torch-free {row.get('detector_torch_free_ms_per_page_p50', float('nan')):6.1f})  "
               f"extractor {row['extractor_signatures_per_second']:6.1f} sig/s (torch-free {row.get('extractor_torch_free_signatures_per_second', float('nan')):6.1f})  verify start-up {row['startup']['verify_seconds']:.2f} s "
               f"({row['startup']['ratio']:.2f}x import torch)")
     print(f"wrote {out}")
