@@ -86,7 +86,7 @@ def index(args: argparse.Namespace) -> dict:
                     image.save(files[-1])
             arrivals: list[float] = []
             started = time.perf_counter()
-            results = ray_index(files, Path(folder, "library"), actors=actors, batch_size=args.batch_size,
+            results = ray_index(files, Path(folder, "library"), actors=actors, batch_size=args.batch_size, backend=args.backend,
                                 progress=lambda _: arrivals.append(time.perf_counter()))
             total = time.perf_counter() - started
             n_pages = sum(result.n_pages for result in results)
@@ -96,7 +96,7 @@ def index(args: argparse.Namespace) -> dict:
                          "documents": len(files), "pages": n_pages, "wall_s": round(total, 1),
                          "pages_per_s": round(n_pages / total, 3), "documents_per_s_after_first_quarter": round(steady, 3)})
             print(json.dumps(runs[-1]))
-    return {"batch_size": args.batch_size, "runs": runs, "speedup_wall": round(runs[-1]["pages_per_s"] / runs[0]["pages_per_s"], 3),
+    return {"batch_size": args.batch_size, "backend": args.backend, "runs": runs, "speedup_wall": round(runs[-1]["pages_per_s"] / runs[0]["pages_per_s"], 3),
             "speedup_steady": round(runs[-1]["documents_per_s_after_first_quarter"] / runs[0]["documents_per_s_after_first_quarter"], 3)}
 
 
@@ -115,6 +115,8 @@ def main() -> None:
     indexing.add_argument("--copies", type=int, default=4)
     indexing.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     indexing.add_argument("--batch-size", type=int, default=1)
+    indexing.add_argument("--backend", default="torch", help="the actors' backend (auto, torch, onnxruntime, openvino); "
+                          "under an exported one with exports at hand, the actors run without torch")
     indexing.add_argument("--out")
     args = parser.parse_args()
     record = {"benchmark": f"library_scale {args.command}", "host": platform.node(), "cpus": os.cpu_count(),
