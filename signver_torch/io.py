@@ -40,6 +40,10 @@ _PDFIUM = threading.Lock()
 DEFAULT_MAX_PAGES = 50
 
 _WHITE = {"RGB": (255, 255, 255), "L": 255}
+#: Our own ``max_pixels`` check replaces PIL's decompression-bomb warning (its hard error, at twice its limit, stays).
+#: One filter for the process, not a ``catch_warnings`` block per image: those save and restore the process-wide
+#: filters and are not thread-safe, and images are decoded on several threads (a service, the extractor's host steps).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def load_image(
@@ -108,7 +112,7 @@ def load_image_array(
     name: str | None = None,
 ) -> np.ndarray:
     """Load ``source`` like :func:`load_image` and return a float32 ``CxHxW`` array in ``[0, 1]``: what
-    :func:`load_image_tensor` holds, for the paths that run without torch (:mod:`signver_torch.lite`)."""
+    :func:`load_image_tensor` holds, for the paths that run without torch (``cards.TORCH_FREE_FACADES``)."""
     array = np.asarray(load_image(source, mode, max_pixels=max_pixels, name=name), dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -155,10 +159,8 @@ def load_pages(
         return [_convert(page, mode, f"{label} page {number}")
                 for number, page in enumerate(_rasterise_pdf(data, label, dpi, max_pages, max_pixels), start=1)]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            document = Image.open(io.BytesIO(data))
-            frames = getattr(document, "n_frames", 1)
+        document = Image.open(io.BytesIO(data))
+        frames = getattr(document, "n_frames", 1)
     except UnidentifiedImageError as error:
         raise ImageLoadError(f"{label}: not an image or PDF file (no known format)") from error
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
@@ -238,10 +240,7 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
 def _decode(stream: io.BytesIO, label: str, max_pixels: int) -> Image.Image:
     """Open an encoded image (the header only), then size-check, decode and EXIF-rotate it."""
     try:
-        with warnings.catch_warnings():
-            # our own max_pixels check below replaces PIL's warning; PIL's hard error (2x its limit) stays
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+        image = Image.open(stream)
     except UnidentifiedImageError as error:
         raise ImageLoadError(f"{label}: not an image file (no known image format)") from error
     except Image.DecompressionBombError as error:

@@ -94,10 +94,11 @@ class SignVer:
     def _torch_free(self, kind: str) -> Any:
         """Under an exported backend on the CPU, the module's export run without torch (``TORCH_FREE_FACADES``), where
         there is one to run; else ``None``: the torch facade loads it (exporting a checkpoint into the cache first)."""
-        if self.backend == "torch" or kind not in TORCH_FREE_FACADES or self.device not in (None, "cpu"):
+        on_cpu = None if self.device is None else str(self.device).split(":")[0] == "cpu"
+        if self.backend == "torch" or kind not in TORCH_FREE_FACADES or on_cpu is False:
             return None
         try:
-            return _facade(TORCH_FREE_FACADES[kind])(backend=self.backend).load(self._names[kind])
+            return _facade(TORCH_FREE_FACADES[kind])(backend=self.backend, on_cpu=on_cpu).load(self._names[kind])
         except ExportError:  # no export yet, an older or a broken one: the torch facade exports it again
             return None
 

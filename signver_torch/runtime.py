@@ -14,14 +14,17 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 
 from signver_torch.cards import sha256_file
 from signver_torch.errors import BackendUnavailableError, ExportError, SignVerError
+
+Self = TypeVar("Self", bound="ExportedFacade")
 
 #: The inference backends and the extra that installs each one's runtime (None: always there).
 BACKENDS: dict[str, str | None] = {"torch": None, "onnxruntime": "onnx", "openvino": "openvino"}
@@ -146,8 +149,9 @@ def checkpoint_cache(module: str, name_or_path: str | os.PathLike) -> Path:
 
 def choose_backend(module: str, requested: str, name_or_path: str | os.PathLike, on_cpu: bool = True) -> tuple[str, Path | None]:
     """The backend that runs ``module``'s ``name_or_path`` (an export folder or a checkpoint) and the export folder it
-    reads (``None``: torch, or an export not known yet). ``"auto"``: torch off the CPU; on it, :func:`fastest` of an
-    export folder's formats, or of torch and the formats in a checkpoint's cache folder (``auto`` never exports)."""
+    reads (``None`` when torch runs a checkpoint; under an exported backend, a checkpoint's cache folder, which may not
+    hold an export yet). ``"auto"``: torch off the CPU; on it, :func:`fastest` of an export folder's formats, or of
+    torch and the formats in a checkpoint's cache folder (``auto`` never exports)."""
     given_export = bool(exported_formats(name_or_path, module))
     folder = Path(name_or_path) if given_export else None
     if requested != "auto":
@@ -295,9 +299,15 @@ GRAPHS: dict[str, type[ExportedGraph]] = {FORMATS[graph.fmt].backend: graph for 
 
 
 def accelerator_visible() -> bool:
-    """Whether this machine shows a CUDA or Gaudi device (its device files, looked at without importing torch): there
-    ``backend="auto"`` leaves the choice to torch, which runs on it."""
-    return Path("/dev/nvidiactl").exists() or any(Path("/dev/accel").glob("accel*")) or any(Path("/dev").glob("hl[0-9]*"))
+    """Whether this machine may offer torch a GPU or a Gaudi (``backend="auto"`` then leaves the choice to torch, which
+    runs on it), asked without importing torch: torch itself where it is imported already, else the devices' files
+    (NVIDIA's, WSL2's, ROCm's, Habana's) unless ``CUDA_VISIBLE_DEVICES`` hides every GPU."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    gpu = not hidden and any(Path(path).exists() for path in ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd"))
+    return gpu or any(Path("/dev/accel").glob("accel*")) or any(Path("/dev").glob("hl[0-9]*"))
 
 
 class ExportedFacade:
@@ -313,8 +323,11 @@ class ExportedFacade:
     module: str
     default_batch_size = 16
 
-    def __init__(self, backend: str = "auto", batch_size: int | None = None) -> None:
+    def __init__(self, backend: str = "auto", batch_size: int | None = None, on_cpu: bool | None = None) -> None:
+        """``on_cpu``: whether the caller runs on the CPU (``SignVer(device="cpu")``); ``None``: ``auto`` leaves a
+        machine with a GPU or a Gaudi to torch (:func:`accelerator_visible`)."""
         self.requested_backend = check_backend(backend)
+        self.on_cpu = on_cpu
         self.backend = backend
         self.batch_size = batch_size or self.default_batch_size
         self.graph: ExportedGraph | None = None
@@ -322,9 +335,10 @@ class ExportedFacade:
         self.export_card: dict[str, Any] = {}
         self.weights: Path | None = None  # the graph file (the extractor's background bank lies beside it)
 
-    def load(self, name_or_path: str | os.PathLike = "default") -> "ExportedFacade":
+    def load(self: Self, name_or_path: str | os.PathLike = "default") -> Self:
         """Run the export of ``name_or_path`` (an export folder, or a checkpoint exported into the cache)."""
-        backend, folder = choose_backend(self.module, self.requested_backend, name_or_path, on_cpu=not accelerator_visible())
+        on_cpu = self.on_cpu if self.on_cpu is not None else not accelerator_visible()
+        backend, folder = choose_backend(self.module, self.requested_backend, name_or_path, on_cpu=on_cpu)
         if backend == "torch" or folder is None:
             raise ExportError(f"{name_or_path}: no {self.module} export to run without torch (backend {self.requested_backend!r})")
         graph = GRAPHS[backend](folder, self.module)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from signver_torch.errors import SignVerError
+from signver_torch.errors import ExportError, SignVerError
 from signver_torch.runtime import ExportedFacade
 
 #: Smallest crop side the cleaner accepts: below it there is no stroke to tell from a line.
@@ -47,8 +47,9 @@ class ExportedCleaner(ExportedFacade):
     module = "cleaner"
     default_batch_size = 16
 
-    def __init__(self, backend: str = "auto", batch_size: int | None = None, max_side: int | None = MAX_SIDE) -> None:
-        super().__init__(backend, batch_size)
+    def __init__(self, backend: str = "auto", batch_size: int | None = None, max_side: int | None = MAX_SIDE,
+                 on_cpu: bool | None = None) -> None:
+        super().__init__(backend, batch_size, on_cpu)
         self.max_side = max_side
         self.stride = 1
 
@@ -62,7 +63,10 @@ class ExportedCleaner(ExportedFacade):
         self._max_side = check_max_side(value)
 
     def _configure(self, card: dict[str, Any], export_card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
-        self.stride = int(export_card["graph"]["multiple"])
+        try:
+            self.stride = int(export_card["graph"]["multiple"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ExportError(f"{name_or_path}: the cleaner's export card lacks the graph's multiple ({error})") from error
 
     def clean_pages(self, pages: Sequence[np.ndarray], progress: bool = False) -> list[np.ndarray]:
         """Clean ``(1, H, W)`` grayscale arrays in ``[0, 1]``; crops of equal size share a batch."""

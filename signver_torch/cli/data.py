@@ -92,7 +92,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """Annotated PNG and JSON per page into ``--out``; ``--summary`` prints what each page holds."""
-    from signver_torch.detector.api import Detector, draw_detections, summarize
+    from signver_torch.detector.api import Detector, draw_detections
+    from signver_torch.detector.marks import summarize
     from signver_torch.detector.marks import detections
     from signver_torch.io import load_image
 

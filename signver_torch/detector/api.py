@@ -123,7 +123,7 @@ class Detector(ModelFacade):
 CLASS_COLOURS = {int(mark): mark.colour for mark in Mark}
 
 
-def draw_detections(page: Image.Image, found: Mapping[str, torch.Tensor]) -> Image.Image:
+def draw_detections(page: Image.Image, found: Mapping[str, Any]) -> Image.Image:
     """The page with each detection's box, class and score drawn on it."""
     canvas = page.convert("RGB")
     draw = ImageDraw.Draw(canvas)

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.errors import CheckpointError, ExportError, SignVerError
 from signver_torch.io import ImageSource, load_image_array
 from signver_torch.detector.selection import DetectionSelection, page_detections
 from signver_torch.runtime import ExportedFacade
@@ -62,7 +62,7 @@ class ExportedDetector(ExportedFacade):
             entry = dict(export_card["graph"]["selection"])
             self.selection = DetectionSelection(**{**entry, "levels": tuple(entry["levels"])})
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{name_or_path}: the export card lacks the detector's selection ({error})") from error
+            raise ExportError(f"{name_or_path}: the export card lacks the detector's selection ({error})") from error
 
     def predict(self, images: Sequence[ImageSource], score_threshold: float | None = None,
                 progress: bool = False) -> list[dict[str, np.ndarray]]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from signver_torch.errors import SignVerError
+
 
 def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """``(N, M)`` intersection over union of ``(N, 4)`` and ``(M, 4)`` xyxy boxes (torchvision's ``box_iou``)."""
@@ -22,7 +24,8 @@ def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     top_left = np.maximum(first[:, None, :2], second[None, :, :2])
     bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
     overlap = np.clip(bottom_right - top_left, 0, None).prod(-1)
-    return overlap / (area_first[:, None] + area_second[None, :] - overlap)
+    with np.errstate(invalid="ignore", divide="ignore"):  # two empty boxes: NaN, as torchvision's
+        return overlap / (area_first[:, None] + area_second[None, :] - overlap)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -34,7 +37,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     while len(order):
         best, order = order[0], order[1:]
         kept.append(best)
-        order = order[box_iou(boxes[best], boxes[order])[0] <= threshold]
+        order = order[~(box_iou(boxes[best], boxes[order])[0] > threshold)]  # NaN (empty boxes) kept, as torchvision
     return np.asarray(kept, np.int64)
 
 
@@ -43,7 +46,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, thres
     kept = [np.flatnonzero(labels == label)[nms(boxes[labels == label], scores[labels == label], threshold)]
             for label in np.unique(labels)]
     indices = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    return indices[np.argsort(-scores[indices], kind="stable")]
+    return indices[np.lexsort((indices, -scores[indices]))]  # best first; ties in the boxes' order, as torchvision
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class DetectionSelection:
     def __call__(self, boxes: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
         """One page's ``(A, 4)`` boxes and ``(A, C)`` scores to its detections (``boxes``, ``scores``, ``labels``)."""
         classes = scores.shape[-1]
+        if sum(self.levels) != len(boxes) or len(scores) != len(boxes):
+            raise SignVerError(f"the selection expects {sum(self.levels)} anchors per page, the network gave {len(boxes)} "
+                               f"boxes and {len(scores)} scores (an export of another input size?)")
         kept_boxes, kept_scores, kept_labels = [], [], []
         splits = np.cumsum(self.levels)[:-1]
         for level_boxes, level_scores in zip(np.split(boxes, splits), np.split(scores, splits)):

@@ -1,5 +1,5 @@
 """The extractor's preprocessing in numpy: the ink canvases of :class:`~signver_torch.extractor.transforms.SignaturePreprocessor`
-without torch, for the exported graphs (:mod:`signver_torch.lite`).
+without torch, for the exported graphs (:class:`~signver_torch.extractor.exported.ExportedExtractor`).
 
 The torch preprocessing stays the reference (training batches on a GPU or an HPU run through it); this one replays
 it step for step on the host (blur, Otsu split, ink box, bilinear warp, contrast) so a process that verifies with an
@@ -36,7 +36,8 @@ class PreprocessConfig:
     #: a crop whose ink covers less than this fraction of pixels, or whose ink is this faint, is blank
     min_ink_fraction: float = 0.0005
     min_contrast: float = 0.08
-    #: Otsu's split is found on every ``otsu_sample``-th pixel of each row and column (:func:`ink_mask`); 1, on
+    #: Otsu's split is found on every ``otsu_sample``-th pixel of each row and column
+    #: (:func:`~signver_torch.data.ink.ink_mask`); 1, on
     #: every pixel, is what cards written before the field replay (:meth:`from_card`)
     otsu_sample: int = 2
 
@@ -139,7 +140,7 @@ def _otsu_mask(darkness: np.ndarray, sample: int) -> np.ndarray:
 
 def _mass_interval(profile: np.ndarray, quantile: float) -> tuple[float, float]:
     """First and last index where the cumulative ink mass passes ``quantile`` and ``1 - quantile``."""
-    cumulative = np.cumsum(profile, dtype=np.float32)
+    cumulative = np.cumsum(profile, dtype=np.float64).astype(np.float32)  # as torch's CPU cumsum
     fraction = cumulative / max(float(cumulative[-1]), 1e-6)
     start = float((fraction < quantile).sum())
     return start, max(float((fraction < 1 - quantile).sum()), start)

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from signver_torch.cards import verification_threshold
@@ -31,6 +32,11 @@ class ExportedExtractor(ExportedFacade):
     module = "extractor"
     default_batch_size = 64
 
+    def __init__(self, backend: str = "auto", batch_size: int | None = None, on_cpu: bool | None = None) -> None:
+        super().__init__(backend, batch_size, on_cpu)
+        self.config = PreprocessConfig()  # the card's, once loaded
+        self._decision: DecisionPolicy | None = None
+
     def _configure(self, card: dict[str, Any], export_card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
         try:
             self.config = PreprocessConfig.from_card(card["preprocessing"])
@@ -38,12 +44,12 @@ class ExportedExtractor(ExportedFacade):
                 float(card["threshold"])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{name_or_path}: model card lacks a valid preprocessing or threshold ({error})") from error
-        self._decision: DecisionPolicy | None = None
+        self._decision = None
 
     @property
     def threshold(self) -> float:
         """Calibrated cosine-distance threshold (accept as the same writer when distance <= threshold)."""
-        return verification_threshold(self.card, str(self.weights))
+        return verification_threshold(self.card, str(self.loaded_graph.path))
 
     @property
     def decision(self) -> DecisionPolicy | None:
@@ -59,8 +65,8 @@ class ExportedExtractor(ExportedFacade):
         Raises:
             ImageLoadError: a source that cannot be read (naming it); BlankSignatureError: crops without ink.
         """
-        if isinstance(sources, (str, bytes, bytearray, os.PathLike)):
-            raise SignVerError("extract() takes a batch: wrap a single signature in a list")
+        if isinstance(sources, (str, bytes, bytearray, os.PathLike, Image.Image, np.ndarray)):
+            raise SignVerError("extract() takes a list of signatures: wrap a single one in a list")
         return self._embed_with(list(sources), _loaded_canvas, progress)
 
     def embed(self, images: Sequence[np.ndarray], progress: bool = False) -> np.ndarray:
@@ -78,9 +84,12 @@ class ExportedExtractor(ExportedFacade):
         if len(items) == 0:
             raise SignVerError("empty batch: no signatures to embed")
         graph = self.loaded_graph
-        workers = min(len(items), default_threads() or os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:
-            canvases = list(pool.map(canvas_of, items, range(len(items)), [self.config] * len(items)))
+        workers = min(len(items), default_threads() or len(os.sched_getaffinity(0)))
+        if workers == 1:
+            canvases = [canvas_of(item, index, self.config) for index, item in enumerate(items)]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                canvases = list(pool.map(canvas_of, items, range(len(items)), [self.config] * len(items)))
         blank = [index for index, canvas in enumerate(canvases) if canvas is None]
         if blank:
             raise BlankSignatureError(f"no signature ink found in input item(s) {blank} (blank or uniform crop)", blank)
@@ -92,8 +101,13 @@ class ExportedExtractor(ExportedFacade):
 
 
 def _array_canvas(image: np.ndarray, index: int, config: PreprocessConfig) -> np.ndarray | None:
-    """The canvas of a ``(1, H, W)`` or ``(H, W)`` array, ``None`` when it has no ink."""
-    return ink_canvas(np.asarray(image, np.float32).reshape(np.shape(image)[-2:]), config)
+    """The canvas of a ``(1, H, W)`` or ``(H, W)`` grayscale array, ``None`` when it has no ink."""
+    gray = np.asarray(image, np.float32)
+    if gray.ndim == 3 and gray.shape[0] == 1:
+        gray = gray[0]
+    if gray.ndim != 2:
+        raise SignVerError(f"signature {index}: expected a (1, H, W) or (H, W) grayscale array, got shape {gray.shape}")
+    return ink_canvas(gray, config)
 
 
 def _loaded_canvas(source: ImageSource, index: int, config: PreprocessConfig) -> np.ndarray | None:

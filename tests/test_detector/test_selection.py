@@ -69,3 +69,19 @@ def test_the_numpy_letterbox_is_torchs(documents: Path, tmp_path: Path) -> None:
         boxed, scale = letterboxed_array(load_image_array(source, "RGB"), 640)
         assert boxed.shape == (3, 640, 640) and scale == expected_scale
         assert float(np.abs(boxed - expected.numpy()).max()) <= 1e-3
+
+
+def test_empty_boxes_and_tied_scores_go_as_in_torchvision() -> None:
+    """Two empty boxes (IoU 0/0) both stay, as torchvision keeps them; equal scores of two classes come out in the
+    boxes' order, as ``batched_nms`` gives them."""
+    from torchvision.ops import nms as torch_nms
+
+    boxes = np.array([[5, 5, 5, 9], [5, 5, 5, 9], [0, 0, 10, 10]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == torch_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.5).tolist() == [0, 1, 2]
+    tied = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    same, labels = np.array([0.6, 0.6], np.float32), np.array([2, 1])
+    expected = batched_nms(torch.from_numpy(tied), torch.from_numpy(same), torch.from_numpy(labels), 0.5).tolist()
+    from signver_torch.detector.selection import batched_nms as numpy_batched_nms
+
+    assert numpy_batched_nms(tied, same, labels, 0.5).tolist() == expected == [0, 1]

@@ -124,8 +124,7 @@ def scan(studio: StudioDep, page: Annotated[UploadFile, File()],
 @router.post("/api/detect", summary="signatures, initials, redactions and dates on each page, and the page's tags")
 def detect(asked: Annotated[Scan, Depends(scan)], studio: LockedStudio) -> dict[str, Any]:
     """Each page's marks by class, and the tags the document library would store for it."""
-    from signver_torch.detector.api import summarize
-    from signver_torch.detector.marks import TAGS, Mark, detections
+    from signver_torch.detector.marks import TAGS, Mark, detections, summarize
 
     found = studio.models["detector"].predict(asked.pages, score_threshold=asked.threshold)
     answer_pages = []
