@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -125,13 +126,16 @@ def document_number(digest: str) -> int:
 
 
 def actor_signver(threads: int | None, **options: Any) -> "SignVer":
-    """An actor's pipeline, its torch held to the actor's ``threads`` (its CPUs, not the node's)."""
-    import torch
-
+    """An actor's pipeline held to the actor's ``threads`` (its CPUs, not the node's): torch's, and the exported graphs'
+    and host steps' (``OMP_NUM_THREADS``, which :func:`~signver_torch.runtime.default_threads` reads). torch is not
+    imported for it: under an exported backend the actor may run without torch."""
     from signver_torch.pipeline import SignVer
 
     if threads:
-        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when it starts, and by every exported graph
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads)
     return SignVer(**options)
 
 
