@@ -15,6 +15,7 @@ that can run what is loaded without exporting anything (:meth:`ModelFacade._choo
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from signver_torch.accelerators import inference_device, memory_format
+from signver_torch.cards import TORCH_FREE_FACADES
 from signver_torch.checkpoints import load_model, resolve_checkpoint
 from signver_torch.errors import CheckpointError, ExportError, SignVerError
 from signver_torch.runtime import (EXPORT_SCHEMA, GRAPHS, ExportedGraph, check_backend, checkpoint_cache, choose_backend, export_format,
@@ -94,6 +96,9 @@ class ModelFacade:
         self.export_card: dict[str, Any] = {}  # the export's card (an exported backend)
         self._precision = "fp32"  # what the loaded network computes in
         self.weights: Path | None = None
+        #: under an exported backend, the module's torch-free facade on the same graph (``cards.TORCH_FREE_FACADES``):
+        #: the facade predicts through it, so an export's host steps are the numpy ones wherever it runs
+        self.exported: Any = None
 
     @classmethod
     def from_pretrained(cls: type[Self], name_or_path: str | os.PathLike = "default", **kwargs: Any) -> Self:
@@ -109,7 +114,7 @@ class ModelFacade:
         model, card = load_model(self.module, name_or_path, self._build)
         self._configure(card, name_or_path)  # refuses a card it cannot use before anything changes
         self.model = model.eval().to(self.device, memory_format=memory_format(self.device.type))
-        self.card, self.export_card, self._precision = card, {}, "fp32"
+        self.card, self.export_card, self._precision, self.exported = card, {}, "fp32", None
         self.weights = resolve_checkpoint(self.module, name_or_path).weights
         self.network = self._torch_network(self.model)
         return self
@@ -129,6 +134,9 @@ class ModelFacade:
         self._precision = graph.executed_precision
         self.weights = graph.path
         self.network = self._exported_network(_ExportedNetwork(graph), graph.card)
+        free = TORCH_FREE_FACADES.get(self.module)  # the host steps of the export, in numpy: SignVer's exported path too
+        self.exported = (getattr(importlib.import_module(free[0]), free[1])(self.backend, self.batch_size, on_cpu=True)
+                         .attach(self.backend, graph, name_or_path) if free else None)
         return self
 
     def _cached_graph(self, name_or_path: str | os.PathLike, folder: Path) -> ExportedGraph:

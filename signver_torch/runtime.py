@@ -344,6 +344,11 @@ class ExportedFacade:
         graph = GRAPHS[backend](folder, self.module)
         if int(graph.card["schema"]) != EXPORT_SCHEMA:
             raise ExportError(f"{graph.path}: export schema {graph.card['schema']}, this version writes {EXPORT_SCHEMA}: export it again")
+        return self.attach(backend, graph, name_or_path)
+
+    def attach(self: Self, backend: str, graph: ExportedGraph, name_or_path: str | os.PathLike) -> Self:
+        """Run ``graph``, opened already: :meth:`load`'s, or a torch facade's under an exported backend (which hands
+        its exported path to this one, so each step has one host implementation per kind of backend)."""
         self._configure(graph.card["source"]["card"], graph.card, name_or_path)
         self.backend, self.graph, self.weights = backend, graph, graph.path
         self.card, self.export_card = graph.card["source"]["card"], graph.card

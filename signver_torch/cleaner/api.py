@@ -150,6 +150,9 @@ class Cleaner(ModelFacade):
         network = self.loaded_network
         if len(pages) == 0:
             raise SignVerError("empty batch: no crops to clean")
+        if self.exported is not None:  # an export: its host steps in numpy (ExportedCleaner), as SignVer runs it
+            self.exported.max_side, self.exported.batch_size = self.max_side, self.batch_size
+            return [torch.from_numpy(page) for page in self.exported.clean_pages([np.asarray(page, np.float32) for page in pages], progress)]
         pages = [torch.as_tensor(page) for page in pages]
         by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, page in enumerate(pages):

@@ -93,6 +93,10 @@ class Detector(ModelFacade):
         threshold = self.score_threshold if score_threshold is None else score_threshold
         if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
             raise SignVerError("predict() takes a list of pages: wrap a single page in a list")
+        if self.exported is not None:  # an export: its host steps in numpy (ExportedDetector), as SignVer runs it
+            self.exported.batch_size = self.batch_size
+            return [{key: torch.from_numpy(value) for key, value in found.items()}
+                    for found in self.exported.predict(images, threshold, progress)]
         pages = [
             load_image_tensor(item, "RGB", name=None if isinstance(item, (str, os.PathLike)) else f"page {i}")
             for i, item in enumerate(images)

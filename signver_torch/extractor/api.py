@@ -113,6 +113,9 @@ class MetricExtractor(ModelFacade):
         network = self.loaded_model.features if pooled else self.loaded_network
         if len(images) == 0:
             raise SignVerError("empty batch: no signatures to embed")
+        if self.exported is not None:  # an export: its host steps in numpy (ExportedExtractor), as SignVer runs it
+            self.exported.batch_size = self.batch_size
+            return torch.from_numpy(self.exported.embed([np.asarray(image) for image in images], progress=progress))
         chunks = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc="embedding", unit="batch", file=sys.stderr, disable=not progress, leave=False):

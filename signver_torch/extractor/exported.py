@@ -101,12 +101,13 @@ class ExportedExtractor(ExportedFacade):
 
 
 def _array_canvas(image: np.ndarray, index: int, config: PreprocessConfig) -> np.ndarray | None:
-    """The canvas of a ``(1, H, W)`` or ``(H, W)`` grayscale array, ``None`` when it has no ink."""
+    """The canvas of a ``(1, H, W)``, ``(3, H, W)`` (RGB: its luma, as the torch preprocessing takes it) or ``(H, W)``
+    array in ``[0, 1]``, ``None`` when it has no ink."""
     gray = np.asarray(image, np.float32)
-    if gray.ndim == 3 and gray.shape[0] == 1:
-        gray = gray[0]
+    if gray.ndim == 3 and gray.shape[0] in (1, 3):
+        gray = gray[0] if gray.shape[0] == 1 else np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), gray, 1)
     if gray.ndim != 2:
-        raise SignVerError(f"signature {index}: expected a (1, H, W) or (H, W) grayscale array, got shape {gray.shape}")
+        raise SignVerError(f"signature {index}: expected a (1, H, W), (3, H, W) or (H, W) array, got shape {gray.shape}")
     return ink_canvas(gray, config)
 
 
