@@ -30,7 +30,7 @@ Self = TypeVar("Self", bound="ExportedFacade")
 BACKENDS: dict[str, str | None] = {"torch": None, "onnxruntime": "onnx", "openvino": "openvino"}
 #: ``backend="auto"``'s order: the backends of the newest ``benchmarks/results/*-cpu-inference.json``, fastest
 #: page end to end (p50) first, measured on every core as the commands run by default (now
-#: ``20261207T1519-cpu-inference.json``, OpenVINO in bf16, onnxruntime since its threads stopped spinning; a test holds the two together); backends it did not
+#: ``20261207T1600-cpu-inference.json``, OpenVINO in bf16, onnxruntime since its threads stopped spinning; a test holds the two together); backends it did not
 #: measure follow.
 MEASURED_ORDER = ("openvino", "onnxruntime", "torch")
 #: The opset graphs are written in by default (onnxruntime 1.17 and later run it).
