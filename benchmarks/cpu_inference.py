@@ -61,26 +61,8 @@ def median_of(repeats: int, run: Callable[[], float]) -> float:
     return statistics.median(run() for _ in range(repeats))
 
 
-def extractor_rate(backend: str, scans: list[str], repeats: int, checkpoint: str = "default") -> float:
-    from signver_torch import MetricExtractor
-
-    extractor = MetricExtractor(device="cpu", backend=backend).load(checkpoint)
-    extractor.extract(scans[:8])  # warm-up
-
-    def once() -> float:
-        started = time.perf_counter()
-        extractor.extract(scans)
-        return len(scans) / (time.perf_counter() - started)
-
-    return median_of(repeats, once)
-
-
-def torch_free_extractor_rate(backend: str, scans: list[str], repeats: int, checkpoint: str = "default") -> float:
-    """What ``SignVer`` embeds with under an exported backend: the export without torch, scans decoded and preprocessed
-    on the host's threads (``ExportedExtractor.extract``)."""
-    from signver_torch.extractor.exported import ExportedExtractor
-
-    extractor = ExportedExtractor(backend).load(checkpoint)
+def extractor_rate(extractor: Any, scans: list[str], repeats: int) -> float:
+    """Signatures per second of a loaded extractor's ``extract`` from the raw scan files (median over ``repeats``)."""
     extractor.extract(scans[:8])  # warm-up
 
     def once() -> float:
@@ -125,15 +107,18 @@ def startup_seconds(backend: str, runs: int, extractor: str = "default") -> dict
 
 def measure(backend: str, repeats: int, startup_runs: int, extractor: str = "default", detector: str = "default") -> dict[str, Any]:
     """One row of the record: ``backend`` for every network; the extractor's and detector's checkpoint or export folder."""
-    from signver_torch import Detector, SignVer
+    from signver_torch import Detector, MetricExtractor, SignVer
+    from signver_torch.extractor.exported import ExportedExtractor
 
     scans = sorted(str(p) for p in (FIXTURE / "cedar" / "full_org").glob("*.png")) + sorted(str(p) for p in (FIXTURE / "dutch").rglob("*.png"))
     pages = sorted(str(p) for p in (FIXTURE / "documents" / "images").iterdir())
     references = [str(REFERENCES / name) for name in sorted(os.listdir(REFERENCES))][:3]
     result: dict[str, Any] = {"backend": backend}
-    result["extractor_signatures_per_second"] = round(extractor_rate(backend, scans, repeats, extractor), 1)
-    if backend != "torch":
-        result["extractor_torch_free_signatures_per_second"] = round(torch_free_extractor_rate(backend, scans, repeats, extractor), 1)
+    result["extractor_signatures_per_second"] = round(extractor_rate(MetricExtractor(device="cpu", backend=backend).load(extractor),
+                                                                     scans, repeats), 1)
+    if backend != "torch":  # what SignVer embeds with there: the export without torch, scans decoded on the host's threads
+        result["extractor_torch_free_signatures_per_second"] = round(extractor_rate(ExportedExtractor(backend).load(extractor),
+                                                                                    scans, repeats), 1)
     result["extractor_scans"] = len(scans)
     finder = Detector(device="cpu", backend=backend).load(detector)
     detect = per_page_ms(lambda page: finder.predict([page]), pages, repeats, f"{backend} detector")

@@ -129,14 +129,16 @@ class ModelFacade:
             graph = GRAPHS[self.backend](folder, self.module)
         card = graph.card["source"]["card"]
         self._configure(card, name_or_path)
+        # the host steps of the export, in numpy (SignVer's exported path too); attaching reads the export card's own
+        # fields (the detector's selection, the cleaner's multiple), so a broken one is refused before anything changes
+        free = TORCH_FREE_FACADES.get(self.module)
+        exported = (getattr(importlib.import_module(free[0]), free[1])(self.backend, self.batch_size, on_cpu=True)
+                    .attach(self.backend, graph, name_or_path) if free else None)
         self.device = torch.device("cpu")
-        self.model, self.card, self.export_card = None, card, graph.card
+        self.model, self.card, self.export_card, self.exported = None, card, graph.card, exported
         self._precision = graph.executed_precision
         self.weights = graph.path
-        self.network = self._exported_network(_ExportedNetwork(graph), graph.card)
-        free = TORCH_FREE_FACADES.get(self.module)  # the host steps of the export, in numpy: SignVer's exported path too
-        self.exported = (getattr(importlib.import_module(free[0]), free[1])(self.backend, self.batch_size, on_cpu=True)
-                         .attach(self.backend, graph, name_or_path) if free else None)
+        self.network = _ExportedNetwork(graph)
         return self
 
     def _cached_graph(self, name_or_path: str | os.PathLike, folder: Path) -> ExportedGraph:
@@ -175,10 +177,6 @@ class ModelFacade:
     def _torch_network(self, model: torch.nn.Module) -> Callable[..., Any]:
         """What predicts under the torch backend: the module exported by :meth:`graph` (by default the model)."""
         return model
-
-    def _exported_network(self, network: Callable[..., Any], export_card: dict[str, Any]) -> Callable[..., Any]:
-        """What predicts under an exported backend: the graph, with what its card records (overridden where needed)."""
-        return network
 
     def graph(self) -> ExportGraph:
         """The network :meth:`load` runs, as ``signver export`` exports it."""

@@ -15,7 +15,7 @@ import importlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -31,9 +31,6 @@ from signver_torch.matcher.decisions import DecisionPolicy, WriterModel
 from signver_torch.matcher.gallery import Gallery, Match, source_digest
 from signver_torch.report import DocumentReport, SignatureVerdict, report_picture
 from signver_torch.runtime import check_backend
-
-if TYPE_CHECKING:
-    import torch
 
 #: How many recently embedded crops ``SignVer`` keeps (their embedding and cleaned version, ~0.3 MB each at most).
 EMBEDDING_CACHE_SIZE = 256

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from signver_torch.cleaner.exported import MAX_SIDE, MIN_SIDE, check_max_side, cleaning_scale
+from signver_torch.cleaner.exported import MAX_SIDE, MIN_SIDE, cleaning_scale, max_side_property
 from signver_torch.cleaner.model import InkCleaner, UNet, cleaner_from_card
 from signver_torch.errors import CheckpointError, SignVerError
 from signver_torch.facade import ExportGraph, ModelFacade
@@ -45,14 +45,7 @@ class Cleaner(ModelFacade):
         self._tone_curve: torch.Tensor | None = None
         self.stride = 1  # crops are padded with paper to a multiple of it, the network's output cropped back
 
-    @property
-    def max_side(self) -> int | None:
-        """The longest side a crop is cleaned at (``None``: its own resolution); checked whenever it is set."""
-        return self._max_side
-
-    @max_side.setter
-    def max_side(self, value: int | None) -> None:
-        self._max_side = check_max_side(value)
+    max_side = max_side_property
 
     def _build(self, card: dict[str, Any]) -> UNet:
         return cleaner_from_card(card)
@@ -83,10 +76,6 @@ class Cleaner(ModelFacade):
     def _torch_network(self, model: torch.nn.Module) -> InkCleaner:
         self.stride = model.stride  # type: ignore[assignment]
         return InkCleaner(model, self.tone_curve).eval().to(self.device)  # type: ignore[arg-type]
-
-    def _exported_network(self, network: Any, export_card: dict[str, Any]) -> Any:
-        self.stride = int(export_card["graph"]["multiple"])
-        return network
 
     def graph(self) -> ExportGraph:
         """U-Net, clean page and tone curve in one graph; padding to the stride and cropping back stay on the host."""

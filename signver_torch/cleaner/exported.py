@@ -34,6 +34,19 @@ def check_max_side(value: int | None) -> int | None:
     return value
 
 
+def _max_side(cleaner: Any) -> int | None:
+    return cleaner._max_side
+
+
+def _set_max_side(cleaner: Any, value: int | None) -> None:
+    cleaner._max_side = check_max_side(value)
+
+
+#: ``max_side`` of both cleaners (``Cleaner`` and :class:`ExportedCleaner`).
+max_side_property = property(_max_side, _set_max_side, doc="The longest side a crop is cleaned at (``None``: its own "
+                             "resolution); checked whenever it is set.")
+
+
 def cleaning_scale(height: int, width: int, max_side: int | None) -> float:
     """The factor a ``height`` x ``width`` crop is cleaned at: its longer side at most ``max_side``, its shorter never
     below :data:`MIN_SIDE`."""
@@ -53,14 +66,7 @@ class ExportedCleaner(ExportedFacade):
         self.max_side = max_side
         self.stride = 1
 
-    @property
-    def max_side(self) -> int | None:
-        """The longest side a crop is cleaned at (``None``: its own resolution); checked whenever it is set."""
-        return self._max_side
-
-    @max_side.setter
-    def max_side(self, value: int | None) -> None:
-        self._max_side = check_max_side(value)
+    max_side = max_side_property
 
     def _configure(self, card: dict[str, Any], export_card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
         try:

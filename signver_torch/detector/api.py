@@ -11,12 +11,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from signver_torch.detector.exported import DEFAULT_SCORE_THRESHOLD, MIN_PAGE_SIDE, card_score_threshold  # noqa: F401 (public here too)
-from signver_torch.detector.marks import Mark, detections, summarize
+from signver_torch.detector.exported import DEFAULT_SCORE_THRESHOLD, MIN_PAGE_SIDE, card_image_size, card_score_threshold  # noqa: F401 (public here too)
+from signver_torch.detector.marks import Mark, detections, summarize  # noqa: F401 (summarize: public here too)
 from signver_torch.detector.model import RetinaNetGraph, detector_from_card
 from signver_torch.detector.selection import DetectionSelection, page_detections
 from signver_torch.detector.transforms import letterbox
-from signver_torch.errors import CheckpointError, SignVerError
+from signver_torch.errors import SignVerError
 from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 
@@ -44,25 +44,13 @@ class Detector(ModelFacade):
         return detector_from_card(card)
 
     def _configure(self, card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
-        try:
-            image_size = int(card["architecture"]["image_size"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{name_or_path}: the card's architecture lacks a valid image_size ({error})") from error
-        self.image_size, self.score_threshold = image_size, card_score_threshold(card, name_or_path)
+        self.image_size, self.score_threshold = card_image_size(card, name_or_path), card_score_threshold(card, name_or_path)
 
     def _torch_network(self, model: torch.nn.Module) -> RetinaNetGraph:
         network = RetinaNetGraph(model).eval()  # type: ignore[arg-type]
         with torch.inference_mode():  # one blank page: the pyramid's levels, hence the selection
             network(torch.ones(1, 3, self.image_size, self.image_size, device=self.device))
         self.selection = network.selection()
-        return network
-
-    def _exported_network(self, network: Any, export_card: dict[str, Any]) -> Any:
-        try:
-            entry = dict(export_card["graph"]["selection"])
-            self.selection = DetectionSelection(**{**entry, "levels": tuple(entry["levels"])})
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{network.graph.path}: the export card lacks the detector's selection ({error})") from error
         return network
 
     def graph(self) -> ExportGraph:

@@ -31,6 +31,14 @@ def card_score_threshold(card: Mapping[str, Any], where: str | os.PathLike) -> f
     return float(value)
 
 
+def card_image_size(card: Mapping[str, Any], where: str | os.PathLike) -> int:
+    """The side of the square a detector card's network reads pages at (``architecture.image_size``)."""
+    try:
+        return int(card["architecture"]["image_size"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: the card's architecture lacks a valid image_size ({error})") from error
+
+
 def letterboxed_array(page: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     """:func:`~signver_torch.detector.transforms.letterbox` in numpy: a ``(C, H, W)`` float32 page scaled to fit
     ``size`` x ``size`` (aspect kept, antialiased bilinear), padded right and bottom with white; and the scale."""
@@ -53,11 +61,7 @@ class ExportedDetector(ExportedFacade):
     default_batch_size = 4
 
     def _configure(self, card: dict[str, Any], export_card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
-        try:
-            self.image_size = int(card["architecture"]["image_size"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{name_or_path}: the card's architecture lacks a valid image_size ({error})") from error
-        self.score_threshold = card_score_threshold(card, name_or_path)
+        self.image_size, self.score_threshold = card_image_size(card, name_or_path), card_score_threshold(card, name_or_path)
         try:
             entry = dict(export_card["graph"]["selection"])
             self.selection = DetectionSelection(**{**entry, "levels": tuple(entry["levels"])})

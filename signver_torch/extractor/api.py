@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from signver_torch.cards import verification_threshold
 from signver_torch.errors import BlankSignatureError, CheckpointError, SignVerError
-from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
+from signver_torch.extractor.exported import card_preprocessing
+from signver_torch.extractor.transforms import SignaturePreprocessor
 from signver_torch.facade import ExportGraph, ModelFacade
 from signver_torch.io import ImageSource, load_image_tensor
 
@@ -51,13 +52,7 @@ class MetricExtractor(ModelFacade):
         return extractor_from_card(card)
 
     def _configure(self, card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
-        try:
-            preprocessor = SignaturePreprocessor(PreprocessConfig.from_card(card["preprocessing"]))
-            if card["threshold"] is not None:  # null: trained on every writer, calibrated later (out of fold)
-                float(card["threshold"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{name_or_path}: model card lacks a valid preprocessing or threshold ({error})") from error
-        self.preprocessor = preprocessor.to(self.device)
+        self.preprocessor = SignaturePreprocessor(card_preprocessing(card, name_or_path)).to(self.device)
         self._decision = None
 
     def graph(self) -> ExportGraph:

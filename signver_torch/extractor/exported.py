@@ -19,6 +19,18 @@ from signver_torch.matcher.decisions import DecisionPolicy
 from signver_torch.runtime import ExportedFacade, default_threads
 
 
+def card_preprocessing(card: dict[str, Any], where: str | os.PathLike) -> PreprocessConfig:
+    """The preprocessing an extractor card records, once its threshold is checked to be a number or null (null: trained
+    on every writer, calibrated later, out of fold)."""
+    try:
+        config = PreprocessConfig.from_card(card["preprocessing"])
+        if card["threshold"] is not None:
+            float(card["threshold"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: model card lacks a valid preprocessing or threshold ({error})") from error
+    return config
+
+
 class ExportedExtractor(ExportedFacade):
     """:class:`~signver_torch.extractor.api.MetricExtractor`'s ``embed``, ``threshold`` and ``decision`` over an export,
     without torch: what ``SignVer`` embeds with under an exported backend.
@@ -38,13 +50,7 @@ class ExportedExtractor(ExportedFacade):
         self._decision: DecisionPolicy | None = None
 
     def _configure(self, card: dict[str, Any], export_card: dict[str, Any], name_or_path: str | os.PathLike) -> None:
-        try:
-            self.config = PreprocessConfig.from_card(card["preprocessing"])
-            if card["threshold"] is not None:
-                float(card["threshold"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{name_or_path}: model card lacks a valid preprocessing or threshold ({error})") from error
-        self._decision = None
+        self.config, self._decision = card_preprocessing(card, name_or_path), None
 
     @property
     def threshold(self) -> float:
