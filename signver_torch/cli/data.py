@@ -14,7 +14,12 @@ from signver_torch.errors import SignVerError
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    """Draw seeded synthetic pages (all four classes) into a YOLO folder the evaluate command reads."""
+    """Draw seeded synthetic pages (all four classes) into a YOLO folder the evaluate command reads, or synthetic
+    writers into writer folders the extractor trains on."""
+    if args.kind == "writers":
+        return _synthesize_writers(args)
+    if not args.data:
+        raise SignVerError("signver synthesize pages needs --data: the signatures to paste")
     from signver_torch.data.detection import SYNTHESIS_RECORD
     from signver_torch.data.ink import load_ink_maps
     from signver_torch.data.signatures import discover_signatures
@@ -32,6 +37,16 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     root = write_yolo_pages(pages, args.out, progress=not args.quiet)
     (root / SYNTHESIS_RECORD).write_text(json.dumps({"command": "signver " + shlex.join(args.argv)}) + "\n")
     print(f"wrote {args.pages} pages to {root}; score them with: signver evaluate detector --data {root} --class-map {YOLO_CLASS_MAP}")
+    return 0
+
+
+def _synthesize_writers(args: argparse.Namespace) -> int:
+    from signver_torch.data.synthetic_writers import SyntheticWritersConfig, write_synthetic_writers
+
+    config = SyntheticWritersConfig(writers=args.count, genuine=args.genuine, forged=args.forged, names=args.names,
+                                    seed=args.seed)
+    root = write_synthetic_writers(args.out, config, progress=not args.quiet)
+    print(f"wrote {args.count} synthetic writers to {root}; train on them with --data.data_dir {root}")
     return 0
 
 
@@ -124,11 +139,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def add_synthesize(commands: argparse._SubParsersAction) -> None:
     synthesize = commands.add_parser(
         "synthesize",
-        help="draw seeded synthetic pages (signatures, initials, redactions, dates) into a YOLO folder",
+        help="draw seeded synthetic pages (signatures, initials, redactions, dates) into a YOLO folder, or synthetic "
+        "writers (genuine signatures and imitations) into writer folders",
     )
-    synthesize.add_argument("kind", choices=("pages",))
-    synthesize.add_argument("--data", required=True, nargs="+", metavar="DIR",
-                            help="signatures to paste: CEDAR or writer-folder layout; several folders name writers by source")
+    synthesize.add_argument("kind", choices=("pages", "writers"))
+    synthesize.add_argument("--data", nargs="+", metavar="DIR",
+                            help="pages: signatures to paste: CEDAR or writer-folder layout; several folders name writers by source")
     synthesize.add_argument("--writers", help="whose signatures, e.g. 33-40 or cedar:33-40,dutch:037-048 (default: all)")
     synthesize.add_argument("--layout", default="letter", choices=FAMILIES,
                             help="page family: letter (square, as the real pages), sheet (a grid of boxes to sign), form, "
@@ -136,10 +152,17 @@ def add_synthesize(commands: argparse._SubParsersAction) -> None:
     synthesize.add_argument("--photo", type=float, default=0.0, metavar="SHARE",
                             help="share of the pages photographed with a phone: perspective, light, shadow, blur, JPEG (default 0)")
     synthesize.add_argument("--pages", type=int, default=64, help="number of pages (default 64)")
-    synthesize.add_argument("--seed", type=int, default=20261126, help="page i is fixed by (seed, i) (default 20261126)")
+    synthesize.add_argument("--seed", type=int, default=20261126, help="page i (writer w) is fixed by (seed, i) (default 20261126)")
     synthesize.add_argument("--size", type=int, default=640, help="page's longest side in pixels (default 640, as the "
                             "real pages; 3508 is A4 at 300 dpi)")
-    synthesize.add_argument("--out", required=True, help="new or empty folder for images/ and labels/")
+    synthesize.add_argument("--out", required=True, help="new or empty folder for images/ and labels/ (pages) or writer "
+                            "folders (writers)")
+    writers = synthesize.add_argument_group("writers")
+    writers.add_argument("--count", type=int, default=1000, help="number of synthetic writers (default 1000)")
+    writers.add_argument("--genuine", type=int, default=12, help="genuine signatures per writer (default 12)")
+    writers.add_argument("--forged", type=int, default=6, help="imitations of each writer by others (default 6)")
+    writers.add_argument("--names", type=int, default=250, help="size of the name pool the writers share: writers of "
+                         "one name are same-text impostors (default 250)")
     quiet_flag(synthesize)
     synthesize.set_defaults(handler=cmd_synthesize)
 

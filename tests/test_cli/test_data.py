@@ -1,4 +1,4 @@
-"""The data commands (``cli/data.py``): ``synthesize pages``, ``detect`` and ``clean`` write what they say."""
+"""The data commands (``cli/data.py``): ``synthesize pages`` and ``writers``, ``detect`` and ``clean`` write what they say."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from signver_torch.data.detection import parse_class_map, read_yolo
+from signver_torch.data.signatures import discover_signatures
 from signver_torch.detector.data import YOLO_CLASS_MAP
 
 from cli_runner import signver_process
@@ -21,6 +22,14 @@ def test_synthesize_command_writes_pages_the_evaluate_command_reads(signver_cli,
     assert result.returncode == 0, result.stderr
     assert f"--data {out} --class-map {YOLO_CLASS_MAP}" in result.stdout
     assert len(read_yolo(out, parse_class_map(YOLO_CLASS_MAP))) == 2
+
+
+def test_synthesize_writers_command_writes_writer_folders(signver_cli, tmp_path: Path) -> None:
+    out = tmp_path / "synthetic"
+    result = signver_cli("synthesize", "writers", "--count", "3", "--genuine", "2", "--forged", "1", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    records = discover_signatures(out)
+    assert len(records) == 9 and sum(r.forged for r in records) == 3 and all(r.text for r in records)
 
 
 def test_detect_command_writes_pictures_and_json(signver_cli, small_checkpoint: Path, small_data: Path, tmp_path: Path) -> None:

@@ -79,6 +79,8 @@ def test_error_pictures_are_refused_outside_the_detector(tmp_path) -> None:
         (["identify", "--gallery", "{tmp}/none.db", "--query", "{tmp}/not-an-image.png"], "none.db"),
         (["synthesize", "pages", "--data", "{tmp}/nothing", "--out", "{tmp}/pages"], "nothing"),
         (["synthesize", "pages", "--data", "{tmp}", "--pages", "0", "--out", "{tmp}/pages"], "--pages must be at least 1"),
+        (["synthesize", "pages", "--out", "{tmp}/pages"], "needs --data"),
+        (["synthesize", "writers", "--count", "0", "--out", "{tmp}/pages"], "writers >= 1"),
         (["clean", "{tmp}/not-an-image.png", "--out", "{tmp}/out"], "not-an-image.png"),
         (["benchmark", "--accelerator", "hpu", "--models", "cleaner", "--out", "{tmp}/bench"], "hpu"),
         (["benchmark", "--steps", "1", "--models", "cleaner", "--out", "{tmp}/bench"], "steps"),
@@ -86,6 +88,7 @@ def test_error_pictures_are_refused_outside_the_detector(tmp_path) -> None:
         (["verify", "--gallery", "{tmp}/none.db", "--person", "ann", "--query", "{tmp}/missing.png"], "none.db"),
     ],
     ids=["detect-missing", "detect-garbage", "identify-no-gallery", "synthesize-no-data", "synthesize-no-pages",
+         "synthesize-pages-without-data", "synthesize-no-writers",
          "clean-garbage", "benchmark-no-hpu", "benchmark-steps", "verify-missing", "verify-no-gallery"],
 )
 def test_each_command_reports_bad_input_in_one_line(tmp_path, args: list[str], names: str) -> None:
