@@ -7,12 +7,15 @@
 Writes ``docs/extractor_distances.png`` (per source: distance histograms of genuine–genuine,
 genuine–skilled forgery and genuine–other writer pairs with the calibrated threshold; ROC and DET
 curves of every source, the shipped operating point marked) and
-``docs/extractor_preprocessing.png`` (raw scans and the canvases the network sees).
+``docs/extractor_preprocessing.png`` (raw scans and the canvases the network sees) and
+``docs/extractor_synthetic_writers.png`` (synthetic writers of ``signver synthesize writers``: each row one writer's
+genuine signatures, then imitations of it by other writers). ``--figures synthetic`` draws only that one, without data.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from signver_torch.data.signatures import discover_signatures, writer_split  # noqa: E402
+from signver_torch.data.synthetic_writers import SyntheticWritersConfig, write_synthetic_writers  # noqa: E402
 from signver_torch.extractor.api import MetricExtractor  # noqa: E402
 from signver_torch.extractor.evaluation import embed_records  # noqa: E402
 from signver_torch.io import load_image_tensor  # noqa: E402
@@ -99,12 +103,36 @@ def draw_preprocessing(extractor: MetricExtractor, data: str, out: Path) -> None
     print(f"wrote {out}")
 
 
+def draw_synthetic_writers(out: Path, writers: int = 6, genuine: int = 4, forged: int = 3) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        root = write_synthetic_writers(Path(folder) / "synthetic", SyntheticWritersConfig(writers, genuine, forged, names=4),
+                                       progress=False)
+        rows = [sorted((writer / "genuine").iterdir()) + sorted((writer / "forged").iterdir())
+                for writer in sorted(p for p in root.iterdir() if p.is_dir())]
+        figure, axes = plt.subplots(len(rows), genuine + forged, figsize=(2.2 * (genuine + forged), 0.95 * len(rows)))
+        for row, (writer, paths) in enumerate(zip(sorted(p.name for p in root.iterdir() if p.is_dir()), rows)):
+            for column, path in enumerate(paths):
+                axes[row, column].imshow(load_image_tensor(path)[0].numpy(), cmap="gray", vmin=0, vmax=1)
+                axes[row, column].set_xticks([])
+                axes[row, column].set_yticks([])
+                if row == 0:
+                    axes[row, column].set_title("genuine" if column < genuine else "imitation", fontsize=9)
+            axes[row, 0].set_ylabel(f"{writer}\n{paths[0].name.split('_')[0]}", fontsize=8, rotation=0, labelpad=22)
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", default=["../shared/data/cedar", "../shared/data/dutch"])
     parser.add_argument("--writers", default="cedar:33-40,dutch:037-048")
     parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--figures", choices=("all", "synthetic"), default="all")
     args = parser.parse_args()
+    draw_synthetic_writers(DOCS / "extractor_synthetic_writers.png")
+    if args.figures == "synthetic":
+        return
     extractor = MetricExtractor().load(args.checkpoint)
     draw_distances(extractor, args.data, args.writers, DOCS / "extractor_distances.png")
     draw_preprocessing(extractor, args.data[0], DOCS / "extractor_preprocessing.png")
