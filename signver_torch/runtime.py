@@ -276,7 +276,10 @@ class OpenVinoGraph(ExportedGraph):
         import openvino.properties.hint as hints
 
         precision = {"fp32": self.runtime.Type.f32, "bf16": self.runtime.Type.bf16}[self.card.get("precision", "fp32")]
-        config = {hints.performance_mode: hints.PerformanceMode.LATENCY, hints.inference_precision: precision}
+        # unpinned: pinned, the plugin put the threads of every process on the same cores, and two Ray actors of one
+        # thread each read pages no faster than one (docs/scale.md, "Actors without torch"); in one process it costs nothing
+        config = {hints.performance_mode: hints.PerformanceMode.LATENCY, hints.inference_precision: precision,
+                  hints.enable_cpu_pinning: False}
         if threads:
             config[properties.inference_num_threads] = threads
         core = self.runtime.Core()

@@ -96,6 +96,18 @@ def test_openvino_runs_in_the_lowest_precision_that_passes_its_check(exported: P
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')")
+def test_openvino_graphs_are_not_pinned_to_cores(exported: Path) -> None:
+    """Pinned, the plugin puts the threads of every process on the same cores: two one-thread Ray actors then read
+    no more pages than one (docs/scale.md). The compiled graph leaves placement to the OS."""
+    import openvino.properties.hint as hints
+
+    from signver_torch.runtime import OpenVinoGraph
+
+    graph = OpenVinoGraph(exported, "detector", threads=1)
+    assert graph.compiled.get_property(hints.enable_cpu_pinning) is False
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'signver-torch[openvino]')")
 def test_an_fp32_openvino_export_matches_torch_to_float_rounding(tmp_path: Path, scans: list[str],
                                                                  torch_embeddings: np.ndarray) -> None:
     from signver_torch.runtime import OpenVinoGraph
