@@ -9,7 +9,7 @@ content-matched impostors as in the Chinese set. Every signature adds the variat
 target's shapes: the target's allographs and style pulled part-way towards the forger's own, more scatter,
 a slower, more even stroke with tremor (the cues forensic examiners look for).
 
-:func:`write_synthetic_writers` writes a writer-folder dataset (``<writer>/genuine/n<NNN>_synthetic.png``,
+:func:`write_synthetic_writers` writes a writer-folder dataset (``<writer>/genuine/n<NNN>_synthetic_<i>.png``,
 ``<writer>/forged/…``) that every reader of the library takes as it takes the real sets.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -194,11 +195,14 @@ def write_synthetic_writers(out: str | os.PathLike, config: SyntheticWritersConf
                             progress: bool = True) -> Path:
     """Write ``config.writers`` writer folders under ``out`` (new or empty), numbered ``0001`` on; each writer
     signs one name of the pool ``config.genuine`` times and is imitated ``config.forged`` times by other writers.
-    File names declare the name (``n017_synthetic.png``), so writers of the same name are same-text impostors."""
+    File names declare the name (``n017_synthetic_03.png``), so writers of the same name are same-text impostors."""
     config.check()
     root = Path(out)
     if root.exists() and any(root.iterdir()):
         raise DataError(f"{root}: not empty (synthetic writers go into a new or empty folder)")
+    # drawn beside it and renamed when whole: a stopped run leaves no half-written set behind that trains
+    staging = root.with_name(f".tmp-{root.name}")
+    shutil.rmtree(staging, ignore_errors=True)
     letters = alphabet()
     names = name_pool(config.names, config.seed)
     width = max(4, len(str(config.writers)))
@@ -206,7 +210,7 @@ def write_synthetic_writers(out: str | os.PathLike, config: SyntheticWritersConf
     for w in tqdm(range(config.writers), desc="synthetic writers", disable=not progress):
         rng = np.random.default_rng([config.seed, 3, w])
         text = int(rng.integers(config.names))
-        folder = root / f"{w + 1:0{width}d}"
+        folder = staging / f"{w + 1:0{width}d}"
         style = styles[w]
         for kind, count in (("genuine", config.genuine), ("forged", config.forged)):
             if not count:
@@ -223,5 +227,8 @@ def write_synthetic_writers(out: str | os.PathLike, config: SyntheticWritersConf
                     strokes = trajectory(names[text], copied, rng, style.scatter * rng.uniform(1.3, 2.2))
                     image = render(strokes, copied, rng, tremor=float(rng.uniform(0.0, 0.012)), even=float(rng.uniform(0.4, 1.0)))
                 image.save(folder / kind / f"n{text:03d}_synthetic_{i:02d}.png")
-    (root / SYNTHESIS_CONFIG).write_text(json.dumps(asdict(config)) + "\n")
+    (staging / SYNTHESIS_CONFIG).write_text(json.dumps(asdict(config)) + "\n")
+    if root.exists():
+        root.rmdir()
+    staging.rename(root)
     return root

@@ -24,6 +24,7 @@ def test_synthetic_writers_are_writer_folders_with_declared_texts(tmp_path: Path
     config = SyntheticWritersConfig(writers=6, genuine=3, forged=2, names=2, seed=3)
     root = write_synthetic_writers(tmp_path / "synthetic", config, progress=False)
     records = discover_signatures(root)
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # drawn aside, renamed whole
     assert sorted({r.writer for r in records}) == [f"{w:04d}" for w in range(1, 7)]
     assert sum(r.forged for r in records) == 12 and len(records) == 30
     texts = {r.writer: r.text for r in records}
