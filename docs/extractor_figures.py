@@ -104,20 +104,20 @@ def draw_preprocessing(extractor: MetricExtractor, data: str, out: Path) -> None
 
 
 def draw_synthetic_writers(out: Path, writers: int = 6, genuine: int = 4, forged: int = 3) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        root = write_synthetic_writers(Path(folder) / "synthetic", SyntheticWritersConfig(writers, genuine, forged, names=4),
+    with tempfile.TemporaryDirectory() as scratch:
+        root = write_synthetic_writers(Path(scratch) / "synthetic", SyntheticWritersConfig(writers, genuine, forged, names=4),
                                        progress=False)
-        rows = [sorted((writer / "genuine").iterdir()) + sorted((writer / "forged").iterdir())
-                for writer in sorted(p for p in root.iterdir() if p.is_dir())]
-        figure, axes = plt.subplots(len(rows), genuine + forged, figsize=(2.2 * (genuine + forged), 0.95 * len(rows)))
-        for row, (writer, paths) in enumerate(zip(sorted(p.name for p in root.iterdir() if p.is_dir()), rows)):
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+        figure, axes = plt.subplots(len(folders), genuine + forged, figsize=(2.2 * (genuine + forged), 0.95 * len(folders)))
+        for row, folder in enumerate(folders):
+            paths = sorted((folder / "genuine").iterdir()) + sorted((folder / "forged").iterdir())
             for column, path in enumerate(paths):
                 axes[row, column].imshow(load_image_tensor(path)[0].numpy(), cmap="gray", vmin=0, vmax=1)
                 axes[row, column].set_xticks([])
                 axes[row, column].set_yticks([])
                 if row == 0:
                     axes[row, column].set_title("genuine" if column < genuine else "imitation", fontsize=9)
-            axes[row, 0].set_ylabel(f"{writer}\n{paths[0].name.split('_')[0]}", fontsize=8, rotation=0, labelpad=22)
+            axes[row, 0].set_ylabel(f"{folder.name}\n{paths[0].name.split('_')[0]}", fontsize=8, rotation=0, labelpad=22)
     figure.tight_layout()
     figure.savefig(out, dpi=100)
     print(f"wrote {out}")

@@ -45,7 +45,7 @@ def _synthesize_writers(args: argparse.Namespace) -> int:
 
     config = SyntheticWritersConfig(writers=args.count, genuine=args.genuine, forged=args.forged, names=args.names,
                                     seed=args.seed)
-    root = write_synthetic_writers(args.out, config, progress=not args.quiet)
+    root = write_synthetic_writers(args.out, config, progress=not args.quiet, command="signver " + shlex.join(args.argv))
     print(f"wrote {args.count} synthetic writers to {root}; train on them with --data.data_dir {root}")
     return 0
 

@@ -60,7 +60,8 @@ def target_of(record: PageRecord) -> dict[str, torch.Tensor | str]:
     }
 
 
-#: The file ``signver synthesize`` leaves in its YOLO folder: the command that drew the pages (not a COCO file).
+#: The file ``signver synthesize`` leaves in the folder it drew (pages: a YOLO folder; writers: writer folders): the
+#: command that drew it (not a COCO file, not a writer).
 SYNTHESIS_RECORD = "signver-synthesis.json"
 
 

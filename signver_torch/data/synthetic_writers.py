@@ -25,10 +25,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
+from signver_torch.data.detection import SYNTHESIS_RECORD
 from signver_torch.errors import DataError
 
-#: The file beside the writer folders that records how they were made.
-SYNTHESIS_CONFIG = "synthesis.json"
 _LETTERS = 26
 _ALPHABET_SEED = 20261207
 
@@ -192,10 +191,12 @@ def render(strokes: list[np.ndarray], style: Style, rng: np.random.Generator, tr
 
 
 def write_synthetic_writers(out: str | os.PathLike, config: SyntheticWritersConfig = SyntheticWritersConfig(),
-                            progress: bool = True) -> Path:
+                            progress: bool = True, command: str | None = None) -> Path:
     """Write ``config.writers`` writer folders under ``out`` (new or empty), numbered ``0001`` on; each writer
     signs one name of the pool ``config.genuine`` times and is imitated ``config.forged`` times by other writers.
-    File names declare the name (``n017_synthetic_03.png``), so writers of the same name are same-text impostors."""
+    File names declare the name (``n017_synthetic_03.png``), so writers of the same name are same-text impostors.
+    Beside the folders, ``SYNTHESIS_RECORD`` holds ``command`` (the ``signver synthesize`` that drew them, which
+    ``signver evaluate --record-as`` names as the data's command, as for synthetic pages) and ``config``."""
     config.check()
     root = Path(out)
     if root.exists() and any(root.iterdir()):
@@ -227,7 +228,7 @@ def write_synthetic_writers(out: str | os.PathLike, config: SyntheticWritersConf
                     strokes = trajectory(names[text], copied, rng, style.scatter * rng.uniform(1.3, 2.2))
                     image = render(strokes, copied, rng, tremor=float(rng.uniform(0.0, 0.012)), even=float(rng.uniform(0.4, 1.0)))
                 image.save(folder / kind / f"n{text:03d}_synthetic_{i:02d}.png")
-    (staging / SYNTHESIS_CONFIG).write_text(json.dumps(asdict(config)) + "\n")
+    (staging / SYNTHESIS_RECORD).write_text(json.dumps({"command": command, "config": asdict(config)}) + "\n")
     if root.exists():
         root.rmdir()
     staging.rename(root)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from signver_torch.cli.data import synthesis_command
 from signver_torch.data.detection import parse_class_map, read_yolo
 from signver_torch.data.signatures import discover_signatures
 from signver_torch.detector.data import YOLO_CLASS_MAP
@@ -30,6 +31,7 @@ def test_synthesize_writers_command_writes_writer_folders(signver_cli, tmp_path:
     assert result.returncode == 0, result.stderr
     records = discover_signatures(out)
     assert len(records) == 9 and sum(r.forged for r in records) == 3 and all(r.text for r in records)
+    assert synthesis_command(str(out)).startswith("signver synthesize writers --count 3")  # what cards name as the data's command
 
 
 def test_detect_command_writes_pictures_and_json(signver_cli, small_checkpoint: Path, small_data: Path, tmp_path: Path) -> None:
