@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
@@ -276,8 +277,14 @@ class SignVer:
         chosen on validation pages), tag it, and crop, clean and embed each signature found.
 
         The one reading that :meth:`verify_document` and the document library share."""
+        return self._embed_found(*self._detect(page, score_threshold))
+
+    def _detect(self, page: ImageSource, score_threshold: float | None) -> tuple[Image.Image, dict[str, Any]]:
         image = load_image(page)
         [found] = self._model("detector").predict([image], score_threshold=score_threshold)  # tensors or arrays
+        return image, found
+
+    def _embed_found(self, image: Image.Image, found: dict[str, Any]) -> PageReading:
         boxes, scores, labels = (np.asarray(found[key]) for key in ("boxes", "scores", "labels"))
         keep = np.flatnonzero(_signatures_not_outscored(boxes, scores, labels))
         # one signature, one verdict: overlapping signature boxes are merged
@@ -304,14 +311,27 @@ class SignVer:
         writer_model = None
         if references is not None:
             claimed = ", ".join(str(r) for r in references)
-            reference_embeddings, _ = self.embed(references)
+            # the references are cleaned and embedded while the page is detected: on a few cores the two
+            # overlap better than each network's own threads scale. The page's crops wait for them (one
+            # model call at a time per network: an OpenVINO graph runs one request).
+            for kind in ("detector", "cleaner", "extractor") if self.clean else ("detector", "extractor"):
+                self._model(kind)  # loaded (or exported) here first, one at a time
+            with ThreadPoolExecutor(1, thread_name_prefix="signver-references") as pool:
+                pending = pool.submit(self.embed, references)
+                try:
+                    detected = self._detect(page, score_threshold)
+                except BaseException:
+                    pending.result()  # a bad reference is reported before a bad page, as without the overlap
+                    raise
+                reference_embeddings, _ = pending.result()
         else:
             claimed = str(person)
             with self.gallery(gallery) as store:  # type: ignore[arg-type]
                 reference_embeddings = store.references(str(person))
                 model = store.writer_model(str(person))
             writer_model = lambda: model  # noqa: E731  (the stored model, read while the gallery was open)
-        reading = self.read_page(page, score_threshold)
+            detected = self._detect(page, score_threshold)
+        reading = self._embed_found(*detected)
         verdicts = [SignatureVerdict(box, score, self.decide(embedding, reference_embeddings, writer_model), crop, clean)
                     for box, score, crop, clean, embedding in zip(reading.boxes, reading.scores, reading.crops,
                                                                   reading.cleaned, reading.embeddings)]

@@ -42,6 +42,22 @@ def test_example_page_is_signed_by_its_writer_and_the_forgery_is_not(signver: Si
     assert first.as_dict()["score"] == round(first.verdict.score, 4) and first.match is first.verdict.match
 
 
+def test_references_embedded_beside_the_detector_give_the_serial_answer(tmp_path: Path) -> None:
+    """verify_document embeds the references in a thread while the page is detected: the distances are those of
+    the page read and the references embedded one after the other, and a bad reference is still named first."""
+    overlapped = SignVer(device="cpu").verify_document(EXAMPLES / "contract.png", references=REFERENCES)
+    serial = SignVer(device="cpu")
+    references, _ = serial.embed(REFERENCES)
+    reading = serial.read_page(EXAMPLES / "contract.png")
+    expected = [serial.decide(embedding, references).distance for embedding in reading.embeddings]
+    np.testing.assert_allclose([s.verdict.distance for s in overlapped.signatures], expected, atol=1e-5)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(SignVerError, match="broken.png") as error:
+        serial.verify_document(tmp_path / "missing-page.png", references=[*REFERENCES[:2], broken])
+    assert "missing-page" not in str(error.value)
+
+
 def test_a_page_without_a_signature_says_so(signver: SignVer, small_data: Path) -> None:
     [unsigned] = (small_data / "documents" / "images").glob("cqt45f00-page02*")  # a real letter's second page
     report = signver.verify_document(unsigned, references=REFERENCES)
