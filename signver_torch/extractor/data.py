@@ -36,7 +36,7 @@ from signver_torch.data.signatures import (
     writer_split,
 )
 from signver_torch.errors import DataError
-from signver_torch.extractor.transforms import INK_VARIANTS, PreprocessConfig, SignaturePreprocessor, ink_variant
+from signver_torch.extractor.transforms import PreprocessConfig, SignaturePreprocessor
 
 
 def preprocess_records(
@@ -48,11 +48,9 @@ def preprocess_records(
     device: torch.device | str = "cpu",
     classes: str = "writer",
     cache_dir: str | os.PathLike | None = None,
-    variant: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load and preprocess ``records`` into ``(N, 1, H, W)`` uint8 canvases (on the CPU) and their labels
     (:func:`~signver_torch.data.signatures.class_labels` of ``classes``); the preprocessing itself runs on ``device``.
-    ``variant`` alters each scan first as another pen would have drawn it (:func:`~signver_torch.extractor.transforms.ink_variant`).
 
     With ``cache_dir``, each canvas is kept there under a key of the preprocessing settings and of its
     file's path, size and modification time (:func:`canvas_cache_path`), so later runs on any mix of the
@@ -60,14 +58,13 @@ def preprocess_records(
     Blank scans (no ink found) are dropped with a warning naming them, never trained on as zeros.
     """
     images = SignatureImages(records, classes)
-    cached = [canvas_cache_path(record, preprocessor, cache_dir, variant) for record in records] if cache_dir is not None else None
+    cached = [canvas_cache_path(record, preprocessor, cache_dir) for record in records] if cache_dir is not None else None
     found = [_read_cached(path) for path in cached] if cached is not None else [None] * len(records)
     missing = [i for i, canvas in enumerate(found) if canvas is None]
     loader = DataLoader(Subset(images, missing), batch_size=batch_size, collate_fn=list)
     with tqdm(total=len(missing), desc=description, unit="img", file=sys.stderr, leave=False) as bar:
         for offset, batch in zip(range(0, len(missing), batch_size), loader):
-            scans = [image.to(device) if variant is None else ink_variant(image.to(device), variant) for image, _ in batch]
-            made = (preprocessor(scans, strict=False) * 255).round().to(torch.uint8).cpu()
+            made = (preprocessor([image.to(device) for image, _ in batch], strict=False) * 255).round().to(torch.uint8).cpu()
             for i, canvas in zip(missing[offset:], made):
                 found[i] = canvas
                 if cached is not None:
@@ -81,12 +78,10 @@ def preprocess_records(
     return canvas[has_ink], images.labels[has_ink]
 
 
-def canvas_cache_path(record: SignatureRecord, preprocessor: SignaturePreprocessor, cache_dir: str | os.PathLike,
-                      variant: str | None = None) -> Path:
+def canvas_cache_path(record: SignatureRecord, preprocessor: SignaturePreprocessor, cache_dir: str | os.PathLike) -> Path:
     """Where :func:`preprocess_records` keeps the canvas of ``record``: a folder per preprocessing
-    setting (and pen variant), a file named by the sha256 of the scan's resolved path, size and modification time."""
-    config = preprocessor.config() if variant is None else {**preprocessor.config(), "ink_variant": variant}
-    setting = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    setting, a file named by the sha256 of the scan's resolved path, size and modification time."""
+    setting = hashlib.sha256(json.dumps(preprocessor.config(), sort_keys=True).encode()).hexdigest()[:16]
     stat = record.path.stat()
     key = hashlib.sha256(f"{record.path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode()).hexdigest()[:32]
     return Path(cache_dir).expanduser() / f"canvases-{setting}" / f"{key}.safetensors"
@@ -231,9 +226,7 @@ class SignatureDataModule(lightning.LightningDataModule):
     ``classes="writer_text"`` makes each (writer, declared text) a class of its own
     (:func:`~signver_torch.data.signatures.class_key`), and ``same_text_batches`` fills a batch with
     writers of the same text (:class:`WriterBatchSampler`); validation always groups by writer.
-    ``cache_dir`` keeps the canvases between runs (:func:`preprocess_records`). ``pen_variants`` (names of
-    :data:`~signver_torch.extractor.transforms.INK_VARIANTS`) adds every training scan once more per variant, altered
-    before preprocessing as that pen would have drawn it, with its writer's label: the writer stays, the pen changes.
+    ``cache_dir`` keeps the canvases between runs (:func:`preprocess_records`).
 
     Images are decoded and preprocessed once in ``setup`` (a few seconds for CEDAR) and kept as uint8
     canvases; augmentation happens on the device in the LightningModule.
@@ -256,11 +249,8 @@ class SignatureDataModule(lightning.LightningDataModule):
         classes: str = "writer",
         same_text_batches: bool = False,
         cache_dir: str | None = None,
-        pen_variants: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        if unknown := [v for v in pen_variants if v not in INK_VARIANTS]:
-            raise DataError(f"unknown pen variant(s) {', '.join(map(repr, unknown))}: choose from {', '.join(INK_VARIANTS)}")
         if classes not in CLASS_KINDS:
             raise DataError(f"classes must be one of {', '.join(CLASS_KINDS)}, not {classes!r}")
         if same_text_batches and classes != "writer_text":
@@ -287,10 +277,8 @@ class SignatureDataModule(lightning.LightningDataModule):
                                 f"or --val-writers {NO_VALIDATION} to train on every writer")
         self.train_records, self.val_records = train, val
         device = preprocessing_device(self.trainer)
-        parts = [preprocess_records(train, self.preprocessor, description=f"train signatures{f' ({variant})' if variant else ''}",
-                                    device=device, classes=hp.classes, cache_dir=hp.cache_dir, variant=variant)
-                 for variant in (None, *hp.pen_variants)]
-        self.train_set = TensorDataset(torch.cat([canvas for canvas, _ in parts]), torch.cat([labels for _, labels in parts]))
+        self.train_set = TensorDataset(*preprocess_records(train, self.preprocessor, description="train signatures", device=device,
+                                                           classes=hp.classes, cache_dir=hp.cache_dir))
         keys = class_labels(train, hp.classes)[1]
         self.class_texts = [key.partition("/")[2] or None for key in keys] if hp.classes == "writer_text" else None
         if val:

@@ -30,7 +30,6 @@ from signver_torch.errors import BlankSignatureError, SignVerError
 from signver_torch.extractor.api import MetricExtractor
 from signver_torch.extractor.decision import check_decision_options, calibrate_decision, decision_from_scores
 from signver_torch.extractor.model import principal_projection
-from signver_torch.extractor.transforms import INK_VARIANTS, ink_variant
 from signver_torch.metrics import protocol_negatives, same_text_metrics, verification_metrics, writer_protocol_metrics, writer_protocol_pairs
 
 
@@ -70,6 +69,26 @@ def embed_records(
 
 #: Bootstrap resamples of the writers behind ``eer_ci``.
 BOOTSTRAP_RESAMPLES = 1000
+
+
+def ink_variant(gray: torch.Tensor, variant: str) -> torch.Tensor:
+    """The scan ``gray`` (``(1, H, W)`` in ``[0, 1]``, dark ink on light paper) as another pen or scanner
+    would give it: ``lighter`` (faint ink, 40% of its darkness), ``darker`` (mid tones darkened, the
+    square root of darkness), ``thinner`` (strokes eroded by a 3x3 maximum filter) or ``thicker``
+    (dilated by a 3x3 minimum filter). Same shape, dtype and device."""
+    if variant == "lighter":
+        return 1 - (1 - gray) * 0.4
+    if variant == "darker":
+        return 1 - (1 - gray).clamp_min(0).sqrt()
+    if variant == "thinner":
+        return torch.nn.functional.max_pool2d(gray[None], 3, stride=1, padding=1)[0]
+    if variant == "thicker":
+        return -torch.nn.functional.max_pool2d(-gray[None], 3, stride=1, padding=1)[0]
+    raise SignVerError(f"unknown ink variant {variant!r}: choose {', '.join(INK_VARIANTS)}")
+
+
+#: What ``--ink-variants`` measures (:func:`ink_variant`).
+INK_VARIANTS = ("lighter", "darker", "thinner", "thicker")
 
 
 def _operating_point(writers: Sequence[str], rates: Callable[[list[str]], dict[str, Any]], threshold: float) -> dict[str, Any]:

@@ -125,29 +125,6 @@ class SignaturePreprocessor(torch.nn.Module):
                             torch.stack([zero, scale_y, -top * scale_y], -1)], 1)
 
 
-def ink_variant(gray: torch.Tensor, variant: str) -> torch.Tensor:
-    """The scan ``gray`` (``(1, H, W)`` in ``[0, 1]``, dark ink on light paper) as another pen or scanner
-    would give it: ``lighter`` (faint ink, 40% of its darkness), ``darker`` (mid tones darkened, the
-    square root of darkness), ``thinner`` (strokes eroded by a 3x3 maximum filter) or ``thicker``
-    (dilated by a 3x3 minimum filter). Same shape, dtype and device.
-
-    ``evaluate extractor --ink-variants`` measures a model on these, and ``SignatureDataModule(pen_variants=...)``
-    trains on them."""
-    if variant == "lighter":
-        return 1 - (1 - gray) * 0.4
-    if variant == "darker":
-        return 1 - (1 - gray).clamp_min(0).sqrt()
-    if variant == "thinner":
-        return torch.nn.functional.max_pool2d(gray[None], 3, stride=1, padding=1)[0]
-    if variant == "thicker":
-        return -torch.nn.functional.max_pool2d(-gray[None], 3, stride=1, padding=1)[0]
-    raise SignVerError(f"unknown ink variant {variant!r}: choose {', '.join(INK_VARIANTS)}")
-
-
-#: What ``--ink-variants`` measures (:func:`ink_variant`).
-INK_VARIANTS = ("lighter", "darker", "thinner", "thicker")
-
-
 def gaussian_blur_5x5(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """kornia's ``gaussian_blur2d(images, (5, 5), (sigma, sigma), border_type="replicate")`` as five shifted, weighted
     sums per axis, on ``(N, C, H, W)`` float images of any device.

@@ -13,8 +13,7 @@ import torch
 from signver_torch.data.signatures import class_key, class_labels, discover_signatures
 from signver_torch.errors import DataError, SignVerError
 from signver_torch.extractor.data import InkGamma, StrokeWidthJitter, WriterBatchSampler
-from signver_torch.extractor.evaluation import evaluate_extractor
-from signver_torch.extractor.transforms import INK_VARIANTS, ink_variant
+from signver_torch.extractor.evaluation import INK_VARIANTS, evaluate_extractor, ink_variant
 from signver_torch.metrics import same_text_distances, same_text_metrics
 
 CHINESE_WRITERS = ["070", "071", "072"]
@@ -186,26 +185,3 @@ def test_canvas_cache_gives_the_same_canvases_and_survives_a_bad_entry(small_dat
     assert torch.equal(stored[0], fresh[0]) and torch.equal(again[0], fresh[0].flip(0))
     other = SignaturePreprocessor(height=64, width=96)
     assert canvas_cache_path(records[0], other, tmp_path) != canvas_cache_path(records[0], preprocessor, tmp_path)
-
-
-def test_pen_variants_add_each_scan_as_another_pen_drew_it(small_data: Path, tmp_path: Path) -> None:
-    """``pen_variants`` trains on every scan once more per pen: the same labels, thinner strokes with less ink on
-    the canvas and thicker ones with more, each variant cached under its own key."""
-    from signver_torch.extractor.data import SignatureDataModule, canvas_cache_path
-    from signver_torch.extractor.transforms import SignaturePreprocessor
-
-    plain = SignatureDataModule(small_data / "cedar", train_writers=None, val_writers=None)
-    pens = SignatureDataModule(small_data / "cedar", train_writers=None, val_writers=None,
-                               pen_variants=["thinner", "thicker"], cache_dir=str(tmp_path))
-    plain.setup(), pens.setup()
-    canvases, labels = pens.train_set.tensors
-    n = len(plain.train_set)
-    assert len(pens.train_set) == 3 * n and torch.equal(labels, plain.train_set.tensors[1].repeat(3))
-    assert torch.equal(canvases[:n], plain.train_set.tensors[0])
-    ink = (canvases > 127).flatten(1).sum(1).float()
-    assert (ink[n:2 * n] < ink[:n]).float().mean() > 0.9 and (ink[2 * n:] > ink[:n]).float().mean() > 0.9
-    record = pens.train_records[0]
-    keys = {canvas_cache_path(record, SignaturePreprocessor(), tmp_path, v) for v in (None, "thinner", "thicker")}
-    assert len(keys) == 3 and all(key.is_file() for key in keys)
-    with pytest.raises(DataError, match="'blurred'"):
-        SignatureDataModule(small_data / "cedar", pen_variants=["blurred"])
