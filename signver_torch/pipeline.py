@@ -295,6 +295,15 @@ class SignVer:
         embeddings, cleaned = self.embed(crops) if crops else (np.zeros((0, 0), np.float32), [])
         return PageReading(image, found, summarize(found), boxes, scores, crops, cleaned, embeddings)
 
+    def _references_beside_detector(self) -> bool:
+        """Whether :meth:`verify_document` cleans and embeds the references in a thread while the page is detected:
+        only where OpenVINO runs the cleaner, the one case measured faster on 2 cores (README, "Exported backends");
+        beside an onnxruntime or torch cleaner the two contend for the cores. The models are loaded here first, one at
+        a time; the page's crops wait for the references, so each network runs one call at a time."""
+        for kind in ("detector", "cleaner", "extractor") if self.clean else ("detector", "extractor"):
+            self._model(kind)
+        return self.clean and getattr(self._model("cleaner"), "backend", "torch") == "openvino"
+
     def verify_document(
         self,
         page: ImageSource,
@@ -311,19 +320,18 @@ class SignVer:
         writer_model = None
         if references is not None:
             claimed = ", ".join(str(r) for r in references)
-            # the references are cleaned and embedded while the page is detected: on a few cores the two
-            # overlap better than each network's own threads scale. The page's crops wait for them (one
-            # model call at a time per network: an OpenVINO graph runs one request).
-            for kind in ("detector", "cleaner", "extractor") if self.clean else ("detector", "extractor"):
-                self._model(kind)  # loaded (or exported) here first, one at a time
-            with ThreadPoolExecutor(1, thread_name_prefix="signver-references") as pool:
-                pending = pool.submit(self.embed, references)
-                try:
-                    detected = self._detect(page, score_threshold)
-                except BaseException:
-                    pending.result()  # a bad reference is reported before a bad page, as without the overlap
-                    raise
-                reference_embeddings, _ = pending.result()
+            if self._references_beside_detector():
+                with ThreadPoolExecutor(1, thread_name_prefix="signver-references") as pool:
+                    pending = pool.submit(self.embed, references)
+                    try:
+                        detected = self._detect(page, score_threshold)
+                    except BaseException:
+                        pending.result()  # a bad reference is reported before a bad page, as without the overlap
+                        raise
+                    reference_embeddings, _ = pending.result()
+            else:
+                reference_embeddings, _ = self.embed(references)
+                detected = self._detect(page, score_threshold)
         else:
             claimed = str(person)
             with self.gallery(gallery) as store:  # type: ignore[arg-type]
