@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from signver_torch.errors import SignVerError
 from signver_torch.pipeline import Claim, SignVer
