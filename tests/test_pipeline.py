@@ -42,11 +42,14 @@ def test_example_page_is_signed_by_its_writer_and_the_forgery_is_not(signver: Si
 
 
 @pytest.mark.parametrize("backend", ["torch", "openvino"])
-def test_references_embedded_beside_the_detector_give_the_serial_answer(tmp_path: Path, backend: str) -> None:
+def test_references_embedded_beside_the_detector_give_the_serial_answer(tmp_path: Path, backend: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """verify_document embeds the references in a thread while the page is detected where OpenVINO cleans (not
     beside torch): the distances are those of the page read and the references embedded one after the other, and
     a bad reference is still named before a bad page."""
     pytest.importorskip(backend)
+    # its exports in a cache of its own: in the session's, they would make later tests' backend="auto" run OpenVINO
+    monkeypatch.setenv("SIGNVER_CACHE", str(tmp_path / "cache"))
     overlapped = SignVer(device="cpu", backend=backend)
     report = overlapped.verify_document(EXAMPLES / "contract.png", references=REFERENCES)
     assert overlapped._references_beside_detector() is (backend == "openvino")
