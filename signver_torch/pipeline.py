@@ -300,9 +300,10 @@ class SignVer:
         only where OpenVINO runs the cleaner, the one case measured faster on 2 cores (README, "Exported backends");
         beside an onnxruntime or torch cleaner the two contend for the cores. The models are loaded here first, one at
         a time; the page's crops wait for the references, so each network runs one call at a time."""
-        for kind in ("detector", "cleaner", "extractor") if self.clean else ("detector", "extractor"):
-            self._model(kind)
-        return self.clean and getattr(self._model("cleaner"), "backend", "torch") == "openvino"
+        if not self.clean or self.cleaner.backend != "openvino":
+            return False
+        self._model("detector"), self.extractor  # loaded before the two threads use them
+        return True
 
     def verify_document(
         self,
