@@ -302,7 +302,8 @@ class SignVer:
         a time; the page's crops wait for the references, so each network runs one call at a time."""
         if not self.clean or self.cleaner.backend != "openvino":
             return False
-        self._model("detector"), self.extractor  # loaded before the two threads use them
+        for kind in ("detector", "extractor"):  # loaded before the two threads use them
+            self._model(kind)
         return True
 
     def verify_document(
